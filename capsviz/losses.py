@@ -1,0 +1,28 @@
+"""Margin loss (Eq. 4) plus the down-weighted reconstruction loss of the paper."""
+
+from __future__ import annotations
+
+import torch
+
+M_PLUS, M_MINUS, LAMBDA = 0.9, 0.1, 0.5
+RECONSTRUCTION_WEIGHT = 0.0005
+
+
+def margin_loss(lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """lengths (B, J), labels (B,) -> (B,) summed over the J classes."""
+    target = torch.nn.functional.one_hot(labels, lengths.shape[1]).to(lengths.dtype)  # (B, J)
+    present = target * torch.relu(M_PLUS - lengths) ** 2
+    absent = LAMBDA * (1.0 - target) * torch.relu(lengths - M_MINUS) ** 2
+    return (present + absent).sum(dim=1)
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sum of squared pixel errors per example -> (B,)."""
+    return ((reconstruction - x) ** 2).flatten(1).sum(dim=1)
+
+
+def capsule_loss(out, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Total loss averaged over the batch; `out` is a CapsNetOutput."""
+    margin = margin_loss(out.lengths, labels)
+    recon = reconstruction_loss(out.reconstruction.float(), x.float())
+    return (margin + RECONSTRUCTION_WEIGHT * recon).mean()

@@ -1,0 +1,188 @@
+"""The paper's MNIST CapsNet: Conv1 -> PrimaryCaps -> DigitCaps (dynamic routing) -> Decoder.
+
+    from capsviz.model import CapsNet, CapsNetConfig
+    model = CapsNet(CapsNetConfig())            # 8,215,568 parameters, as in the paper
+    out = model(x, trace=True)                  # x: (B, 1, 28, 28) in [0, 1]
+
+Shape letters are those of `capsviz.routing`: B batch, N = 1152 primary capsules,
+J = 10 digit capsules, D = 16 pose dimensions, I = 8 primary capsule size.
+
+Primary capsules are flattened type-major: capsule n = type * 36 + row * 6 + col, so
+`n` reshapes to (32 types, 6, 6) positions; the app relies on this layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from capsviz.routing import RoutingTrace, dynamic_routing, squash
+
+
+@dataclass(frozen=True)
+class CapsNetConfig:
+    """Everything needed to rebuild a CapsNet; stored inside every checkpoint."""
+
+    num_classes: int = 10
+    input_size: int = 28
+    in_channels: int = 1
+    conv_channels: int = 256
+    kernel_size: int = 9
+    primary_types: int = 32
+    primary_dim: int = 8
+    primary_stride: int = 2
+    digit_dim: int = 16
+    routing_iters: int = 3
+    decoder_hidden: tuple[int, int] = (512, 1024)
+
+    @property
+    def primary_grid(self) -> int:
+        conv1 = self.input_size - self.kernel_size + 1
+        return (conv1 - self.kernel_size) // self.primary_stride + 1
+
+    @property
+    def num_primary(self) -> int:
+        return self.primary_types * self.primary_grid**2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CapsNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown CapsNetConfig fields: {sorted(unknown)}")
+        values = dict(data)
+        if "decoder_hidden" in values:
+            values["decoder_hidden"] = tuple(values["decoder_hidden"])
+        return cls(**values)
+
+
+@dataclass
+class CapsNetOutput:
+    lengths: torch.Tensor  # (B, J) capsule lengths, the class probabilities
+    poses: torch.Tensor  # (B, J, D) DigitCaps vectors
+    reconstruction: torch.Tensor  # (B, 1, H, W) decoder output from the masked capsule
+    trace: RoutingTrace | None = None
+
+
+class PrimaryCaps(nn.Module):
+    """A 9x9 stride-2 convolution read as `types` channels of `dim`-D capsules, squashed."""
+
+    def __init__(self, *, in_channels: int, types: int, dim: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.types, self.dim = types, dim
+        self.conv = nn.Conv2d(in_channels, types * dim, kernel_size, stride=stride)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.conv(features)  # (B, types*I, G, G)
+        b, _, g, _ = out.shape
+        out = out.view(b, self.types, self.dim, g, g)  # (B, types, I, G, G)
+        out = out.permute(0, 1, 3, 4, 2).reshape(b, self.types * g * g, self.dim)  # (B, N, I)
+        return squash(out)
+
+
+class DigitCaps(nn.Module):
+    """Votes u_hat = W_ij u_i for every child/parent pair, then dynamic routing."""
+
+    def __init__(self, *, children: int, parents: int, in_dim: int, out_dim: int):
+        super().__init__()
+        # W: (N, J, D, I), initialised small as in common re-implementations
+        self.weight = nn.Parameter(0.01 * torch.randn(children, parents, out_dim, in_dim))
+
+    def votes(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B, N, I) -> u_hat: (B, N, J, D), one batched matmul per child capsule."""
+        n, j, d, i = self.weight.shape
+        w = self.weight.reshape(n, j * d, i).transpose(1, 2)  # (N, I, J*D)
+        u_hat = torch.bmm(u.transpose(0, 1), w)  # (N, B, J*D)
+        return u_hat.view(n, -1, j, d).transpose(0, 1)  # (B, N, J, D)
+
+    def forward(
+        self, u: torch.Tensor, iterations: int, trace: bool = False
+    ) -> tuple[torch.Tensor, RoutingTrace | None]:
+        return dynamic_routing(self.votes(u), iterations, trace=trace)
+
+
+class Decoder(nn.Module):
+    """FC 512 ReLU -> FC 1024 ReLU -> FC 784 sigmoid, fed with the masked (J*D) capsules."""
+
+    def __init__(self, *, in_features: int, hidden: tuple[int, int], out_pixels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden[0]),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden[1], out_pixels),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        return self.net(masked)
+
+
+class CapsNet(nn.Module):
+    def __init__(self, config: CapsNetConfig | None = None):
+        super().__init__()
+        self.config = config = config or CapsNetConfig()
+        self.conv1 = nn.Conv2d(config.in_channels, config.conv_channels, config.kernel_size)
+        self.primary = PrimaryCaps(
+            in_channels=config.conv_channels,
+            types=config.primary_types,
+            dim=config.primary_dim,
+            kernel_size=config.kernel_size,
+            stride=config.primary_stride,
+        )
+        self.digits = DigitCaps(
+            children=config.num_primary,
+            parents=config.num_classes,
+            in_dim=config.primary_dim,
+            out_dim=config.digit_dim,
+        )
+        self.decoder = Decoder(
+            in_features=config.num_classes * config.digit_dim,
+            hidden=config.decoder_hidden,
+            out_pixels=config.in_channels * config.input_size**2,
+        )
+
+    def encode(
+        self, x: torch.Tensor, routing_iters: int | None = None, trace: bool = False
+    ) -> tuple[torch.Tensor, RoutingTrace | None]:
+        """x: (B, C, H, W) -> DigitCaps poses (B, J, D) and the optional routing trace."""
+        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
+        primary = self.primary(features)  # (B, N, I)
+        return self.digits(primary, routing_iters or self.config.routing_iters, trace=trace)
+
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode (B, J, D) poses keeping only `classes` (B,) -> (B, C, H, W)."""
+        mask = nn.functional.one_hot(classes, self.config.num_classes).to(poses.dtype)  # (B, J)
+        masked = (poses * mask.unsqueeze(-1)).flatten(1)  # (B, J*D)
+        c, s = self.config.in_channels, self.config.input_size
+        return self.decoder(masked).view(-1, c, s, s)
+
+    def decode(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """One pose per example, (B, D), read as the capsule of `classes` (B,) -> (B, C, H, W).
+
+        This is what the pose sliders call: the other J - 1 capsules are masked to zero.
+        """
+        b, d = poses.shape
+        full = poses.new_zeros(b, self.config.num_classes, d)  # (B, J, D)
+        full[torch.arange(b, device=poses.device), classes] = poses
+        return self.reconstruct(full, classes)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        routing_iters: int | None = None,
+        trace: bool = False,
+    ) -> CapsNetOutput:
+        """Mask the decoder by `labels` when given (training), else by the longest capsule."""
+        poses, routing_trace = self.encode(x, routing_iters, trace=trace)
+        lengths = poses.norm(dim=-1)  # (B, J)
+        classes = labels if labels is not None else lengths.argmax(dim=1)
+        reconstruction = self.reconstruct(poses, classes)
+        return CapsNetOutput(lengths, poses, reconstruction, routing_trace)

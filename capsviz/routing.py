@@ -1,0 +1,79 @@
+"""Squash and dynamic routing (Sabour, Frosst & Hinton 2017, Procedure 1).
+
+Dimension letters used in shape comments throughout capsviz:
+    B  batch              N  child (primary) capsules, 1152 for MNIST
+    J  parent capsules    D  parent capsule size, 16
+    I  child capsule size, 8
+    R  routing iterations
+
+Gradients: only the final iteration's weighted sum carries gradient to the votes
+u_hat. The agreement updates of the inner iterations use a detached copy of the votes,
+so the coupling coefficients act as constants in the backward pass (as in several
+faithful re-implementations; the paper leaves it open). This halves the backward cost
+of routing and matches the trained behaviour; the forward values are identical either
+way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SQUASH_EPS = 1e-8
+
+
+def squash(s: torch.Tensor, dim: int = -1, eps: float = SQUASH_EPS) -> torch.Tensor:
+    """Eq. 1: v = |s|^2 / (1 + |s|^2) * s / |s|. A zero vector maps to zero, never NaN."""
+    sq_norm = (s * s).sum(dim=dim, keepdim=True)
+    scale = sq_norm / (1.0 + sq_norm) / torch.sqrt(sq_norm + eps)
+    return scale * s
+
+
+@dataclass
+class RoutingTrace:
+    """Per-iteration routing state, detached, on the CPU or the model's device.
+
+    couplings: (B, R, N, J)  c_ij used in iteration r (softmax over the J parents)
+    logits:    (B, R, N, J)  b_ij from which those couplings were computed
+    poses:     (B, R, J, D)  parent capsules v_j at the end of iteration r
+    """
+
+    couplings: torch.Tensor
+    logits: torch.Tensor
+    poses: torch.Tensor
+
+    @property
+    def iterations(self) -> int:
+        return self.couplings.shape[1]
+
+
+def dynamic_routing(
+    votes: torch.Tensor, iterations: int, trace: bool = False
+) -> tuple[torch.Tensor, RoutingTrace | None]:
+    """Route votes u_hat (B, N, J, D) to parent capsules v (B, J, D).
+
+    Logits start at zero for each example (never shared across the batch), and the
+    coupling coefficients are a softmax over the J parents for each child.
+    """
+    if iterations < 1:
+        raise ValueError(f"routing needs at least 1 iteration, got {iterations}")
+    batch, children, parents, _ = votes.shape
+    logits = votes.new_zeros(batch, children, parents)  # (B, N, J)
+    votes_const = votes.detach()  # inner iterations: no gradient through agreement
+    recorded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for r in range(iterations):
+        last = r == iterations - 1
+        couplings = torch.softmax(logits, dim=2)  # (B, N, J), sums to 1 over parents
+        used_votes = votes if last else votes_const
+        s = torch.einsum("bnj,bnjd->bjd", couplings, used_votes)  # (B, J, D)
+        poses = squash(s)  # (B, J, D)
+        if trace:
+            recorded.append((couplings.detach(), logits.detach(), poses.detach()))
+        if not last:
+            agreement = torch.einsum("bnjd,bjd->bnj", votes_const, poses.detach())  # (B, N, J)
+            logits = logits + agreement
+    if not trace:
+        return poses, None
+    couplings_r, logits_r, poses_r = (torch.stack(t, dim=1) for t in zip(*recorded))
+    return poses, RoutingTrace(couplings=couplings_r, logits=logits_r, poses=poses_r)

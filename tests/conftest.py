@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny synthetic MNIST on disk, the real MNIST when present, drawings."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from capsviz.data import ENV_VAR, Split
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
+
+
+def synthetic_digits(n: int, seed: int = 0) -> Split:
+    """A learnable toy MNIST: class k is a bright 6x6 square at one of 10 spots, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = (torch.rand(n, 28, 28, generator=gen) * 40).to(torch.uint8)
+    for i, k in enumerate(labels.tolist()):
+        row, col = 4 + (k // 5) * 12, 2 + (k % 5) * 5
+        images[i, row : row + 6, col : col + 4] = 255
+    return Split(images, labels)
+
+
+def write_idx(folder: Path, prefix: str, split: Split) -> None:
+    """Write a split as uncompressed IDX files, which torchvision loads without a download."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(split)
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, 28, 28) + split.images.numpy().tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + split.labels.to(torch.uint8).numpy().tobytes()
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_mnist")
+    raw = root / "MNIST" / "raw"
+    write_idx(raw, "train", synthetic_digits(96, seed=1))
+    write_idx(raw, "t10k", synthetic_digits(40, seed=2))
+    return root
+
+
+def _real_mnist_root() -> Path | None:
+    candidates = [os.environ.get(ENV_VAR), REPO / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = _real_mnist_root()
+    if root is None:
+        message = f"real MNIST not staged (set {ENV_VAR} to a folder holding MNIST/raw)"
+        if REQUIRE_MNIST:
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+def canvas(size: int = 280, transparent: bool = False) -> np.ndarray:
+    """An empty drawing canvas, RGBA like the browser canvas: black or fully transparent."""
+    out = np.zeros((size, size, 4), dtype=np.uint8)
+    if not transparent:
+        out[:, :, 3] = 255
+    return out

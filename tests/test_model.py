@@ -1,0 +1,107 @@
+import dataclasses
+
+import pytest
+import torch
+
+from capsviz.model import CapsNet, CapsNetConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CapsNet(CapsNetConfig()).eval()
+
+
+def test_parameter_count_matches_the_paper(model):
+    assert sum(p.numel() for p in model.parameters()) == 8_215_568
+
+
+def test_layer_shapes_are_the_papers():
+    config = CapsNetConfig()
+    assert config.primary_grid == 6 and config.num_primary == 1152
+    model = CapsNet(config)
+    assert model.digits.weight.shape == (1152, 10, 16, 8)
+    features = torch.relu(model.conv1(torch.rand(2, 1, 28, 28)))
+    assert features.shape == (2, 256, 20, 20)
+    assert model.primary(features).shape == (2, 1152, 8)
+
+
+def test_output_shapes_and_trace(model):
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        out = model(x, trace=True)
+    assert out.lengths.shape == (3, 10)
+    assert out.poses.shape == (3, 10, 16)
+    assert out.reconstruction.shape == (3, 1, 28, 28)
+    assert out.trace.couplings.shape == (3, 3, 1152, 10)
+    assert out.trace.logits.shape == (3, 3, 1152, 10)
+    assert out.trace.poses.shape == (3, 3, 10, 16)
+    assert not out.trace.couplings.requires_grad
+    assert torch.allclose(out.trace.poses[:, -1], out.poses)
+    assert torch.allclose(out.lengths, out.poses.norm(dim=-1))
+    assert ((out.reconstruction >= 0) & (out.reconstruction <= 1)).all()
+    assert model(x).trace is None
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3, 4, 5])
+def test_routing_iterations_can_change_at_inference(model, iterations):
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 28, 28), routing_iters=iterations, trace=True)
+    assert out.trace.iterations == iterations
+
+
+def test_decoder_masks_by_label_when_given_else_by_longest_capsule(model):
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        out = model(x)
+        winner = out.lengths.argmax(1)
+        assert torch.allclose(out.reconstruction, model.reconstruct(out.poses, winner))
+        other = (winner + 1) % 10
+        forced = model(x, labels=other)
+        assert torch.allclose(forced.reconstruction, model.reconstruct(out.poses, other))
+        assert not torch.allclose(forced.reconstruction, out.reconstruction)
+
+
+def test_decode_reads_one_pose_as_the_given_class(model):
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 28, 28))
+        classes = torch.tensor([3, 7])
+        pose = out.poses[torch.arange(2), classes]  # (B, 16)
+        assert torch.allclose(model.decode(pose, classes), model.reconstruct(out.poses, classes))
+        assert model.decode(pose, classes).shape == (2, 1, 28, 28)
+
+
+def test_blank_input_gives_finite_output(model):
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 28, 28), trace=True)
+    for tensor in (out.lengths, out.poses, out.reconstruction, out.trace.couplings):
+        assert torch.isfinite(tensor).all()
+
+
+def test_primary_capsules_flatten_type_major(model):
+    """Capsule n = type * 36 + row * 6 + col holds conv channels type*8 .. type*8+7 at (row, col)."""
+    features = torch.relu(model.conv1(torch.rand(1, 1, 28, 28)))
+    with torch.no_grad():
+        raw = model.primary.conv(features)  # (1, 256, 6, 6)
+        caps = model.primary(features)  # (1, 1152, 8)
+    for type_, row, col in [(0, 0, 0), (5, 2, 3), (31, 5, 5)]:
+        n = type_ * 36 + row * 6 + col
+        vector = raw[0, type_ * 8 : type_ * 8 + 8, row, col]
+        expected = vector * (vector.norm() ** 2 / (1 + vector.norm() ** 2)) / vector.norm()
+        assert torch.allclose(caps[0, n], expected, atol=1e-5)
+
+
+def test_config_round_trips_through_a_dict():
+    config = CapsNetConfig(routing_iters=5, decoder_hidden=(64, 128))
+    assert CapsNetConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        CapsNetConfig.from_dict({**dataclasses.asdict(config), "bogus": 1})
+
+
+def test_training_mode_gradients_reach_every_parameter():
+    model = CapsNet(CapsNetConfig())
+    x, labels = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    out = model(x, labels=labels)
+    (out.lengths.sum() + out.reconstruction.sum()).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
