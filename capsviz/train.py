@@ -1,0 +1,252 @@
+"""Training loop with callbacks, and evaluation on the MNIST test set.
+
+The trainer knows nothing about its audience: the CLI plugs in a progress bar, the app
+live curves and a cancel button, the tests plain lists. Every complete epoch is saved
+atomically to `<out>/last.safetensors` (weights + Adam state + card) and logged to
+`<out>/log.json` and `<out>/log.csv`; a cancelled or killed run keeps its last complete
+epoch, and `resume=` continues it. The test set is evaluated after each epoch for the
+log only: it never selects a model or stops a run.
+
+    python -m capsviz train --epochs 10 --device auto --out runs/first
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from capsviz.checkpoint import load_training_state, restore_optimizer, save_checkpoint
+from capsviz.data import Split, batches, random_shift, to_float
+from capsviz.losses import capsule_loss
+from capsviz.model import CapsNet, CapsNetConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 0.96  # exponential decay of the learning rate, per epoch
+    routing_iters: int = 3
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 500
+
+
+@dataclass
+class BatchEnd:
+    epoch: int  # 1-based
+    batch: int  # 1-based within the epoch
+    num_batches: int
+    loss: float
+    accuracy: float  # on this (shifted) training batch
+    images_per_s: float
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    lr: float
+    seconds: float
+    checkpoint: str
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "cancelled"
+    history: list[EpochEnd] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+class Callback:
+    """Override what you need. Set `stop` (a threading.Event) in TrainConfig-independent code to cancel."""
+
+    def on_batch_end(self, info: BatchEnd) -> None:
+        pass
+
+    def on_epoch_end(self, info: EpochEnd) -> None:
+        pass
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    return torch.device(name)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@torch.no_grad()
+def evaluate(
+    model: CapsNet, split: Split, *, batch_size: int = 500, routing_iters: int | None = None
+) -> tuple[float, int]:
+    """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for images, labels in batches(split, batch_size, shuffle=False):
+        x = to_float(images.to(device))
+        out = model(x, routing_iters=routing_iters)
+        correct += (out.lengths.argmax(1).cpu() == labels.cpu()).sum().item()
+    model.train(was_training)
+    return correct / max(len(split), 1), len(split)
+
+
+def train(
+    train_split: Split,
+    test_split: Split,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    model_config: CapsNetConfig | None = None,
+    callbacks: Iterable[Callback] = (),
+    stop: threading.Event | None = None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Train a CapsNet; returns when the last epoch is done or `stop` is set."""
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    start_epoch, history = 0, []
+    if resume:
+        model, card, state = load_training_state(resume, device)
+        start_epoch = state.epoch
+        history = [EpochEnd(**h) for h in card.get("history", [])]
+        model.train()
+    else:
+        model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if resume:
+        restore_optimizer(optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
+    train_split, test_split = train_split.to(device), test_split.to(device)
+    callbacks = list(callbacks)
+    wall_before = sum(h.seconds for h in history)
+    checkpoint = out_dir / "last.safetensors"
+    result = TrainResult("finished", history, checkpoint if resume else None)
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        lr = config.lr * config.lr_decay ** (epoch - 1)  # exponential decay, per epoch
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        model.train()
+        num_batches = -(-len(train_split) // config.batch_size)
+        loss_sum = correct = seen = 0.0
+        for index, (images, labels) in enumerate(
+            batches(train_split, config.batch_size, shuffle=True, generator=generator), start=1
+        ):
+            if stop is not None and stop.is_set():
+                result.status = "cancelled"
+                return result
+            batch_start = time.perf_counter()
+            x = to_float(random_shift(images, generator=generator))  # (b, 1, 28, 28)
+            out = model(x, labels=labels)
+            loss = capsule_loss(out, x, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch_correct = (out.lengths.detach().argmax(1) == labels).sum().item()
+            n = labels.shape[0]
+            loss_sum += loss.item() * n
+            correct += batch_correct
+            seen += n
+            info = BatchEnd(
+                epoch,
+                index,
+                num_batches,
+                loss.item(),
+                batch_correct / n,
+                n / max(time.perf_counter() - batch_start, 1e-9),
+            )
+            for callback in callbacks:
+                callback.on_batch_end(info)
+        test_accuracy, _ = evaluate(model, test_split, batch_size=config.eval_batch_size)
+        seconds = time.perf_counter() - epoch_start
+        info = EpochEnd(
+            epoch, config.epochs, loss_sum / seen, correct / seen, test_accuracy, lr, seconds, str(checkpoint)
+        )
+        history.append(info)
+        card = _card(config, device, history, len(train_split), len(test_split), wall_before)
+        save_checkpoint(checkpoint, model, card, optimizer=optimizer)
+        _write_logs(out_dir, history)
+        result.checkpoint = checkpoint
+        for callback in callbacks:
+            callback.on_epoch_end(info)
+    return result
+
+
+def _card(
+    config: TrainConfig,
+    device: torch.device,
+    history: list[EpochEnd],
+    n_train: int,
+    n_test: int,
+    wall_before: float,
+) -> dict:
+    last = history[-1]
+    return {
+        "epochs": last.epoch,
+        "test_accuracy": last.test_accuracy,
+        "test_images": n_test,
+        "train_images": n_train,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "lr_decay_per_epoch": config.lr_decay,
+        "routing_iters": config.routing_iters,
+        "augmentation": "random shift of up to 2 px, zero padded",
+        "device": device_description(device),
+        "wall_seconds": round(sum(h.seconds for h in history), 1),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "history": [asdict(h) for h in history],
+    }
+
+
+def _write_logs(out_dir: Path, history: list[EpochEnd]) -> None:
+    rows = [asdict(h) for h in history]
+    (out_dir / "log.json").write_text(json.dumps(rows, indent=2))
+    with open(out_dir / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class FunctionCallback(Callback):
+    """Adapt two plain functions to the Callback interface."""
+
+    def __init__(
+        self,
+        on_batch: Callable[[BatchEnd], None] | None = None,
+        on_epoch: Callable[[EpochEnd], None] | None = None,
+    ):
+        self._on_batch, self._on_epoch = on_batch, on_epoch
+
+    def on_batch_end(self, info: BatchEnd) -> None:
+        if self._on_batch:
+            self._on_batch(info)
+
+    def on_epoch_end(self, info: EpochEnd) -> None:
+        if self._on_epoch:
+            self._on_epoch(info)

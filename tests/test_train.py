@@ -1,0 +1,95 @@
+import json
+import threading
+
+import pytest
+import torch
+
+from capsviz.checkpoint import load_checkpoint
+from capsviz.data import load_mnist
+from capsviz.model import CapsNetConfig
+from capsviz.train import Callback, TrainConfig, evaluate, resolve_device, train
+
+TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+
+
+class Recorder(Callback):
+    def __init__(self, stop_after_batches=None, stop=None):
+        self.batches, self.epochs = [], []
+        self.stop_after_batches, self.stop = stop_after_batches, stop
+
+    def on_batch_end(self, info):
+        self.batches.append(info)
+        if self.stop_after_batches and len(self.batches) >= self.stop_after_batches:
+            self.stop.set()
+
+    def on_epoch_end(self, info):
+        self.epochs.append(info)
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_root):
+    return load_mnist(synthetic_root, train=True), load_mnist(synthetic_root, train=False)
+
+
+def config(**overrides):
+    values = dict(epochs=2, batch_size=32, lr=3e-3, seed=0, device="cpu", eval_batch_size=20)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits):
+    recorder = Recorder()
+    result = train(*splits, tmp_path, config(), model_config=TINY, callbacks=[recorder])
+    assert result.status == "finished"
+    assert len(recorder.batches) == 2 * 3 and recorder.batches[0].num_batches == 3
+    assert [e.epoch for e in recorder.epochs] == [1, 2]
+    assert recorder.epochs[1].lr == pytest.approx(3e-3 * 0.96)  # exponential decay
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert (tmp_path / "log.csv").read_text().startswith("epoch,epochs,train_loss")
+    model, card = load_checkpoint(result.checkpoint)
+    assert card["epochs"] == 2 and card["test_accuracy"] == recorder.epochs[-1].test_accuracy
+    assert card["seed"] == 0 and card["device"].startswith("CPU") and card["wall_seconds"] > 0
+    assert evaluate(model, splits[1])[0] == pytest.approx(card["test_accuracy"])
+
+
+def test_a_tiny_model_learns_the_synthetic_task(tmp_path, splits):
+    result = train(*splits, tmp_path, config(epochs=6), model_config=TINY)
+    first, last = result.history[0], result.history[-1]
+    assert last.train_loss < first.train_loss
+    assert last.test_accuracy >= 0.5  # chance is 0.1
+
+
+def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits):
+    stop = threading.Event()
+    recorder = Recorder(stop_after_batches=4, stop=stop)  # cancel midway through epoch 2
+    result = train(*splits, tmp_path, config(epochs=3), model_config=TINY, callbacks=[recorder], stop=stop)
+    assert result.status == "cancelled"
+    assert [e.epoch for e in recorder.epochs] == [1]
+    _, card = load_checkpoint(tmp_path / "last.safetensors")
+    assert card["epochs"] == 1
+
+
+def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits):
+    straight = train(*splits, tmp_path / "straight", config(epochs=3), model_config=TINY)
+    train(*splits, tmp_path / "split", config(epochs=1), model_config=TINY)
+    resumed = train(*splits, tmp_path / "split", config(epochs=3), resume=tmp_path / "split" / "last.safetensors")
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    a, _ = load_checkpoint(straight.checkpoint)
+    b, card = load_checkpoint(resumed.checkpoint)
+    assert card["epochs"] == 3
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+def test_routing_iterations_are_a_training_option(tmp_path, splits):
+    result = train(*splits, tmp_path, config(epochs=1, routing_iters=2))
+    model, card = load_checkpoint(result.checkpoint)
+    assert model.config.routing_iters == 2 and card["routing_iters"] == 2
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")
