@@ -1,0 +1,224 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from conftest import canvas
+from drawings import draw_digit
+from PIL import Image
+
+from capsviz.preprocess import (
+    center_of_mass_paste,
+    drop_specks,
+    fit_box,
+    ink_bbox,
+    ink_map,
+    to_mnist,
+)
+
+
+def bbox_of(x: torch.Tensor, threshold: float = 0.1):
+    rows = torch.nonzero(x[0].amax(dim=1) > threshold).flatten()
+    cols = torch.nonzero(x[0].amax(dim=0) > threshold).flatten()
+    return rows.min().item(), cols.min().item(), rows.max().item() + 1, cols.max().item() + 1
+
+
+def center_of_mass(x: torch.Tensor) -> tuple[float, float]:
+    img = x[0]
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    total = img.sum()
+    return float((ys * img).sum() / total), float((xs * img).sum() / total)  # pixel indices
+
+
+# --- each step ---------------------------------------------------------------------------
+
+
+def test_ink_map_white_on_black_canvas():
+    image = canvas()
+    image[100:120, 50:200, :3] = 255
+    ink = ink_map(image)
+    assert ink.shape == (280, 280) and ink.dtype == np.float32
+    assert ink[110, 100] == pytest.approx(1.0) and ink[10, 10] == 0.0
+
+
+def test_ink_map_uses_alpha_on_a_transparent_canvas():
+    image = canvas(transparent=True)
+    image[100:120, 50:200] = (255, 255, 255, 255)  # white strokes, transparent elsewhere
+    dark = canvas(transparent=True)
+    dark[100:120, 50:200] = (0, 0, 0, 255)  # black strokes on transparent: still ink
+    for picture in (image, dark):
+        ink = ink_map(picture)
+        assert ink[110, 100] == pytest.approx(1.0) and ink[10, 10] == 0.0
+
+
+def test_ink_map_detects_dark_ink_on_light_paper():
+    paper = np.full((200, 150, 3), 230, dtype=np.uint8)  # greyish paper, like a photo
+    paper[50:150, 70:80] = 20  # dark ink
+    ink = ink_map(Image.fromarray(paper))
+    assert ink[100, 75] == pytest.approx(1.0)
+    assert ink[10, 10] == 0.0
+
+
+def test_ink_bbox_and_blank_detection():
+    ink = np.zeros((100, 100), dtype=np.float32)
+    assert ink_bbox(ink) is None
+    ink[3, 3] = 1.0  # a speck is nearly blank
+    assert ink_bbox(ink) is None
+    ink[20:60, 30:40] = 0.8
+    assert ink_bbox(ink) == (3, 3, 60, 40)
+    assert ink_bbox(drop_specks(ink)) == (20, 30, 60, 40)
+
+
+def test_drop_specks_keeps_every_real_stroke():
+    ink = np.zeros((280, 280), dtype=np.float32)
+    ink[50:200, 100:115] = 1.0  # a stroke
+    ink[50:65, 150:230] = 1.0  # a second, separate stroke (the bar of a 5, say)
+    ink[270:273, 5:8] = 1.0  # dust
+    cleaned = drop_specks(ink)
+    assert cleaned[270:273, 5:8].sum() == 0
+    assert np.array_equal(cleaned[:260], ink[:260])
+
+
+def test_a_stray_dot_does_not_shrink_the_digit():
+    image = np.asarray(draw_digit(4)).copy()
+    image[265:270, 5:10, :3] = 255  # an accidental dot in the corner
+    assert torch.allclose(to_mnist(image), to_mnist(draw_digit(4)), atol=1e-5)
+
+
+def test_fit_box_keeps_aspect_ratio_and_longer_side_20():
+    tall = np.ones((200, 50), dtype=np.float32)
+    assert fit_box(tall).shape == (20, 5)
+    wide = np.ones((10, 40), dtype=np.float32)
+    assert fit_box(wide).shape == (5, 20)
+    tiny = np.ones((4, 2), dtype=np.float32)  # tiny drawings are scaled up
+    assert fit_box(tiny).shape == (20, 10)
+    assert fit_box(tall).max() == pytest.approx(1.0)
+
+
+def test_fit_box_is_anti_aliased():
+    stripes = np.zeros((200, 200), dtype=np.float32)
+    stripes[:, ::2] = 1.0  # 1-px stripes average out when shrunk 10x
+    out = fit_box(stripes)
+    assert out.std() < 0.05
+
+
+def test_center_of_mass_paste_centres_the_mass():
+    box = np.zeros((20, 10), dtype=np.float32)
+    box[10:16, :] = 1.0  # mass low in the box: the box must move up
+    box[:, 7] = 1.0
+    out = center_of_mass_paste(box)
+    assert out.shape == (28, 28) and out.sum() == pytest.approx(box.sum())
+    cy, cx = center_of_mass(torch.from_numpy(out)[None])
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_center_of_mass_paste_never_cuts_the_digit():
+    box = np.zeros((20, 20), dtype=np.float32)
+    box[0, 0] = 1.0  # all mass in a corner would push the box off the image
+    out = center_of_mass_paste(box)
+    assert out.sum() == pytest.approx(1.0)
+
+
+# --- the whole pipeline -----------------------------------------------------------------
+
+
+def test_output_is_mnist_like():
+    x = to_mnist(draw_digit(3))
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert x.min() >= 0 and x.max() == pytest.approx(1.0)
+    top, left, bottom, right = bbox_of(x, threshold=0.0)
+    assert max(bottom - top, right - left) == 20  # fits the 20x20 box
+    cy, cx = center_of_mass(x)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+
+
+@pytest.mark.parametrize(
+    "box,width",
+    [
+        ((60, 40, 220, 240), 18),  # centred, normal size
+        ((0, 0, 70, 90), 8),  # off-centre, top-left corner
+        ((205, 190, 279, 279), 6),  # off-centre, bottom-right corner
+        ((130, 130, 146, 150), 3),  # tiny
+        ((8, 8, 272, 272), 30),  # huge, strokes touching every edge
+    ],
+)
+def test_position_and_size_do_not_matter(box, width):
+    reference = to_mnist(draw_digit(5, width=18))
+    x = to_mnist(draw_digit(5, box=box, width=width))
+    assert x is not None
+    top, left, bottom, right = bbox_of(x, threshold=0.0)
+    assert max(bottom - top, right - left) == 20
+    cy, cx = center_of_mass(x)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+    # the same digit at any place and size lands in about the same pixels
+    overlap = torch.nn.functional.cosine_similarity(x.flatten(), reference.flatten(), dim=0)
+    assert overlap > 0.5
+
+
+def test_transparent_canvas_and_photo_give_the_same_digit():
+    white_on_black = to_mnist(draw_digit(2))
+    transparent = to_mnist(draw_digit(2, transparent=True))
+    photo = Image.fromarray(255 - np.asarray(draw_digit(2).convert("L")))  # dark on white
+    scan = to_mnist(photo)
+    assert torch.allclose(white_on_black, transparent, atol=1e-5)
+    assert torch.allclose(white_on_black, scan, atol=1e-5)
+
+
+def test_encoded_bytes_are_accepted():
+    buffer = io.BytesIO()
+    draw_digit(8).save(buffer, format="PNG")
+    assert torch.allclose(to_mnist(buffer.getvalue()), to_mnist(draw_digit(8)), atol=1e-5)
+
+
+def test_an_mnist_digit_survives_the_round_trip(mnist_root):
+    """Upscale a real MNIST digit onto a big canvas, off-centre: we get (nearly) it back."""
+    from capsviz.data import load_mnist
+
+    split = load_mnist(mnist_root, train=False)
+    for index in range(5):
+        original = split.images[index].float() / 255
+        big = Image.fromarray(split.images[index].numpy()).resize((196, 196), Image.Resampling.BICUBIC)
+        page = np.zeros((300, 300), dtype=np.uint8)
+        page[90:286, 20:216] = np.asarray(big)
+        x = to_mnist(page)
+        similarity = torch.nn.functional.cosine_similarity(x.flatten(), original.flatten(), dim=0)
+        assert similarity > 0.8, (index, float(similarity))
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        canvas(),
+        canvas(transparent=True),
+        np.full((280, 280), 255, dtype=np.uint8),
+        np.full((50, 60, 3), 128, dtype=np.uint8),
+        np.random.default_rng(0).integers(0, 12, (280, 280), dtype=np.uint8),  # faint sensor noise
+    ],
+)
+def test_blank_or_nearly_blank_returns_none(blank):
+    assert to_mnist(blank) is None
+
+
+def test_a_single_speck_is_blank():
+    image = canvas()
+    image[140:142, 140:142, :3] = 255
+    assert to_mnist(image) is None
+
+
+def test_float_arrays_and_nan_never_produce_nan():
+    image = np.zeros((100, 100), dtype=np.float32)
+    image[20:80, 45:55] = 1.0
+    image[0, 0] = np.nan
+    x = to_mnist(image)
+    assert x is not None and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("garbage", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+def test_garbage_bytes_raise_a_clear_error(garbage):
+    with pytest.raises(ValueError, match="not a readable image"):
+        to_mnist(garbage)
+
+
+def test_wrong_array_shape_raises_a_clear_error():
+    with pytest.raises(ValueError, match="image array"):
+        to_mnist(np.zeros((4, 4, 4, 4)))
