@@ -1,0 +1,210 @@
+"""The `python -m capsviz` command line: train, evaluate, predict.
+
+python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
+python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
+python -m capsviz predict digit.png other.jpg --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
+from capsviz.data import DataUnavailableError, load_mnist
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m capsviz", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help="train a CapsNet on MNIST")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-decay", type=float, default=0.96, help="learning-rate factor per epoch")
+    t.add_argument("--routing-iters", type=int, default=3)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
+    t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
+    t.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+    e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images")
+    e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--routing-iters", type=int, default=None)
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+
+    p = commands.add_parser("predict", help="classify image files (drawings, photos, scans)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    p.add_argument("--routing-iters", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+
+    x = commands.add_parser("export", help="convert a run's checkpoint into a shippable model + card")
+    x.add_argument("checkpoint", help="a run's last.safetensors")
+    x.add_argument("--out", default=str(SHIPPED_CHECKPOINT))
+    x.add_argument("--half", action="store_true", help="store weights as float16 (about 16 MB)")
+    x.add_argument("--data-root", default=None)
+    x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
+
+    args = parser.parse_args(argv)
+    try:
+        commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+        return commands_by_name[args.command](args)
+    except (DataUnavailableError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def _train(args) -> int:
+    from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        routing_iters=args.routing_iters,
+        seed=args.seed,
+        device=args.device,
+    )
+    train_split = load_mnist(args.data_root, train=True).head(args.limit)
+    test_split = load_mnist(args.data_root, train=False).head(args.limit)
+
+    class Progress(Callback):
+        bar = None
+
+        def on_batch_end(self, info: BatchEnd) -> None:
+            from tqdm import tqdm
+
+            if self.bar is None:
+                self.bar = tqdm(total=info.num_batches, desc=f"epoch {info.epoch}", file=sys.stderr, dynamic_ncols=True)
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{info.loss:.4f}", acc=f"{info.accuracy:.3f}", img_s=f"{info.images_per_s:.0f}")
+
+        def on_epoch_end(self, info: EpochEnd) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            print(
+                f"epoch {info.epoch}/{info.epochs}  loss {info.train_loss:.4f}  "
+                f"train acc {info.train_accuracy:.4f}  test acc {info.test_accuracy:.4f}  "
+                f"lr {info.lr:.2e}  {info.seconds:.0f}s",
+                flush=True,
+            )
+
+    result = train(train_split, test_split, args.out, config, callbacks=[Progress()], resume=args.resume)
+    print(f"{result.status}: {result.checkpoint}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from capsviz.train import evaluate, resolve_device
+
+    device = resolve_device(args.device)
+    model, card = load_checkpoint(args.checkpoint, device)
+    split = load_mnist(args.data_root, train=False).head(args.limit)
+    accuracy, n = evaluate(model, split, routing_iters=args.routing_iters)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "accuracy": accuracy,
+                    "n": n,
+                    "errors": n - round(accuracy * n),
+                    "checkpoint": str(args.checkpoint),
+                    "routing_iters": args.routing_iters or model.config.routing_iters,
+                }
+            )
+        )
+    else:
+        print(f"{args.checkpoint}: accuracy {accuracy:.4%} on {n} MNIST test images ({n - round(accuracy * n)} errors)")
+    return 0
+
+
+def _predict(args) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from capsviz.preprocess import to_mnist
+
+    model, _ = load_checkpoint(args.checkpoint)
+    results, failed = [], 0
+    for path in args.images:
+        entry = {"path": path}
+        try:
+            with Image.open(path) as image:
+                image.load()
+                x = to_mnist(image)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            entry.update(label=None, lengths=None, error=f"cannot read image: {exc}")
+            failed += 1
+            results.append(entry)
+            if not args.json:
+                print(f"{path}: error: cannot read image ({exc})", file=sys.stderr)
+            continue
+        if x is None:
+            entry.update(label=None, lengths=[0.0] * model.config.num_classes, blank=True)
+        else:
+            with torch.no_grad():
+                out = model(x.unsqueeze(0), routing_iters=args.routing_iters)
+            lengths = out.lengths[0].tolist()
+            entry.update(label=int(out.lengths[0].argmax()), lengths=[round(v, 6) for v in lengths])
+        results.append(entry)
+        if not args.json:
+            shown = "blank (draw a digit)" if entry["label"] is None else entry["label"]
+            print(f"{path}: {shown}")
+    if args.json:
+        print(json.dumps(results))
+    return 1 if failed == len(args.images) else 0
+
+
+def _export(args) -> int:
+    """Write weights without optimizer state, measure them on MNIST test, write the card beside."""
+    import datetime as dt
+
+    from capsviz.checkpoint import save_checkpoint
+    from capsviz.train import evaluate
+
+    model, card = load_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    history = card.pop("history", [])
+    card = {
+        "name": out.stem,
+        "model": "CapsNet (Sabour, Frosst & Hinton 2017), MNIST architecture, 3 routing iterations",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **card,
+        "storage": "float16" if args.half else "float32",
+        "note": args.note,
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "selection": "final epoch; the test set was never used for selection or early stopping",
+        "test_accuracy_per_epoch": [round(h["test_accuracy"], 4) for h in history],
+    }
+    # measure what is shipped: write, reload (float16 -> float32), evaluate
+    save_checkpoint(out, model, card, half=args.half, allow_shipped=True)
+    shipped, _ = load_checkpoint(out)
+    accuracy, n = evaluate(shipped, load_mnist(args.data_root, train=False))
+    card.update(
+        test_accuracy=accuracy,
+        test_images=n,
+        test_errors=n - round(accuracy * n),
+        measured_by="python -m capsviz evaluate --checkpoint " + str(out),
+    )
+    save_checkpoint(out, shipped, card, half=args.half, allow_shipped=True)
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
+    return 0

@@ -1,0 +1,147 @@
+"""End-to-end runs of `python -m capsviz` on a tiny synthetic MNIST (real processes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from drawings import draw_digit
+
+# No test may download anything: point every proxy at a closed local port, so a machine
+# with internet behaves like ours (torchvision's download goes through urllib).
+CLOSED = "http://127.0.0.1:9"
+ENV = {
+    **os.environ,
+    "CAPSVIZ_DATA": "/nonexistent-capsviz-data",
+    "http_proxy": CLOSED,
+    "https_proxy": CLOSED,
+    "HTTP_PROXY": CLOSED,
+    "HTTPS_PROXY": CLOSED,
+    "no_proxy": "",
+}
+
+
+def capsviz(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root):
+    out = tmp_path_factory.mktemp("run")
+    result = capsviz(
+        "train",
+        "--epochs",
+        1,
+        "--batch-size",
+        32,
+        "--limit",
+        64,
+        "--device",
+        "cpu",
+        "--data-root",
+        synthetic_root,
+        "--out",
+        out,
+        "--seed",
+        3,
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_writes_checkpoint_logs_and_progress(trained):
+    out, result = trained
+    assert (out / "last.safetensors").is_file()
+    log = json.loads((out / "log.json").read_text())
+    assert len(log) == 1 and 0 <= log[0]["test_accuracy"] <= 1
+    assert "epoch 1/1" in result.stdout and "test acc" in result.stdout
+    assert "loss=" in result.stderr  # the progress bar
+
+
+def test_train_resume_continues(trained, synthetic_root, tmp_path):
+    out, _ = trained
+    resumed = tmp_path / "resumed"
+    result = capsviz(
+        "train",
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--limit",
+        64,
+        "--device",
+        "cpu",
+        "--data-root",
+        synthetic_root,
+        "--out",
+        resumed,
+        "--resume",
+        out / "last.safetensors",
+    )
+    assert result.returncode == 0, result.stderr
+    log = json.loads((resumed / "log.json").read_text())
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert "epoch 1/" not in result.stdout  # epoch 1 was not trained again
+
+
+def test_evaluate_json(trained, synthetic_root):
+    out, _ = trained
+    result = capsviz("evaluate", "--checkpoint", out / "last.safetensors", "--data-root", synthetic_root, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 40 and 0 <= report["accuracy"] <= 1
+    assert report["checkpoint"] == str(out / "last.safetensors")
+
+
+def test_predict_json_reports_each_file(trained, tmp_path):
+    out, _ = trained
+    drawing = tmp_path / "three.png"
+    draw_digit(3).save(drawing)
+    blank = tmp_path / "blank.png"
+    draw_digit(3).point(lambda v: 0).save(blank)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    missing = tmp_path / "missing.png"
+    result = capsviz("predict", drawing, broken, blank, missing, "--checkpoint", out / "last.safetensors", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["path"] for row in rows] == [str(drawing), str(broken), str(blank), str(missing)]
+    assert isinstance(rows[0]["label"], int) and len(rows[0]["lengths"]) == 10
+    assert rows[1]["label"] is None and "cannot read image" in rows[1]["error"]
+    assert rows[2]["label"] is None and rows[2]["blank"] is True
+    assert rows[3]["label"] is None and "error" in rows[3]
+
+
+def test_predict_plain_output(trained, tmp_path):
+    out, _ = trained
+    drawing = tmp_path / "seven.png"
+    draw_digit(7).save(drawing)
+    result = capsviz("predict", drawing, "--checkpoint", out / "last.safetensors")
+    assert result.returncode == 0 and result.stdout.startswith(f"{drawing}: ")
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path):
+    result = capsviz("evaluate", "--data-root", tmp_path, "--checkpoint", tmp_path / "x.safetensors")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "no checkpoint file" in result.stderr
+
+
+def test_missing_dataset_offline_names_folder_and_fix(trained, tmp_path):
+    out, _ = trained
+    result = capsviz("evaluate", "--data-root", tmp_path / "empty", "--checkpoint", out / "last.safetensors")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in result.stderr and "copy" in result.stderr
+
+
+def test_bad_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nonsense")
+    drawing = tmp_path / "one.png"
+    draw_digit(1).save(drawing)
+    result = capsviz("predict", drawing, "--checkpoint", bad)
+    assert result.returncode == 2
+    assert "not a safetensors file" in result.stderr and "Traceback" not in result.stderr
