@@ -72,7 +72,8 @@ class TrainResult:
 
 
 class Callback:
-    """Override what you need. Set `stop` (a threading.Event) in TrainConfig-independent code to cancel."""
+    """Override what you need; `train` calls these on its own thread. To cancel a run, set
+    the `stop` event passed to `train` (from a callback or from another thread)."""
 
     def on_batch_end(self, info: BatchEnd) -> None:
         pass
@@ -92,7 +93,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({_cpu_name()}, {torch.get_num_threads()} threads)"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from drawings import draw_digit
 
 # No test may download anything: point every proxy at a closed local port, so a machine

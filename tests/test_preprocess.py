@@ -3,8 +3,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import canvas
-from drawings import draw_digit
 from PIL import Image
 
 from capsviz.preprocess import (
@@ -15,6 +13,9 @@ from capsviz.preprocess import (
     ink_map,
     to_mnist,
 )
+
+from conftest import canvas
+from drawings import draw_digit
 
 
 def bbox_of(x: torch.Tensor, threshold: float = 0.1):

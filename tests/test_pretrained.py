@@ -8,6 +8,7 @@ import pytest
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card
 from capsviz.model import CapsNetConfig
+
 from drawings import draw_digit
 
 
