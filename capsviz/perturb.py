@@ -1,0 +1,98 @@
+"""Pose perturbation and the paper's perturbation grid (Sabour et al. 2017, Section 5.1, Figure 4).
+
+Each of a digit capsule's 16 pose dimensions is nudged by -0.25 .. 0.25 in steps of 0.05 and
+the nudged pose is fed to the decoder with the other nine capsules masked out:
+
+    from capsviz.perturb import perturbation_grid, grid_to_png
+    grid = perturbation_grid(model, pose, digit)   # (16, 11, 28, 28), one batched decode
+    png = grid_to_png(grid)                        # bytes, 16 rows x 11 columns of digits
+
+Shape letters: D = 16 pose dimensions, K perturbation values, H = W = 28 pixels.
+Torch, numpy and pillow only; nothing here knows about the UI.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from capsviz.model import CapsNet
+
+PAPER_RANGE = 0.25
+PAPER_STEP = 0.05
+GAP_GREY = 96  # separator colour between tiles in grid_to_png, 0..255
+
+
+def grid_values() -> np.ndarray:
+    """The paper's 11 perturbation values -0.25, -0.20, .., 0.25; the middle one is exactly 0."""
+    count = round(2 * PAPER_RANGE / PAPER_STEP) + 1
+    return np.linspace(-PAPER_RANGE, PAPER_RANGE, count)
+
+
+def perturb(pose: torch.Tensor, deltas: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Return a new (D,) tensor pose + deltas; `pose` itself is never modified."""
+    shift = deltas if torch.is_tensor(deltas) else torch.as_tensor(np.asarray(deltas, dtype=np.float32))
+    shift = shift.to(device=pose.device, dtype=pose.dtype)  # (D,)
+    if shift.shape != pose.shape:
+        raise ValueError(f"deltas must have shape {tuple(pose.shape)}, got {tuple(shift.shape)}")
+    return pose + shift  # (D,), a fresh tensor
+
+
+def _decode_batch(model: CapsNet, poses: torch.Tensor, digit: int) -> np.ndarray:
+    """poses (B, D) read as capsule `digit` -> images (B, H, W) float32 in [0, 1]."""
+    device = next(model.parameters()).device
+    poses = poses.detach().to(device=device, dtype=torch.float32)
+    classes = torch.full((poses.shape[0],), int(digit), dtype=torch.long, device=device)  # (B,)
+    with torch.no_grad():
+        images = model.decode(poses, classes)  # (B, C, H, W)
+    return images[:, 0].cpu().numpy().astype(np.float32)  # (B, H, W)
+
+
+def decode_pose(model: CapsNet, pose: torch.Tensor, digit: int) -> np.ndarray:
+    """Decode one (D,) pose as the capsule of `digit` -> (H, W) float32 image in [0, 1]."""
+    return _decode_batch(model, pose.reshape(1, -1), digit)[0]  # (1, D) -> (H, W)
+
+
+def perturbation_grid(
+    model: CapsNet, pose: torch.Tensor, digit: int, values: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
+    """Figure 4: row d holds `pose` with dimension d shifted by each value, other dims unchanged.
+
+    All D * K poses go through the decoder in one batch. Returns (D, K, H, W) float32.
+    """
+    values_t = torch.as_tensor(np.asarray(grid_values() if values is None else values, dtype=np.float32))  # (K,)
+    pose = pose.detach().float().cpu().reshape(-1)  # (D,)
+    d, k = pose.shape[0], values_t.shape[0]
+    eye = torch.eye(d)  # (D, D): row d selects dimension d
+    deltas = eye[:, None, :] * values_t[None, :, None]  # (D, 1, D) * (1, K, 1) -> (D, K, D)
+    poses = pose[None, None, :] + deltas  # (D, K, D)
+    images = _decode_batch(model, poses.reshape(d * k, d), digit)  # (D*K, H, W)
+    return images.reshape(d, k, *images.shape[1:])  # (D, K, H, W)
+
+
+def grid_to_png(grid: np.ndarray, scale: int = 2, gap: int = 2) -> bytes:
+    """A (D, K, H, W) grid in [0, 1] -> PNG bytes: white-on-black tiles, `gap` grey pixels between.
+
+    Each tile is upscaled `scale` times with nearest neighbour; the picture is
+    D*H*scale + (D-1)*gap pixels high and K*W*scale + (K-1)*gap wide.
+    """
+    if grid.ndim != 4:
+        raise ValueError(f"grid must be (rows, cols, H, W), got shape {grid.shape}")
+    if scale < 1 or gap < 0:
+        raise ValueError("scale must be >= 1 and gap >= 0")
+    rows, cols, h, w = grid.shape
+    pixels = (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (D, K, H, W)
+    pixels = pixels.repeat(scale, axis=2).repeat(scale, axis=3)  # (D, K, H*s, W*s)
+    th, tw = h * scale, w * scale
+    # Every tile owns a (tile + gap) block; the trailing gap of the last row and column is cut off.
+    padded = np.full((rows * (th + gap), cols * (tw + gap)), GAP_GREY, dtype=np.uint8)
+    blocks = padded.reshape(rows, th + gap, cols, tw + gap)  # (D, H*s+gap, K, W*s+gap), a view
+    blocks[:, :th, :, :tw] = pixels.transpose(0, 2, 1, 3)  # (D, H*s, K, W*s)
+    canvas = padded[: rows * (th + gap) - gap, : cols * (tw + gap) - gap]  # (D*H*s + (D-1)*gap, ...)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(canvas)).save(buffer, format="PNG")  # 2-D uint8 -> mode "L"
+    return buffer.getvalue()

@@ -1,0 +1,361 @@
+"""Plotly figure builders for the explorer: numpy arrays in, `go.Figure` out, nothing else.
+
+    from capsviz import viz
+    fig = viz.lengths_figure(lengths, predicted=3)   # lengths: (J,)
+
+Every builder is a pure function; the UI only places the figures. Visual constants (colours,
+sizes, heights) live at the top of this file so the whole app changes look in one place.
+Builders stay fast on every rerun: one trace per heatmap, float32 data, no per-cell traces.
+
+Shape letters are those of `capsviz.routing`: N = 1152 primary capsules, J = 10 digit
+capsules, R routing iterations; primary capsules are type-major, n = type * G*G + row * G + col
+with G = 6 the primary grid, so n reshapes to (32 types, 6, 6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# --- visual constants -------------------------------------------------------------------------
+
+DIGIT_COLORS = (  # one per digit 0..9 (d3 category10: saturated, white text stays readable)
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+BAR_COLOR = "#a3b1c2"
+HIGHLIGHT = "#e4572e"
+MARGIN_UPPER = 0.9  # m+ of the margin loss
+MARGIN_LOWER = 0.1  # m- of the margin loss
+MARGIN_LINE_COLOR = "#555555"
+REFERENCE_LINE_COLOR = "#888888"
+COUPLING_COLORSCALE = "Viridis"
+IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST
+TEMPLATE = "plotly_white"
+MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+FIG_HEIGHT = 300
+IMAGE_HEIGHT = 220
+OVERLAY_HEIGHT = 380
+MATRIX_HEIGHT = 520
+LINE_WIDTH = 1.5
+PREDICTED_LINE_WIDTH = 4.0
+MARKER_MAX = 22.0  # px, the position with the most routed weight
+MARKER_MIN = 2.0  # px, positions that route (almost) nothing
+MARKER_OPACITY = 0.75
+MARKER_TEXT_SIZE = 10
+
+# --- layout of the primary capsules -----------------------------------------------------------
+
+PRIMARY_GRID = 6  # G: each capsule type is a 6x6 grid of positions
+TILE_COLS = 8  # 32 types -> 4 rows x 8 columns of 6x6 tiles
+RF_STRIDE = 2  # receptive field of grid (row, col): pixels 2*row .. 2*row+16
+RF_OFFSET = 8  # ... so its centre is (2*row + 8, 2*col + 8)
+
+
+def _finish(fig: go.Figure, title: str, height: int, top: int | None = None) -> go.Figure:
+    """The layout every figure shares: template, compact margins, fixed height, a title."""
+    margin = {**MARGIN, "t": top if top is not None else (MARGIN["t"] if title else MARGIN["l"])}
+    fig.update_layout(template=TEMPLATE, margin=margin, height=height, title={"text": title, "x": 0.02})
+    return fig
+
+
+def _image_axes(fig: go.Figure) -> None:
+    """Image-like axes: y grows downwards, square pixels, no ticks or grid."""
+    hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
+    fig.update_xaxes(**hidden, constrain="domain")
+    fig.update_yaxes(**hidden, autorange="reversed", scaleanchor="x", scaleratio=1, constrain="domain")
+
+
+def _add_hline(fig: go.Figure, y: float, label: str, color: str, left: bool = False) -> None:
+    """A dashed, labelled horizontal line across the first (or only) subplot.
+
+    Written as a plain layout shape and annotation: `fig.add_hline` costs tens of ms a call.
+    """
+    xref, yref = "x domain", "y"
+    fig.add_shape(
+        type="line", xref=xref, yref=yref, x0=0, x1=1, y0=y, y1=y, line={"color": color, "width": 1, "dash": "dash"}
+    )
+    fig.add_annotation(
+        xref=xref,
+        yref=yref,
+        x=0 if left else 1,
+        y=y,
+        text=label,
+        showarrow=False,
+        xanchor="left" if left else "right",
+        yanchor="bottom",
+        font={"size": 10, "color": color},
+    )
+
+
+def _capsule_index(n: int, grid: int = PRIMARY_GRID) -> np.ndarray:
+    """(N, 3) int array of (type, row, col) for type-major primary capsules n = type*G*G + row*G + col."""
+    index = np.arange(n)
+    return np.stack([index // grid**2, (index // grid) % grid, index % grid], axis=1)  # (N, 3)
+
+
+def _image_trace(image: np.ndarray) -> go.Heatmap:
+    return go.Heatmap(
+        z=np.asarray(image, dtype=np.float32),  # (H, W)
+        zmin=0.0,
+        zmax=1.0,
+        colorscale=IMAGE_COLORSCALE,
+        showscale=False,
+        hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>",
+    )
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """Bar chart of the J digit-capsule lengths with the margin-loss thresholds m+ and m-."""
+    lengths = np.asarray(lengths, dtype=np.float32)  # (J,)
+    digits = np.arange(lengths.shape[0])
+    colors = [HIGHLIGHT if d == predicted else BAR_COLOR for d in digits]
+    fig = go.Figure(
+        go.Bar(
+            x=digits,
+            y=lengths,
+            marker_color=colors,
+            hovertemplate="digit %{x}<br>length %{y:.3f}<extra></extra>",
+        )
+    )
+    for value, label in ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−")):
+        _add_hline(fig, value, f"{label} = {value}", MARGIN_LINE_COLOR)
+    fig.update_xaxes(tickmode="array", tickvals=digits, title_text="digit")
+    fig.update_yaxes(range=[0.0, 1.0], title_text="capsule length")
+    title = "Digit capsule lengths" + (f" (predicted {predicted})" if predicted is not None else "")
+    return _finish(fig, title, FIG_HEIGHT)
+
+
+def coupling_entropy(couplings: np.ndarray) -> np.ndarray:
+    """(R, N, J) couplings -> (R,) mean over children of the entropy (nats) over the J parents.
+
+    Uniform couplings give ln(J); one-hot couplings give 0 (0 * log 0 is taken as 0).
+    """
+    c = np.asarray(couplings, dtype=np.float64)  # (R, N, J)
+    log_c = np.zeros_like(c)
+    np.log(c, out=log_c, where=c > 0)
+    entropy = -(c * log_c).sum(axis=-1)  # (R, N)
+    return entropy.mean(axis=-1)  # (R,)
+
+
+def coupling_tiles_figure(couplings: np.ndarray, digit: int, iteration: int, zmax: float | None = None) -> go.Figure:
+    """Couplings (N,) of every primary capsule to parent `digit` as one tile of G x G per type.
+
+    Tiles are laid out 8 per row (32 types -> 4 x 8), tile t at (t // 8, t % 8), with one NaN
+    row/column between tiles, so capsule n = t*36 + r*6 + c is cell (t//8 * 7 + r, t%8 * 7 + c).
+    The colour scale is fixed to [0, zmax] so that several iterations can share it.
+    """
+    g = PRIMARY_GRID
+    values = np.asarray(couplings, dtype=np.float32).reshape(-1)  # (N,)
+    types = values.shape[0] // (g * g)
+    tile_rows = math.ceil(types / TILE_COLS)
+    slots = tile_rows * TILE_COLS
+
+    def tiled(per_capsule: np.ndarray, fill: float) -> np.ndarray:
+        """(N, ...) -> (tile_rows*(G+1) - 1, TILE_COLS*(G+1) - 1, ...) with `fill` in the gaps."""
+        extra = per_capsule.shape[1:]
+        out = np.full((slots, g + 1, g + 1, *extra), fill, dtype=per_capsule.dtype)  # (T', G+1, G+1, ...)
+        out[:types, :g, :g] = per_capsule.reshape(types, g, g, *extra)  # (T, G, G, ...)
+        out = out.reshape(tile_rows, TILE_COLS, g + 1, g + 1, *extra)  # (TR, TC, G+1, G+1, ...)
+        out = out.swapaxes(1, 2)  # (TR, G+1, TC, G+1, ...)
+        out = out.reshape(tile_rows * (g + 1), TILE_COLS * (g + 1), *extra)  # (TR*(G+1), TC*(G+1), ...)
+        return out[:-1, :-1]  # drop the trailing gap row and column
+
+    z = tiled(values, np.nan)  # (27, 55) for 32 types
+    custom = tiled(_capsule_index(values.shape[0], g), -1)  # (27, 55, 3): type, row, col
+    top = float(np.nanmax(values)) if values.size else 0.0
+    zmax = max(top if zmax is None else float(zmax), 1e-6)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            customdata=custom,
+            zmin=0.0,
+            zmax=zmax,
+            colorscale=COUPLING_COLORSCALE,
+            hoverongaps=False,
+            hovertemplate="type %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]}: %{z:.4f}<extra></extra>",
+            colorbar={"thickness": 12, "len": 0.9},
+        )
+    )
+    _image_axes(fig)
+    return _finish(
+        fig, f"Couplings to digit {digit}, iteration {iteration} (one 6×6 tile per capsule type)", FIG_HEIGHT
+    )
+
+
+def routing_overlay_figure(image: np.ndarray, couplings: np.ndarray, activations: np.ndarray) -> go.Figure:
+    """The input image with one marker per primary-grid position at its receptive-field centre.
+
+    For a position, weight_j = sum over capsule types there of activation * coupling to digit j.
+    Marker colour = the digit with the largest weight; size ~ sqrt(total weight).
+    couplings: (N, J), activations: (N,) primary capsule lengths.
+    """
+    g = PRIMARY_GRID
+    c = np.asarray(couplings, dtype=np.float32)  # (N, J)
+    a = np.asarray(activations, dtype=np.float32).reshape(-1)  # (N,)
+    n, j = c.shape
+    weight = (a[:, None] * c).reshape(n // (g * g), g * g, j).sum(axis=0)  # (T, G*G, J) -> (G*G, J)
+    winner = weight.argmax(axis=1)  # (G*G,)
+    total = weight.sum(axis=1)  # (G*G,)
+    share = np.divide(weight[np.arange(g * g), winner], total, out=np.zeros_like(total), where=total > 0)  # (G*G,)
+    biggest = float(total.max()) if total.size else 0.0
+    relative = total / biggest if biggest > 0 else np.zeros_like(total)  # (G*G,)
+    sizes = np.maximum(MARKER_MAX * np.sqrt(relative), MARKER_MIN)  # (G*G,)
+    rows, cols = np.divmod(np.arange(g * g), g)  # (G*G,) each
+    custom = np.stack([rows, cols, winner, share, total], axis=1)  # (G*G, 5)
+    fig = go.Figure(_image_trace(image))
+    fig.add_trace(
+        go.Scatter(
+            x=RF_STRIDE * cols + RF_OFFSET,
+            y=RF_STRIDE * rows + RF_OFFSET,
+            mode="markers+text",
+            text=[str(d) for d in winner],
+            textposition="middle center",
+            textfont={"color": "white", "size": MARKER_TEXT_SIZE},
+            marker={
+                "color": [DIGIT_COLORS[d % len(DIGIT_COLORS)] for d in winner],
+                "size": sizes,
+                "opacity": MARKER_OPACITY,
+                "line": {"width": 0},
+            },
+            customdata=custom,
+            hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>"
+            "routes mostly to digit %{customdata[2]}: %{customdata[3]:.0%} of weight %{customdata[4]:.3f}"
+            "<extra></extra>",
+            showlegend=False,
+        )
+    )
+    _image_axes(fig)
+    fig.update_layout(showlegend=False)
+    return _finish(
+        fig,
+        "Where the votes go<br><sup>winning digit per 6×6 position; size = routed weight</sup>",
+        OVERLAY_HEIGHT,
+        top=60,
+    )
+
+
+def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """Left: mean coupling entropy per iteration (R,). Right: digit lengths per iteration (R, J)."""
+    entropy = np.asarray(entropy, dtype=np.float32)  # (R,)
+    lengths = np.asarray(lengths_per_iter, dtype=np.float32)  # (R, J)
+    iters = np.arange(1, entropy.shape[0] + 1)
+    uniform = math.log(lengths.shape[1])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("Mean coupling entropy (nats)", "Digit capsule lengths"),
+        horizontal_spacing=0.12,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=iters,
+            y=entropy,
+            mode="lines+markers",
+            line={"color": BAR_COLOR, "width": 2},
+            marker={"color": HIGHLIGHT},
+            name="entropy",
+            showlegend=False,
+            hovertemplate="iteration %{x}: %{y:.3f} nats<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    _add_hline(fig, uniform, f"uniform = ln {lengths.shape[1]}", REFERENCE_LINE_COLOR, left=True)
+    for d in range(lengths.shape[1]):
+        fig.add_trace(
+            go.Scatter(
+                x=iters,
+                y=lengths[:, d],
+                mode="lines+markers",
+                name=str(d),
+                line={
+                    "color": DIGIT_COLORS[d % len(DIGIT_COLORS)],
+                    "width": PREDICTED_LINE_WIDTH if d == predicted else LINE_WIDTH,
+                },
+                marker={"size": 5},
+                hovertemplate=f"digit {d}, iteration %{{x}}: %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="routing iteration", tickmode="array", tickvals=iters)
+    fig.update_yaxes(range=[0.0, uniform * 1.08], row=1, col=1)
+    fig.update_yaxes(range=[0.0, 1.0], row=1, col=2)
+    fig.update_layout(legend={"title": {"text": "digit"}, "font": {"size": 10}})
+    return _finish(fig, "Routing sharpens the couplings", FIG_HEIGHT + 40, top=80)
+
+
+def coupling_matrix_figure(couplings: np.ndarray, zmax: float | None = None) -> go.Figure:
+    """The full (N, J) coupling matrix as one heatmap: x = digit, y = capsule index (0 at the top)."""
+    z = np.asarray(couplings, dtype=np.float32)  # (N, J)
+    n, j = z.shape
+    index = _capsule_index(n)  # (N, 3): type, row, col
+    custom = np.ascontiguousarray(np.broadcast_to(index[:, None, :], (n, j, 3)))  # (N, 1, 3) -> (N, J, 3)
+    top = float(z.max()) if z.size else 0.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=np.arange(j),
+            y=np.arange(n),
+            customdata=custom,
+            zmin=0.0,
+            zmax=max(top if zmax is None else float(zmax), 1e-6),
+            colorscale=COUPLING_COLORSCALE,
+            hovertemplate="capsule %{y} (type %{customdata[0]}, row %{customdata[1]}, "
+            "col %{customdata[2]})<br>digit %{x}: %{z:.4f}<extra></extra>",
+            colorbar={"thickness": 12, "len": 0.9},
+        )
+    )
+    fig.update_xaxes(tickmode="array", tickvals=np.arange(j), title_text="digit capsule", side="top")
+    fig.update_yaxes(autorange="reversed", title_text="primary capsule", showgrid=False)
+    return _finish(fig, "Coupling coefficients c_ij", MATRIX_HEIGHT, top=80)
+
+
+def image_figure(image: np.ndarray, title: str = "") -> go.Figure:
+    """A small greyscale (H, W) image in [0, 1]: white ink on black, no axes, no colour bar."""
+    fig = go.Figure(_image_trace(image))
+    _image_axes(fig)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _finish(fig, title, IMAGE_HEIGHT)
+
+
+def training_figure(
+    losses: list[tuple[int, float]], test_accuracy: list[tuple[int, float]], batches_total: int
+) -> go.Figure:
+    """Live training curves: the loss per batch (left) and the test accuracy per epoch (right).
+
+    losses: (global batch, loss) pairs; test_accuracy: (epoch, accuracy) pairs.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per batch", "MNIST test accuracy per epoch"))
+    if losses:
+        steps, values = np.asarray(losses, dtype=np.float32).T
+        fig.add_trace(go.Scattergl(x=steps, y=values, mode="lines", line={"color": BAR_COLOR}, name="loss"), 1, 1)
+    if test_accuracy:
+        epochs, accuracy = np.asarray(test_accuracy, dtype=np.float32).T
+        fig.add_trace(
+            go.Scatter(x=epochs, y=accuracy, mode="lines+markers", line={"color": HIGHLIGHT}, name="test accuracy"),
+            1,
+            2,
+        )
+    fig.update_xaxes(title_text="batch", range=[0, max(batches_total, 1)], row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+    fig.update_yaxes(tickformat=".1%", row=1, col=2)
+    fig.update_layout(showlegend=False)
+    return _finish(fig, "", FIG_HEIGHT, top=30)

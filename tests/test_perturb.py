@@ -1,0 +1,125 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.perturb import (
+    PAPER_RANGE,
+    PAPER_STEP,
+    decode_pose,
+    grid_to_png,
+    grid_values,
+    perturb,
+    perturbation_grid,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CapsNet(CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))).eval()
+
+
+@pytest.fixture
+def pose():
+    torch.manual_seed(1)
+    return 0.3 * torch.randn(16)
+
+
+def test_grid_values_are_the_papers():
+    values = grid_values()
+    assert values.shape == (11,)
+    assert values[5] == 0.0
+    assert values[0] == -PAPER_RANGE and values[-1] == PAPER_RANGE
+    np.testing.assert_allclose(np.diff(values), PAPER_STEP)
+
+
+def test_perturb_returns_a_new_tensor_and_leaves_the_input(pose):
+    before = pose.clone()
+    deltas = np.linspace(-0.1, 0.1, 16)
+    out = perturb(pose, deltas)
+    assert out is not pose and out.data_ptr() != pose.data_ptr()
+    assert torch.equal(pose, before)
+    torch.testing.assert_close(out, before + torch.as_tensor(deltas, dtype=torch.float32))
+    out += 1.0  # writing to the result must not reach the input either
+    assert torch.equal(pose, before)
+
+
+@pytest.mark.parametrize("d", [0, 7, 15])
+def test_a_delta_on_one_dimension_changes_only_that_dimension(pose, d):
+    deltas = [0.0] * 16
+    deltas[d] = 0.25
+    changed = (perturb(pose, deltas) != pose).nonzero().flatten().tolist()
+    assert changed == [d]
+
+
+def test_perturb_accepts_tensors_and_rejects_wrong_lengths(pose):
+    torch.testing.assert_close(perturb(pose, torch.full((16,), 0.05)), pose + 0.05)
+    with pytest.raises(ValueError):
+        perturb(pose, [0.1] * 15)
+
+
+def test_decode_pose_is_a_float32_image_in_unit_range(model, pose):
+    image = decode_pose(model, pose, digit=3)
+    assert isinstance(image, np.ndarray)
+    assert image.shape == (28, 28) and image.dtype == np.float32
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_perturbation_grid_centre_column_is_the_unperturbed_decode(model, pose):
+    grid = perturbation_grid(model, pose, digit=4)
+    assert grid.shape == (16, 11, 28, 28) and grid.dtype == np.float32
+    expected = decode_pose(model, pose, digit=4)
+    for d in range(16):
+        np.testing.assert_allclose(grid[d, 5], expected, atol=1e-6)
+
+
+def test_perturbation_grid_rows_differ_and_match_single_decodes(model, pose):
+    values = grid_values()
+    grid = perturbation_grid(model, pose, digit=2, values=values)
+    # Every row moves a different dimension, so rows differ somewhere off the centre column.
+    for a in range(16):
+        for b in range(a + 1, 16):
+            assert not np.allclose(grid[a], grid[b]), (a, b)
+    # Cell (d, k) is exactly the decode of the pose with dimension d shifted by values[k].
+    for d, k in [(0, 0), (9, 10), (15, 3)]:
+        deltas = np.zeros(16)
+        deltas[d] = values[k]
+        np.testing.assert_allclose(grid[d, k], decode_pose(model, perturb(pose, deltas), 2), atol=1e-6)
+
+
+def test_perturbation_grid_uses_one_batched_decode(model, pose, monkeypatch):
+    calls = []
+    original = model.decode
+
+    def counting(poses, classes):
+        calls.append(poses.shape)
+        return original(poses, classes)
+
+    monkeypatch.setattr(model, "decode", counting)
+    perturbation_grid(model, pose, digit=0, values=[-0.1, 0.0, 0.1])
+    assert calls == [torch.Size([48, 16])]
+
+
+@pytest.mark.parametrize(("scale", "gap"), [(2, 2), (1, 0), (3, 1)])
+def test_grid_to_png_has_the_expected_size(scale, gap):
+    grid = np.random.default_rng(0).random((16, 11, 28, 28), dtype=np.float32)
+    png = grid_to_png(grid, scale=scale, gap=gap)
+    assert isinstance(png, bytes)
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (11 * 28 * scale + 10 * gap, 16 * 28 * scale + 15 * gap)  # (width, height)
+
+
+def test_grid_to_png_places_tiles_and_grey_gaps():
+    grid = np.zeros((2, 3, 28, 28), dtype=np.float32)
+    grid[1, 2] = 1.0  # bottom-right tile all white
+    pixels = np.asarray(Image.open(io.BytesIO(grid_to_png(grid, scale=2, gap=2))))
+    assert pixels.shape == (2 * 56 + 2, 3 * 56 + 2 * 2)
+    assert (pixels[:56, :56] == 0).all()  # top-left tile black
+    assert (pixels[58:, 116:] == 255).all()  # bottom-right tile white
+    gap_row, gap_col = pixels[56:58, :], pixels[:, 56:58]
+    assert (gap_row == gap_row.flat[0]).all() and 0 < gap_row.flat[0] < 255
+    assert (gap_col == gap_row.flat[0]).all()

@@ -1,0 +1,239 @@
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from capsviz import viz
+
+N, J, R = 1152, 10, 3
+
+
+def uniform_couplings(r: int = R) -> np.ndarray:
+    return np.full((r, N, J), 1.0 / J, dtype=np.float32)
+
+
+def one_hot_couplings(digit: int) -> np.ndarray:
+    out = np.zeros((N, J), dtype=np.float32)
+    out[:, digit] = 1.0
+    return out
+
+
+def z_of(trace) -> np.ndarray:
+    z = np.asarray(trace.z)
+    assert z.dtype.kind == "f", z.dtype  # numeric, never object
+    return z
+
+
+def assert_finite(fig: go.Figure) -> None:
+    for trace in fig.data:
+        for name in ("x", "y", "z"):
+            values = getattr(trace, name, None)
+            if values is not None and np.asarray(values).dtype.kind in "fiu":
+                assert np.isfinite(np.asarray(values, dtype=np.float64)).all(), (trace.type, name)
+
+
+# --- coupling_entropy -------------------------------------------------------------------------
+
+
+def test_entropy_of_uniform_couplings_is_ln10():
+    np.testing.assert_allclose(viz.coupling_entropy(uniform_couplings()), [math.log(10)] * R, rtol=1e-6)
+
+
+def test_entropy_of_one_hot_couplings_is_zero_without_nan():
+    entropy = viz.coupling_entropy(one_hot_couplings(3)[None].repeat(2, axis=0))
+    assert entropy.shape == (2,)
+    np.testing.assert_array_equal(entropy, [0.0, 0.0])
+
+
+def test_entropy_hand_computed_case():
+    couplings = np.zeros((1, N, J))
+    couplings[0, :, :2] = 0.5  # every child split evenly between two parents: ln 2
+    np.testing.assert_allclose(viz.coupling_entropy(couplings), [math.log(2)])
+
+
+# --- lengths_figure ---------------------------------------------------------------------------
+
+
+def test_lengths_figure_highlights_the_prediction_and_draws_the_margins():
+    lengths = np.linspace(0.05, 0.95, 10).astype(np.float32)
+    fig = viz.lengths_figure(lengths, predicted=7)
+    (bar,) = [t for t in fig.data if t.type == "bar"]
+    np.testing.assert_allclose(bar.y, lengths)
+    assert list(bar.x) == list(range(10))
+    colors = list(bar.marker.color)
+    assert colors[7] == viz.HIGHLIGHT
+    assert all(c == viz.BAR_COLOR for i, c in enumerate(colors) if i != 7)
+    lines = sorted(s.y0 for s in fig.layout.shapes if s.y0 == s.y1)
+    assert lines == pytest.approx([viz.MARGIN_LOWER, viz.MARGIN_UPPER])
+    assert all(s.line.dash == "dash" for s in fig.layout.shapes)
+    labels = " ".join(a.text for a in fig.layout.annotations)
+    assert "m+" in labels and "m−" in labels
+    assert tuple(fig.layout.yaxis.range) == (0.0, 1.0)
+    assert "%{y:.3f}" in bar.hovertemplate
+
+
+def test_lengths_figure_without_prediction_has_no_highlight():
+    fig = viz.lengths_figure(np.full(10, 0.5))
+    assert viz.HIGHLIGHT not in list(fig.data[0].marker.color)
+
+
+# --- coupling_tiles_figure --------------------------------------------------------------------
+
+
+def test_tiles_put_each_capsule_in_its_cell_and_gaps_are_nan():
+    couplings = np.zeros(N, dtype=np.float32)
+    probes = [(0, 0, 0), (5, 2, 3), (8, 0, 5), (31, 5, 5), (19, 4, 1)]
+    for k, (t, r, c) in enumerate(probes):
+        couplings[t * 36 + r * 6 + c] = 0.5 + 0.01 * k
+    fig = viz.coupling_tiles_figure(couplings, digit=4, iteration=2)
+    assert len(fig.data) == 1
+    heat = fig.data[0]
+    z = z_of(heat)
+    assert z.shape == (4 * 7 - 1, 8 * 7 - 1)
+    for k, (t, r, c) in enumerate(probes):
+        cell = ((t // 8) * 7 + r, (t % 8) * 7 + c)
+        assert z[cell] == pytest.approx(0.5 + 0.01 * k)
+        assert list(np.asarray(heat.customdata)[cell]) == [t, r, c]
+    gaps = np.zeros(z.shape, dtype=bool)
+    gaps[6::7, :] = True
+    gaps[:, 6::7] = True
+    assert np.isnan(z[gaps]).all()
+    assert not np.isnan(z[~gaps]).any()
+    assert np.count_nonzero(~gaps) == N
+    assert "4" in fig.layout.title.text and "2" in fig.layout.title.text
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.yaxis.scaleanchor == "x"
+    assert "type %{customdata[0]}" in heat.hovertemplate
+
+
+def test_tiles_colour_scale_is_fixed_and_shareable():
+    couplings = np.full(N, 0.2, dtype=np.float32)
+    assert viz.coupling_tiles_figure(couplings, 0, 1).data[0].zmax == pytest.approx(0.2)
+    shared = viz.coupling_tiles_figure(couplings, 0, 1, zmax=0.8).data[0]
+    assert (shared.zmin, shared.zmax) == (0.0, pytest.approx(0.8))
+    assert viz.coupling_tiles_figure(np.zeros(N), 0, 1).data[0].zmax >= 1e-6
+
+
+# --- routing_overlay_figure -------------------------------------------------------------------
+
+
+def test_routing_overlay_picks_the_dominant_digit_per_position():
+    couplings = np.full((N, J), 0.02, dtype=np.float32)
+    types = np.arange(32)
+    # Position (1, 2) routes mostly to 7, position (4, 4) mostly to 3, everything else to 0.
+    couplings[:, 0] = 0.5
+    couplings[types * 36 + 1 * 6 + 2, 0] = 0.02
+    couplings[types * 36 + 1 * 6 + 2, 7] = 0.9
+    couplings[types * 36 + 4 * 6 + 4, 0] = 0.02
+    couplings[types * 36 + 4 * 6 + 4, 3] = 0.9
+    activations = np.full(N, 0.5, dtype=np.float32)
+    activations[types * 36 + 4 * 6 + 4] = 1.0  # the busiest position
+    activations[types * 36 + 0 * 6 + 0] = 0.0  # a silent position
+    fig = viz.routing_overlay_figure(np.zeros((28, 28)), couplings, activations)
+    heat, scatter = fig.data
+    assert heat.type == "heatmap" and scatter.type == "scatter"
+    assert z_of(heat).shape == (28, 28)
+    assert len(scatter.x) == 36
+    index = {(int(y), int(x)): i for i, (x, y) in enumerate(zip(scatter.x, scatter.y))}
+    assert set(index) == {(2 * r + 8, 2 * c + 8) for r in range(6) for c in range(6)}
+    i72, i33, i00 = index[(2 * 1 + 8, 2 * 2 + 8)], index[(2 * 4 + 8, 2 * 4 + 8)], index[(8, 8)]
+    assert scatter.text[i72] == "7" and scatter.text[i33] == "3" and scatter.text[index[(12, 12)]] == "0"
+    assert scatter.marker.color[i72] == viz.DIGIT_COLORS[7]
+    assert scatter.marker.color[i33] == viz.DIGIT_COLORS[3]
+    sizes = np.asarray(scatter.marker.size)
+    assert sizes[i33] == pytest.approx(viz.MARKER_MAX) and sizes.max() == pytest.approx(viz.MARKER_MAX)
+    assert sizes[i00] == pytest.approx(viz.MARKER_MIN)
+    shares = np.asarray(scatter.customdata)[:, 3]
+    assert shares[i33] == pytest.approx(0.9 / (0.9 + 9 * 0.02))
+    assert 0.0 < scatter.marker.opacity < 1.0
+    assert fig.layout.title.text
+
+
+# --- sharpening_figure ------------------------------------------------------------------------
+
+
+def test_sharpening_has_r_points_per_line_and_a_uniform_reference():
+    entropy = np.array([math.log(10), 1.5, 0.9])
+    lengths = np.random.default_rng(0).random((3, 10))
+    fig = viz.sharpening_figure(entropy, lengths, predicted=2)
+    assert len(fig.data) == 11  # entropy + one line per digit
+    assert all(len(t.x) == R and len(t.y) == R for t in fig.data)
+    np.testing.assert_allclose(fig.data[0].y, entropy, rtol=1e-6)
+    digit_lines = fig.data[1:]
+    assert [t.line.color for t in digit_lines] == list(viz.DIGIT_COLORS)
+    widths = [t.line.width for t in digit_lines]
+    assert widths[2] == max(widths) and widths.count(max(widths)) == 1
+    assert any(s.y0 == pytest.approx(math.log(10)) and s.line.dash == "dash" for s in fig.layout.shapes)
+
+
+# --- coupling_matrix_figure and image_figure ---------------------------------------------------
+
+
+def test_coupling_matrix_is_one_heatmap_with_capsule_hover():
+    couplings = np.random.default_rng(1).dirichlet(np.ones(J), size=N).astype(np.float32)
+    fig = viz.coupling_matrix_figure(couplings)
+    assert len(fig.data) == 1
+    z = z_of(fig.data[0])
+    assert z.shape == (N, J) and z.dtype == np.float32
+    np.testing.assert_array_equal(z, couplings)
+    custom = np.asarray(fig.data[0].customdata)
+    n = 5 * 36 + 3 * 6 + 4
+    assert list(custom[n, 9]) == [5, 3, 4]
+    assert fig.data[0].y[n] == n and "capsule %{y}" in fig.data[0].hovertemplate
+
+
+def test_image_figure_is_a_fixed_range_greyscale_without_axes():
+    image = np.random.default_rng(2).random((28, 28))
+    fig = viz.image_figure(image, title="input")
+    heat = fig.data[0]
+    assert z_of(heat).shape == (28, 28)
+    assert (heat.zmin, heat.zmax) == (0.0, 1.0)
+    assert heat.showscale is False
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.title.text == "input"
+
+
+# --- shared properties ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def all_figures():
+    rng = np.random.default_rng(3)
+    couplings = rng.dirichlet(np.ones(J), size=(R, N)).astype(np.float32)
+    lengths = rng.random((R, J)).astype(np.float32)
+    return {
+        "lengths": viz.lengths_figure(lengths[-1], predicted=1),
+        "tiles": viz.coupling_tiles_figure(couplings[-1, :, 1], 1, 3),
+        "overlay": viz.routing_overlay_figure(rng.random((28, 28)), couplings[-1], rng.random(N)),
+        "sharpening": viz.sharpening_figure(viz.coupling_entropy(couplings), lengths, predicted=1),
+        "matrix": viz.coupling_matrix_figure(couplings[-1]),
+        "image": viz.image_figure(rng.random((28, 28))),
+    }
+
+
+def test_all_figures_share_layout_and_have_no_stray_nans(all_figures):
+    for name, fig in all_figures.items():
+        assert fig.layout.height, name
+        assert fig.layout.template.layout.paper_bgcolor is not None, name
+        for trace in fig.data:
+            if trace.type == "heatmap":
+                z_of(trace)
+                assert trace.showscale is not False or name not in ("tiles", "matrix"), name
+        if name != "tiles":
+            assert_finite(fig)
+    for name in ("lengths", "overlay", "image"):
+        assert all(t.showscale is False for t in all_figures[name].data if t.type == "heatmap"), name
+
+
+def test_figures_serialise_to_json(all_figures):
+    for fig in all_figures.values():
+        assert fig.to_json()
+
+
+def test_training_figure_plots_losses_and_accuracy():
+    fig = viz.training_figure([(1, 0.8), (2, 0.5), (3, 0.3)], [(1, 0.97)], batches_total=10)
+    loss, accuracy = fig.data
+    assert list(loss.y) == pytest.approx([0.8, 0.5, 0.3]) and list(accuracy.y) == pytest.approx([0.97])
+    assert viz.training_figure([], [], 0).data == ()
