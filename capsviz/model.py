@@ -67,6 +67,7 @@ class CapsNetOutput:
     poses: torch.Tensor  # (B, J, D) DigitCaps vectors
     reconstruction: torch.Tensor  # (B, 1, H, W) decoder output from the masked capsule
     trace: RoutingTrace | None = None
+    primary: torch.Tensor | None = None  # (B, N, I) primary capsules, detached, only with trace=True
 
 
 class PrimaryCaps(nn.Module):
@@ -150,11 +151,12 @@ class CapsNet(nn.Module):
 
     def encode(
         self, x: torch.Tensor, routing_iters: int | None = None, trace: bool = False
-    ) -> tuple[torch.Tensor, RoutingTrace | None]:
-        """x: (B, C, H, W) -> DigitCaps poses (B, J, D) and the optional routing trace."""
+    ) -> tuple[torch.Tensor, RoutingTrace | None, torch.Tensor]:
+        """x: (B, C, H, W) -> DigitCaps poses (B, J, D), the optional trace, primary capsules (B, N, I)."""
         features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
         primary = self.primary(features)  # (B, N, I)
-        return self.digits(primary, routing_iters or self.config.routing_iters, trace=trace)
+        poses, routing_trace = self.digits(primary, routing_iters or self.config.routing_iters, trace=trace)
+        return poses, routing_trace, primary
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode (B, J, D) poses keeping only `classes` (B,) -> (B, C, H, W)."""
@@ -181,8 +183,8 @@ class CapsNet(nn.Module):
         trace: bool = False,
     ) -> CapsNetOutput:
         """Mask the decoder by `labels` when given (training), else by the longest capsule."""
-        poses, routing_trace = self.encode(x, routing_iters, trace=trace)
+        poses, routing_trace, primary = self.encode(x, routing_iters, trace=trace)
         lengths = poses.norm(dim=-1)  # (B, J)
         classes = labels if labels is not None else lengths.argmax(dim=1)
         reconstruction = self.reconstruct(poses, classes)
-        return CapsNetOutput(lengths, poses, reconstruction, routing_trace)
+        return CapsNetOutput(lengths, poses, reconstruction, routing_trace, primary.detach() if trace else None)

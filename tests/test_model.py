@@ -40,7 +40,8 @@ def test_output_shapes_and_trace(model):
     assert torch.allclose(out.trace.poses[:, -1], out.poses)
     assert torch.allclose(out.lengths, out.poses.norm(dim=-1))
     assert ((out.reconstruction >= 0) & (out.reconstruction <= 1)).all()
-    assert model(x).trace is None
+    assert out.primary.shape == (3, 1152, 8) and not out.primary.requires_grad
+    assert model(x).trace is None and model(x).primary is None
 
 
 @pytest.mark.parametrize("iterations", [1, 2, 3, 4, 5])
