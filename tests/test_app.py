@@ -1,18 +1,242 @@
-"""The first app page, through Streamlit's AppTest (the real script, no browser)."""
+"""The app's flows through Streamlit's AppTest: the real script, in-process, no browser.
 
+The canvas cannot be driven here (it is a browser component), so drawings are injected
+the way the component reports them: under its key, as {"drawing": {"raw", "data"}}.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, save_checkpoint  # noqa: E402
+from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
+from capsviz.preprocess import to_mnist  # noqa: E402
+from capsviz.ui import state  # noqa: E402
+from capsviz.ui.inputs import SAMPLE, UPLOAD  # noqa: E402
+
+from drawings import draw_digit  # noqa: E402
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-def test_app_starts_offline_with_the_shipped_model():
-    app = AppTest.from_file(APP, default_timeout=60).run()
-    assert not app.exception
+@pytest.fixture
+def env(monkeypatch, tmp_path, synthetic_root):
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def start() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def draw(app: AppTest, digit: int, **placement) -> AppTest:
+    data = "data:image/png;base64," + base64.b64encode(png_bytes(draw_digit(digit, **placement))).decode()
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": data}}
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def figure(app: AppTest, key: str) -> dict:
+    for element in app.get("plotly_chart"):
+        if key in element.proto.id:
+            return json.loads(element.proto.spec)
+    raise AssertionError(f"no plotly chart with key {key}")
+
+
+def array(value) -> np.ndarray:
+    """Plotly's JSON for an array: a list, or a typed array {"dtype", "bdata", "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return (flat.reshape(shape) if shape else flat).astype(float)
+    return np.array(value, dtype=float)
+
+
+def heatmap(app: AppTest, key: str) -> np.ndarray:
+    return array(figure(app, key)["data"][0]["z"])
+
+
+def expected_prediction(digit: int) -> int:
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    with torch.no_grad():
+        return int(model(to_mnist(draw_digit(digit))[None]).lengths.argmax())
+
+
+def test_starts_with_the_shipped_model_and_a_draw_a_digit_state(env):
+    app = start()
     assert "capsviz" in app.title[0].value
-    assert "MNIST test accuracy" in app.caption[0].value
-    assert any("Upload a picture" in info.value for info in app.info)
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value.startswith("shipped")
+    assert any("MNIST test accuracy" in md.value for md in app.sidebar.markdown)
+    assert any("Draw a digit" in info.value for info in app.info)
+    assert app.slider(key=state.ROUTING_ITERS).value == 3
+
+
+def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
+    app = draw(start(), 3)
+    assert app.metric[0].value == str(expected_prediction(3))
+    lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
+    assert len(lengths) == 10
+    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_sharpening", "fig_matrix", "fig_pose"):
+        figure(app, key)
+    sliders = [app.slider(key=state.POSE_DIM.format(d)) for d in range(16)]
+    assert all(s.value == 0.0 for s in sliders)
+
+
+def test_blank_canvas_is_a_friendly_state_not_an_error(env):
+    app = start()
+    blank = draw_digit(1).point(lambda v: 0)
+    data = "data:image/png;base64," + base64.b64encode(png_bytes(blank)).decode()
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": data}}
+    app.run()
+    assert not app.exception and not app.error
+    assert any("empty" in info.value for info in app.info)
+
+
+def test_slider_changes_the_reconstruction_and_reset_restores_it(env):
+    app = draw(start(), 5)
+    before = heatmap(app, "fig_pose")
+    app.slider(key=state.POSE_DIM.format(4)).set_value(0.2).run()
+    after = heatmap(app, "fig_pose")
+    assert np.abs(after - before).max() > 1e-3
+    app.button(key=state.POSE_RESET).click().run()
+    assert app.slider(key=state.POSE_DIM.format(4)).value == 0.0
+    assert np.allclose(heatmap(app, "fig_pose"), before, atol=1e-6)
+
+
+def test_a_new_drawing_resets_the_sliders(env):
+    app = draw(start(), 5)
+    app.slider(key=state.POSE_DIM.format(0)).set_value(0.1).run()
+    draw(app, 7)
+    assert app.slider(key=state.POSE_DIM.format(0)).value == 0.0
+
+
+def test_routing_iterations_change_the_trace(env):
+    app = draw(start(), 2)
+    assert app.slider(key=state.ROUTING_ITERATION).max == 3
+    app.slider(key=state.ROUTING_ITERS).set_value(5).run()
+    assert not app.exception
+    iteration = app.slider(key=state.ROUTING_ITERATION)
+    assert iteration.max == 5 and iteration.value == 5
+    entropy_line = array(figure(app, "fig_sharpening")["data"][0]["y"])
+    assert len(entropy_line) == 5
+    first = heatmap(app, "fig_tiles")
+    app.slider(key=state.ROUTING_ITERATION).set_value(1).run()
+    uniform = heatmap(app, "fig_tiles")
+    assert np.allclose(uniform[~np.isnan(uniform)], 0.1, atol=1e-6)  # iteration 1: couplings all 0.1
+    assert np.nanmax(np.abs(first - 0.1)) > 1e-3  # later iterations have moved away from uniform
+
+
+def test_mnist_samples_random_by_class_and_misclassified(env):
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    assert not app.exception
+    assert any("MNIST test image #" in c.value for c in app.caption)
+    app.radio(key=state.SAMPLE_MODE).set_value("by class").run()
+    app.selectbox(key=state.SAMPLE_DIGIT).set_value(7).run()
+    app.button(key=state.SAMPLE_NEXT).click().run()
+    assert any("labelled **7**" in c.value for c in app.caption)
+    app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
+    app.button(key=state.SAMPLE_NEXT).click().run()
+    assert not app.exception
+    assert any("(**wrong**)" in md.value for md in app.markdown)
+
+
+def test_upload_of_good_and_bad_files(env):
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    photo = draw_digit(4).convert("L").point(lambda v: 255 - v)  # dark ink on white paper
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", png_bytes(photo), "image/png")).run()
+    assert not app.exception and not app.error
+    assert app.metric[0].value == str(expected_prediction(4))
+    app.file_uploader(key=state.UPLOAD).set_value(("junk.png", b"not an image", "image/png")).run()
+    assert not app.exception
+    assert any("Could not read" in e.value for e in app.error)
+
+
+def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
+    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5, "epochs": 1, "train_images": 96})
+    app = start()
+    choice = app.selectbox(key=state.CHECKPOINT_CHOICE)
+    assert "run: 20260101-000000-abcdef" in choice.options
+    choice.set_value("run: 20260101-000000-abcdef").run()
+    assert not app.exception
+    assert any("50.00%" in md.value for md in app.sidebar.markdown)
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("upload a checkpoint...").run()
+    app.file_uploader(key=state.CHECKPOINT_UPLOAD).set_value(
+        ("bad.safetensors", b"garbage", "application/octet-stream")
+    )
+    app.run()
+    assert not app.exception
+    assert any("Rejected" in e.value and "not a safetensors file" in e.value for e in app.sidebar.error)
+    assert any("shipped" in md.value for md in app.sidebar.markdown)  # still usable
+
+
+def test_train_in_the_app_then_switch_to_the_new_model(env):
+    app = start()
+    app.number_input(key=state.TRAIN_EPOCHS).set_value(1)
+    app.selectbox(key=state.TRAIN_BATCH).set_value(32)
+    app.number_input(key=state.TRAIN_LIMIT).set_value(100)
+    app.button(key=state.TRAIN_START).click().run()
+    assert not app.exception
+    job = app.session_state[state.TRAIN_JOB]
+    job.thread.join(timeout=300)
+    assert job.status == "finished", job.error
+    app.run()
+    assert not app.exception
+    assert any("saved to" in s.value for s in app.success)
+    app.button(key=state.TRAIN_USE).click().run()
+    assert not app.exception
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {job.out_dir.name}"
+    assert len(job.epochs) == 1 and 0 <= job.epochs[0].test_accuracy <= 1
+
+
+def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
+    monkeypatch.setenv("CAPSVIZ_DATA", str(env / "no-data-here"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    app = start()
+    app.button(key=state.TRAIN_START).click().run()
+    job = app.session_state[state.TRAIN_JOB]
+    job.thread.join(timeout=120)
+    app.run()
+    assert job.status == "failed"
+    assert any("MNIST is not in" in e.value and "copy" in e.value for e in app.error)
+
+
+def test_sessions_do_not_share_widgets_or_mutate_the_cached_model(env):
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    one, two = draw(start(), 3), draw(start(), 8)
+    one.slider(key=state.POSE_DIM.format(2)).set_value(0.25).run()
+    two.run()
+    assert two.slider(key=state.POSE_DIM.format(2)).value == 0.0
+    from capsviz.ui.resources import shipped_model
+
+    cached = shipped_model("cpu").model
+    assert not cached.training
+    for key, value in cached.state_dict().items():
+        assert torch.equal(value, reference[key]), key

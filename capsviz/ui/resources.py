@@ -1,0 +1,89 @@
+"""Cached, shared, read-only resources: models and MNIST. Never mutated by a session.
+
+Models are cached once per process per (file, version, device); every session reads the
+same object under torch.no_grad() and never changes its weights or mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from capsviz.data import DataUnavailableError, Split, load_mnist
+from capsviz.model import CapsNet
+
+RUNS_ENV = "CAPSVIZ_RUNS"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: CapsNet
+    card: dict
+    label: str  # what the sidebar shows
+    key: str  # identifies the weights (for caches keyed by model)
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_ENV) or Path.cwd() / "runs")
+
+
+def run_checkpoints() -> list[Path]:
+    """Checkpoints of finished or interrupted runs, newest first."""
+    found = runs_dir().glob("*/last.safetensors")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def _model_from_file(path: str, mtime: float, device: str) -> tuple[CapsNet, dict]:
+    return load_checkpoint(path, device)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the uploaded model...")
+def _model_from_bytes(digest: str, _data: bytes, device: str) -> tuple[CapsNet, dict]:
+    return load_checkpoint(_data, device)
+
+
+def model_from_file(path: Path, device: str, label: str) -> LoadedModel:
+    mtime = path.stat().st_mtime
+    model, card = _model_from_file(str(path), mtime, device)
+    return LoadedModel(model, card, label, f"{path}:{mtime}:{device}")
+
+
+def model_from_bytes(data: bytes, device: str, label: str) -> LoadedModel:
+    """Raises CheckpointError for files that are not capsviz checkpoints."""
+    digest = hashlib.sha256(data).hexdigest()
+    model, card = _model_from_bytes(digest, data, device)
+    return LoadedModel(model, card, label, f"upload:{digest}:{device}")
+
+
+def shipped_model(device: str = "cpu") -> LoadedModel:
+    return model_from_file(SHIPPED_CHECKPOINT, device, "shipped (pretrained)")
+
+
+@st.cache_resource(show_spinner="Loading the MNIST test set...")
+def _mnist_test(root: str | None) -> Split:
+    return load_mnist(root, train=False)
+
+
+def mnist_test() -> tuple[Split | None, str | None]:
+    """The MNIST test set, or (None, a message saying how to get it)."""
+    try:
+        return _mnist_test(os.environ.get("CAPSVIZ_DATA")), None
+    except DataUnavailableError as exc:
+        return None, str(exc)
+
+
+def available_devices() -> list[str]:
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def resolve(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

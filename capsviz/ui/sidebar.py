@@ -1,0 +1,96 @@
+"""The sidebar: which model (and its card), routing iterations at inference, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from capsviz.checkpoint import CheckpointError
+from capsviz.ui import state
+from capsviz.ui.resources import (
+    LoadedModel,
+    available_devices,
+    model_from_bytes,
+    model_from_file,
+    resolve,
+    run_checkpoints,
+    shipped_model,
+)
+
+SHIPPED = "shipped (pretrained)"
+UPLOAD = "upload a checkpoint..."
+RUN_PREFIX = "run: "
+MAX_CHECKPOINT_MB = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    loaded: LoadedModel
+    routing_iters: int
+    device: str
+
+
+def run_option(run_name: str) -> str:
+    return f"{RUN_PREFIX}{run_name}"
+
+
+def sidebar() -> Settings:
+    with st.sidebar:
+        st.header("Model")
+        device = resolve(st.selectbox("Device", available_devices(), key=state.DEVICE))
+        runs = {run_option(p.parent.name): p for p in run_checkpoints()}
+        options = [SHIPPED, *runs, UPLOAD]
+        if st.session_state.get(state.CHECKPOINT_CHOICE) not in options:
+            st.session_state[state.CHECKPOINT_CHOICE] = SHIPPED
+        choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
+        loaded = _load_choice(choice, runs, device)
+        _card(loaded)
+        iters = st.slider(
+            "Routing iterations at inference",
+            1,
+            5,
+            value=loaded.model.config.routing_iters,
+            key=state.ROUTING_ITERS,
+            help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
+        )
+    return Settings(loaded, iters, device)
+
+
+def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
+    if choice in runs:
+        try:
+            return model_from_file(runs[choice], device, choice)
+        except CheckpointError as exc:
+            st.error(f"That run's checkpoint cannot be used: {exc}. Using the shipped model.")
+    elif choice == UPLOAD:
+        upload = st.file_uploader(
+            "A capsviz .safetensors checkpoint", type=["safetensors"], key=state.CHECKPOINT_UPLOAD
+        )
+        if upload is not None:
+            if upload.size > MAX_CHECKPOINT_MB * 1024 * 1024:
+                st.error(
+                    f"That file is over {MAX_CHECKPOINT_MB} MB: not a CapsNet checkpoint. Using the shipped model."
+                )
+            else:
+                try:
+                    return model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}")
+                except CheckpointError as exc:
+                    st.error(f"Rejected: {exc}. Using the shipped model.")
+        else:
+            st.caption("Until a checkpoint is uploaded, the shipped model is used.")
+    return shipped_model(device)
+
+
+def _card(loaded: LoadedModel) -> None:
+    card = loaded.card
+    accuracy = card.get("test_accuracy")
+    lines = [
+        f"**{loaded.label}**",
+        f"MNIST test accuracy: **{accuracy:.2%}**" if accuracy is not None else "test accuracy: not measured",
+        f"{card.get('epochs', '?')} epochs on {card.get('train_images', '?')} images",
+        f"trained on: {card.get('device', '?')}",
+    ]
+    if card.get("wall_seconds"):
+        lines.append(f"training time: {card['wall_seconds'] / 60:.0f} min")
+    st.markdown("  \n".join(lines))

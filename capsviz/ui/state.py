@@ -1,0 +1,33 @@
+"""Session-state keys, in one place: every widget has a key, and tests find widgets by it."""
+
+CANVAS = "canvas"
+STROKE_WIDTH = "stroke_width"
+INPUT_SOURCE = "input_source"
+SAMPLE_MODE = "sample_mode"
+SAMPLE_DIGIT = "sample_digit"
+SAMPLE_INDEX = "sample_index"
+SAMPLE_NEXT = "sample_next"
+UPLOAD = "upload"
+
+CHECKPOINT_CHOICE = "checkpoint_choice"
+CHECKPOINT_UPLOAD = "checkpoint_upload"
+ROUTING_ITERS = "routing_iters"
+DEVICE = "device"
+
+ROUTING_ITERATION = "routing_iteration"
+ROUTING_DIGIT = "routing_digit"
+POSE_CLASS = "pose_class"
+POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
+POSE_RESET = "pose_reset"
+POSE_INPUT_ID = "pose_input_id"  # which input the sliders belong to
+
+TRAIN_EPOCHS = "train_epochs"
+TRAIN_BATCH = "train_batch"
+TRAIN_LR = "train_lr"
+TRAIN_ITERS = "train_iters"
+TRAIN_DEVICE = "train_device"
+TRAIN_LIMIT = "train_limit"
+TRAIN_START = "train_start"
+TRAIN_CANCEL = "train_cancel"
+TRAIN_JOB = "train_job"
+TRAIN_USE = "train_use"

@@ -1,0 +1,176 @@
+"""Train a CapsNet from the app: a worker thread per session, progress from a fragment.
+
+The worker makes no st.* calls (a widget touch must not abort it): it only writes into
+its `TrainingJob`, which lives in this session's state. A fragment that reruns itself
+every second draws the job. Finished (or cancelled) runs are checkpoints under the runs
+folder and can be made the session's active model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from capsviz import viz
+from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
+from capsviz.ui import state
+from capsviz.ui.resources import available_devices, runs_dir
+from capsviz.ui.sidebar import run_option
+
+REFRESH_SECONDS = 1.0
+LOSS_POINTS = 2000  # keep the live curve light
+
+
+@dataclass
+class TrainingJob:
+    config: TrainConfig
+    limit: int
+    out_dir: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    status: str = "loading MNIST"
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    batches_done: int = 0
+    batches_total: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (global batch, loss)
+    epochs: list[EpochEnd] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def remaining_seconds(self) -> float | None:
+        if not self.batches_done or self.finished:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed / self.batches_done * (self.batches_total - self.batches_done)
+
+
+class _JobCallback(Callback):
+    def __init__(self, job: TrainingJob):
+        self.job = job
+
+    def on_batch_end(self, info: BatchEnd) -> None:
+        job = self.job
+        job.status = f"training: epoch {info.epoch} of {job.config.epochs}"
+        job.batches_total = info.num_batches * job.config.epochs
+        job.batches_done = (info.epoch - 1) * info.num_batches + info.batch
+        if len(job.losses) < LOSS_POINTS or info.batch % 10 == 0:
+            job.losses.append((job.batches_done, info.loss))
+
+    def on_epoch_end(self, info: EpochEnd) -> None:
+        self.job.epochs.append(info)
+
+
+def run_job(job: TrainingJob) -> None:
+    """The worker thread's body: no streamlit calls, only writes to `job`."""
+    try:
+        root = os.environ.get("CAPSVIZ_DATA")
+        train_split = load_mnist(root, train=True).head(job.limit)
+        test_split = load_mnist(root, train=False)
+        if job.stop.is_set():
+            job.status = "cancelled"
+            return
+        result = train(train_split, test_split, job.out_dir, job.config, callbacks=[_JobCallback(job)], stop=job.stop)
+        job.status = result.status
+    except DataUnavailableError as exc:
+        job.status, job.error = "failed", str(exc)
+    except Exception as exc:  # shown to the user instead of dying silently in a thread
+        job.status, job.error = "failed", f"{exc.__class__.__name__}: {exc}"
+    finally:
+        job.finished = time.time()
+
+
+def start_job(config: TrainConfig, limit: int) -> TrainingJob:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    job = TrainingJob(config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}")
+    job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
+    job.thread.start()
+    return job
+
+
+def training_tab() -> None:
+    job: TrainingJob | None = st.session_state.get(state.TRAIN_JOB)
+    busy = job is not None and job.running
+    st.markdown(
+        "Train a CapsNet on MNIST (the paper's architecture and loss, 2-px shift augmentation). "
+        "On a GPU an epoch takes seconds to a minute; on a laptop CPU, expect 15-25 minutes per epoch on "
+        "the full 60,000 images, so start with fewer images."
+    )
+    columns = st.columns(3)
+    epochs = columns[0].number_input("Epochs", 1, 100, 3, key=state.TRAIN_EPOCHS, disabled=busy)
+    batch = columns[1].selectbox("Batch size", [32, 64, 128, 256], index=2, key=state.TRAIN_BATCH, disabled=busy)
+    lr = columns[2].number_input(
+        "Learning rate", 1e-5, 1e-1, 1e-3, format="%.4f", key=state.TRAIN_LR, step=1e-4, disabled=busy
+    )
+    columns = st.columns(3)
+    iters = columns[0].slider("Routing iterations", 1, 5, 3, key=state.TRAIN_ITERS, disabled=busy)
+    device = columns[1].selectbox("Device", available_devices(), key=state.TRAIN_DEVICE, disabled=busy)
+    limit = columns[2].number_input(
+        "Training images", 100, 60_000, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=busy
+    )
+    left, right = st.columns(2)
+    if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary"):
+        config = TrainConfig(
+            epochs=int(epochs), batch_size=int(batch), lr=float(lr), routing_iters=int(iters), device=device
+        )
+        st.session_state[state.TRAIN_JOB] = job = start_job(config, int(limit))
+    if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
+        job.stop.set()
+    if job is None:
+        return
+    if job.running:
+        live_progress(job)
+    else:
+        draw_job(job)
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def live_progress(job: TrainingJob) -> None:
+    """Redraws itself every second while the worker runs; one full rerun when it ends."""
+    draw_job(job)
+    if not job.running:
+        st.rerun(scope="app")  # the sidebar lists the new run, and the static view takes over
+
+
+def draw_job(job: TrainingJob) -> None:
+    elapsed = (job.finished or time.time()) - job.started
+    fraction = job.batches_done / job.batches_total if job.batches_total else 0.0
+    remaining = job.remaining_seconds()
+    text = f"{job.status} | elapsed {_clock(elapsed)}" + (f" | remaining ~{_clock(remaining)}" if remaining else "")
+    st.progress(min(fraction, 1.0), text=text)
+    if job.error:
+        st.error(job.error)
+    if job.losses or job.epochs:
+        st.plotly_chart(
+            viz.training_figure(job.losses, [(e.epoch, e.test_accuracy) for e in job.epochs], job.batches_total),
+            config={"displayModeBar": False},
+            key="fig_training",
+        )
+    checkpoint = job.out_dir / "last.safetensors"
+    if job.running:
+        return
+    if checkpoint.exists():
+        st.success(f"Run {job.status}: {len(job.epochs)} epoch(s) saved to `{checkpoint}`.")
+        st.button("Use this model", key=state.TRAIN_USE, on_click=_use_run, args=(job.out_dir.name,))
+    elif job.status == "cancelled":
+        st.warning("Cancelled before the first epoch finished: nothing was saved.")
+
+
+def _use_run(run_name: str) -> None:
+    st.session_state[state.CHECKPOINT_CHOICE] = run_option(run_name)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"

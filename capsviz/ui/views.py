@@ -1,0 +1,160 @@
+"""The explorer's views for one input: prediction and lengths, routing per iteration, poses.
+
+Inference runs once per script run (a few tens of ms on a CPU); the pose sliders live in
+a fragment, so dragging one reruns only the decoder and its image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from capsviz import perturb, viz
+from capsviz.model import CapsNet
+from capsviz.ui import state
+from capsviz.ui.inputs import ModelInput
+
+PLOT_CONFIG = {"displayModeBar": False}
+SLIDER_STEP = 0.01
+POSE_COLUMNS = 4
+
+
+@dataclass
+class Inference:
+    """Everything the views need, as float32 numpy, computed once per run."""
+
+    image: np.ndarray  # (28, 28) the model input
+    lengths: np.ndarray  # (J,)
+    predicted: int
+    poses: torch.Tensor  # (J, D) kept as a tensor: the decoder takes it
+    reconstruction: np.ndarray  # (28, 28)
+    couplings: np.ndarray  # (R, N, J)
+    lengths_per_iter: np.ndarray  # (R, J)
+    activations: np.ndarray  # (N,) primary capsule lengths
+
+
+def infer(model: CapsNet, x: torch.Tensor, routing_iters: int) -> Inference:
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(x.unsqueeze(0).to(device), routing_iters=routing_iters, trace=True)
+    lengths = out.lengths[0].float().cpu().numpy()
+    return Inference(
+        image=x[0].numpy().astype(np.float32),
+        lengths=lengths,
+        predicted=int(lengths.argmax()),
+        poses=out.poses[0].float().cpu(),
+        reconstruction=out.reconstruction[0, 0].float().cpu().numpy(),
+        couplings=out.trace.couplings[0].float().cpu().numpy(),  # (R, N, J)
+        lengths_per_iter=out.trace.poses[0].norm(dim=-1).float().cpu().numpy(),  # (R, J)
+        activations=out.primary[0].norm(dim=-1).float().cpu().numpy(),  # (N,)
+    )
+
+
+def sync_to_input(source: ModelInput, result: Inference) -> None:
+    """A new input resets the per-input widgets: sliders to zero, digits to the prediction."""
+    keys = [state.ROUTING_DIGIT, state.POSE_CLASS] + [state.POSE_DIM.format(d) for d in range(16)]
+    if st.session_state.get(state.POSE_INPUT_ID) == source.key and all(k in st.session_state for k in keys):
+        return
+    st.session_state[state.POSE_INPUT_ID] = source.key
+    st.session_state[state.ROUTING_DIGIT] = result.predicted
+    st.session_state[state.POSE_CLASS] = result.predicted
+    reset_sliders()
+
+
+def reset_sliders() -> None:
+    for d in range(16):
+        st.session_state[state.POSE_DIM.format(d)] = 0.0
+
+
+def prediction(result: Inference, label: int | None) -> None:
+    st.metric("Prediction", result.predicted)
+    st.caption(f"capsule {result.predicted} has length {result.lengths[result.predicted]:.3f}")
+    if label is not None:
+        verdict = "correct" if label == result.predicted else "**wrong**"
+        st.markdown(f"True label: **{label}** ({verdict})")
+    left, right = st.columns(2)
+    left.plotly_chart(viz.image_figure(result.image, "model input"), config=PLOT_CONFIG, key="fig_input")
+    right.plotly_chart(
+        viz.image_figure(result.reconstruction, "reconstruction"),
+        config=PLOT_CONFIG,
+        key="fig_recon",
+    )
+
+
+def lengths_chart(result: Inference) -> None:
+    st.plotly_chart(viz.lengths_figure(result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_lengths")
+    st.caption(
+        "Each bar is the length of a digit capsule: the network's confidence that the digit is present. "
+        "Training pushes the true digit above m+ = 0.9 and the others below m- = 0.1."
+    )
+
+
+def routing(result: Inference) -> None:
+    iterations = result.couplings.shape[0]
+    st.subheader("Dynamic routing, iteration by iteration")
+    left, right = st.columns([2, 1])
+    with right:
+        iteration = (
+            st.slider("Iteration", 1, iterations, iterations, key=state.ROUTING_ITERATION) if iterations > 1 else 1
+        )
+        digit = st.selectbox("Parent capsule (digit)", range(10), key=state.ROUTING_DIGIT)
+        st.caption(
+            "Iteration 1 couples every primary capsule equally (0.1) to every digit. Each later iteration "
+            "raises the couplings of the votes that agree with a digit's capsule."
+        )
+    zmax = float(result.couplings[:, :, digit].max())
+    with left:
+        st.plotly_chart(
+            viz.coupling_tiles_figure(result.couplings[iteration - 1, :, digit], digit, iteration, zmax=zmax),
+            config=PLOT_CONFIG,
+            key="fig_tiles",
+        )
+    left, right = st.columns(2)
+    left.plotly_chart(
+        viz.routing_overlay_figure(result.image, result.couplings[iteration - 1], result.activations),
+        config=PLOT_CONFIG,
+        key="fig_overlay",
+    )
+    right.plotly_chart(
+        viz.sharpening_figure(viz.coupling_entropy(result.couplings), result.lengths_per_iter, result.predicted),
+        config=PLOT_CONFIG,
+        key="fig_sharpening",
+    )
+    with st.expander("The full 1152 x 10 coupling matrix"):
+        st.plotly_chart(
+            viz.coupling_matrix_figure(result.couplings[iteration - 1]), config=PLOT_CONFIG, key="fig_matrix"
+        )
+
+
+@st.fragment
+def poses(model: CapsNet, result: Inference) -> None:
+    """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move."""
+    st.subheader("What the 16 pose dimensions mean")
+    left, right = st.columns([3, 1])
+    with right:
+        digit = st.selectbox("Reconstruct as digit", range(10), key=state.POSE_CLASS)
+        st.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
+    with left:
+        columns = st.columns(POSE_COLUMNS)
+        deltas = [
+            columns[d % POSE_COLUMNS].slider(
+                f"dim {d}",
+                -perturb.PAPER_RANGE,
+                perturb.PAPER_RANGE,
+                step=SLIDER_STEP,
+                key=state.POSE_DIM.format(d),
+            )
+            for d in range(16)
+        ]
+    pose = perturb.perturb(result.poses[digit], deltas)
+    image = perturb.decode_pose(model, pose, digit)
+    with right:
+        st.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+    with st.expander("The paper's Figure 4 for this input: every dimension from -0.25 to 0.25"):
+        grid = perturb.perturbation_grid(model, result.poses[digit], digit)
+        png = perturb.grid_to_png(grid)
+        st.image(png, caption=f"rows: dimensions 0-15; columns: -0.25 ... +0.25 (digit {digit})")
+        st.download_button("Download PNG", png, file_name=f"capsviz-pose-grid-{digit}.png", key="pose_grid_download")

@@ -1,0 +1,159 @@
+"""The real thing: `streamlit run app.py` in a real Chromium, driven by Playwright.
+
+Draws a digit with the mouse on the real canvas, then checks that the prediction, the
+capsule-length chart, the routing heatmaps and the 16 pose sliders appear with no
+exception, and that moving a pose slider changes the reconstruction. Skips where Chromium
+or Playwright is absent, unless CAPSVIZ_REQUIRE_BROWSER=1 (set by .ci/run). Screenshots go
+to $CAPSVIZ_SCREENSHOTS when set (the README's come from here).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from drawings import STROKES
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parent.parent
+REQUIRED = os.environ.get("CAPSVIZ_REQUIRE_BROWSER") == "1"
+
+
+def _skip(reason: str):
+    if REQUIRED:
+        pytest.fail(f"{reason} (CAPSVIZ_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip("the playwright package is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = {**os.environ, "CAPSVIZ_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
+        "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start: " + process.stdout.read().decode(errors="replace")[-2000:])
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("CAPSVIZ_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def _draw(page, digit: int) -> None:
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(state="visible", timeout=60_000)
+    box = canvas.bounding_box()
+    left, top = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.15
+    width, height = box["width"] * 0.5, box["height"] * 0.7
+    for stroke in STROKES[digit]:
+        points = [(left + x * width, top + y * height) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=3)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+
+
+def _wait_idle(page) -> None:
+    """Wait until Streamlit has finished rerunning (its status widget is gone)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+
+
+POSE_FIGURE_Z = """() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  const pose = plots.find(p => p.layout && p.layout.title && String(p.layout.title.text).startsWith('decoded as'));
+  return pose ? JSON.stringify(pose.data[0].z) : null;
+}"""
+
+
+def test_draw_a_digit_and_explore_it(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 3000})  # tall: the whole app in one shot
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server, wait_until="domcontentloaded")
+    page.get_by_text("Draw a digit").first.wait_for(timeout=90_000)
+    _shot(page, "01-start.png")
+
+    _draw(page, 3)
+    _wait_idle(page)
+    metric = page.get_by_test_id("stMetricValue").first
+    metric.wait_for(timeout=60_000)
+    assert metric.inner_text().strip() in {str(d) for d in range(10)}
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7", timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    titles = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].map(p => String(p.layout.title.text))")
+    assert any("capsule length" in t.lower() or "lengths" in t.lower() for t in titles), titles
+    assert any("iteration" in t.lower() for t in titles), titles
+    pose_sliders = page.locator("[data-testid='stSlider']").filter(has_text="dim ")
+    assert pose_sliders.count() == 16
+    _shot(page, "02-drawn.png")
+
+    page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
+    before = page.evaluate(POSE_FIGURE_Z)
+    thumb = pose_sliders.nth(0).get_by_role("slider").bounding_box()
+    x, y = thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 45, y, steps=5)  # drag dim 0 to the right
+    page.mouse.up()
+    page.wait_for_function(f"({POSE_FIGURE_Z})() !== {before!r}", timeout=30_000)
+    _wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    _shot(page, "03-pose-slider.png")
+    assert not errors, errors
