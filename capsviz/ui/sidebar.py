@@ -57,10 +57,22 @@ def sidebar() -> Settings:
     return Settings(loaded, iters, device)
 
 
+def explorable(loaded: LoadedModel) -> LoadedModel:
+    """The views assume MNIST's shapes: 10 digit capsules of 16 dimensions, 28x28 grey input."""
+    config = loaded.model.config
+    if (config.num_classes, config.digit_dim, config.input_size, config.in_channels) != (10, 16, 28, 1):
+        raise CheckpointError(
+            f"its model has {config.num_classes} classes of {config.digit_dim}-D capsules on "
+            f"{config.input_size}x{config.input_size}x{config.in_channels} input; this explorer needs "
+            "10 classes of 16-D capsules on 28x28x1 (MNIST)"
+        )
+    return loaded
+
+
 def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
     if choice in runs:
         try:
-            return model_from_file(runs[choice], device, choice)
+            return explorable(model_from_file(runs[choice], device, choice))
         except CheckpointError as exc:
             st.error(f"That run's checkpoint cannot be used: {exc}. Using the shipped model.")
     elif choice == UPLOAD:
@@ -74,7 +86,7 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
                 )
             else:
                 try:
-                    return model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}")
+                    return explorable(model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}"))
                 except CheckpointError as exc:
                     st.error(f"Rejected: {exc}. Using the shipped model.")
         else:
