@@ -131,6 +131,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,9 +164,16 @@ def _read_header(data: bytes, name: str) -> dict:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{name} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise CheckpointError(f"{name} is not a safetensors file (unexpected header)")
-    data_len = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    data_len = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise CheckpointError(f"{name} is not a safetensors file (bad entry for tensor {key!r})")
+        data_len = max(data_len, offsets[1])
     if 8 + header_len + data_len > len(data):
         raise CheckpointError(
             f"{name} is truncated: {len(data)} bytes, its header describes {8 + header_len + data_len}"
@@ -179,9 +189,14 @@ def _parse_metadata(header: dict, name: str) -> tuple[CapsNetConfig, dict]:
         raise CheckpointError(f"{name} has checkpoint version {meta.get('version')!r}; this capsviz reads {VERSION}")
     try:
         config = CapsNetConfig.from_dict(json.loads(meta["config"]))
-        card = json.loads(meta.get("card", "{}"))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{name} has an unreadable model config: {exc}") from None
+    try:
+        card = json.loads(meta.get("card", "{}"))
+    except ValueError:
+        card = None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{name} has an unreadable card (its metadata 'card' is not a JSON object)")
     return config, card
 
 

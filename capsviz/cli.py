@@ -16,6 +16,10 @@ import torch
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.model import MAX_ROUTING_ITERS
+from capsviz.train import DeviceUnavailableError
+
+ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--lr-decay", type=float, default=0.96, help="learning-rate factor per epoch")
-    t.add_argument("--routing-iters", type=int, default=3)
+    t.add_argument("--routing-iters", type=int, default=3, choices=ITERATIONS)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
@@ -40,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     e.add_argument("--data-root", default=None)
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    e.add_argument("--routing-iters", type=int, default=None)
+    e.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--json", action="store_true")
 
     p = commands.add_parser("predict", help="classify image files (drawings, photos, scans)")
     p.add_argument("images", nargs="+")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    p.add_argument("--routing-iters", type=int, default=None)
+    p.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     p.add_argument("--json", action="store_true")
 
     x = commands.add_parser("export", help="convert a run's checkpoint into a shippable model + card")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
         return commands_by_name[args.command](args)
-    except (DataUnavailableError, CheckpointError) as exc:
+    except (DataUnavailableError, CheckpointError, DeviceUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -109,7 +113,10 @@ def _train(args) -> int:
             )
 
     result = train(train_split, test_split, args.out, config, callbacks=[Progress()], resume=args.resume)
-    print(f"{result.status}: {result.checkpoint}")
+    if result.checkpoint is None:
+        print(f"{result.status}: nothing to do (the run already has {args.epochs} epochs)")
+    else:
+        print(f"{result.status}: {result.checkpoint}")
     return 0
 
 
@@ -150,7 +157,7 @@ def _predict(args) -> int:
             with Image.open(path) as image:
                 image.load()
                 x = to_mnist(image)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             entry.update(label=None, lengths=None, error=f"cannot read image: {exc}")
             failed += 1
             results.append(entry)

@@ -20,6 +20,8 @@ from torch import nn
 
 from capsviz.routing import RoutingTrace, dynamic_routing, squash
 
+MAX_ROUTING_ITERS = 5
+
 
 @dataclass(frozen=True)
 class CapsNetConfig:
@@ -36,6 +38,14 @@ class CapsNetConfig:
     digit_dim: int = 16
     routing_iters: int = 3
     decoder_hidden: tuple[int, int] = (512, 1024)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.routing_iters <= MAX_ROUTING_ITERS:
+            raise ValueError(f"routing_iters must be 1..{MAX_ROUTING_ITERS}, got {self.routing_iters}")
+        if self.primary_grid < 1:
+            raise ValueError(
+                f"input_size {self.input_size} is too small for two {self.kernel_size}x{self.kernel_size} convs"
+            )
 
     @property
     def primary_grid(self) -> int:
@@ -155,7 +165,8 @@ class CapsNet(nn.Module):
         """x: (B, C, H, W) -> DigitCaps poses (B, J, D), the optional trace, primary capsules (B, N, I)."""
         features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
         primary = self.primary(features)  # (B, N, I)
-        poses, routing_trace = self.digits(primary, routing_iters or self.config.routing_iters, trace=trace)
+        iterations = self.config.routing_iters if routing_iters is None else routing_iters
+        poses, routing_trace = self.digits(primary, iterations, trace=trace)
         return poses, routing_trace, primary
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ def to_mnist(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
 def load_image(image: Image.Image | np.ndarray | bytes) -> Image.Image:
     """Accept a PIL image, an array (H, W), (H, W, 3|4), or encoded bytes (PNG, JPEG...)."""
     if isinstance(image, Image.Image):
-        return image
+        return ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
     if isinstance(image, (bytes, bytearray)):
         try:
             with Image.open(io.BytesIO(image)) as opened:
@@ -89,13 +89,13 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[:, :, 3]
         if (alpha < 0.5).mean() > 0.01:  # a real transparent background
-            return _stretch(alpha)  # ink wherever something was drawn, in any colour
+            return _stretch(alpha, floor=0.0)  # ink wherever something was drawn, in any colour
         grey = _luminance(rgba[:, :, :3]) * alpha  # composite onto black
     else:
         grey = np.asarray(pil.convert("L"), dtype=np.float32) / 255.0
     background = _border_median(grey)
     ink = grey if background < 0.5 else 1.0 - grey
-    return _stretch(ink)
+    return _stretch(ink, floor=_border_median(ink))
 
 
 def drop_specks(ink: np.ndarray) -> np.ndarray:
@@ -199,9 +199,8 @@ def _border_median(grey: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def _stretch(ink: np.ndarray) -> np.ndarray:
-    """Subtract the background level (the median) and scale the strongest ink to 1."""
-    floor = float(np.median(ink))
+def _stretch(ink: np.ndarray, floor: float) -> np.ndarray:
+    """Subtract the background level `floor` and scale the strongest ink to 1."""
     peak = float(ink.max())
     if peak - floor < MIN_CONTRAST:
         return np.zeros_like(ink, dtype=np.float32)

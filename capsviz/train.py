@@ -82,11 +82,15 @@ class Callback:
         pass
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+        raise DeviceUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU; use auto or cpu")
     return torch.device(name)
 
 
@@ -138,7 +142,6 @@ def train(
     """Train a CapsNet; returns when the last epoch is done or `stop` is set."""
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
     start_epoch, history = 0, []
     if resume:
         model, card, state = load_training_state(resume, device)
@@ -146,15 +149,16 @@ def train(
         history = [EpochEnd(**h) for h in card.get("history", [])]
         model.train()
     else:
-        model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
+            torch.manual_seed(config.seed)
+            model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if resume:
         restore_optimizer(optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     train_split, test_split = train_split.to(device), test_split.to(device)
     callbacks = list(callbacks)
-    wall_before = sum(h.seconds for h in history)
     checkpoint = out_dir / "last.safetensors"
-    result = TrainResult("finished", history, checkpoint if resume else None)
+    result = TrainResult("finished", history, None)  # .checkpoint is set once an epoch is written
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -199,7 +203,7 @@ def train(
             epoch, config.epochs, loss_sum / seen, correct / seen, test_accuracy, lr, seconds, str(checkpoint)
         )
         history.append(info)
-        card = _card(config, device, history, len(train_split), len(test_split), wall_before)
+        card = _card(config, model.config, device, history, len(train_split), len(test_split))
         save_checkpoint(checkpoint, model, card, optimizer=optimizer)
         _write_logs(out_dir, history)
         result.checkpoint = checkpoint
@@ -210,11 +214,11 @@ def train(
 
 def _card(
     config: TrainConfig,
+    model_config: CapsNetConfig,
     device: torch.device,
     history: list[EpochEnd],
     n_train: int,
     n_test: int,
-    wall_before: float,
 ) -> dict:
     last = history[-1]
     return {
@@ -226,7 +230,7 @@ def _card(
         "batch_size": config.batch_size,
         "lr": config.lr,
         "lr_decay_per_epoch": config.lr_decay,
-        "routing_iters": config.routing_iters,
+        "routing_iters": model_config.routing_iters,
         "augmentation": "random shift of up to 2 px, zero padded",
         "device": device_description(device),
         "wall_seconds": round(sum(h.seconds for h in history), 1),

@@ -154,11 +154,11 @@ def test_mnist_samples_random_by_class_and_misclassified(env):
     assert not app.exception
     assert any("MNIST test image #" in c.value for c in app.caption)
     app.radio(key=state.SAMPLE_MODE).set_value("by class").run()
-    app.selectbox(key=state.SAMPLE_DIGIT).set_value(7).run()
+    app.selectbox(key=state.SAMPLE_DIGIT).set_value(7).run()  # choosing a class picks one at once
+    assert any("labelled **7**" in c.value for c in app.caption)
     app.button(key=state.SAMPLE_NEXT).click().run()
     assert any("labelled **7**" in c.value for c in app.caption)
     app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
-    app.button(key=state.SAMPLE_NEXT).click().run()
     assert not app.exception
     assert any("(**wrong**)" in md.value for md in app.markdown)
 
@@ -193,6 +193,14 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert not app.exception
     assert any("Rejected" in e.value and "not a safetensors file" in e.value for e in app.sidebar.error)
     assert any("shipped" in md.value for md in app.sidebar.markdown)  # still usable
+    other = env / "five-classes.safetensors"
+    save_checkpoint(other, CapsNet(CapsNetConfig(num_classes=5, conv_channels=16, primary_types=4)))
+    app.file_uploader(key=state.CHECKPOINT_UPLOAD).set_value(
+        ("five.safetensors", other.read_bytes(), "application/octet-stream")
+    )
+    app.run()
+    assert not app.exception
+    assert any("needs 10 classes" in e.value for e in app.sidebar.error)
 
 
 def test_train_in_the_app_then_switch_to_the_new_model(env):
@@ -214,6 +222,24 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
     assert len(job.epochs) == 1 and 0 <= job.epochs[0].test_accuracy <= 1
 
 
+def test_training_can_be_cancelled_and_keeps_nothing_half_written(env):
+    app = start()
+    app.number_input(key=state.TRAIN_EPOCHS).set_value(50)
+    app.selectbox(key=state.TRAIN_BATCH).set_value(32)
+    app.number_input(key=state.TRAIN_LIMIT).set_value(100)
+    app.button(key=state.TRAIN_START).click().run()
+    assert not app.exception
+    job = app.session_state[state.TRAIN_JOB]
+    assert app.button(key=state.TRAIN_START).disabled and not app.button(key=state.TRAIN_CANCEL).disabled
+    app.button(key=state.TRAIN_CANCEL).click().run()
+    job.thread.join(timeout=300)
+    assert job.status == "cancelled" and len(job.epochs) < 50
+    app.run()
+    assert not app.exception and not app.button(key=state.TRAIN_START).disabled
+    if not job.epochs:  # cancelled before the first epoch: nothing saved, and it says so
+        assert any("nothing was saved" in w.value for w in app.warning)
+
+
 def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
     monkeypatch.setenv("CAPSVIZ_DATA", str(env / "no-data-here"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
@@ -227,16 +253,22 @@ def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
     assert any("MNIST is not in" in e.value and "copy" in e.value for e in app.error)
 
 
-def test_sessions_do_not_share_widgets_or_mutate_the_cached_model(env):
-    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
-    reference = {k: v.clone() for k, v in model.state_dict().items()}
-    one, two = draw(start(), 3), draw(start(), 8)
-    one.slider(key=state.POSE_DIM.format(2)).set_value(0.25).run()
-    two.run()
-    assert two.slider(key=state.POSE_DIM.format(2)).value == 0.0
+def test_sessions_share_one_cached_model_and_never_change_it(env):
+    """Two sessions in one process (as under one server) read the same cached model object."""
     from capsviz.ui.resources import shipped_model
 
+    reference, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    one, two = draw(start(), 3), draw(start(), 8)
+    one.slider(key=state.POSE_DIM.format(2)).set_value(0.25).run()
+    one.slider(key=state.ROUTING_ITERS).set_value(1).run()
+    two.slider(key=state.POSE_DIM.format(5)).set_value(-0.2).run()
+    two.run()
+    assert two.slider(key=state.POSE_DIM.format(2)).value == 0.0
+    assert one.slider(key=state.POSE_DIM.format(5)).value == 0.0
+    assert two.slider(key=state.ROUTING_ITERS).value == 3
     cached = shipped_model("cpu").model
+    assert cached is shipped_model("cpu").model  # one object for every session
     assert not cached.training
+    assert all(not p.requires_grad or p.grad is None for p in cached.parameters())
     for key, value in cached.state_dict().items():
-        assert torch.equal(value, reference[key]), key
+        assert torch.equal(value, reference.state_dict()[key]), key

@@ -185,3 +185,41 @@ def test_bad_metadata_is_rejected(tmp_path, small_model, metadata, message):
     _rewrite(path, **metadata)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
+
+
+def _raw_safetensors(header: dict, payload: bytes = b"") -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + payload
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"a": 1},
+        {"a": {"dtype": "F32"}},
+        {"a": {"dtype": "F32", "shape": [1], "data_offsets": ["x", 4]}},
+        {"__metadata__": [1]},
+    ],
+)
+def test_malformed_headers_are_rejected_cleanly(tmp_path, header):
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(_raw_safetensors(header, b"\0" * 4))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("card", ["[1]", "not json", "3"])
+def test_a_card_that_is_not_an_object_is_rejected(tmp_path, small_model, card):
+    path = save_checkpoint(tmp_path / "a.safetensors", small_model)
+    _rewrite(path, card=card)
+    with pytest.raises(CheckpointError, match="unreadable card"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_are_readable_files_not_private_temporaries(tmp_path, small_model):
+    import os
+
+    path = save_checkpoint(tmp_path / "a.safetensors", small_model)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

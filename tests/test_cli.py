@@ -146,3 +146,15 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path):
     result = capsviz("predict", drawing, "--checkpoint", bad)
     assert result.returncode == 2
     assert "not a safetensors file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_out_of_range_routing_iterations_are_refused_by_the_parser(tmp_path):
+    result = capsviz("predict", tmp_path / "x.png", "--routing-iters", "0")
+    assert result.returncode == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_one_clear_error(synthetic_root, tmp_path):
+    result = capsviz("train", "--device", "cuda", "--data-root", synthetic_root, "--out", tmp_path, "--limit", 8)
+    assert result.returncode == 2
+    assert "no CUDA GPU" in result.stderr and "Traceback" not in result.stderr

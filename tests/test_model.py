@@ -106,3 +106,9 @@ def test_training_mode_gradients_reach_every_parameter():
     (out.lengths.sum() + out.reconstruction.sum()).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("iterations", [0, -1, 6])
+def test_config_rejects_routing_iterations_outside_1_to_5(iterations):
+    with pytest.raises(ValueError, match="routing_iters"):
+        CapsNetConfig(routing_iters=iterations)

@@ -223,3 +223,25 @@ def test_garbage_bytes_raise_a_clear_error(garbage):
 def test_wrong_array_shape_raises_a_clear_error():
     with pytest.raises(ValueError, match="image array"):
         to_mnist(np.zeros((4, 4, 4, 4)))
+
+
+def test_very_heavy_ink_is_not_mistaken_for_background():
+    image = canvas()
+    image[40:240, 60:220, :3] = 255  # ink covers most of the canvas
+    assert to_mnist(image) is not None
+    assert to_mnist(draw_digit(8, width=70)) is not None
+
+
+def test_photo_orientation_tag_is_honoured():
+    upright = draw_digit(7).convert("L")
+    sideways = upright.rotate(90, expand=True)  # stored rotated, as a phone does ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... with "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    sideways.save(buffer, format="JPEG", exif=exif, quality=95)
+    from_bytes = to_mnist(buffer.getvalue())
+    from_pil = to_mnist(Image.open(io.BytesIO(buffer.getvalue())))
+    expected = to_mnist(upright)
+    for x in (from_bytes, from_pil):
+        similarity = torch.nn.functional.cosine_similarity(x.flatten(), expected.flatten(), dim=0)
+        assert similarity > 0.9

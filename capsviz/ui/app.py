@@ -37,4 +37,4 @@ def explore_tab(settings) -> None:
     st.divider()
     routing(result)
     st.divider()
-    poses(settings.loaded.model, result)
+    poses(settings.loaded.model, result, f"{settings.loaded.key}:{source.key}:{settings.routing_iters}")

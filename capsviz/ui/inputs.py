@@ -107,8 +107,11 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     mode = st.radio("Which image", [RANDOM, BY_CLASS, MISCLASSIFIED], horizontal=True, key=state.SAMPLE_MODE)
     digit = st.selectbox("Digit", range(10), key=state.SAMPLE_DIGIT) if mode == BY_CLASS else None
     rng = np.random.default_rng()
-    if st.button("Another one", key=state.SAMPLE_NEXT) or state.SAMPLE_INDEX not in st.session_state:
+    wanted = (mode, digit, loaded.key if mode == MISCLASSIFIED else None)
+    another = st.button("Another one", key=state.SAMPLE_NEXT)
+    if another or st.session_state.get(state.SAMPLE_PICKED_FOR) != wanted:
         st.session_state[state.SAMPLE_INDEX] = _pick(split, mode, digit, loaded, routing_iters, rng)
+        st.session_state[state.SAMPLE_PICKED_FOR] = wanted
     index = st.session_state[state.SAMPLE_INDEX]
     if index is None:
         return ModelInput(None, message="No misclassified image found in the images searched; try again.")

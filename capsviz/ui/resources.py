@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, Split, load_mnist
 from capsviz.model import CapsNet
 
@@ -50,6 +50,9 @@ def _model_from_bytes(digest: str, _data: bytes, device: str) -> tuple[CapsNet, 
 
 
 def model_from_file(path: Path, device: str, label: str) -> LoadedModel:
+    """Raises CheckpointError for a missing or unusable file."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
     mtime = path.stat().st_mtime
     model, card = _model_from_file(str(path), mtime, device)
     return LoadedModel(model, card, label, f"{path}:{mtime}:{device}")

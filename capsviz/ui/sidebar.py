@@ -50,7 +50,7 @@ def sidebar() -> Settings:
             "Routing iterations at inference",
             1,
             5,
-            value=loaded.model.config.routing_iters,
+            value=min(max(loaded.model.config.routing_iters, 1), 5),
             key=state.ROUTING_ITERS,
             help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
         )
@@ -60,11 +60,13 @@ def sidebar() -> Settings:
 def explorable(loaded: LoadedModel) -> LoadedModel:
     """The views assume MNIST's shapes: 10 digit capsules of 16 dimensions, 28x28 grey input."""
     config = loaded.model.config
-    if (config.num_classes, config.digit_dim, config.input_size, config.in_channels) != (10, 16, 28, 1):
+    shape = (config.num_classes, config.digit_dim, config.input_size, config.in_channels, config.primary_grid)
+    if shape != (10, 16, 28, 1, 6):
         raise CheckpointError(
             f"its model has {config.num_classes} classes of {config.digit_dim}-D capsules on "
-            f"{config.input_size}x{config.input_size}x{config.in_channels} input; this explorer needs "
-            "10 classes of 16-D capsules on 28x28x1 (MNIST)"
+            f"{config.input_size}x{config.input_size}x{config.in_channels} input and a {config.primary_grid}x"
+            f"{config.primary_grid} primary grid; this explorer needs 10 classes of 16-D capsules on 28x28x1 "
+            "input with a 6x6 primary grid (MNIST)"
         )
     return loaded
 
@@ -91,18 +93,31 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
                     st.error(f"Rejected: {exc}. Using the shipped model.")
         else:
             st.caption("Until a checkpoint is uploaded, the shipped model is used.")
-    return shipped_model(device)
+    return shipped(device)
+
+
+def shipped(device: str) -> LoadedModel:
+    """The shipped model; without it the page stops with the reason and the fix."""
+    try:
+        return shipped_model(device)
+    except (CheckpointError, OSError) as exc:
+        st.error(
+            f"The shipped model could not be loaded: {exc}. Restore `pretrained/` from the repository "
+            "(git checkout pretrained/), or train one with `python -m capsviz train`."
+        )
+        st.stop()
 
 
 def _card(loaded: LoadedModel) -> None:
     card = loaded.card
     accuracy = card.get("test_accuracy")
+    measured = isinstance(accuracy, (int, float))
     lines = [
         f"**{loaded.label}**",
-        f"MNIST test accuracy: **{accuracy:.2%}**" if accuracy is not None else "test accuracy: not measured",
+        f"MNIST test accuracy: **{accuracy:.2%}**" if measured else "test accuracy: not measured",
         f"{card.get('epochs', '?')} epochs on {card.get('train_images', '?')} images",
         f"trained on: {card.get('device', '?')}",
     ]
-    if card.get("wall_seconds"):
+    if isinstance(card.get("wall_seconds"), (int, float)):
         lines.append(f"training time: {card['wall_seconds'] / 60:.0f} min")
     st.markdown("  \n".join(lines))

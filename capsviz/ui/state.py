@@ -7,6 +7,7 @@ SAMPLE_MODE = "sample_mode"
 SAMPLE_DIGIT = "sample_digit"
 SAMPLE_INDEX = "sample_index"
 SAMPLE_NEXT = "sample_next"
+SAMPLE_PICKED_FOR = "sample_picked_for"  # (mode, digit, model) the current sample was picked for
 UPLOAD = "upload"
 
 CHECKPOINT_CHOICE = "checkpoint_choice"
@@ -20,6 +21,7 @@ POSE_CLASS = "pose_class"
 POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"
 POSE_INPUT_ID = "pose_input_id"  # which input the sliders belong to
+POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
 
 TRAIN_EPOCHS = "train_epochs"
 TRAIN_BATCH = "train_batch"

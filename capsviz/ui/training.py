@@ -120,11 +120,12 @@ def training_tab() -> None:
         "Training images", 100, 60_000, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=busy
     )
     left, right = st.columns(2)
-    if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary"):
+    if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
         config = TrainConfig(
             epochs=int(epochs), batch_size=int(batch), lr=float(lr), routing_iters=int(iters), device=device
         )
-        st.session_state[state.TRAIN_JOB] = job = start_job(config, int(limit))
+        st.session_state[state.TRAIN_JOB] = start_job(config, int(limit))
+        st.rerun()  # redraw the controls: inputs locked, Cancel enabled
     if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
         job.stop.set()
     if job is None:

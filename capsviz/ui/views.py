@@ -130,8 +130,11 @@ def routing(result: Inference) -> None:
 
 
 @st.fragment
-def poses(model: CapsNet, result: Inference) -> None:
-    """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move."""
+def poses(model: CapsNet, result: Inference, input_id: str) -> None:
+    """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move.
+
+    `input_id` names the (model, input, routing) the result belongs to, for the grid cache.
+    """
     st.subheader("What the 16 pose dimensions mean")
     left, right = st.columns([3, 1])
     with right:
@@ -154,7 +157,15 @@ def poses(model: CapsNet, result: Inference) -> None:
     with right:
         st.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
     with st.expander("The paper's Figure 4 for this input: every dimension from -0.25 to 0.25"):
-        grid = perturb.perturbation_grid(model, result.poses[digit], digit)
-        png = perturb.grid_to_png(grid)
+        png = _figure4_png(model, result, f"{input_id}:{digit}", digit)
         st.image(png, caption=f"rows: dimensions 0-15; columns: -0.25 ... +0.25 (digit {digit})")
         st.download_button("Download PNG", png, file_name=f"capsviz-pose-grid-{digit}.png", key="pose_grid_download")
+
+
+def _figure4_png(model: CapsNet, result: Inference, cache_key: str, digit: int) -> bytes:
+    """The 16 x 11 decoder grid does not depend on the sliders: compute it once per input and digit."""
+    cached = st.session_state.get(state.POSE_GRID)
+    if cached is None or cached[0] != cache_key:
+        png = perturb.grid_to_png(perturb.perturbation_grid(model, result.poses[digit], digit))
+        st.session_state[state.POSE_GRID] = cached = (cache_key, png)
+    return cached[1]
