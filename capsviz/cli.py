@@ -17,7 +17,7 @@ import torch
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import MAX_ROUTING_ITERS
-from capsviz.train import DeviceUnavailableError
+from capsviz.train import BatchEnd, Callback, DeviceUnavailableError, EpochEnd
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
+    from capsviz import distributed
+    from capsviz.train import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    place = distributed.from_env()  # set by torchrun; a single process otherwise
+    device = distributed.setup(args.device, place) if place.enabled else args.device
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -85,39 +88,47 @@ def _train(args) -> int:
         lr_decay=args.lr_decay,
         routing_iters=args.routing_iters,
         seed=args.seed,
-        device=args.device,
+        device=device,
     )
-    train_split = load_mnist(args.data_root, train=True).head(args.limit)
-    test_split = load_mnist(args.data_root, train=False).head(args.limit)
-
-    class Progress(Callback):
-        bar = None
-
-        def on_batch_end(self, info: BatchEnd) -> None:
-            from tqdm import tqdm
-
-            if self.bar is None:
-                self.bar = tqdm(total=info.num_batches, desc=f"epoch {info.epoch}", file=sys.stderr, dynamic_ncols=True)
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{info.loss:.4f}", acc=f"{info.accuracy:.3f}", img_s=f"{info.images_per_s:.0f}")
-
-        def on_epoch_end(self, info: EpochEnd) -> None:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            print(
-                f"epoch {info.epoch}/{info.epochs}  loss {info.train_loss:.4f}  "
-                f"train acc {info.train_accuracy:.4f}  test acc {info.test_accuracy:.4f}  "
-                f"lr {info.lr:.2e}  {info.seconds:.0f}s",
-                flush=True,
-            )
-
-    result = train(train_split, test_split, args.out, config, callbacks=[Progress()], resume=args.resume)
+    try:
+        train_split = load_mnist(args.data_root, train=True).head(args.limit)
+        test_split = load_mnist(args.data_root, train=False).head(args.limit)
+        callbacks = [_Progress()] if place.is_main else []
+        result = train(train_split, test_split, args.out, config, callbacks=callbacks, resume=args.resume, place=place)
+    finally:
+        distributed.shutdown()
+    if not place.is_main:
+        return 0
     if result.checkpoint is None:
         print(f"{result.status}: nothing to do (the run already has {args.epochs} epochs)")
     else:
         print(f"{result.status}: {result.checkpoint}")
     return 0
+
+
+class _Progress(Callback):
+    """A tqdm bar per epoch and one summary line per epoch (rank 0 only)."""
+
+    bar = None
+
+    def on_batch_end(self, info: BatchEnd) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=info.num_batches, desc=f"epoch {info.epoch}", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{info.loss:.4f}", acc=f"{info.accuracy:.3f}", img_s=f"{info.images_per_s:.0f}")
+
+    def on_epoch_end(self, info: EpochEnd) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        print(
+            f"epoch {info.epoch}/{info.epochs}  loss {info.train_loss:.4f}  "
+            f"train acc {info.train_accuracy:.4f}  test acc {info.test_accuracy:.4f}  "
+            f"lr {info.lr:.2e}  {info.seconds:.0f}s",
+            flush=True,
+        )
 
 
 def _evaluate(args) -> int:

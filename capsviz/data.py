@@ -88,13 +88,27 @@ def random_shift(
     return padded[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W)
 
 
-def batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None):
-    """Yield (images uint8 (b, 28, 28), labels (b,)) index batches over a split on any device."""
+def batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
+):
+    """Yield (images uint8 (b, 28, 28), labels (b,)) index batches over a split on any device.
+
+    shard = (rank, world size): this process's share of the (identically shuffled) order,
+    the same length on every rank so data-parallel steps stay in lockstep.
+    """
     n = len(split)
     if shuffle:
         order = torch.randperm(n, generator=generator).to(split.labels.device)
     else:
         order = torch.arange(n, device=split.labels.device)
-    for start in range(0, n, batch_size):
+    rank, world = shard
+    if world > 1:
+        order = order[rank::world][: n // world]
+    for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         yield split.images[idx], split.labels[idx]

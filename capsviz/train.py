@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
+from capsviz import distributed
 from capsviz.checkpoint import load_training_state, restore_optimizer, save_checkpoint
 from capsviz.data import Split, batches, random_shift, to_float
-from capsviz.losses import capsule_loss
+from capsviz.distributed import Distributed
 from capsviz.model import CapsNet, CapsNetConfig
 
 
@@ -69,6 +70,7 @@ class TrainResult:
     status: str  # "finished" or "cancelled"
     history: list[EpochEnd] = field(default_factory=list)
     checkpoint: Path | None = None
+    model: CapsNet | None = None
 
 
 class Callback:
@@ -89,7 +91,7 @@ class DeviceUnavailableError(RuntimeError):
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU; use auto or cpu")
     return torch.device(name)
 
@@ -138,8 +140,14 @@ def train(
     callbacks: Iterable[Callback] = (),
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
+    place: Distributed = distributed.SINGLE,
 ) -> TrainResult:
-    """Train a CapsNet; returns when the last epoch is done or `stop` is set."""
+    """Train a CapsNet; returns when the last epoch is done or `stop` is set.
+
+    Under torchrun (`place` from `capsviz.distributed`), every rank trains on its shard of
+    each epoch and only rank 0 evaluates, calls the callbacks and writes files; `stop` is
+    for single-process runs (the app).
+    """
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
     start_epoch, history = 0, []
@@ -156,33 +164,41 @@ def train(
     if resume:
         restore_optimizer(optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     train_split, test_split = train_split.to(device), test_split.to(device)
-    callbacks = list(callbacks)
+    callbacks = list(callbacks) if place.is_main else []
     checkpoint = out_dir / "last.safetensors"
-    result = TrainResult("finished", history, None)  # .checkpoint is set once an epoch is written
+    result = TrainResult("finished", history, None, model)  # .checkpoint is set once an epoch is written
+    step = distributed.wrap(model, device, place)
+    batch_size = max(1, config.batch_size // place.world_size)  # --batch-size is the global batch
+    shard_size = len(train_split) // place.world_size if place.enabled else len(train_split)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (epoch - 1)  # exponential decay, per epoch
         for group in optimizer.param_groups:
             group["lr"] = lr
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
+        shifts = (
+            generator
+            if not place.enabled
+            else torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7_919 * place.rank)
+        )
         model.train()
-        num_batches = -(-len(train_split) // config.batch_size)
+        num_batches = -(-shard_size // batch_size)
         loss_sum = correct = seen = 0.0
+        shard = (place.rank, place.world_size)
         for index, (images, labels) in enumerate(
-            batches(train_split, config.batch_size, shuffle=True, generator=generator), start=1
+            batches(train_split, batch_size, shuffle=True, generator=generator, shard=shard), start=1
         ):
             if stop is not None and stop.is_set():
                 result.status = "cancelled"
                 return result
             batch_start = time.perf_counter()
-            x = to_float(random_shift(images, generator=generator))  # (b, 1, 28, 28)
-            out = model(x, labels=labels)
-            loss = capsule_loss(out, x, labels)
+            x = to_float(random_shift(images, generator=shifts))  # (b, 1, 28, 28)
+            loss, lengths = step(x, labels)  # DDP averages the gradients across ranks
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            batch_correct = (out.lengths.detach().argmax(1) == labels).sum().item()
+            batch_correct = (lengths.argmax(1) == labels).sum().item()
             n = labels.shape[0]
             loss_sum += loss.item() * n
             correct += batch_correct
@@ -197,6 +213,9 @@ def train(
             )
             for callback in callbacks:
                 callback.on_batch_end(info)
+        if not place.is_main:
+            place.barrier()  # rank 0 evaluates and writes; the others wait for it
+            continue
         test_accuracy, _ = evaluate(model, test_split, batch_size=config.eval_batch_size)
         seconds = time.perf_counter() - epoch_start
         info = EpochEnd(
@@ -204,11 +223,13 @@ def train(
         )
         history.append(info)
         card = _card(config, model.config, device, history, len(train_split), len(test_split))
+        card["processes"] = place.world_size
         save_checkpoint(checkpoint, model, card, optimizer=optimizer)
         _write_logs(out_dir, history)
         result.checkpoint = checkpoint
         for callback in callbacks:
             callback.on_epoch_end(info)
+        place.barrier()
     return result
 
 

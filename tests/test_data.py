@@ -73,3 +73,15 @@ def test_missing_data_without_network_is_one_clear_error(tmp_path, monkeypatch):
     message = str(info.value)
     assert str(Path(tmp_path / "empty" / "MNIST" / "raw")) in message
     assert "copy" in message and ENV_VAR in message
+
+
+def test_shards_are_disjoint_equal_and_share_one_shuffle():
+    split = Split(torch.zeros(11, 28, 28, dtype=torch.uint8), torch.arange(11))
+
+    def shard(rank):
+        gen = torch.Generator().manual_seed(5)
+        return torch.cat([labels for _, labels in batches(split, 2, shuffle=True, generator=gen, shard=(rank, 2))])
+
+    zero, one = shard(0), shard(1)
+    assert len(zero) == len(one) == 5  # 11 // 2: every rank takes the same number of steps
+    assert not set(zero.tolist()) & set(one.tolist())

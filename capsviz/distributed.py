@@ -1,0 +1,90 @@
+"""Data-parallel training with PyTorch's own engine: `torchrun --nproc_per_node=N -m capsviz train ...`.
+
+torchrun starts N processes and sets RANK, LOCAL_RANK and WORLD_SIZE; each joins one
+process group (NCCL on CUDA, gloo on CPU), trains a DistributedDataParallel copy of the
+model on its shard of every epoch's shuffled data, and only rank 0 evaluates, logs and
+writes checkpoints. `--batch-size` stays the global batch: each rank takes its share.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from capsviz.losses import capsule_loss
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+SINGLE = Distributed()
+
+
+def from_env() -> Distributed:
+    """This process's place in a torchrun job, or SINGLE when not started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(device_name: str, place: Distributed) -> str:
+    """Join the process group; returns the device this rank trains on ("cuda:<local rank>" or "cpu")."""
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if device_name == "cuda" and not use_cuda:
+        from capsviz.train import DeviceUnavailableError
+
+        raise DeviceUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU; use auto or cpu")
+    if use_cuda:
+        torch.cuda.set_device(place.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return f"cuda:{place.local_rank}" if use_cuda else "cpu"
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class LossStep(nn.Module):
+    """Model + loss in one forward, so DistributedDataParallel sees plain tensors.
+
+    (x (B, 1, 28, 28), labels (B,)) -> (loss (), lengths (B, J) detached)
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(x, labels=labels)
+        return capsule_loss(out, x, labels), out.lengths.detach()
+
+
+def wrap(model: nn.Module, device: torch.device, place: Distributed) -> nn.Module:
+    step = LossStep(model)
+    if not place.enabled:
+        return step
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(step, device_ids=device_ids)
