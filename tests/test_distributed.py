@@ -6,36 +6,23 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from capsviz.data import load_mnist
-from capsviz.distributed import Distributed
 from capsviz.model import CapsNetConfig
-from capsviz.train import TrainConfig, train
 
 TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
-
-
-def _rank(rank: int, world: int, init_file: str, root: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        splits = load_mnist(root, train=True), load_mnist(root, train=False)
-        config = TrainConfig(epochs=2, batch_size=32, lr=3e-3, device="cpu", eval_batch_size=20)
-        result = train(*splits, out, config, model_config=TINY, place=Distributed(rank, world))
-        save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
-    finally:
-        dist.destroy_process_group()
+WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path, synthetic_root):
     out = tmp_path / "run"
     out.mkdir()
-    mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(synthetic_root), str(out)), nprocs=2, join=True)
+    args = [str(tmp_path / "init"), str(synthetic_root), str(out)]
+    ranks = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", *args]) for r in range(2)]
+    assert [p.wait(timeout=600) for p in ranks] == [0, 0]
     zero, one = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
     assert zero.keys() == one.keys()
     for key in zero:
