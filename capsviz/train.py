@@ -18,7 +18,7 @@ import json
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -268,22 +268,3 @@ def _write_logs(out_dir: Path, history: list[EpochEnd]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-class FunctionCallback(Callback):
-    """Adapt two plain functions to the Callback interface."""
-
-    def __init__(
-        self,
-        on_batch: Callable[[BatchEnd], None] | None = None,
-        on_epoch: Callable[[EpochEnd], None] | None = None,
-    ):
-        self._on_batch, self._on_epoch = on_batch, on_epoch
-
-    def on_batch_end(self, info: BatchEnd) -> None:
-        if self._on_batch:
-            self._on_batch(info)
-
-    def on_epoch_end(self, info: EpochEnd) -> None:
-        if self._on_epoch:
-            self._on_epoch(info)

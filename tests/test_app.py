@@ -203,14 +203,19 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert any("needs 10 classes" in e.value for e in app.sidebar.error)
 
 
-def test_train_in_the_app_then_switch_to_the_new_model(env):
+def start_small_training(epochs: int):
+    """Start an in-app run on 100 images (the synthetic set), batch 32; returns (app, job)."""
     app = start()
-    app.number_input(key=state.TRAIN_EPOCHS).set_value(1)
+    app.number_input(key=state.TRAIN_EPOCHS).set_value(epochs)
     app.selectbox(key=state.TRAIN_BATCH).set_value(32)
     app.number_input(key=state.TRAIN_LIMIT).set_value(100)
     app.button(key=state.TRAIN_START).click().run()
     assert not app.exception
-    job = app.session_state[state.TRAIN_JOB]
+    return app, app.session_state[state.TRAIN_JOB]
+
+
+def test_train_in_the_app_then_switch_to_the_new_model(env):
+    app, job = start_small_training(epochs=1)
     job.thread.join(timeout=300)
     assert job.status == "finished", job.error
     app.run()
@@ -223,13 +228,7 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
 
 
 def test_training_can_be_cancelled_and_keeps_nothing_half_written(env):
-    app = start()
-    app.number_input(key=state.TRAIN_EPOCHS).set_value(50)
-    app.selectbox(key=state.TRAIN_BATCH).set_value(32)
-    app.number_input(key=state.TRAIN_LIMIT).set_value(100)
-    app.button(key=state.TRAIN_START).click().run()
-    assert not app.exception
-    job = app.session_state[state.TRAIN_JOB]
+    app, job = start_small_training(epochs=50)
     assert app.button(key=state.TRAIN_START).disabled and not app.button(key=state.TRAIN_CANCEL).disabled
     app.button(key=state.TRAIN_CANCEL).click().run()
     job.thread.join(timeout=300)

@@ -29,26 +29,16 @@ def capsviz(*args, cwd=None):
     )
 
 
+def tiny_train(data_root, out, *args):
+    """`capsviz train` on 64 synthetic images, batch 32, on the CPU."""
+    return capsviz("train", "--batch-size", 32, "--limit", 64, "--device", "cpu",
+                   "--data-root", data_root, "--out", out, *args)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, synthetic_root):
     out = tmp_path_factory.mktemp("run")
-    result = capsviz(
-        "train",
-        "--epochs",
-        1,
-        "--batch-size",
-        32,
-        "--limit",
-        64,
-        "--device",
-        "cpu",
-        "--data-root",
-        synthetic_root,
-        "--out",
-        out,
-        "--seed",
-        3,
-    )
+    result = tiny_train(synthetic_root, out, "--epochs", 1, "--seed", 3)
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -65,23 +55,7 @@ def test_train_writes_checkpoint_logs_and_progress(trained):
 def test_train_resume_continues(trained, synthetic_root, tmp_path):
     out, _ = trained
     resumed = tmp_path / "resumed"
-    result = capsviz(
-        "train",
-        "--epochs",
-        2,
-        "--batch-size",
-        32,
-        "--limit",
-        64,
-        "--device",
-        "cpu",
-        "--data-root",
-        synthetic_root,
-        "--out",
-        resumed,
-        "--resume",
-        out / "last.safetensors",
-    )
+    result = tiny_train(synthetic_root, resumed, "--epochs", 2, "--resume", out / "last.safetensors")
     assert result.returncode == 0, result.stderr
     log = json.loads((resumed / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
