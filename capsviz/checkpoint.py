@@ -97,7 +97,7 @@ def read_card(source: str | os.PathLike | bytes) -> dict:
 def restore_optimizer(optimizer: torch.optim.Optimizer, model: CapsNet, tensors: dict[str, torch.Tensor]) -> None:
     """Load Adam-style per-parameter state saved by `save_checkpoint(optimizer=...)`."""
     state = optimizer.state_dict()
-    names = [name for name, _ in model.named_parameters()]
+    names, params = zip(*model.named_parameters())
     for index, name in enumerate(names):
         entry = {
             key.rsplit("/", 1)[1]: value
@@ -107,6 +107,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: CapsNet, tensors:
         if entry:
             if "step" in entry:
                 entry["step"] = entry["step"].float().reshape(())
+            param = params[index]
+            for key, value in entry.items():
+                if key != "step" and value.shape == param.shape:  # the parameter's memory format (fused Adam)
+                    entry[key] = torch.empty_like(param, dtype=torch.float32).copy_(value)
             state["state"][index] = entry
     optimizer.load_state_dict(state)
 

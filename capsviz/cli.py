@@ -8,6 +8,7 @@ python -m capsviz predict digit.png other.jpg --json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
+    t.add_argument(
+        "--plain", action="store_true", help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.fastpath)"
+    )
 
     e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images")
     e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from capsviz import distributed
+    from capsviz.fastpath import FAST, PLAIN
     from capsviz.train import TrainConfig, train
 
     if args.threads:
@@ -89,6 +95,7 @@ def _train(args) -> int:
         routing_iters=args.routing_iters,
         seed=args.seed,
         device=device,
+        fast=dataclasses.replace(PLAIN if args.plain else FAST, compile=args.compile),
     )
     try:
         train_split = load_mnist(args.data_root, train=True).head(args.limit)
@@ -116,7 +123,7 @@ class _Progress(Callback):
 
         if self.bar is None:
             self.bar = tqdm(total=info.num_batches, desc=f"epoch {info.epoch}", file=sys.stderr, dynamic_ncols=True)
-        self.bar.update(1)
+        self.bar.update(info.batch - self.bar.n)
         self.bar.set_postfix(loss=f"{info.loss:.4f}", acc=f"{info.accuracy:.3f}", img_s=f"{info.images_per_s:.0f}")
 
     def on_epoch_end(self, info: EpochEnd) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from capsviz.conv import StridedConv2d
 from capsviz.routing import RoutingTrace, dynamic_routing, squash
 
 MAX_ROUTING_ITERS = 5
@@ -86,14 +87,14 @@ class PrimaryCaps(nn.Module):
     def __init__(self, *, in_channels: int, types: int, dim: int, kernel_size: int, stride: int):
         super().__init__()
         self.types, self.dim = types, dim
-        self.conv = nn.Conv2d(in_channels, types * dim, kernel_size, stride=stride)
+        self.conv = StridedConv2d(in_channels, types * dim, kernel_size, stride=stride)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.conv(features)  # (B, types*I, G, G)
         b, _, g, _ = out.shape
         out = out.view(b, self.types, self.dim, g, g)  # (B, types, I, G, G)
         out = out.permute(0, 1, 3, 4, 2).reshape(b, self.types * g * g, self.dim)  # (B, N, I)
-        return squash(out)
+        return squash(out.float())  # float32 from here on, even under bf16 autocast
 
 
 class DigitCaps(nn.Module):
@@ -114,7 +115,8 @@ class DigitCaps(nn.Module):
     def forward(
         self, u: torch.Tensor, iterations: int, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None]:
-        return dynamic_routing(self.votes(u), iterations, trace=trace)
+        with torch.autocast(u.device.type, enabled=False):  # routing stays float32 (capsviz.fastpath)
+            return dynamic_routing(self.votes(u.float()), iterations, trace=trace)
 
 
 class Decoder(nn.Module):

@@ -58,22 +58,29 @@ def dynamic_routing(
     """
     if iterations < 1:
         raise ValueError(f"routing needs at least 1 iteration, got {iterations}")
-    batch, children, parents, _ = votes.shape
-    logits = votes.new_zeros(batch, children, parents)  # (B, N, J)
+    # One parent-major copy makes every step below a plain batched matmul over (B, J):
+    # no expanded copies of the votes, and each pass reads them once, contiguously.
+    votes = votes.permute(0, 2, 1, 3).contiguous()  # (B, J, N, D)
+    batch, parents, children, _ = votes.shape
+    logits = votes.new_zeros(batch, parents, children)  # (B, J, N)
     votes_const = votes.detach()  # inner iterations: no gradient through agreement
     recorded: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for r in range(iterations):
         last = r == iterations - 1
-        couplings = torch.softmax(logits, dim=2)  # (B, N, J), sums to 1 over parents
+        couplings = torch.softmax(logits, dim=1)  # (B, J, N), sums to 1 over the J parents
         used_votes = votes if last else votes_const
-        s = torch.einsum("bnj,bnjd->bjd", couplings, used_votes)  # (B, J, D)
+        s = torch.matmul(couplings.unsqueeze(2), used_votes).squeeze(2)  # (B, J, 1, N) @ (B, J, N, D) -> (B, J, D)
         poses = squash(s)  # (B, J, D)
         if trace:
             recorded.append((couplings.detach(), logits.detach(), poses.detach()))
         if not last:
-            agreement = torch.einsum("bnjd,bjd->bnj", votes_const, poses.detach())  # (B, N, J)
+            agreement = torch.matmul(votes_const, poses.detach().unsqueeze(-1)).squeeze(-1)  # (B, J, N)
             logits = logits + agreement
     if not trace:
         return poses, None
-    couplings_r, logits_r, poses_r = (torch.stack(t, dim=1) for t in zip(*recorded))
-    return poses, RoutingTrace(couplings=couplings_r, logits=logits_r, poses=poses_r)
+    couplings_r, logits_r, poses_r = (torch.stack(t, dim=1) for t in zip(*recorded))  # (B, R, J, N), (B, R, J, D)
+    return poses, RoutingTrace(
+        couplings=couplings_r.transpose(2, 3).contiguous(),  # (B, R, N, J)
+        logits=logits_r.transpose(2, 3).contiguous(),  # (B, R, N, J)
+        poses=poses_r,
+    )

@@ -28,6 +28,7 @@ from capsviz import distributed
 from capsviz.checkpoint import load_training_state, restore_optimizer, save_checkpoint
 from capsviz.data import Split, batches, random_shift, to_float
 from capsviz.distributed import Distributed
+from capsviz.fastpath import FAST, FastPath
 from capsviz.model import CapsNet, CapsNetConfig
 
 
@@ -41,15 +42,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 500
+    fast: FastPath = FAST  # capsviz.fastpath; PLAIN for the straightforward path
+    report_every: int = 0  # batches per BatchEnd callback (and GPU sync); 0: 1 on the CPU, 25 on CUDA
 
 
 @dataclass
 class BatchEnd:
     epoch: int  # 1-based
-    batch: int  # 1-based within the epoch
+    batch: int  # 1-based within the epoch: batches done so far
     num_batches: int
-    loss: float
-    accuracy: float  # on this (shifted) training batch
+    loss: float  # mean over the batches since the last report
+    accuracy: float  # on those (shifted) training batches
     images_per_s: float
 
 
@@ -113,6 +116,39 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+class TrainStep:
+    """One optimisation step on uint8 images: shift on the device, forward + loss, backward, Adam.
+
+    The same object serves `train`, its tests and the benchmark, so what is timed is what runs.
+    Returns (loss, number correct) as device tensors: reading them is the caller's sync point.
+    """
+
+    def __init__(
+        self, model: CapsNet, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
+    ):
+        self.fast, self.device = config.fast, device
+        self.fast.prepare(model, device)
+        self.optimizer = self.fast.optimizer(model.parameters(), config.lr)
+        self.forward = distributed.wrap(model, device, place)  # (x, labels) -> (loss, lengths)
+        if self.fast.compile:
+            self.forward = torch.compile(self.forward)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.fast.input(to_float(random_shift(images, generator=generator)))  # (b, 1, 28, 28)
+        with self.fast.autocast(self.device):
+            loss, lengths = self.forward(x, labels)  # DDP averages the gradients across ranks
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), (lengths.argmax(1) == labels).sum()
+
+
 @torch.no_grad()
 def evaluate(
     model: CapsNet, split: Split, *, batch_size: int = 500, routing_iters: int | None = None
@@ -160,22 +196,21 @@ def train(
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
             torch.manual_seed(config.seed)
             model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step = TrainStep(model, device, config, place)
     if resume:
-        restore_optimizer(optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
+        restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     train_split, test_split = train_split.to(device), test_split.to(device)
     callbacks = list(callbacks) if place.is_main else []
     checkpoint = out_dir / "last.safetensors"
     result = TrainResult("finished", history, None, model)  # .checkpoint is set once an epoch is written
-    step = distributed.wrap(model, device, place)
     batch_size = max(1, config.batch_size // place.world_size)  # --batch-size is the global batch
     shard_size = len(train_split) // place.world_size if place.enabled else len(train_split)
+    report_every = config.report_every or (25 if device.type == "cuda" else 1)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (epoch - 1)  # exponential decay, per epoch
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        step.set_lr(lr)
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
         shifts = (
             generator
@@ -184,7 +219,9 @@ def train(
         )
         model.train()
         num_batches = -(-shard_size // batch_size)
-        loss_sum = correct = seen = 0.0
+        epoch_loss = epoch_correct = window_loss = window_correct = torch.zeros((), device=device)
+        seen = window_seen = 0
+        window_start = time.perf_counter()
         shard = (place.rank, place.world_size)
         for index, (images, labels) in enumerate(
             batches(train_split, batch_size, shuffle=True, generator=generator, shard=shard), start=1
@@ -192,39 +229,44 @@ def train(
             if stop is not None and stop.is_set():
                 result.status = "cancelled"
                 return result
-            batch_start = time.perf_counter()
-            x = to_float(random_shift(images, generator=shifts))  # (b, 1, 28, 28)
-            loss, lengths = step(x, labels)  # DDP averages the gradients across ranks
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch_correct = (lengths.argmax(1) == labels).sum().item()
+            loss, correct = step(images, labels, shifts)
             n = labels.shape[0]
-            loss_sum += loss.item() * n
-            correct += batch_correct
-            seen += n
+            window_loss, window_correct, window_seen = window_loss + loss * n, window_correct + correct, window_seen + n
+            if index % report_every and index != num_batches:
+                continue  # no host sync between reports
+            epoch_loss, epoch_correct = epoch_loss + window_loss, epoch_correct + window_correct
+            seen += window_seen
             info = BatchEnd(
                 epoch,
                 index,
                 num_batches,
-                loss.item(),
-                batch_correct / n,
-                n / max(time.perf_counter() - batch_start, 1e-9),
+                window_loss.item() / window_seen,
+                window_correct.item() / window_seen,
+                window_seen / max(time.perf_counter() - window_start, 1e-9),
             )
             for callback in callbacks:
                 callback.on_batch_end(info)
+            window_loss = window_correct = torch.zeros((), device=device)
+            window_seen, window_start = 0, time.perf_counter()
         if not place.is_main:
             place.barrier()  # rank 0 evaluates and writes; the others wait for it
             continue
         test_accuracy, _ = evaluate(model, test_split, batch_size=config.eval_batch_size)
         seconds = time.perf_counter() - epoch_start
         info = EpochEnd(
-            epoch, config.epochs, loss_sum / seen, correct / seen, test_accuracy, lr, seconds, str(checkpoint)
+            epoch,
+            config.epochs,
+            epoch_loss.item() / seen,
+            epoch_correct.item() / seen,
+            test_accuracy,
+            lr,
+            seconds,
+            str(checkpoint),
         )
         history.append(info)
         card = _card(config, model.config, device, history, len(train_split), len(test_split))
         card["processes"] = place.world_size
-        save_checkpoint(checkpoint, model, card, optimizer=optimizer)
+        save_checkpoint(checkpoint, model, card, optimizer=step.optimizer)
         _write_logs(out_dir, history)
         result.checkpoint = checkpoint
         for callback in callbacks:
@@ -253,6 +295,7 @@ def _card(
         "lr_decay_per_epoch": config.lr_decay,
         "routing_iters": model_config.routing_iters,
         "augmentation": "random shift of up to 2 px, zero padded",
+        "fast_path": config.fast.describe(device),
         "device": device_description(device),
         "wall_seconds": round(sum(h.seconds for h in history), 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

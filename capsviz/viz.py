@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 # --- visual constants -------------------------------------------------------------------------
 
@@ -38,11 +37,12 @@ BAR_COLOR = "#a3b1c2"
 HIGHLIGHT = "#e4572e"
 MARGIN_UPPER = 0.9  # m+ of the margin loss
 MARGIN_LOWER = 0.1  # m- of the margin loss
+MARGINS = ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−"))
 MARGIN_LINE_COLOR = "#555555"
 REFERENCE_LINE_COLOR = "#888888"
 COUPLING_COLORSCALE = "Viridis"
 IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST
-TEMPLATE = "plotly_white"
+BACKGROUND = "white"  # no layout template: assigning one costs ~20 ms a figure, and Streamlit themes charts itself
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 FIG_HEIGHT = 300
 IMAGE_HEIGHT = 220
@@ -63,40 +63,88 @@ RF_STRIDE = 2  # receptive field of grid (row, col): pixels 2*row .. 2*row+16
 RF_OFFSET = 8  # ... so its centre is (2*row + 8, 2*col + 8)
 
 
-def _finish(fig: go.Figure, title: str, height: int, top: int | None = None) -> go.Figure:
-    """The layout every figure shares: template, compact margins, fixed height, a title."""
+def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:
+    """The layout every figure shares: white background, compact margins, fixed height, a title."""
     margin = {**MARGIN, "t": top if top is not None else (MARGIN["t"] if title else MARGIN["l"])}
-    fig.update_layout(template=TEMPLATE, margin=margin, height=height, title={"text": title, "x": 0.02})
-    return fig
+    return {
+        "plot_bgcolor": BACKGROUND,
+        "paper_bgcolor": BACKGROUND,
+        "margin": margin,
+        "height": height,
+        "title": {"text": title, "x": 0.02},
+        **extra,
+    }
 
 
-def _image_axes(fig: go.Figure) -> None:
+def _figure(traces: list, layout: dict) -> go.Figure:
+    """One constructor call: Plotly validates everything once (each `update_*` costs milliseconds)."""
+    return go.Figure(data=traces, layout=layout)
+
+
+def _image_axes(**extra) -> dict:
     """Image-like axes: y grows downwards, square pixels, no ticks or grid."""
-    hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
-    fig.update_xaxes(**hidden, constrain="domain")
-    fig.update_yaxes(**hidden, autorange="reversed", scaleanchor="x", scaleratio=1, constrain="domain")
+    hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", **extra}
+    return {
+        "xaxis": {**hidden, "constrain": "domain"},
+        "yaxis": {**hidden, "autorange": "reversed", "scaleanchor": "x", "scaleratio": 1, "constrain": "domain"},
+    }
 
 
-def _add_hline(fig: go.Figure, y: float, label: str, color: str, left: bool = False) -> None:
-    """A dashed, labelled horizontal line across the first (or only) subplot.
+def _hline(y: float, label: str, color: str, left: bool = False, axes: str = "") -> tuple[dict, dict]:
+    """A dashed, labelled horizontal line across a subplot: (layout shape, layout annotation).
 
-    Written as a plain layout shape and annotation: `fig.add_hline` costs tens of ms a call.
+    axes: "" for the first subplot, "2" for the second.
     """
-    xref, yref = "x domain", "y"
-    fig.add_shape(
-        type="line", xref=xref, yref=yref, x0=0, x1=1, y0=y, y1=y, line={"color": color, "width": 1, "dash": "dash"}
-    )
-    fig.add_annotation(
-        xref=xref,
-        yref=yref,
-        x=0 if left else 1,
-        y=y,
-        text=label,
-        showarrow=False,
-        xanchor="left" if left else "right",
-        yanchor="bottom",
-        font={"size": 10, "color": color},
-    )
+    xref, yref = f"x{axes} domain", f"y{axes}"
+    shape = {
+        "type": "line",
+        "xref": xref,
+        "yref": yref,
+        "x0": 0,
+        "x1": 1,
+        "y0": y,
+        "y1": y,
+        "line": {"color": color, "width": 1, "dash": "dash"},
+    }
+    annotation = {
+        "xref": xref,
+        "yref": yref,
+        "x": 0 if left else 1,
+        "y": y,
+        "text": label,
+        "showarrow": False,
+        "xanchor": "left" if left else "right",
+        "yanchor": "bottom",
+        "font": {"size": 10, "color": color},
+    }
+    return shape, annotation
+
+
+def _two_panels(titles: tuple[str, str], spacing: float) -> dict:
+    """Layout of two side-by-side subplots (x/y and x2/y2), titled like make_subplots does."""
+    width = (1.0 - spacing) / 2
+    domains = ([0.0, width], [1.0 - width, 1.0])
+    annotations = [
+        {
+            "text": title,
+            "x": sum(domain) / 2,
+            "y": 1.0,
+            "xref": "paper",
+            "yref": "paper",
+            "xanchor": "center",
+            "yanchor": "bottom",
+            "showarrow": False,
+            "font": {"size": 14},
+        }
+        for title, domain in zip(titles, domains)
+    ]
+    return {
+        "xaxis": {"domain": domains[0], "anchor": "y"},
+        "yaxis": {"anchor": "x"},
+        "xaxis2": {"domain": domains[1], "anchor": "y2"},
+        "yaxis2": {"anchor": "x2"},
+        "annotations": annotations,
+    }
 
 
 def _capsule_index(n: int, grid: int = PRIMARY_GRID) -> np.ndarray:
@@ -105,8 +153,9 @@ def _capsule_index(n: int, grid: int = PRIMARY_GRID) -> np.ndarray:
     return np.stack([index // grid**2, (index // grid) % grid, index % grid], axis=1)  # (N, 3)
 
 
-def _image_trace(image: np.ndarray) -> go.Heatmap:
-    return go.Heatmap(
+def _image_trace(image: np.ndarray) -> dict:
+    return dict(
+        type="heatmap",
         z=np.asarray(image, dtype=np.float32),  # (H, W)
         zmin=0.0,
         zmax=1.0,
@@ -124,20 +173,24 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
     lengths = np.asarray(lengths, dtype=np.float32)  # (J,)
     digits = np.arange(lengths.shape[0])
     colors = [HIGHLIGHT if d == predicted else BAR_COLOR for d in digits]
-    fig = go.Figure(
-        go.Bar(
-            x=digits,
-            y=lengths,
-            marker_color=colors,
-            hovertemplate="digit %{x}<br>length %{y:.3f}<extra></extra>",
-        )
+    bars = dict(
+        type="bar",
+        x=digits,
+        y=lengths,
+        marker={"color": colors},
+        hovertemplate="digit %{x}<br>length %{y:.3f}<extra></extra>",
     )
-    for value, label in ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−")):
-        _add_hline(fig, value, f"{label} = {value}", MARGIN_LINE_COLOR)
-    fig.update_xaxes(tickmode="array", tickvals=digits, title_text="digit")
-    fig.update_yaxes(range=[0.0, 1.0], title_text="capsule length")
+    lines = [_hline(value, f"{label} = {value}", MARGIN_LINE_COLOR) for value, label in MARGINS]
     title = "Digit capsule lengths" + (f" (predicted {predicted})" if predicted is not None else "")
-    return _finish(fig, title, FIG_HEIGHT)
+    layout = _layout(
+        title,
+        FIG_HEIGHT,
+        xaxis={"tickmode": "array", "tickvals": digits, "title": {"text": "digit"}},
+        yaxis={"range": [0.0, 1.0], "title": {"text": "capsule length"}},
+        shapes=[shape for shape, _ in lines],
+        annotations=[annotation for _, annotation in lines],
+    )
+    return _figure([bars], layout)
 
 
 def coupling_entropy(couplings: np.ndarray) -> np.ndarray:
@@ -179,22 +232,19 @@ def coupling_tiles_figure(couplings: np.ndarray, digit: int, iteration: int, zma
     custom = tiled(_capsule_index(values.shape[0], g), -1)  # (27, 55, 3): type, row, col
     top = float(np.nanmax(values)) if values.size else 0.0
     zmax = max(top if zmax is None else float(zmax), 1e-6)
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            customdata=custom,
-            zmin=0.0,
-            zmax=zmax,
-            colorscale=COUPLING_COLORSCALE,
-            hoverongaps=False,
-            hovertemplate="type %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]}: %{z:.4f}<extra></extra>",
-            colorbar={"thickness": 12, "len": 0.9},
-        )
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        customdata=custom,
+        zmin=0.0,
+        zmax=zmax,
+        colorscale=COUPLING_COLORSCALE,
+        hoverongaps=False,
+        hovertemplate="type %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]}: %{z:.4f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
     )
-    _image_axes(fig)
-    return _finish(
-        fig, f"Couplings to digit {digit}, iteration {iteration} (one 6×6 tile per capsule type)", FIG_HEIGHT
-    )
+    title = f"Couplings to digit {digit}, iteration {iteration} (one 6×6 tile per capsule type)"
+    return _figure([heatmap], _layout(title, FIG_HEIGHT, **_image_axes()))
 
 
 def routing_overlay_figure(image: np.ndarray, couplings: np.ndarray, activations: np.ndarray) -> go.Figure:
@@ -217,36 +267,29 @@ def routing_overlay_figure(image: np.ndarray, couplings: np.ndarray, activations
     sizes = np.maximum(MARKER_MAX * np.sqrt(relative), MARKER_MIN)  # (G*G,)
     rows, cols = np.divmod(np.arange(g * g), g)  # (G*G,) each
     custom = np.stack([rows, cols, winner, share, total], axis=1)  # (G*G, 5)
-    fig = go.Figure(_image_trace(image))
-    fig.add_trace(
-        go.Scatter(
-            x=RF_STRIDE * cols + RF_OFFSET,
-            y=RF_STRIDE * rows + RF_OFFSET,
-            mode="markers+text",
-            text=[str(d) for d in winner],
-            textposition="middle center",
-            textfont={"color": "white", "size": MARKER_TEXT_SIZE},
-            marker={
-                "color": [DIGIT_COLORS[d % len(DIGIT_COLORS)] for d in winner],
-                "size": sizes,
-                "opacity": MARKER_OPACITY,
-                "line": {"width": 0},
-            },
-            customdata=custom,
-            hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>"
-            "routes mostly to digit %{customdata[2]}: %{customdata[3]:.0%} of weight %{customdata[4]:.3f}"
-            "<extra></extra>",
-            showlegend=False,
-        )
+    markers = dict(
+        type="scatter",
+        x=RF_STRIDE * cols + RF_OFFSET,
+        y=RF_STRIDE * rows + RF_OFFSET,
+        mode="markers+text",
+        text=[str(d) for d in winner],
+        textposition="middle center",
+        textfont={"color": "white", "size": MARKER_TEXT_SIZE},
+        marker={
+            "color": [DIGIT_COLORS[d % len(DIGIT_COLORS)] for d in winner],
+            "size": sizes,
+            "opacity": MARKER_OPACITY,
+            "line": {"width": 0},
+        },
+        customdata=custom,
+        hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>"
+        "routes mostly to digit %{customdata[2]}: %{customdata[3]:.0%} of weight %{customdata[4]:.3f}"
+        "<extra></extra>",
+        showlegend=False,
     )
-    _image_axes(fig)
-    fig.update_layout(showlegend=False)
-    return _finish(
-        fig,
-        "Where the votes go<br><sup>winning digit per 6×6 position; size = routed weight</sup>",
-        OVERLAY_HEIGHT,
-        top=60,
-    )
+    title = "Where the votes go<br><sup>winning digit per 6×6 position; size = routed weight</sup>"
+    layout = _layout(title, OVERLAY_HEIGHT, top=60, showlegend=False, **_image_axes())
+    return _figure([_image_trace(image), markers], layout)
 
 
 def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predicted: int | None = None) -> go.Figure:
@@ -255,14 +298,9 @@ def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predict
     lengths = np.asarray(lengths_per_iter, dtype=np.float32)  # (R, J)
     iters = np.arange(1, entropy.shape[0] + 1)
     uniform = math.log(lengths.shape[1])
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("Mean coupling entropy (nats)", "Digit capsule lengths"),
-        horizontal_spacing=0.12,
-    )
-    fig.add_trace(
-        go.Scatter(
+    traces = [
+        dict(
+            type="scatter",
             x=iters,
             y=entropy,
             mode="lines+markers",
@@ -271,16 +309,16 @@ def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predict
             name="entropy",
             showlegend=False,
             hovertemplate="iteration %{x}: %{y:.3f} nats<extra></extra>",
-        ),
-        row=1,
-        col=1,
-    )
-    _add_hline(fig, uniform, f"uniform = ln {lengths.shape[1]}", REFERENCE_LINE_COLOR, left=True)
+        )
+    ]
     for d in range(lengths.shape[1]):
-        fig.add_trace(
-            go.Scatter(
+        traces.append(
+            dict(
+                type="scatter",
                 x=iters,
                 y=lengths[:, d],
+                xaxis="x2",
+                yaxis="y2",
                 mode="lines+markers",
                 name=str(d),
                 line={
@@ -289,15 +327,25 @@ def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predict
                 },
                 marker={"size": 5},
                 hovertemplate=f"digit {d}, iteration %{{x}}: %{{y:.3f}}<extra></extra>",
-            ),
-            row=1,
-            col=2,
+            )
         )
-    fig.update_xaxes(title_text="routing iteration", tickmode="array", tickvals=iters)
-    fig.update_yaxes(range=[0.0, uniform * 1.08], row=1, col=1)
-    fig.update_yaxes(range=[0.0, 1.0], row=1, col=2)
-    fig.update_layout(legend={"title": {"text": "digit"}, "font": {"size": 10}})
-    return _finish(fig, "Routing sharpens the couplings", FIG_HEIGHT + 40, top=80)
+    panels = _two_panels(("Mean coupling entropy (nats)", "Digit capsule lengths"), spacing=0.12)
+    shape, annotation = _hline(uniform, f"uniform = ln {lengths.shape[1]}", REFERENCE_LINE_COLOR, left=True)
+    iteration_axis = {"title": {"text": "routing iteration"}, "tickmode": "array", "tickvals": iters}
+    panels["xaxis"].update(iteration_axis)
+    panels["xaxis2"].update(iteration_axis)
+    panels["yaxis"]["range"] = [0.0, uniform * 1.08]
+    panels["yaxis2"]["range"] = [0.0, 1.0]
+    panels["annotations"].append(annotation)
+    layout = _layout(
+        "Routing sharpens the couplings",
+        FIG_HEIGHT + 40,
+        top=80,
+        shapes=[shape],
+        legend={"title": {"text": "digit"}, "font": {"size": 10}},
+        **panels,
+    )
+    return _figure(traces, layout)
 
 
 def coupling_matrix_figure(couplings: np.ndarray, zmax: float | None = None) -> go.Figure:
@@ -307,32 +355,32 @@ def coupling_matrix_figure(couplings: np.ndarray, zmax: float | None = None) -> 
     index = _capsule_index(n)  # (N, 3): type, row, col
     custom = np.ascontiguousarray(np.broadcast_to(index[:, None, :], (n, j, 3)))  # (N, 1, 3) -> (N, J, 3)
     top = float(z.max()) if z.size else 0.0
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=np.arange(j),
-            y=np.arange(n),
-            customdata=custom,
-            zmin=0.0,
-            zmax=max(top if zmax is None else float(zmax), 1e-6),
-            colorscale=COUPLING_COLORSCALE,
-            hovertemplate="capsule %{y} (type %{customdata[0]}, row %{customdata[1]}, "
-            "col %{customdata[2]})<br>digit %{x}: %{z:.4f}<extra></extra>",
-            colorbar={"thickness": 12, "len": 0.9},
-        )
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        x=np.arange(j),
+        y=np.arange(n),
+        customdata=custom,
+        zmin=0.0,
+        zmax=max(top if zmax is None else float(zmax), 1e-6),
+        colorscale=COUPLING_COLORSCALE,
+        hovertemplate="capsule %{y} (type %{customdata[0]}, row %{customdata[1]}, "
+        "col %{customdata[2]})<br>digit %{x}: %{z:.4f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
     )
-    fig.update_xaxes(tickmode="array", tickvals=np.arange(j), title_text="digit capsule", side="top")
-    fig.update_yaxes(autorange="reversed", title_text="primary capsule", showgrid=False)
-    return _finish(fig, "Coupling coefficients c_ij", MATRIX_HEIGHT, top=80)
+    layout = _layout(
+        "Coupling coefficients c_ij",
+        MATRIX_HEIGHT,
+        top=80,
+        xaxis={"tickmode": "array", "tickvals": np.arange(j), "title": {"text": "digit capsule"}, "side": "top"},
+        yaxis={"autorange": "reversed", "title": {"text": "primary capsule"}, "showgrid": False},
+    )
+    return _figure([heatmap], layout)
 
 
 def image_figure(image: np.ndarray, title: str = "") -> go.Figure:
     """A small greyscale (H, W) image in [0, 1]: white ink on black, no axes, no colour bar."""
-    fig = go.Figure(_image_trace(image))
-    _image_axes(fig)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _finish(fig, title, IMAGE_HEIGHT)
+    return _figure([_image_trace(image)], _layout(title, IMAGE_HEIGHT, **_image_axes(visible=False)))
 
 
 def training_figure(
@@ -342,20 +390,27 @@ def training_figure(
 
     losses: (global batch, loss) pairs; test_accuracy: (epoch, accuracy) pairs.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss per batch", "MNIST test accuracy per epoch"))
+    traces = []
     if losses:
         steps, values = np.asarray(losses, dtype=np.float32).T
-        fig.add_trace(go.Scattergl(x=steps, y=values, mode="lines", line={"color": BAR_COLOR}, name="loss"), 1, 1)
+        traces.append(dict(type="scattergl", x=steps, y=values, mode="lines", line={"color": BAR_COLOR}, name="loss"))
     if test_accuracy:
         epochs, accuracy = np.asarray(test_accuracy, dtype=np.float32).T
-        fig.add_trace(
-            go.Scatter(x=epochs, y=accuracy, mode="lines+markers", line={"color": HIGHLIGHT}, name="test accuracy"),
-            1,
-            2,
+        traces.append(
+            dict(
+                type="scatter",
+                x=epochs,
+                y=accuracy,
+                xaxis="x2",
+                yaxis="y2",
+                mode="lines+markers",
+                line={"color": HIGHLIGHT},
+                name="test accuracy",
+            )
         )
-    fig.update_xaxes(title_text="batch", range=[0, max(batches_total, 1)], row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
-    fig.update_yaxes(tickformat=".1%", row=1, col=2)
-    fig.update_layout(showlegend=False)
-    return _finish(fig, "", FIG_HEIGHT, top=30)
+    panels = _two_panels(("loss per batch", "MNIST test accuracy per epoch"), spacing=0.2)
+    panels["xaxis"].update(title={"text": "batch"}, range=[0, max(batches_total, 1)])
+    panels["yaxis"].update(type="log")
+    panels["xaxis2"].update(title={"text": "epoch"}, dtick=1)
+    panels["yaxis2"].update(tickformat=".1%")
+    return _figure(traces, _layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))

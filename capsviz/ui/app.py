@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from capsviz.inference import infer
 from capsviz.ui.inputs import model_input
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import infer, lengths_chart, poses, prediction, routing, sync_to_input
+from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input
 
 
 def main() -> None:

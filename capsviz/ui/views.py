@@ -6,13 +6,10 @@ a fragment, so dragging one reruns only the decoder and its image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import streamlit as st
-import torch
 
 from capsviz import perturb, viz
+from capsviz.inference import Inference
 from capsviz.model import CapsNet
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
@@ -20,37 +17,6 @@ from capsviz.ui.inputs import ModelInput
 PLOT_CONFIG = {"displayModeBar": False}
 SLIDER_STEP = 0.01
 POSE_COLUMNS = 4
-
-
-@dataclass
-class Inference:
-    """Everything the views need, as float32 numpy, computed once per run."""
-
-    image: np.ndarray  # (28, 28) the model input
-    lengths: np.ndarray  # (J,)
-    predicted: int
-    poses: torch.Tensor  # (J, D) kept as a tensor: the decoder takes it
-    reconstruction: np.ndarray  # (28, 28)
-    couplings: np.ndarray  # (R, N, J)
-    lengths_per_iter: np.ndarray  # (R, J)
-    activations: np.ndarray  # (N,) primary capsule lengths
-
-
-def infer(model: CapsNet, x: torch.Tensor, routing_iters: int) -> Inference:
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        out = model(x.unsqueeze(0).to(device), routing_iters=routing_iters, trace=True)
-    lengths = out.lengths[0].float().cpu().numpy()
-    return Inference(
-        image=x[0].numpy().astype(np.float32),
-        lengths=lengths,
-        predicted=int(lengths.argmax()),
-        poses=out.poses[0].float().cpu(),
-        reconstruction=out.reconstruction[0, 0].float().cpu().numpy(),
-        couplings=out.trace.couplings[0].float().cpu().numpy(),  # (R, N, J)
-        lengths_per_iter=out.trace.poses[0].norm(dim=-1).float().cpu().numpy(),  # (R, J)
-        activations=out.primary[0].norm(dim=-1).float().cpu().numpy(),  # (N,)
-    )
 
 
 def sync_to_input(source: ModelInput, result: Inference) -> None:

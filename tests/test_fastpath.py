@@ -1,0 +1,138 @@
+"""The fast training path computes what the plain path computes (capsviz.fastpath).
+
+CI has no GPU: the CUDA choices are checked as far as the CPU allows (the all-NHWC layout
+runs on CPU tensors too; bf16 autocast is checked with the CPU's autocast).
+"""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from capsviz.fastpath import FAST, PLAIN, FastPath
+from capsviz.losses import capsule_loss
+from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.preprocess import to_mnist
+from capsviz.train import TrainConfig, TrainStep
+
+from drawings import draw_digit
+
+CPU = torch.device("cpu")
+TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+
+
+def forward_backward(model, fast, device, x, labels):
+    """Outputs and parameter gradients of one forward/backward on the given path."""
+    model.zero_grad(set_to_none=True)
+    with fast.autocast(device):
+        out = model(fast.input(x), labels=labels)
+        loss = capsule_loss(out, x, labels)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out, loss.detach(), grads
+
+
+def assert_same(fast_result, plain_result, atol, grad_rtol):
+    """Outputs within `atol`; each gradient within `grad_rtol` of the plain one, in norm."""
+    (out_f, loss_f, grads_f), (out_p, loss_p, grads_p) = fast_result, plain_result
+    for name in ("lengths", "poses", "reconstruction"):
+        assert torch.allclose(getattr(out_f, name).float(), getattr(out_p, name), atol=atol), name
+    assert torch.allclose(loss_f, loss_p, atol=atol)
+    for name, grad in grads_p.items():
+        error = (grads_f[name] - grad).norm() / grad.norm()
+        assert error < grad_rtol, (name, error.item())
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(0)
+    return torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+
+
+@pytest.fixture
+def tf32_restored():
+    """FastPath.prepare(..., cuda) switches TF32 on; leave the process as it was."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("layout_of", ["cpu", "cuda"])
+def test_fast_path_matches_plain_path_in_float32(batch, layout_of, tf32_restored):
+    """Same weights, same inputs: outputs, loss and every gradient agree (the memory layout
+    the fast path picks for the CPU, and the all-NHWC layout it picks for CUDA)."""
+    x, labels = batch
+    torch.manual_seed(1)
+    plain = CapsNet()
+    fast_model = copy.deepcopy(plain)
+    fast = dataclasses.replace(FAST, bf16=False)
+    fast.prepare(fast_model, torch.device(layout_of))
+    if layout_of == "cuda":
+        assert fast_model.primary.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast_model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert_same(
+        forward_backward(fast_model, fast, CPU, x, labels),
+        forward_backward(plain, PLAIN, CPU, x, labels),
+        atol=1e-5,
+        grad_rtol=1e-4,
+    )
+
+
+def test_bf16_autocast_keeps_routing_in_float32_and_close_to_float32(batch):
+    x, labels = batch
+    torch.manual_seed(1)
+    plain = CapsNet()
+    mixed = copy.deepcopy(plain)
+    fast = FastPath(bf16=True)
+    assert fast.uses_bf16(CPU) and FAST.uses_bf16(torch.device("cuda")) and not FAST.uses_bf16(CPU)
+    with fast.autocast(CPU):
+        out = mixed(fast.input(x), trace=True)
+    assert out.lengths.dtype == out.poses.dtype == out.trace.couplings.dtype == torch.float32
+    assert_same(
+        forward_backward(mixed, fast, CPU, x, labels),
+        forward_backward(plain, PLAIN, CPU, x, labels),
+        atol=0.03,
+        grad_rtol=0.1,
+    )
+
+
+def test_bf16_autocast_gives_the_shipped_model_the_same_answers():
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    x = torch.stack([to_mnist(draw_digit(d)) for d in range(10)])  # (10, 1, 28, 28)
+    with torch.no_grad():
+        plain = model(x).lengths
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x).lengths
+    assert torch.equal(mixed.argmax(1), plain.argmax(1))
+    assert torch.allclose(mixed, plain, atol=0.03)
+
+
+def test_fused_adam_takes_the_same_step():
+    torch.manual_seed(0)
+    model = CapsNet(TINY)
+    other = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), other.parameters()):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    FAST.optimizer(model.parameters(), 1e-3).step()
+    PLAIN.optimizer(other.parameters(), 1e-3).step()
+    for p, q in zip(model.parameters(), other.parameters()):
+        assert torch.allclose(p, q, atol=1e-7)
+
+
+def test_compiled_train_step_matches_eager():
+    """torch.compile (the --compile flag) on the CPU: same losses over three steps (takes ~30 s to compile)."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (3, 16, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (3, 16))
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = CapsNet(TINY)
+        config = TrainConfig(fast=dataclasses.replace(FAST, compile=compiled))
+        step = TrainStep(model, CPU, config)
+        generator = torch.Generator().manual_seed(0)
+        losses[compiled] = torch.stack([step(images[i], labels[i], generator)[0] for i in range(3)])
+    assert torch.allclose(losses[True], losses[False], rtol=1e-4, atol=1e-5)
