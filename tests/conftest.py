@@ -15,6 +15,15 @@ from capsviz.data import ENV_VAR, Split
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
 
+# No test may download anything: subprocesses get every proxy pointed at a closed local
+# port, so a machine with internet behaves like ours (torchvision downloads through urllib).
+CLOSED_PORT = "http://127.0.0.1:9"
+OFFLINE_ENV = {
+    **os.environ,
+    **{name: CLOSED_PORT for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")},
+    "no_proxy": "",
+}
+
 
 def synthetic_digits(n: int, seed: int = 0) -> Split:
     """A learnable toy MNIST: class k is a bright 6x6 square at one of 10 spots, plus noise."""

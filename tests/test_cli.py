@@ -1,26 +1,15 @@
 """End-to-end runs of `python -m capsviz` on a tiny synthetic MNIST (real processes)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import OFFLINE_ENV
 from drawings import draw_digit
 
-# No test may download anything: point every proxy at a closed local port, so a machine
-# with internet behaves like ours (torchvision's download goes through urllib).
-CLOSED = "http://127.0.0.1:9"
-ENV = {
-    **os.environ,
-    "CAPSVIZ_DATA": "/nonexistent-capsviz-data",
-    "http_proxy": CLOSED,
-    "https_proxy": CLOSED,
-    "HTTP_PROXY": CLOSED,
-    "HTTPS_PROXY": CLOSED,
-    "no_proxy": "",
-}
+ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}  # never downloads (conftest)
 
 
 def capsviz(*args, cwd=None):

@@ -22,6 +22,7 @@ POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"
 POSE_INPUT_ID = "pose_input_id"  # which input the sliders belong to
 POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
+POSE_SECONDS = "pose_seconds"  # how long the pose fragment's last run took, server side
 
 TRAIN_EPOCHS = "train_epochs"
 TRAIN_BATCH = "train_batch"

@@ -6,6 +6,8 @@ a fragment, so dragging one reruns only the decoder and its image.
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from capsviz import perturb, viz
@@ -100,7 +102,9 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
     """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move.
 
     `input_id` names the (model, input, routing) the result belongs to, for the grid cache.
+    The fragment times itself (server side, in session state) for the caption and the benchmark.
     """
+    start = time.perf_counter()
     st.subheader("What the 16 pose dimensions mean")
     left, right = st.columns([3, 1])
     with right:
@@ -126,6 +130,9 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
         png = _figure4_png(model, result, f"{input_id}:{digit}", digit)
         st.image(png, caption=f"rows: dimensions 0-15; columns: -0.25 ... +0.25 (digit {digit})")
         st.download_button("Download PNG", png, file_name=f"capsviz-pose-grid-{digit}.png", key="pose_grid_download")
+    elapsed = time.perf_counter() - start
+    st.session_state[state.POSE_SECONDS] = elapsed
+    right.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
 
 
 def _figure4_png(model: CapsNet, result: Inference, cache_key: str, digit: int) -> bytes:

@@ -1,0 +1,63 @@
+"""The benchmark command runs end to end, and its reference computes what capsviz computes.
+
+No test here asserts a time: the benchmark prints numbers, these tests check it can."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from capsviz.bench.reference import ReferenceCapsNet, softmax_over_parents
+from capsviz.model import CapsNet
+
+from conftest import OFFLINE_ENV
+
+
+def test_reference_routes_to_the_same_capsules_as_capsviz_on_the_same_weights():
+    """Same conv and W weights: the notebook formulation gives capsviz's capsule lengths,
+    so the benchmark compares two implementations of one computation."""
+    torch.manual_seed(0)
+    reference = ReferenceCapsNet().eval()
+    model = CapsNet().eval()
+    model.conv1.load_state_dict(reference.conv1.state_dict())
+    model.primary.conv.load_state_dict(reference.primary.state_dict())
+    with torch.no_grad():
+        model.digits.weight.copy_(reference.W[0])
+        x = torch.rand(3, 1, 28, 28)
+        lengths, reconstruction = reference(x)
+        assert torch.allclose(lengths, model(x).lengths, atol=1e-5)
+    assert reconstruction.shape == (3, 1, 28, 28)
+
+
+def test_reference_softmax_is_over_the_parents():
+    couplings = softmax_over_parents(torch.randn(2, 5, 10, 1))
+    assert torch.allclose(couplings.sum(dim=2), torch.ones(2, 5, 1))
+
+
+def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--data-root", str(synthetic_root)]
+    command += ["--steps", "1", "--rounds", "1", "--warmup", "1", "--batch-size", "16", "--repeat", "2"]
+    command += ["--plain", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    assert "| measure | capsviz | reference | ratio | target | met |" in table
+    for row in ("training, capsviz, images/s", "one decode", "all Explore figures", "pose-slider move"):
+        assert row in table, row
+    results = json.loads(out.read_text())
+    methods = results["training"]["methods"]
+    assert set(methods) == {"capsviz", "capsviz (plain path)", "reference"}
+    assert all(m["images_per_s"] > 0 and len(m["step_seconds_all"]) == 1 for m in methods.values())
+    assert methods["reference"]["vs_reference"] == 1.0
+    assert results["app"]["slider_fragment"] > 0 and results["interaction"]["decode"] > 0
+
+
+def test_bench_without_data_says_what_to_do(tmp_path):
+    command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--sections", "training"]
+    result = subprocess.run(
+        command + ["--data-root", str(tmp_path)], capture_output=True, text=True, timeout=300, env=OFFLINE_ENV
+    )
+    assert result.returncode == 2
+    assert "MNIST is not in" in result.stderr and "Traceback" not in result.stderr
