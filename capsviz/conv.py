@@ -10,8 +10,8 @@ kernel taps w[:, :, py::s, px::s] only ever see phase (py, px), so
 
 which is a stride-1 convolution with the batch as the contracted channel dimension:
 input (I, B, H/s, W/s), kernel (O, B, Ho, Wo) -> (I, O, taps, taps). The values are the
-same up to float rounding (tests/test_conv.py); only the speed differs. On the CPU a
-CapsNet training step is about 20% faster with it (`python -m capsviz.bench`); elsewhere
+same up to float rounding (tests/test_conv.py); only the speed differs: `python -m
+capsviz.bench --sections kernels` times both on the CPU. Elsewhere
 (CUDA, CPU autocast, inference, frozen weights) the layer is a plain nn.Conv2d.
 """
 

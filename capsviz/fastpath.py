@@ -1,19 +1,24 @@
 """The fast training path: how a step is run on each device, with the paper's math unchanged.
 
     fast = FastPath()                      # what `python -m capsviz train` uses by default
-    fast.prepare(model, device)            # memory formats, TF32
+    fast.prepare(model, device)            # memory formats of the convolutions
     optimizer = fast.optimizer(model.parameters(), lr=1e-3)
-    with fast.autocast(device):
-        out = model(fast.input(x), labels=labels)
+    with fast.precision(device):           # TF32 on CUDA, for forward, backward and step
+        with fast.autocast(device):        # bf16 on CUDA, forward only
+            out = model(fast.input(x), labels=labels)
+        ...
 
 What it changes, and why (timings: `python -m capsviz.bench`):
 - channels_last (NHWC) convolutions: cuDNN's tensor-core kernels want it on CUDA; on the
-  CPU only conv1 gains (oneDNN is about 3x faster NHWC for its single input channel),
-  while the 256-channel PrimaryCaps convolution is faster in NCHW, so it stays there.
+  CPU only conv1 gains (oneDNN is much faster NHWC for its single input channel;
+  `python -m capsviz.bench --sections kernels`), while the 256-channel PrimaryCaps
+  convolution stays NCHW, where its polyphase weight gradient runs.
 - bf16 autocast on CUDA for the convolutions and the decoder. Routing always runs in
   float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
   over 1152 votes. Off on the CPU, where AVX2 has no bf16 arithmetic.
-- TF32 matmuls on CUDA; Adam with fused=True (one kernel for all parameters).
+- TF32 matmuls and convolutions on CUDA, switched on only inside `precision()`, so other
+  code in the process (the plain path, the reference, the app) keeps PyTorch's defaults;
+  Adam with fused=True (one kernel for all parameters).
 - `torch.compile` of the model + loss on request (`--compile`): it fuses the routing's
   element-wise work but costs a compile at start; the benchmark measures both.
 Not part of this class but of the same path: MNIST stays on the device as uint8 and is
@@ -21,8 +26,8 @@ shifted there (`capsviz.data`), routing runs as batched matmuls over one parent-
 copy of the votes (`capsviz.routing`), and the PrimaryCaps weight gradient is computed
 by stride-1 convolutions on the CPU (`capsviz.conv`).
 
-`PLAIN` turns all of it off: tests/test_fastpath.py checks both give the same outputs and
-gradients on the same weights and inputs.
+`PLAIN` turns all of it off (PyTorch's defaults): tests/test_fastpath.py checks both give the
+same outputs and gradients on the same weights and inputs.
 """
 
 from __future__ import annotations
@@ -40,21 +45,31 @@ class FastPath:
     bf16: bool | None = None  # None: on CUDA only
     compile: bool = False
     fused_adam: bool = True
+    tf32: bool = True  # CUDA only
 
     def uses_bf16(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.bf16 is None else self.bf16
 
     def prepare(self, model: nn.Module, device: torch.device) -> None:
-        """Put the model's convolution weights into the memory format this device prefers."""
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        """Put the convolution weights (only those) into the memory format this device prefers."""
         if not self.channels_last:
             return
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-        else:
-            model.conv1.to(memory_format=torch.channels_last)
+        convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        for conv in convolutions if device.type == "cuda" else [model.conv1]:
+            conv.to(memory_format=torch.channels_last)
+
+    @contextlib.contextmanager
+    def precision(self, device: torch.device):
+        """TF32 matmuls and convolutions on CUDA while inside; the previous flags after."""
+        if device.type != "cuda" or not self.tf32:
+            yield
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images in the memory format conv1 was given."""
@@ -76,8 +91,10 @@ class FastPath:
             parts.append("torch.compile")
         if self.fused_adam:
             parts.append("fused Adam")
+        if self.tf32 and device.type == "cuda":
+            parts.append("TF32")
         return ", ".join(parts)
 
 
 FAST = FastPath()
-PLAIN = FastPath(channels_last=False, bf16=False, compile=False, fused_adam=False)
+PLAIN = FastPath(channels_last=False, bf16=False, compile=False, fused_adam=False, tf32=False)

@@ -124,14 +124,14 @@ class TrainStep:
     """
 
     def __init__(
-        self, model: CapsNet, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
+        self, model: CapsNet, *, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
     ):
         self.fast, self.device = config.fast, device
         self.fast.prepare(model, device)
         self.optimizer = self.fast.optimizer(model.parameters(), config.lr)
-        self.forward = distributed.wrap(model, device, place)  # (x, labels) -> (loss, lengths)
+        self.loss_fn = distributed.wrap(model, device, place)  # (x, labels) -> (loss, lengths)
         if self.fast.compile:
-            self.forward = torch.compile(self.forward)
+            self.loss_fn = torch.compile(self.loss_fn)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -141,11 +141,12 @@ class TrainStep:
         self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.fast.input(to_float(random_shift(images, generator=generator)))  # (b, 1, 28, 28)
-        with self.fast.autocast(self.device):
-            loss, lengths = self.forward(x, labels)  # DDP averages the gradients across ranks
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with self.fast.precision(self.device):
+            with self.fast.autocast(self.device):
+                loss, lengths = self.loss_fn(x, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # DDP averages the gradients across ranks
+            self.optimizer.step()
         return loss.detach(), (lengths.argmax(1) == labels).sum()
 
 
@@ -196,7 +197,7 @@ def train(
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
             torch.manual_seed(config.seed)
             model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
-    step = TrainStep(model, device, config, place)
+    step = TrainStep(model, device=device, config=config, place=place)
     if resume:
         restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     train_split, test_split = train_split.to(device), test_split.to(device)

@@ -39,5 +39,14 @@ def test_same_parameters_and_plain_forward_without_grad():
     assert list(layer.state_dict()) == list(nn.Conv2d(4, 8, 3, stride=2).state_dict())
     x = torch.randn(2, 4, 9, 9)
     with torch.no_grad():
-        assert layer(x).grad_fn is None
         assert torch.equal(layer(x), nn.functional.conv2d(x, layer.weight, layer.bias, stride=2))
+
+
+@pytest.mark.parametrize("case", ["frozen weight", "cpu autocast", "padding", "groups"])
+def test_falls_back_to_the_plain_convolution_where_polyphase_does_not_apply(case):
+    layer = StridedConv2d(4, 8, 3, stride=2, padding=1 if case == "padding" else 0, groups=2 if case == "groups" else 1)
+    layer.weight.requires_grad_(case != "frozen weight")
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "cpu autocast"):
+        out = layer(x)
+    assert out.grad_fn.name() == "ConvolutionBackward0", case

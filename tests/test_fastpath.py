@@ -10,7 +10,13 @@ import dataclasses
 import pytest
 import torch
 
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from capsviz.checkpoint import (
+    SHIPPED_CHECKPOINT,
+    load_checkpoint,
+    load_training_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.losses import capsule_loss
 from capsviz.model import CapsNet, CapsNetConfig
@@ -78,6 +84,11 @@ def test_fast_path_matches_plain_path_in_float32(batch, layout_of, tf32_restored
         atol=1e-5,
         grad_rtol=1e-4,
     )
+    assert fast_model.digits.weight.is_contiguous()  # only convolutions change layout
+    with torch.no_grad():  # without grad PrimaryCaps is the plain oneDNN conv, in NHWC for "cuda"
+        fast_out, plain_out = fast_model(fast.input(x), trace=True), plain(x, trace=True)
+    assert torch.allclose(fast_out.lengths, plain_out.lengths, atol=1e-5)
+    assert torch.allclose(fast_out.trace.couplings, plain_out.trace.couplings, atol=1e-5)
 
 
 def test_bf16_autocast_keeps_routing_in_float32_and_close_to_float32(batch):
@@ -122,6 +133,35 @@ def test_fused_adam_takes_the_same_step():
         assert torch.allclose(p, q, atol=1e-7)
 
 
+def test_adam_state_keeps_the_parameters_memory_format_across_resume(tmp_path, tf32_restored):
+    """Fused Adam treats state and parameter as flat arrays: after a resume, the saved
+    state must come back in each parameter's layout (all-NHWC convs, as on CUDA)."""
+    torch.manual_seed(0)
+    model = CapsNet(TINY)
+    FAST.prepare(model, torch.device("cuda"))
+    optimizer = FAST.optimizer(model.parameters(), 1e-3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    save_checkpoint(tmp_path / "run.safetensors", model, {"epochs": 1}, optimizer=optimizer)
+    restored, _, state = load_training_state(tmp_path / "run.safetensors", CPU)
+    FAST.prepare(restored, torch.device("cuda"))
+    resumed = FAST.optimizer(restored.parameters(), 1e-3)
+    restore_optimizer(resumed, restored, state.optimizer)
+    conv = restored.primary.conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    for p in restored.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert resumed.state[p][key].stride() == p.stride(), key
+    for p, q in zip(model.parameters(), restored.parameters()):  # the next step is the same on both
+        p.grad = torch.ones_like(p)
+        q.grad = torch.ones_like(q)
+    optimizer.step()
+    resumed.step()
+    for p, q in zip(model.parameters(), restored.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
 def test_compiled_train_step_matches_eager():
     """torch.compile (the --compile flag) on the CPU: same losses over three steps (takes ~30 s to compile)."""
     torch.manual_seed(0)
@@ -132,7 +172,7 @@ def test_compiled_train_step_matches_eager():
         torch.manual_seed(0)
         model = CapsNet(TINY)
         config = TrainConfig(fast=dataclasses.replace(FAST, compile=compiled))
-        step = TrainStep(model, CPU, config)
+        step = TrainStep(model, device=CPU, config=config)
         generator = torch.Generator().manual_seed(0)
         losses[compiled] = torch.stack([step(images[i], labels[i], generator)[0] for i in range(3)])
     assert torch.allclose(losses[True], losses[False], rtol=1e-4, atol=1e-5)

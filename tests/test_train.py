@@ -93,3 +93,15 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_reports_every_few_batches_average_over_their_window(tmp_path, splits):
+    """report_every=2 (the GPU default is 25): callbacks at batches 2 and 3 (the epoch's last),
+    each with the mean of its window; the epoch's loss is the mean over all batches."""
+    recorder = Recorder()
+    train(*splits, tmp_path, config(epochs=1, report_every=2), model_config=TINY, callbacks=[recorder])
+    assert [b.batch for b in recorder.batches] == [2, 3]
+    epoch = recorder.epochs[0]
+    sizes = [64, 32]  # 96 images in batches of 32: windows of 2 and 1 batches
+    mean = sum(b.loss * n for b, n in zip(recorder.batches, sizes)) / 96
+    assert epoch.train_loss == pytest.approx(mean, rel=1e-5)

@@ -1,7 +1,9 @@
 """Benchmarks that print numbers: `python -m capsviz.bench --help`.
 
 training.py     capsviz's training step against the seed notebook's (reference.py), same run
+kernels.py      the CPU fast path's layer choices against what they replace
 interaction.py  what the app does per input: inference with the trace, decode, figures
 app.py          the running app (Streamlit's AppTest): a new drawing, a slider move
+report.py       the Markdown table and the targets
 Nothing here is imported by capsviz itself, and no test asserts a time.
 """

@@ -5,7 +5,8 @@
     python -m capsviz.bench --device cuda --epoch --plain --compile --json gpu.json
 
 Sections: training (images/s of capsviz's TrainStep and of the reference, same run, same
-device, same batch), interaction (inference with the trace, decode, figures; on --device),
+device, same batch), kernels (the CPU fast path's two layer choices against what they
+replace), interaction (inference with the trace, decode, figures; on --device),
 app (Streamlit's AppTest: a new drawing, a slider move; needs streamlit, CPU only).
 """
 
@@ -19,20 +20,11 @@ from pathlib import Path
 
 import torch
 
+from capsviz.bench.report import markdown
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.train import DeviceUnavailableError, device_description, resolve_device
 
-SECTIONS = ("training", "interaction", "app")
-TARGETS = {  # the issue's targets: (text, check on the measured value)
-    "cpu_training_ratio": ("≥ 3x reference", lambda v: v >= 3.0),
-    "cuda_training_ratio": ("≥ 10x reference", lambda v: v >= 10.0),
-    "cuda_epoch": ("≤ 3 s", lambda v: v <= 3.0),
-    "inference_with_trace": ("≤ 30 ms", lambda v: v <= 0.030),
-    "decode": ("≤ 2 ms", lambda v: v <= 0.002),
-    "figures": ("≤ 50 ms", lambda v: v <= 0.050),
-    "slider_fragment": ("≤ 100 ms", lambda v: v <= 0.100),
-    "stroke_full_rerun": ("≤ 300 ms", lambda v: v <= 0.300),
-}
+SECTIONS = ("training", "kernels", "interaction", "app")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps per method first")
     parser.add_argument("--epoch", action="store_true", help="also time one full capsviz epoch (GPU)")
     parser.add_argument("--plain", action="store_true", help="also time capsviz's plain path")
-    parser.add_argument("--compile", action="store_true", help="time capsviz with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time capsviz with torch.compile")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference (it needs a lot of memory)")
     parser.add_argument("--repeat", type=int, default=30, help="repetitions of each interaction measurement")
     parser.add_argument("--data-root", default=None)
@@ -66,10 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(markdown(results))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
+
+
+def _save(results: dict, path: str | None) -> None:
+    """Write what is measured so far: a later section that fails loses nothing before it."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def run(args, sections: list[str], device: torch.device) -> dict:
@@ -98,12 +95,19 @@ def run(args, sections: list[str], device: torch.device) -> dict:
             reference=not args.no_reference,
             epoch=args.epoch,
         )
+        _save(results, args.json)
+    if "kernels" in sections:
+        from capsviz.bench.kernels import kernel_latency
+
+        results["kernels"] = kernel_latency(device, batch_size=args.batch_size)
+        _save(results, args.json)
     if "interaction" in sections:
         from capsviz.bench.interaction import interaction_latency
         from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 
         model, _ = load_checkpoint(SHIPPED_CHECKPOINT, device)
         results["interaction"] = interaction_latency(model, repeat=args.repeat)
+        _save(results, args.json)
     if "app" in sections:
         try:
             from capsviz.bench.app import app_latency
@@ -111,86 +115,8 @@ def run(args, sections: list[str], device: torch.device) -> dict:
             results["app"] = {"skipped": "streamlit is not installed"}
         else:
             results["app"] = app_latency()
+        _save(results, args.json)
     return results
-
-
-def markdown(results: dict) -> str:
-    """The results as a Markdown table: measure, capsviz, reference, ratio, target, met."""
-    rows = []
-    device = results["device"]
-
-    def row(measure, value, reference="", ratio="", target_key=None, raw=None):
-        target, met = "", ""
-        if target_key:
-            text, check = TARGETS[target_key]
-            target, met = text, ("yes" if check(raw) else "**no**")
-        rows.append(f"| {measure} | {value} | {reference} | {ratio} | {target} | {met} |")
-
-    training = results.get("training")
-    if training:
-        methods = training["methods"]
-        ref = methods.get("reference")
-        batch = training["batch_size"]
-        for name, m in methods.items():
-            if name == "reference":
-                continue
-            ratio = m.get("vs_reference")
-            row(
-                f"training, {name}, images/s (batch {batch})",
-                f"{m['images_per_s']:.1f}",
-                f"{ref['images_per_s']:.1f}" if ref else "",
-                f"{ratio:.2f}x" if ratio else "",
-                f"{device}_training_ratio" if ratio and name == "capsviz" else None,
-                ratio,
-            )
-        capsviz = methods["capsviz"]
-        kind = "measured" if capsviz["epoch_measured"] else "estimated from the steps"
-        row(
-            f"training, time per epoch (60,000 images, {kind})",
-            f"{capsviz['epoch_seconds']:.1f} s",
-            f"{ref['epoch_seconds']:.1f} s" if ref else "",
-            "",
-            "cuda_epoch" if device == "cuda" else None,
-            capsviz["epoch_seconds"],
-        )
-        for name, seconds in training.get("compile_seconds", {}).items():
-            row(f"training, {name}: first step incl. torch.compile", f"{seconds:.1f} s")
-    interaction = results.get("interaction")
-    if interaction:
-        labels = {
-            "preprocess": "drawing → 28x28 (to_mnist)",
-            "inference_with_trace": "one image through the model with the full routing trace",
-            "decode": "one decode (a pose-slider move, outside Streamlit)",
-            "figures": "all Explore figures for one input",
-            "figure4_grid": "Figure-4 grid: 176 decodes + PNG",
-        }
-        for key, label in labels.items():
-            target = key if key in TARGETS else None
-            row(label, f"{interaction[key] * 1000:.1f} ms", target_key=target, raw=interaction[key])
-    app = results.get("app")
-    if app and "skipped" not in app:
-        row(
-            "app: new drawing → lengths, routing, poses (full script rerun)",
-            f"{app['stroke_full_rerun'] * 1000:.0f} ms",
-            target_key="stroke_full_rerun",
-            raw=app["stroke_full_rerun"],
-        )
-        row(
-            "app: pose-slider move (the fragment's server-side run)",
-            f"{app['slider_fragment'] * 1000:.0f} ms",
-            target_key="slider_fragment",
-            raw=app["slider_fragment"],
-        )
-        row("app: pose-slider move as a full script rerun (upper bound)", f"{app['slider_full_rerun'] * 1000:.0f} ms")
-    elif app:
-        row("app", f"skipped: {app['skipped']}")
-    header = [
-        f"{results['date'][:10]} · {results['hardware']} · torch {results['torch']} · `{results['command']}`",
-        "",
-        "| measure | capsviz | reference | ratio | target | met |",
-        "|---|---:|---:|---:|---|---|",
-    ]
-    return "\n".join(header + rows)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import statistics
 import time
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest  # ImportError where streamlit is absent (the GPU machine)
+
 from capsviz.bench.interaction import canvas_drawing
+from capsviz.ui import state
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -38,13 +42,7 @@ def _timed_run(app) -> float:
 
 
 def app_latency(repeat: int = 8) -> dict:
-    import logging
-
-    from streamlit.testing.v1 import AppTest
-
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode warnings, not results
-
-    from capsviz.ui import state
 
     app = AppTest.from_file(str(APP), default_timeout=120)
     app.run()

@@ -46,6 +46,7 @@ def all_figures(result: Inference) -> list:
 
 def interaction_latency(model: CapsNet, *, repeat: int = 30, routing_iters: int = 3) -> dict:
     """Median seconds of each per-input operation, on the model's device (the app uses the CPU)."""
+    device = next(model.parameters()).device
     x = to_mnist(canvas_drawing())  # (1, 28, 28)
     result = infer(model, x, routing_iters)
     pose = result.poses[result.predicted]
@@ -57,11 +58,13 @@ def interaction_latency(model: CapsNet, *, repeat: int = 30, routing_iters: int 
 
     with torch.no_grad():
         return {
-            "preprocess": median_seconds(lambda: to_mnist(canvas_drawing()), repeat),
-            "inference_with_trace": median_seconds(lambda: infer(model, x, routing_iters), repeat),
-            "decode": median_seconds(slider_move, repeat * 3),
-            "figures": median_seconds(lambda: all_figures(result), repeat),
+            "preprocess": median_seconds(lambda: to_mnist(canvas_drawing()), repeat, device=device),
+            "inference_with_trace": median_seconds(lambda: infer(model, x, routing_iters), repeat, device=device),
+            "decode": median_seconds(slider_move, repeat * 3, device=device),
+            "figures": median_seconds(lambda: all_figures(result), repeat, device=device),
             "figure4_grid": median_seconds(
-                lambda: perturb.grid_to_png(perturb.perturbation_grid(model, pose, result.predicted)), repeat
+                lambda: perturb.grid_to_png(perturb.perturbation_grid(model, pose, result.predicted)),
+                repeat,
+                device=device,
             ),
         }

@@ -21,9 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from capsviz.losses import margin_loss, reconstruction_loss
-
-RECONSTRUCTION_WEIGHT = 0.0005
+from capsviz.losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
 
 
 def squash(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -93,23 +91,33 @@ def reference_loader(root, batch_size: int, *, seed: int = 0) -> torch.utils.dat
 
 
 class ReferenceTrainer:
-    """Adam on the reference model; `step()` takes the next batch from the loader."""
+    """Adam on the reference model; `step()` takes the next batch from the loader.
 
-    def __init__(self, root, batch_size: int, device: torch.device, *, seed: int = 0):
+    model_only=True feeds it one fixed batch already on the device instead, to separate the
+    notebook's model from its input pipeline (which can dominate on a GPU).
+    """
+
+    def __init__(self, root, *, batch_size: int, device: torch.device, seed: int = 0, model_only: bool = False):
         torch.manual_seed(seed)
         self.device = device
         self.model = ReferenceCapsNet().to(device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loader = reference_loader(root, batch_size, seed=seed)
         self.batches = iter(self.loader)
+        self.fixed = tuple(t.to(device) for t in next(iter(self.loader))) if model_only else None
 
-    def step(self) -> torch.Tensor:
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fixed is not None:
+            return self.fixed
         try:
             x, labels = next(self.batches)
         except StopIteration:
             self.batches = iter(self.loader)
             x, labels = next(self.batches)
-        x, labels = x.to(self.device), labels.to(self.device)
+        return x.to(self.device), labels.to(self.device)
+
+    def step(self) -> torch.Tensor:
+        x, labels = self._next_batch()
         lengths, reconstruction = self.model(x)
         loss = reference_loss(lengths, reconstruction, x, labels)
         self.optimizer.zero_grad()

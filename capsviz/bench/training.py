@@ -18,7 +18,7 @@ import torch
 from capsviz.bench.reference import ReferenceTrainer
 from capsviz.bench.timing import seconds, synchronize
 from capsviz.data import Split, batches
-from capsviz.fastpath import FAST, PLAIN
+from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.model import CapsNet
 from capsviz.train import TrainConfig, TrainStep
 
@@ -28,10 +28,10 @@ EPOCH_IMAGES = 60_000
 class CapsvizTrainer:
     """`TrainStep` (what `python -m capsviz train` runs) over MNIST kept on the device."""
 
-    def __init__(self, split: Split, batch_size: int, device: torch.device, fast, seed: int = 0):
+    def __init__(self, split: Split, *, batch_size: int, device: torch.device, fast: FastPath, seed: int = 0):
         torch.manual_seed(seed)
         self.model = CapsNet().to(device).train()
-        self.step_fn = TrainStep(self.model, device, TrainConfig(batch_size=batch_size, fast=fast))
+        self.step_fn = TrainStep(self.model, device=device, config=TrainConfig(batch_size=batch_size, fast=fast))
         self.split, self.batch_size = split.to(device), batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.batches = iter(())
@@ -68,16 +68,28 @@ def training_throughput(
     reference: bool = True,
     epoch: bool = False,
 ) -> dict:
-    """Images per second of each method, and its ratio to the reference."""
-    methods = {"capsviz": CapsvizTrainer(train_split, batch_size, device, dataclasses.replace(FAST, compile=compile))}
+    """Images per second of each method, and its ratio to the reference.
+
+    Methods: capsviz (the default fast path); with plain=True capsviz --plain; with
+    compile=True capsviz --compile; the reference, and on CUDA also the reference fed from
+    the device (its model alone, without the DataLoader).
+    """
+    common = {"batch_size": batch_size, "device": device}
+    methods = {"capsviz": CapsvizTrainer(train_split, fast=FAST, **common)}
     if plain:
-        methods["capsviz (plain path)"] = CapsvizTrainer(train_split, batch_size, device, PLAIN)
+        methods["capsviz (plain path)"] = CapsvizTrainer(train_split, fast=PLAIN, **common)
+    if compile:
+        methods["capsviz (torch.compile)"] = CapsvizTrainer(
+            train_split, fast=dataclasses.replace(FAST, compile=True), **common
+        )
     if reference:
-        methods["reference"] = ReferenceTrainer(data_root, batch_size, device)
+        methods["reference"] = ReferenceTrainer(data_root, **common)
+        if device.type == "cuda":
+            methods["reference (model only)"] = ReferenceTrainer(data_root, model_only=True, **common)
     compile_seconds = {}
     for name, trainer in methods.items():
         first = seconds(trainer.step, device)  # includes torch.compile's compile, when on
-        if name == "capsviz" and compile:
+        if "compile" in name:
             compile_seconds[name] = first
         for _ in range(warmup - 1):
             seconds(trainer.step, device)
@@ -105,8 +117,7 @@ def training_throughput(
         "batch_size": batch_size,
         "steps_per_round": steps,
         "rounds": rounds,
-        "compile": compile,
         "compile_seconds": compile_seconds,
-        "fast_path": FAST.describe(device) if not compile else dataclasses.replace(FAST, compile=True).describe(device),
+        "fast_path": FAST.describe(device),
         "methods": results,
     }

@@ -65,7 +65,8 @@ class _JobCallback(Callback):
         job.status = f"training: epoch {info.epoch} of {job.config.epochs}"
         job.batches_total = info.num_batches * job.config.epochs
         job.batches_done = (info.epoch - 1) * info.num_batches + info.batch
-        if len(job.losses) < LOSS_POINTS or info.batch % 10 == 0:
+        thinned = job.losses and job.batches_done - job.losses[-1][0] < 10  # at most one point per 10 batches
+        if len(job.losses) < LOSS_POINTS or not thinned:
             job.losses.append((job.batches_done, info.loss))
 
     def on_epoch_end(self, info: EpochEnd) -> None:

@@ -1,0 +1,110 @@
+"""The benchmark's results as a Markdown table, checked against the issue's targets."""
+
+from __future__ import annotations
+
+TARGETS = {  # the issue's targets: (text, check on the measured value)
+    "cpu_training_ratio": ("≥ 3x reference", lambda v: v >= 3.0),
+    "cuda_training_ratio": ("≥ 10x reference", lambda v: v >= 10.0),
+    "cuda_epoch": ("≤ 3 s", lambda v: v <= 3.0),
+    "inference_with_trace": ("≤ 30 ms", lambda v: v <= 0.030),
+    "decode": ("≤ 2 ms", lambda v: v <= 0.002),
+    "figures": ("≤ 50 ms", lambda v: v <= 0.050),
+    "slider_fragment": ("≤ 100 ms", lambda v: v <= 0.100),
+    "stroke_full_rerun": ("≤ 300 ms", lambda v: v <= 0.300),
+}
+
+
+def markdown(results: dict) -> str:
+    """The results as a Markdown table: measure, capsviz, reference, ratio, target, met."""
+    rows = []
+    device = results["device"]
+
+    def row(measure, value, reference="", ratio="", target_key=None, raw=None):
+        target, met = "", ""
+        if target_key:
+            text, check = TARGETS[target_key]
+            target, met = text, ("yes" if check(raw) else "**no**")
+        rows.append(f"| {measure} | {value} | {reference} | {ratio} | {target} | {met} |")
+
+    training = results.get("training")
+    if training:
+        methods = training["methods"]
+        ref = methods.get("reference")
+        batch = training["batch_size"]
+        for name, m in methods.items():
+            if name.startswith("reference"):
+                continue
+            ratio = m.get("vs_reference")
+            row(
+                f"training, {name}, images/s (batch {batch})",
+                f"{m['images_per_s']:.1f}",
+                f"{ref['images_per_s']:.1f}" if ref else "",
+                f"{ratio:.2f}x" if ratio else "",
+                f"{device}_training_ratio" if name == "capsviz" and ratio else None,
+                ratio,
+            )
+        fed = methods.get("reference (model only)")
+        if fed:
+            ratio = methods["capsviz"]["images_per_s"] / fed["images_per_s"]
+            row(
+                "training, capsviz vs the reference's model alone (batch on the device)",
+                f"{methods['capsviz']['images_per_s']:.1f}",
+                f"{fed['images_per_s']:.1f}",
+                f"{ratio:.2f}x",
+            )
+        capsviz = methods["capsviz"]
+        kind = "measured" if capsviz["epoch_measured"] else "estimated from the steps"
+        row(
+            f"training, time per epoch (60,000 images, {kind})",
+            f"{capsviz['epoch_seconds']:.1f} s",
+            f"{ref['epoch_seconds']:.1f} s" if ref else "",
+            "",
+            "cuda_epoch" if device == "cuda" and capsviz["epoch_measured"] else None,
+            capsviz["epoch_seconds"],
+        )
+        for name, seconds in training.get("compile_seconds", {}).items():
+            row(f"training, {name}: first step incl. torch.compile", f"{seconds:.1f} s")
+    kernels = results.get("kernels")
+    if kernels:
+        for name, label, (ours, theirs) in (
+            ("primarycaps_weight_grad", "PrimaryCaps weight gradient, polyphase vs oneDNN", ("polyphase", "oneDNN")),
+            ("conv1_forward_backward", "conv1 forward + backward, NHWC vs NCHW", ("NHWC", "NCHW")),
+        ):
+            k = kernels[name]
+            row(label, f"{k[ours] * 1000:.0f} ms", f"{k[theirs] * 1000:.0f} ms", f"{k[theirs] / k[ours]:.2f}x")
+    interaction = results.get("interaction")
+    if interaction:
+        labels = {
+            "preprocess": "drawing → 28x28 (to_mnist)",
+            "inference_with_trace": "one image through the model with the full routing trace",
+            "decode": "one decode (a pose-slider move, outside Streamlit)",
+            "figures": "all Explore figures for one input",
+            "figure4_grid": "Figure-4 grid: 176 decodes + PNG",
+        }
+        for key, label in labels.items():
+            target = key if key in TARGETS and device == "cpu" else None  # the targets are for the CPU
+            row(label, f"{interaction[key] * 1000:.1f} ms", target_key=target, raw=interaction[key])
+    app = results.get("app")
+    if app and "skipped" not in app:
+        row(
+            "app: new drawing → lengths, routing, poses (full script rerun)",
+            f"{app['stroke_full_rerun'] * 1000:.0f} ms",
+            target_key="stroke_full_rerun",
+            raw=app["stroke_full_rerun"],
+        )
+        row(
+            "app: pose-slider move (the fragment's server-side run)",
+            f"{app['slider_fragment'] * 1000:.0f} ms",
+            target_key="slider_fragment",
+            raw=app["slider_fragment"],
+        )
+        row("app: pose-slider move as a full script rerun (upper bound)", f"{app['slider_full_rerun'] * 1000:.0f} ms")
+    elif app:
+        row("app", f"skipped: {app['skipped']}")
+    header = [
+        f"{results['date'][:10]} · {results['hardware']} · torch {results['torch']} · `{results['command']}`",
+        "",
+        "| measure | capsviz | reference | ratio | target | met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    return "\n".join(header + rows)
