@@ -1,8 +1,8 @@
 """A strided Conv2d whose weight gradient runs as a few stride-1 convolutions on the CPU.
 
 PrimaryCaps is a 9x9 convolution with stride 2 over 256 channels: nearly all of a CapsNet's
-arithmetic. oneDNN runs its forward pass at the CPU's matmul speed, but its weight gradient
-for stride 2 at about half of it. The same gradient can be written with stride 1 only:
+arithmetic. oneDNN's weight gradient for stride 2 is slower than the same arithmetic run as
+stride-1 convolutions, which the gradient can be written as:
 split the input into its s*s phases (every s-th row and column, starting at py, px); the
 kernel taps w[:, :, py::s, px::s] only ever see phase (py, px), so
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from capsviz.bench.timing import median_seconds
+from capsviz.bench.timing import seconds
 from capsviz.conv import polyphase_weight_grad
 
 
@@ -54,6 +54,6 @@ def kernel_latency(device: torch.device, *, batch_size: int = 128, repeat: int =
         times = {label: [] for label in variants}
         for _ in range(repeat):  # alternate, so a machine that slows down slows both
             for label, fn in variants.items():
-                times[label].append(median_seconds(fn, 1, warmup=0, device=device))
+                times[label].append(seconds(fn, device))
         results[name] = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
     return results

@@ -22,11 +22,7 @@ import torch
 from torch import nn
 
 from capsviz.losses import RECONSTRUCTION_WEIGHT, margin_loss, reconstruction_loss
-
-
-def squash(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    sq_norm = (s**2).sum(dim=dim, keepdim=True)
-    return sq_norm / (1 + sq_norm) * s / torch.sqrt(sq_norm + 1e-8)
+from capsviz.routing import squash  # Eq. 1 is the same in both; only the routing's formulation differs
 
 
 def softmax_over_parents(logits: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The explorer's views for one input: prediction and lengths, routing per iteration, poses.
 
-Inference runs once per script run (a few tens of ms on a CPU); the pose sliders live in
+Inference runs once per script run (`python -m capsviz.bench` times it); the pose sliders live in
 a fragment, so dragging one reruns only the decoder and its image.
 """
 
