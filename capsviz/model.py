@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from capsviz.conv import StridedConv2d
+from capsviz.conv import StridedConv2d, UnfoldConv2d
 from capsviz.routing import RoutingTrace, dynamic_routing, squash
 
 MAX_ROUTING_ITERS = 5
@@ -146,7 +146,7 @@ class CapsNet(nn.Module):
     def __init__(self, config: CapsNetConfig | None = None):
         super().__init__()
         self.config = config = config or CapsNetConfig()
-        self.conv1 = nn.Conv2d(config.in_channels, config.conv_channels, config.kernel_size)
+        self.conv1 = UnfoldConv2d(config.in_channels, config.conv_channels, config.kernel_size)
         self.primary = PrimaryCaps(
             in_channels=config.conv_channels,
             types=config.primary_types,

@@ -74,7 +74,8 @@ def dynamic_routing(
         if trace:
             recorded.append((couplings.detach(), logits.detach(), poses.detach()))
         if not last:
-            agreement = torch.matmul(votes_const, poses.detach().unsqueeze(-1)).squeeze(-1)  # (B, J, N)
+            # (B, J, 1, D) @ (B, J, D, N): the votes enter transposed, which BLAS reads in place
+            agreement = torch.matmul(poses.detach().unsqueeze(2), votes_const.transpose(-1, -2)).squeeze(2)  # (B, J, N)
             logits = logits + agreement
     if not trace:
         return poses, None

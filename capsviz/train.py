@@ -183,10 +183,28 @@ def train(
 
     Under torchrun (`place` from `capsviz.distributed`), every rank trains on its shard of
     each epoch and only rank 0 evaluates, calls the callbacks and writes files; `stop` is
-    for single-process runs (the app).
+    for single-process runs (the app). On the CPU, freed memory is kept for reuse while it
+    runs (`capsviz.memory`).
     """
-    out_dir = Path(out_dir)
     device = resolve_device(config.device)
+    with config.fast.retained_memory(device):
+        return _train(
+            train_split, test_split, Path(out_dir), config, device, model_config, callbacks, stop, resume, place
+        )
+
+
+def _train(
+    train_split: Split,
+    test_split: Split,
+    out_dir: Path,
+    config: TrainConfig,
+    device: torch.device,
+    model_config: CapsNetConfig | None,
+    callbacks: Iterable[Callback],
+    stop: threading.Event | None,
+    resume: str | Path | None,
+    place: Distributed,
+) -> TrainResult:
     start_epoch, history = 0, []
     if resume:
         model, card, state = load_training_state(resume, device)

@@ -1,13 +1,19 @@
+"""capsviz.conv: the CPU training convolutions give nn.Conv2d's values and gradients."""
+
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from capsviz.conv import StridedConv2d, polyphase_weight_grad
+from capsviz.conv import StridedConv2d, UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad
+from capsviz.losses import capsule_loss
+from capsviz.model import CapsNet
 
 
 @pytest.mark.parametrize(
     ("channels", "kernel", "stride", "size"),
-    [((256, 32), 9, 2, 20), ((3, 5), 5, 3, 17), ((4, 6), 4, 2, 11), ((2, 3), 3, 1, 8)],
+    [((256, 32), 9, 2, 20), ((3, 5), 5, 3, 17), ((4, 6), 4, 2, 11), ((2, 3), 3, 1, 8), ((2, 3), 2, 3, 11)],
 )
 def test_gradients_match_nn_conv2d(channels, kernel, stride, size):
     torch.manual_seed(0)
@@ -34,6 +40,59 @@ def test_weight_gradient_against_a_hand_computed_case():
     assert torch.equal(grad_w[0, 0], x[0, 0, :3, :3])  # d y00 / d w = the window under output (0, 0)
 
 
+def test_input_gradient_against_a_hand_computed_case():
+    # 3x3 kernel, stride 2 on a 6x6 input: outputs (0, 0) and (0, 1) overlap in column 2;
+    # row 5 and column 5 are under no window
+    weight = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    grad_y = torch.tensor([[[[1.0, 10.0], [0.0, 0.0]]]])
+    grad_x = polyphase_input_grad(grad_y, weight, (6, 6), stride=2)[0, 0]
+    expected = torch.zeros(6, 6)
+    expected[:3, :3] += weight[0, 0]
+    expected[:3, 2:5] += 10 * weight[0, 0]
+    assert torch.equal(grad_x, expected)
+
+
+def test_unfold_conv_matches_nn_conv2d_with_gradients():
+    torch.manual_seed(0)
+    plain = nn.Conv2d(1, 8, 5)
+    fast = UnfoldConv2d(1, 8, 5)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.rand(3, 1, 12, 12)
+    out = fast(x)
+    assert out.grad_fn.name() == "ViewBackward0"  # im2col ran, not the fallback
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    plain(x).backward(grad)
+    assert torch.allclose(out, plain(x), atol=1e-5)
+    assert torch.allclose(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # inference is the plain convolution
+        assert torch.equal(fast(x), nn.functional.conv2d(x, fast.weight, fast.bias))
+
+
+def test_capsnet_trains_through_them_as_through_nn_conv2d():
+    """The whole model's loss and every gradient, against a copy whose convolutions are nn.Conv2d."""
+    torch.manual_seed(0)
+    model = CapsNet()
+    reference = copy.deepcopy(model)
+    for name in ("conv1", "primary.conv"):
+        layer = model.get_submodule(name)
+        plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride)
+        plain.load_state_dict(layer.state_dict())
+        parent, _, attr = name.rpartition(".")
+        setattr(reference.get_submodule(parent) if parent else reference, attr, plain)
+    assert isinstance(model.conv1, UnfoldConv2d) and isinstance(model.primary.conv, StridedConv2d)
+    x, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 7, 9])
+    losses = {}
+    for net in (model, reference):
+        out = net(x, labels=labels)
+        losses[net] = capsule_loss(out, x, labels)
+        losses[net].backward()
+    assert torch.allclose(losses[model], losses[reference], atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert (p.grad - q.grad).norm() <= 1e-4 * q.grad.norm(), name
+
+
 def test_same_parameters_and_plain_forward_without_grad():
     layer = StridedConv2d(4, 8, 3, stride=2)
     assert list(layer.state_dict()) == list(nn.Conv2d(4, 8, 3, stride=2).state_dict())
@@ -42,11 +101,19 @@ def test_same_parameters_and_plain_forward_without_grad():
         assert torch.equal(layer(x), nn.functional.conv2d(x, layer.weight, layer.bias, stride=2))
 
 
+@pytest.mark.parametrize("layer_type", [StridedConv2d, UnfoldConv2d])
 @pytest.mark.parametrize("case", ["frozen weight", "cpu autocast", "padding", "groups"])
-def test_falls_back_to_the_plain_convolution_where_polyphase_does_not_apply(case):
-    layer = StridedConv2d(4, 8, 3, stride=2, padding=1 if case == "padding" else 0, groups=2 if case == "groups" else 1)
+def test_falls_back_to_the_plain_convolution_where_the_rewrite_does_not_apply(layer_type, case):
+    stride = 2 if layer_type is StridedConv2d else 1
+    padding, groups = (1 if case == "padding" else 0), (2 if case == "groups" else 1)
+    layer = layer_type(4, 8, 3, stride=stride, padding=padding, groups=groups)
     layer.weight.requires_grad_(case != "frozen weight")
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "cpu autocast"):
         out = layer(x)
     assert out.grad_fn.name() == "ConvolutionBackward0", case
+
+
+def test_unfold_conv_falls_back_for_strided_convolutions():
+    layer = UnfoldConv2d(1, 4, 3, stride=2)
+    assert layer(torch.rand(2, 1, 9, 9)).grad_fn.name() == "ConvolutionBackward0"

@@ -75,18 +75,20 @@ def test_fast_path_matches_plain_path_in_float32(batch, layout_of, tf32_restored
     fast_model = copy.deepcopy(plain)
     fast = dataclasses.replace(FAST, bf16=False)
     fast.prepare(fast_model, torch.device(layout_of))
-    if layout_of == "cuda":
-        assert fast_model.primary.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert fast_model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    weight = fast_model.primary.conv.weight  # channels_last on CUDA only (conv1's one channel reads as both)
+    assert (weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()) == (
+        layout_of == "cuda"
+    )
+    x_in = x.contiguous(memory_format=torch.channels_last) if layout_of == "cuda" else x  # as fast.input on CUDA
     assert_same(
-        forward_backward(fast_model, fast, CPU, x, labels),
+        forward_backward(fast_model, fast, CPU, x_in, labels),
         forward_backward(plain, PLAIN, CPU, x, labels),
         atol=1e-5,
         grad_rtol=1e-4,
     )
     assert fast_model.digits.weight.is_contiguous()  # only convolutions change layout
     with torch.no_grad():  # without grad PrimaryCaps is the plain oneDNN conv, in NHWC for "cuda"
-        fast_out, plain_out = fast_model(fast.input(x), trace=True), plain(x, trace=True)
+        fast_out, plain_out = fast_model(x_in, trace=True), plain(x, trace=True)
     assert torch.allclose(fast_out.lengths, plain_out.lengths, atol=1e-5)
     assert torch.allclose(fast_out.trace.couplings, plain_out.trace.couplings, atol=1e-5)
 

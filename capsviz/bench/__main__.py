@@ -5,9 +5,9 @@
     python -m capsviz.bench --device cuda --epoch --plain --compile --json gpu.json
 
 Sections: training (images/s of capsviz's TrainStep and of the reference, same run, same
-device, same batch), kernels (the CPU fast path's two layer choices against what they
-replace), interaction (inference with the trace, decode, figures; on --device),
-app (Streamlit's AppTest: a new drawing, a slider move; needs streamlit, CPU only).
+device, same batch), kernels (the CPU training path's layer choices against oneDNN),
+interaction (inference with the trace, decode, figures; on --device), app (Streamlit's
+AppTest: a new drawing, a slider move; needs streamlit, CPU only).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from capsviz.bench.report import markdown
+from capsviz.bench.training import BenchWorkerError, training_throughput
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.train import DeviceUnavailableError, device_description, resolve_device
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         results = run(args, sections, device)
-    except (DataUnavailableError, DeviceUnavailableError) as exc:
+    except (DataUnavailableError, DeviceUnavailableError, BenchWorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown(results))
@@ -79,11 +80,9 @@ def run(args, sections: list[str], device: torch.device) -> dict:
         "torch": torch.__version__,
     }
     if "training" in sections:
-        from capsviz.bench.training import training_throughput
-
         root = default_data_root(args.data_root)
+        load_mnist(root, train=True)  # the clear error about missing data, before any worker starts
         results["training"] = training_throughput(
-            load_mnist(root, train=True),
             root,
             device,
             batch_size=args.batch_size,

@@ -1,28 +1,46 @@
 """Training throughput: capsviz's step (the fast path, and optionally the plain one) against the
-reference, in the same process, on the same device, at the same batch size.
+reference, in the same run, on the same device, at the same batch size.
 
-Each method runs `steps` timed steps per round after its warm-up, and the rounds alternate
-between methods, so a machine that slows down mid-run slows every method alike. A method's
-figure is the median step time over all its rounds. An epoch is timed in full with
-`epoch=True` (the GPU case); otherwise it is 60,000 images / throughput, marked estimated.
+Each method runs in its own worker process, as it would run alone: nothing one method does
+to the process (malloc's settings, the heap it leaves, torch.compile's caches) reaches
+another. The workers start and warm up one at a time; then each runs `steps` timed steps
+per round while the others wait, and the rounds alternate between methods, so a machine
+that slows down mid-run slows every method alike. A method's figure is the median step
+time over all its rounds. An epoch is timed in full with `epoch=True` (the GPU case);
+otherwise it is 60,000 images / throughput, marked estimated.
+
+On the CPU the reference runs twice: as a plain script runs (glibc's defaults), which is
+the reference the ratio is taken against, and with the freed memory kept as capsviz's fast
+path keeps it (`capsviz.memory`), to show how much of the ratio that setting alone gives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import multiprocessing
+import os
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import torch
 
+from capsviz import memory
 from capsviz.bench.reference import ReferenceTrainer
 from capsviz.bench.timing import seconds, synchronize
-from capsviz.data import Split, batches
+from capsviz.data import Split, batches, load_mnist
 from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.model import CapsNet
 from capsviz.train import TrainConfig, TrainStep
 
 EPOCH_IMAGES = 60_000
+REFERENCE = "reference"
+REFERENCE_KEPT = "reference (freed memory kept)"
 
 
 class CapsvizTrainer:
@@ -54,8 +72,117 @@ class CapsvizTrainer:
         return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Method:
+    """What one worker process trains: capsviz on a FastPath, or the reference."""
+
+    fast: FastPath | None = None  # None: the reference
+    model_only: bool = False  # reference: one fixed batch on the device, no DataLoader
+    retain_memory: bool = False  # reference: keep freed memory as capsviz's CPU path does
+
+    def build(self, root: str, batch_size: int, device: torch.device, stack: contextlib.ExitStack):
+        if self.fast is None:
+            if self.retain_memory:
+                stack.enter_context(memory.retained_memory())
+            return ReferenceTrainer(root, batch_size=batch_size, device=device, model_only=self.model_only)
+        stack.enter_context(self.fast.retained_memory(device))  # as `train` does around its loop
+        split = load_mnist(root, train=True)
+        return CapsvizTrainer(split, batch_size=batch_size, device=device, fast=self.fast)
+
+
+def _serve(conn, method: Method, root: str, device_name: str, batch_size: int, warmup: int, threads: int) -> None:
+    """A worker: build the trainer, warm up, report the first step's time, then time steps on request."""
+    try:
+        torch.set_num_threads(threads)
+        device = torch.device(device_name)
+        with contextlib.ExitStack() as stack:
+            trainer = method.build(root, batch_size, device, stack)
+            first = seconds(trainer.step, device)  # includes torch.compile's compile, when on
+            for _ in range(warmup - 1):
+                seconds(trainer.step, device)
+            conn.send(("ok", first))
+            while True:
+                command, count = conn.recv()
+                if command == "steps":
+                    conn.send(("ok", [seconds(trainer.step, device) for _ in range(count)]))
+                elif command == "epoch":
+                    conn.send(("ok", trainer.epoch_seconds(device)))
+                else:
+                    return
+    except Exception as exc:  # reported by the parent with the method's name
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class BenchWorkerError(RuntimeError):
+    """A method's worker process failed or died."""
+
+
+class Worker:
+    """A fresh `python` process training one method, driven over a pipe.
+
+    A subprocess rather than multiprocessing's spawn, which would re-run the parent's
+    __main__ (under pytest after an AppTest, that is app.py).
+    """
+
+    def __init__(self, name: str, method: Method, root, device: torch.device, batch_size: int, warmup: int):
+        self.name = name
+        self.conn, child = multiprocessing.Pipe()
+        paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]  # this capsviz first
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        code = f"from capsviz.bench.training import _worker_main; _worker_main({child.fileno()})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()], env=env)
+        child.close()
+        self.conn.send((method, str(root), str(device), batch_size, warmup, torch.get_num_threads()))
+
+    def ask(self, command: str = "", count: int = 0):
+        if command:
+            self.conn.send((command, count))
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            code = self.process.wait(timeout=30)
+            raise BenchWorkerError(f"the '{self.name}' worker exited (code {code}); out of memory?") from None
+        if status != "ok":
+            raise BenchWorkerError(f"the '{self.name}' worker failed: {value}")
+        return value
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.conn.send(("stop", 0))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
+
+
+def _worker_main(fd: int) -> None:
+    """Entry point of a Worker's process: its settings, then `_serve` until told to stop."""
+    conn = Connection(fd)
+    _serve(conn, *conn.recv())
+
+
+def methods_to_time(device: torch.device, *, plain: bool, compile: bool, reference: bool) -> dict[str, Method]:
+    """capsviz, and on request its plain and compiled paths; the reference, and on CUDA also
+    the reference fed from the device (its model alone, without the DataLoader); on the CPU
+    with glibc also the reference with freed memory kept."""
+    methods = {"capsviz": Method(FAST)}
+    if plain:
+        methods["capsviz (plain path)"] = Method(PLAIN)
+    if compile:
+        methods["capsviz (torch.compile)"] = Method(dataclasses.replace(FAST, compile=True))
+    if reference:
+        methods[REFERENCE] = Method()
+        if device.type == "cuda":
+            methods["reference (model only)"] = Method(model_only=True)
+        if device.type == "cpu" and memory._glibc() is not None:
+            methods[REFERENCE_KEPT] = Method(retain_memory=True)
+    return methods
+
+
 def training_throughput(
-    train_split: Split,
     data_root,
     device: torch.device,
     *,
@@ -68,35 +195,21 @@ def training_throughput(
     reference: bool = True,
     epoch: bool = False,
 ) -> dict:
-    """Images per second of each method, and its ratio to the reference.
-
-    Methods: capsviz (the default fast path); with plain=True capsviz --plain; with
-    compile=True capsviz --compile; the reference, and on CUDA also the reference fed from
-    the device (its model alone, without the DataLoader).
-    """
-    common = {"batch_size": batch_size, "device": device}
-    methods = {"capsviz": CapsvizTrainer(train_split, fast=FAST, **common)}
-    if plain:
-        methods["capsviz (plain path)"] = CapsvizTrainer(train_split, fast=PLAIN, **common)
-    if compile:
-        methods["capsviz (torch.compile)"] = CapsvizTrainer(
-            train_split, fast=dataclasses.replace(FAST, compile=True), **common
-        )
-    if reference:
-        methods["reference"] = ReferenceTrainer(data_root, **common)
-        if device.type == "cuda":
-            methods["reference (model only)"] = ReferenceTrainer(data_root, model_only=True, **common)
-    compile_seconds = {}
-    for name, trainer in methods.items():
-        first = seconds(trainer.step, device)  # includes torch.compile's compile, when on
-        if "compile" in name:
-            compile_seconds[name] = first
-        for _ in range(warmup - 1):
-            seconds(trainer.step, device)
-    times = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, trainer in methods.items():
-            times[name] += [seconds(trainer.step, device) for _ in range(steps)]
+    """Images per second of each method, and its ratio to the reference."""
+    methods = methods_to_time(device, plain=plain, compile=compile, reference=reference)
+    workers, first_step = {}, {}
+    try:
+        for name, method in methods.items():  # one at a time: warm-ups do not compete
+            workers[name] = Worker(name, method, data_root, device, batch_size, max(warmup, 1))
+            first_step[name] = workers[name].ask()
+        times = {name: [] for name in methods}
+        for _ in range(rounds):
+            for name, worker in workers.items():
+                times[name] += worker.ask("steps", steps)
+        measured_epoch = workers["capsviz"].ask("epoch") if epoch else None
+    finally:
+        for worker in workers.values():
+            worker.close()
     results = {}
     for name, samples in times.items():
         step_s = statistics.median(samples)
@@ -107,17 +220,17 @@ def training_throughput(
             "epoch_seconds": EPOCH_IMAGES / (batch_size / step_s),
             "epoch_measured": False,
         }
-    if epoch:
-        measured = methods["capsviz"].epoch_seconds(device)
-        results["capsviz"].update(epoch_seconds=measured, epoch_measured=True)
+    if measured_epoch is not None:
+        results["capsviz"].update(epoch_seconds=measured_epoch, epoch_measured=True)
     if reference:
         for name in methods:
-            results[name]["vs_reference"] = results[name]["images_per_s"] / results["reference"]["images_per_s"]
+            results[name]["vs_reference"] = results[name]["images_per_s"] / results[REFERENCE]["images_per_s"]
     return {
         "batch_size": batch_size,
         "steps_per_round": steps,
         "rounds": rounds,
-        "compile_seconds": compile_seconds,
+        "processes": "one per method",
+        "compile_seconds": {name: s for name, s in first_step.items() if "compile" in name},
         "fast_path": FAST.describe(device),
         "methods": results,
     }
