@@ -2,17 +2,17 @@
 
 A CPU training step allocates and frees tensors of tens of megabytes: the votes (B, J, N, D)
 and their gradient are 94 MB at batch 128. glibc's malloc serves a block that large with a
-fresh mmap and gives it back to the kernel on free, so the next step page-faults the same
-memory in again, zeroed by the kernel: on this project's 2-core VM about a quarter of a
-step's CPU time went to the kernel. Raising malloc's mmap and trim thresholds keeps freed
-blocks in the heap for the next step to reuse; PyTorch's caching allocator does the same
-on CUDA. `python -m capsviz.bench` times the reference both ways, so the gain is visible
-apart from capsviz's own.
+fresh mmap and gives it back to the kernel on free, so every step page-faults the same
+memory in again, each page zeroed by the kernel. Raising malloc's mmap and trim thresholds
+keeps freed blocks in the heap for the next step to reuse; PyTorch's caching allocator
+does the same on CUDA. `python -m capsviz.bench` times the reference both ways, so what
+the setting gives is visible apart from capsviz's own changes.
 
     with retained_memory():      # what FastPath.retained_memory(cpu) enters around training
         ...                      # steps reuse the heap
-    # on exit (of the last user): glibc's thresholds are set back to their initial values
-    # and the heap is trimmed, so a long-lived process (the app) returns the memory
+    # on exit (of the last user): both thresholds go back to glibc's initial 128 KiB (its
+    # dynamic raising of the mmap threshold stays off) and the heap is trimmed, so a
+    # long-lived process (the app) returns the memory
 
 The setting is process-wide; nested and concurrent users (two app sessions training) are
 counted, and only the last one out restores it. It helps the thread that allocates from

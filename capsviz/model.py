@@ -87,7 +87,7 @@ class PrimaryCaps(nn.Module):
     def __init__(self, *, in_channels: int, types: int, dim: int, kernel_size: int, stride: int):
         super().__init__()
         self.types, self.dim = types, dim
-        self.conv = StridedConv2d(in_channels, types * dim, kernel_size, stride=stride)
+        self.conv = StridedConv2d(in_channels, types * dim, kernel_size, stride=stride)  # see capsviz.conv
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.conv(features)  # (B, types*I, G, G)
@@ -146,6 +146,7 @@ class CapsNet(nn.Module):
     def __init__(self, config: CapsNetConfig | None = None):
         super().__init__()
         self.config = config = config or CapsNetConfig()
+        # nn.Conv2d's math and parameters; im2col when training on the CPU (capsviz.conv)
         self.conv1 = UnfoldConv2d(config.in_channels, config.conv_channels, config.kernel_size)
         self.primary = PrimaryCaps(
             in_channels=config.conv_channels,

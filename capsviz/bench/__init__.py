@@ -1,7 +1,8 @@
 """Benchmarks that print numbers: `python -m capsviz.bench --help`.
 
-training.py     capsviz's training step against the seed notebook's (reference.py), same run
-kernels.py      the CPU fast path's layer choices against what they replace
+training.py     capsviz's training step against the seed notebook's (reference.py), same run,
+                each method in its own process
+kernels.py      the CPU training path's layer choices against oneDNN
 interaction.py  what the app does per input: inference with the trace, decode, figures
 app.py          the running app (Streamlit's AppTest): a new drawing, a slider move
 report.py       the Markdown table and the targets

@@ -105,8 +105,9 @@ def training_tab() -> None:
     busy = job is not None and job.running
     st.markdown(
         "Train a CapsNet on MNIST (the paper's architecture and loss, 2-px shift augmentation). "
-        "On a GPU an epoch takes seconds to a minute; on a laptop CPU, expect 15-25 minutes per epoch on "
-        "the full 60,000 images, so start with fewer images."
+        "On the 2-core CPU capsviz is developed on, an epoch over all 60,000 images takes about "
+        "13 minutes (`python -m capsviz.bench`, see the README; GPU times are not measured yet), "
+        "so on a CPU start with fewer images."
     )
     columns = st.columns(3)
     epochs = columns[0].number_input("Epochs", 1, 100, 3, key=state.TRAIN_EPOCHS, disabled=busy)
