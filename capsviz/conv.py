@@ -46,13 +46,11 @@ def polyphase_input_grad(
     """grad_y (B, O, Ho, Wo), weight (O, I, k, k) of a valid stride-`stride` conv -> grad_x (B, I, H, W)."""
     batch, in_channels, kernel = grad_y.shape[0], weight.shape[1], weight.shape[-1]
     height, width = input_size
-    grad_x = grad_y.new_empty(batch, in_channels, height, width)
-    for py in range(stride):
-        for px in range(stride):
+    allocate = grad_y.new_zeros if stride > kernel else grad_y.new_empty  # phases no tap meets stay zero
+    grad_x = allocate(batch, in_channels, height, width)
+    for py in range(min(stride, kernel)):
+        for px in range(min(stride, kernel)):
             phase = grad_x[:, :, py::stride, px::stride]  # (B, I, H/s, W/s), a view
-            if py >= kernel or px >= kernel:  # a stride wider than the kernel skips this phase
-                phase.zero_()
-                continue
             taps = weight[:, :, py::stride, px::stride].contiguous()  # (O, I, ty, tx)
             part = F.conv_transpose2d(grad_y, taps)  # (B, I, Ho + ty - 1, Wo + tx - 1), fits in the phase
             h, w = part.shape[-2:]
@@ -88,7 +86,8 @@ def _trains_on_cpu(layer: nn.Conv2d, x: torch.Tensor) -> bool:
     square = layer.kernel_size[0] == layer.kernel_size[1] and layer.stride[0] == layer.stride[1]
     plain_layout = layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1
     training = torch.is_grad_enabled() and layer.weight.requires_grad
-    return x.is_cpu and training and square and plain_layout and not torch.is_autocast_enabled("cpu")
+    batched = x.dim() == 4  # nn.Conv2d also takes one unbatched (C, H, W) image
+    return x.is_cpu and batched and training and square and plain_layout and not torch.is_autocast_enabled("cpu")
 
 
 class StridedConv2d(nn.Conv2d):
@@ -113,7 +112,9 @@ class UnfoldConv2d(nn.Conv2d):
         batch, _, height, width = x.shape
         k = self.kernel_size[0]
         patches = F.unfold(x, k)  # (B, C*k*k, Ho*Wo)
-        weight = self.weight.view(1, self.out_channels, -1).expand(batch, -1, -1)  # (B, O, C*k*k), no copy
-        bias = self.bias.view(1, -1, 1) if self.bias is not None else x.new_zeros(1, 1, 1)
-        out = torch.baddbmm(bias, weight, patches)  # (B, O, Ho*Wo)
+        weight = self.weight.flatten(1).expand(batch, -1, -1)  # (B, O, C*k*k), the same matrix for every image
+        if self.bias is None:
+            out = torch.bmm(weight, patches)  # (B, O, Ho*Wo)
+        else:
+            out = torch.baddbmm(self.bias.view(1, -1, 1), weight, patches)  # (B, O, Ho*Wo)
         return out.view(batch, self.out_channels, height - k + 1, width - k + 1)

@@ -10,9 +10,9 @@
 
 What it changes, and why (timings: `python -m capsviz.bench`):
 - channels_last (NHWC) convolutions on CUDA, where cuDNN's tensor-core kernels want it.
-  The CPU keeps NCHW: there conv1 runs as im2col and PrimaryCaps' gradients as stride-1
-  convolutions (`capsviz.conv`), both faster than oneDNN in either layout
-  (`python -m capsviz.bench --sections kernels`).
+  The CPU keeps NCHW: there conv1 runs as im2col (faster than oneDNN's NCHW and NHWC
+  kernels) and PrimaryCaps' gradients as stride-1 convolutions (faster than oneDNN's NCHW
+  ones) (`capsviz.conv`; `python -m capsviz.bench --sections kernels` times all four).
 - bf16 autocast on CUDA for the convolutions and the decoder. Routing always runs in
   float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
   over 1152 votes. Off on the CPU, where AVX2 has no bf16 arithmetic.
@@ -107,7 +107,7 @@ class FastPath:
             parts.append("fused Adam")
         if self.tf32 and device.type == "cuda":
             parts.append("TF32")
-        if self.retain_memory and device.type == "cpu":
+        if self.retain_memory and device.type == "cpu" and memory.supported():
             parts.append("freed memory kept")
         return ", ".join(parts)
 

@@ -189,7 +189,16 @@ def train(
     device = resolve_device(config.device)
     with config.fast.retained_memory(device):
         return _train(
-            train_split, test_split, Path(out_dir), config, device, model_config, callbacks, stop, resume, place
+            train_split,
+            test_split,
+            Path(out_dir),
+            config,
+            device=device,
+            model_config=model_config,
+            callbacks=callbacks,
+            stop=stop,
+            resume=resume,
+            place=place,
         )
 
 
@@ -198,6 +207,7 @@ def _train(
     test_split: Split,
     out_dir: Path,
     config: TrainConfig,
+    *,
     device: torch.device,
     model_config: CapsNetConfig | None,
     callbacks: Iterable[Callback],

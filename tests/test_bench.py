@@ -48,12 +48,14 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root
     assert result.returncode == 0, result.stderr
     table = result.stdout
     assert "| measure | capsviz | reference | ratio | target | met |" in table
-    rows = ("training, capsviz, images/s", "PrimaryCaps weight gradient", "one decode", "pose-slider move")
+    rows = ("training, capsviz, images/s", "PrimaryCaps weight gradient", "PrimaryCaps input gradient")
+    rows += ("conv1 forward + backward, im2col vs oneDNN NHWC", "one decode", "pose-slider move")
+    rows += ("freed memory kept as capsviz keeps it",) if memory.supported() else ()
     for row in rows:
         assert row in table, row
     results = json.loads(out.read_text())
     methods = results["training"]["methods"]
-    kept = {"reference (freed memory kept)"} if memory._glibc() else set()
+    kept = {"reference (freed memory kept)"} if memory.supported() else set()
     assert set(methods) == {"capsviz", "capsviz (plain path)", "reference"} | kept
     assert all(m["images_per_s"] > 0 and len(m["step_seconds_all"]) == 1 for m in methods.values())
     assert methods["reference"]["vs_reference"] == 1.0
@@ -76,7 +78,18 @@ def test_a_failing_worker_is_reported_by_its_method(tmp_path, monkeypatch):
     worker = Worker("capsviz", Method(FAST), tmp_path, torch.device("cpu"), batch_size=8, warmup=1)
     try:
         with pytest.raises(BenchWorkerError, match="'capsviz' worker failed: DataUnavailableError"):
-            worker.ask()
+            worker.receive()
     finally:
         worker.close()
     assert worker.process.poll() is not None  # the process is gone
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(synthetic_root):
+    worker = Worker("reference", Method(), synthetic_root, torch.device("cpu"), batch_size=8, warmup=1)
+    try:
+        assert worker.receive()["first_step_seconds"] > 0
+        worker.process.kill()  # as the kernel's OOM killer would
+        with pytest.raises(BenchWorkerError, match="'reference' worker exited"):
+            worker.ask("steps", 1)
+    finally:
+        worker.close()

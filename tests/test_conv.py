@@ -52,12 +52,29 @@ def test_input_gradient_against_a_hand_computed_case():
     assert torch.equal(grad_x, expected)
 
 
-def test_unfold_conv_matches_nn_conv2d_with_gradients():
+def test_non_square_input_without_bias():
     torch.manual_seed(0)
-    plain = nn.Conv2d(1, 8, 5)
-    fast = UnfoldConv2d(1, 8, 5)
+    plain = nn.Conv2d(3, 4, 3, stride=2, bias=False)
+    fast = StridedConv2d(3, 4, 3, stride=2, bias=False)
     fast.load_state_dict(plain.state_dict())
-    x = torch.rand(3, 1, 12, 12)
+    x = torch.randn(2, 3, 9, 12)
+    x_plain, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad_y = torch.randn_like(plain(x))
+    plain(x_plain).backward(grad_y)
+    fast(x_fast).backward(grad_y)
+    assert torch.allclose(fast.weight.grad, plain.weight.grad, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(x_fast.grad, x_plain.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "bias", "channels_last"), [(1, True, False), (3, False, False), (3, True, True)])
+def test_unfold_conv_matches_nn_conv2d_with_gradients(channels, bias, channels_last):
+    torch.manual_seed(0)
+    plain = nn.Conv2d(channels, 8, 5, bias=bias)
+    fast = UnfoldConv2d(channels, 8, 5, bias=bias)
+    fast.load_state_dict(plain.state_dict())
+    if channels_last:  # as FastPath.prepare leaves it for CUDA, on a model later used on the CPU
+        fast.to(memory_format=torch.channels_last)
+    x = torch.rand(3, channels, 12, 10)
     out = fast(x)
     assert out.grad_fn.name() == "ViewBackward0"  # im2col ran, not the fallback
     grad = torch.randn_like(out)
@@ -65,7 +82,8 @@ def test_unfold_conv_matches_nn_conv2d_with_gradients():
     plain(x).backward(grad)
     assert torch.allclose(out, plain(x), atol=1e-5)
     assert torch.allclose(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-5)
+    if bias:
+        assert torch.allclose(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # inference is the plain convolution
         assert torch.equal(fast(x), nn.functional.conv2d(x, fast.weight, fast.bias))
 
@@ -117,3 +135,12 @@ def test_falls_back_to_the_plain_convolution_where_the_rewrite_does_not_apply(la
 def test_unfold_conv_falls_back_for_strided_convolutions():
     layer = UnfoldConv2d(1, 4, 3, stride=2)
     assert layer(torch.rand(2, 1, 9, 9)).grad_fn.name() == "ConvolutionBackward0"
+
+
+@pytest.mark.parametrize("layer", [UnfoldConv2d(2, 4, 3), StridedConv2d(2, 4, 3, stride=2)])
+def test_an_unbatched_image_takes_the_plain_convolution(layer):
+    x = torch.rand(2, 9, 9)  # (C, H, W), which nn.Conv2d accepts
+    out = layer(x)
+    assert torch.equal(out, nn.functional.conv2d(x, layer.weight, layer.bias, stride=layer.stride))
+    out.sum().backward()  # the rewrites would fail here on a 3-D input
+    assert layer.weight.grad is not None

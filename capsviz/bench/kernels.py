@@ -4,8 +4,9 @@
   stride 2, 20x20 input): oneDNN's convolution backward against the polyphase versions.
 - conv1 forward + backward (1 -> 256 channels, 9x9, 28x28 input, ReLU): oneDNN in NCHW and
   in channels_last (NHWC) against `UnfoldConv2d` (im2col + one batched matmul).
-Alternating rounds, median of each; on the device given (the polyphase and im2col paths
-are the CPU's: on CUDA the layers fall back to cuDNN, so both sides time the same thing).
+Alternating rounds, median of each, on the device given. The rewrites are for the CPU: on
+CUDA the conv1 rows time cuDNN against itself (UnfoldConv2d falls back to nn.Conv2d there),
+and the PrimaryCaps rows time the polyphase functions run on CUDA against cuDNN.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def kernel_latency(device: torch.device, *, batch_size: int = 128, repeat: int =
     weight = 0.01 * torch.randn(256, 256, 9, 9, device=device)
     grad_y = torch.randn(batch_size, 256, 6, 6, device=device)  # (B, 256, 6, 6) PrimaryCaps output grad
 
-    def onednn(weight_grad: bool):
+    def library_grad(weight_grad: bool):  # oneDNN on the CPU, cuDNN on CUDA
         mask = [not weight_grad, weight_grad, False]
 
         def run():
@@ -47,11 +48,11 @@ def kernel_latency(device: torch.device, *, batch_size: int = 128, repeat: int =
 
     pairs = {
         "primarycaps_weight_grad": {
-            "oneDNN": onednn(weight_grad=True),
+            "library": library_grad(weight_grad=True),
             "polyphase": lambda: polyphase_weight_grad(features, grad_y, 9, 2),
         },
         "primarycaps_input_grad": {
-            "oneDNN": onednn(weight_grad=False),
+            "library": library_grad(weight_grad=False),
             "polyphase": lambda: polyphase_input_grad(grad_y, weight, (20, 20), 2),
         },
         "conv1_forward_backward": {

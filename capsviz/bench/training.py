@@ -81,13 +81,13 @@ class Method:
     retain_memory: bool = False  # reference: keep freed memory as capsviz's CPU path does
 
     def build(self, root: str, batch_size: int, device: torch.device, stack: contextlib.ExitStack):
+        """The trainer, and whether freed memory is kept in this process."""
         if self.fast is None:
-            if self.retain_memory:
-                stack.enter_context(memory.retained_memory())
-            return ReferenceTrainer(root, batch_size=batch_size, device=device, model_only=self.model_only)
-        stack.enter_context(self.fast.retained_memory(device))  # as `train` does around its loop
+            kept = stack.enter_context(memory.retained_memory()) if self.retain_memory else False
+            return ReferenceTrainer(root, batch_size=batch_size, device=device, model_only=self.model_only), kept
+        kept = stack.enter_context(self.fast.retained_memory(device))  # as `train` does around its loop
         split = load_mnist(root, train=True)
-        return CapsvizTrainer(split, batch_size=batch_size, device=device, fast=self.fast)
+        return CapsvizTrainer(split, batch_size=batch_size, device=device, fast=self.fast), kept
 
 
 def _serve(conn, method: Method, root: str, device_name: str, batch_size: int, warmup: int, threads: int) -> None:
@@ -96,11 +96,11 @@ def _serve(conn, method: Method, root: str, device_name: str, batch_size: int, w
         torch.set_num_threads(threads)
         device = torch.device(device_name)
         with contextlib.ExitStack() as stack:
-            trainer = method.build(root, batch_size, device, stack)
+            trainer, kept = method.build(root, batch_size, device, stack)
             first = seconds(trainer.step, device)  # includes torch.compile's compile, when on
             for _ in range(warmup - 1):
                 seconds(trainer.step, device)
-            conn.send(("ok", first))
+            conn.send(("ok", {"first_step_seconds": first, "freed_memory_kept": kept}))
             while True:
                 command, count = conn.recv()
                 if command == "steps":
@@ -109,8 +109,11 @@ def _serve(conn, method: Method, root: str, device_name: str, batch_size: int, w
                     conn.send(("ok", trainer.epoch_seconds(device)))
                 else:
                     return
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C reaches every worker; a gone parent closes the pipe
+        return
     except Exception as exc:  # reported by the parent with the method's name
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class BenchWorkerError(RuntimeError):
@@ -118,13 +121,17 @@ class BenchWorkerError(RuntimeError):
 
 
 class Worker:
-    """A fresh `python` process training one method, driven over a pipe.
+    """A fresh `python` process training one method, driven over a pipe (POSIX only).
 
     A subprocess rather than multiprocessing's spawn, which would re-run the parent's
     __main__ (under pytest after an AppTest, that is app.py).
     """
 
+    REPLY_TIMEOUT_S = 3600  # a warm-up with torch.compile, or a CPU epoch, is long; a hang is longer
+
     def __init__(self, name: str, method: Method, root, device: torch.device, batch_size: int, warmup: int):
+        if os.name != "posix":
+            raise BenchWorkerError("the training benchmark hands its workers a pipe, which needs Linux or macOS")
         self.name = name
         self.conn, child = multiprocessing.Pipe()
         paths = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]  # this capsviz first
@@ -132,15 +139,28 @@ class Worker:
         code = f"from capsviz.bench.training import _worker_main; _worker_main({child.fileno()})"
         self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[child.fileno()], env=env)
         child.close()
-        self.conn.send((method, str(root), str(device), batch_size, warmup, torch.get_num_threads()))
+        try:
+            self.conn.send((method, str(root), str(device), batch_size, warmup, torch.get_num_threads()))
+        except OSError:
+            self.close()
+            raise
 
-    def ask(self, command: str = "", count: int = 0):
-        if command:
+    def ask(self, command: str, count: int = 0):
+        """Send a command ("steps" with a count, or "epoch") and wait for its result."""
+        with contextlib.suppress(OSError):  # a worker that died: receive() says how it ended
             self.conn.send((command, count))
+        return self.receive()
+
+    def receive(self):
+        """The worker's next reply: its warm-up report first, then each command's result."""
+        if not self.conn.poll(self.REPLY_TIMEOUT_S):
+            raise BenchWorkerError(f"the '{self.name}' worker sent nothing for {self.REPLY_TIMEOUT_S} s")
         try:
             status, value = self.conn.recv()
-        except EOFError:
-            code = self.process.wait(timeout=30)
+        except (EOFError, OSError):  # the pipe closed, or was reset, with the process
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)
+            code = self.process.poll()
             raise BenchWorkerError(f"the '{self.name}' worker exited (code {code}); out of memory?") from None
         if status != "ok":
             raise BenchWorkerError(f"the '{self.name}' worker failed: {value}")
@@ -177,7 +197,7 @@ def methods_to_time(device: torch.device, *, plain: bool, compile: bool, referen
         methods[REFERENCE] = Method()
         if device.type == "cuda":
             methods["reference (model only)"] = Method(model_only=True)
-        if device.type == "cpu" and memory._glibc() is not None:
+        if device.type == "cpu" and memory.supported():
             methods[REFERENCE_KEPT] = Method(retain_memory=True)
     return methods
 
@@ -197,11 +217,11 @@ def training_throughput(
 ) -> dict:
     """Images per second of each method, and its ratio to the reference."""
     methods = methods_to_time(device, plain=plain, compile=compile, reference=reference)
-    workers, first_step = {}, {}
+    workers, ready = {}, {}
     try:
         for name, method in methods.items():  # one at a time: warm-ups do not compete
             workers[name] = Worker(name, method, data_root, device, batch_size, max(warmup, 1))
-            first_step[name] = workers[name].ask()
+            ready[name] = workers[name].receive()
         times = {name: [] for name in methods}
         for _ in range(rounds):
             for name, worker in workers.items():
@@ -219,6 +239,7 @@ def training_throughput(
             "images_per_s": batch_size / step_s,
             "epoch_seconds": EPOCH_IMAGES / (batch_size / step_s),
             "epoch_measured": False,
+            "freed_memory_kept": ready[name]["freed_memory_kept"],
         }
     if measured_epoch is not None:
         results["capsviz"].update(epoch_seconds=measured_epoch, epoch_measured=True)
@@ -230,7 +251,7 @@ def training_throughput(
         "steps_per_round": steps,
         "rounds": rounds,
         "processes": "one per method",
-        "compile_seconds": {name: s for name, s in first_step.items() if "compile" in name},
+        "compile_seconds": {name: r["first_step_seconds"] for name, r in ready.items() if "compile" in name},
         "fast_path": FAST.describe(device),
         "methods": results,
     }

@@ -105,9 +105,10 @@ def training_tab() -> None:
     busy = job is not None and job.running
     st.markdown(
         "Train a CapsNet on MNIST (the paper's architecture and loss, 2-px shift augmentation). "
-        "On the 2-core CPU capsviz is developed on, an epoch over all 60,000 images takes about "
-        "13 minutes (`python -m capsviz.bench`, see the README; GPU times are not measured yet), "
-        "so on a CPU start with fewer images."
+        "On the 2-core CPU capsviz is developed on, `python -m capsviz.bench` estimates an epoch over "
+        "all 60,000 images at about 13 minutes of training steps from the command line; here, in the "
+        "app's thread and with the evaluation, expect longer. GPU times are not measured yet. "
+        "On a CPU, start with fewer images."
     )
     columns = st.columns(3)
     epochs = columns[0].number_input("Epochs", 1, 100, 3, key=state.TRAIN_EPOCHS, disabled=busy)
