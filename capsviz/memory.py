@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 import threading
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ _lock = threading.Lock()
 _users = 0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

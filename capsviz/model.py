@@ -137,11 +137,6 @@ class Decoder(nn.Module):
         return self.net(masked)
 
 
-def _memory_format(weight: torch.Tensor) -> torch.memory_format:
-    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 class CapsNet(nn.Module):
     def __init__(self, config: CapsNetConfig | None = None):
         super().__init__()
@@ -171,10 +166,7 @@ class CapsNet(nn.Module):
         self, x: torch.Tensor, routing_iters: int | None = None, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None, torch.Tensor]:
         """x: (B, C, H, W) -> DigitCaps poses (B, J, D), the optional trace, primary capsules (B, N, I)."""
-        features = self.conv1(x)  # (B, 256, 20, 20)
-        # One layout change, before the ReLU (its backward is slow across layouts): to the
-        # memory format of the PrimaryCaps weights (capsviz.fastpath may set them differently).
-        features = torch.relu(features.contiguous(memory_format=_memory_format(self.primary.conv.weight)))
+        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20), in PrimaryCaps' layout (capsviz.fastpath)
         primary = self.primary(features)  # (B, N, I)
         iterations = self.config.routing_iters if routing_iters is None else routing_iters
         poses, routing_trace = self.digits(primary, iterations, trace=trace)

@@ -51,7 +51,7 @@ def markdown(results: dict) -> str:
         }
         for name, label in other_references.items():
             if name in methods:
-                if "kept" in name and not methods[name].get("freed_memory_kept"):
+                if name == "reference (freed memory kept)" and not methods[name]["freed_memory_kept"]:
                     label += " (glibc refused the setting: not kept)"
                 ours, theirs = methods["capsviz"]["images_per_s"], methods[name]["images_per_s"]
                 row(label, f"{ours:.1f}", f"{theirs:.1f}", f"{ours / theirs:.2f}x")
