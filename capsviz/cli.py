@@ -32,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--lr-decay", type=float, default=0.96, help="learning-rate factor per epoch")
+    t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
+    t.add_argument("--lr-min", type=float, default=0.0, help="cosine: the last epoch's learning rate")
     t.add_argument("--routing-iters", type=int, default=3, choices=ITERATIONS)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
+    t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
     t.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -92,6 +95,8 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_decay=args.lr_decay,
+        lr_schedule=args.lr_schedule,
+        lr_min=args.lr_min,
         routing_iters=args.routing_iters,
         seed=args.seed,
         device=device,
@@ -101,7 +106,16 @@ def _train(args) -> int:
         train_split = load_mnist(args.data_root, train=True).head(args.limit)
         test_split = load_mnist(args.data_root, train=False).head(args.limit)
         callbacks = [_Progress()] if place.is_main else []
-        result = train(train_split, test_split, args.out, config, callbacks=callbacks, resume=args.resume, place=place)
+        result = train(
+            train_split,
+            test_split,
+            args.out,
+            config,
+            callbacks=callbacks,
+            resume=args.resume,
+            init=args.init,
+            place=place,
+        )
     finally:
         distributed.shutdown()
     if not place.is_main:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import platform
 import threading
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 from capsviz import distributed
-from capsviz.checkpoint import load_training_state, restore_optimizer, save_checkpoint
+from capsviz.checkpoint import load_checkpoint, load_training_state, restore_optimizer, save_checkpoint
 from capsviz.data import Split, batches, random_shift, to_float
 from capsviz.distributed import Distributed
 from capsviz.fastpath import FAST, FastPath
@@ -37,7 +38,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
-    lr_decay: float = 0.96  # exponential decay of the learning rate, per epoch
+    lr_decay: float = 0.96  # exponential decay of the learning rate, per epoch ("exp" schedule)
+    lr_schedule: str = "exp"  # "exp": lr * lr_decay^(epoch-1); "cosine": lr down to lr_min at the last epoch
+    lr_min: float = 0.0
     routing_iters: int = 3
     seed: int = 0
     device: str = "auto"
@@ -89,6 +92,14 @@ class Callback:
 
 class DeviceUnavailableError(RuntimeError):
     """The requested device does not exist on this machine."""
+
+
+def lr_at(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of 1-based `epoch`: the whole schedule is known before training starts."""
+    if config.lr_schedule == "cosine":
+        progress = (epoch - 1) / max(config.epochs - 1, 1)
+        return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
+    return config.lr * config.lr_decay ** (epoch - 1)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -177,6 +188,7 @@ def train(
     callbacks: Iterable[Callback] = (),
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
+    init: str | Path | None = None,
     place: Distributed = distributed.SINGLE,
 ) -> TrainResult:
     """Train a CapsNet; returns when the last epoch is done or `stop` is set.
@@ -198,6 +210,7 @@ def train(
             callbacks=callbacks,
             stop=stop,
             resume=resume,
+            init=init,
             place=place,
         )
 
@@ -213,6 +226,7 @@ def _train(
     callbacks: Iterable[Callback],
     stop: threading.Event | None,
     resume: str | Path | None,
+    init: str | Path | None,
     place: Distributed,
 ) -> TrainResult:
     start_epoch, history = 0, []
@@ -220,6 +234,9 @@ def _train(
         model, card, state = load_training_state(resume, device)
         start_epoch = state.epoch
         history = [EpochEnd(**h) for h in card.get("history", [])]
+        model.train()
+    elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
+        model, _ = load_checkpoint(init, device)
         model.train()
     else:
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
@@ -238,7 +255,7 @@ def _train(
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        lr = config.lr * config.lr_decay ** (epoch - 1)  # exponential decay, per epoch
+        lr = lr_at(config, epoch)
         step.set_lr(lr)
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
         shifts = (
@@ -321,7 +338,9 @@ def _card(
         "seed": config.seed,
         "batch_size": config.batch_size,
         "lr": config.lr,
+        "lr_schedule": config.lr_schedule,
         "lr_decay_per_epoch": config.lr_decay,
+        "lr_min": config.lr_min,
         "routing_iters": model_config.routing_iters,
         "augmentation": "random shift of up to 2 px, zero padded",
         "fast_path": config.fast.describe(device),
