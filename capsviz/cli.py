@@ -17,8 +17,9 @@ import torch
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.model import MAX_ROUTING_ITERS
-from capsviz.train import BatchEnd, Callback, DeviceUnavailableError, EpochEnd
+from capsviz.train import BatchEnd, Callback, EpochEnd
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
     t.add_argument("--lr-min", type=float, default=0.0, help="cosine: the last epoch's learning rate")
     t.add_argument("--routing-iters", type=int, default=3, choices=ITERATIONS)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images")
     e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     e.add_argument("--data-root", default=None)
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     e.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--json", action="store_true")
@@ -153,7 +154,8 @@ class _Progress(Callback):
 
 
 def _evaluate(args) -> int:
-    from capsviz.train import evaluate, resolve_device
+    from capsviz.device import resolve_device
+    from capsviz.train import evaluate
 
     device = resolve_device(args.device)
     model, card = load_checkpoint(args.checkpoint, device)

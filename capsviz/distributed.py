@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from capsviz.device import resolve_device
 from capsviz.losses import capsule_loss
 
 
@@ -50,11 +51,7 @@ def from_env() -> Distributed:
 
 def setup(device_name: str, place: Distributed) -> str:
     """Join the process group; returns the device this rank trains on ("cuda:<local rank>" or "cpu")."""
-    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
-    if device_name == "cuda" and not use_cuda:
-        from capsviz.train import DeviceUnavailableError
-
-        raise DeviceUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU; use auto or cpu")
+    use_cuda = resolve_device(device_name).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(place.local_rank)
     if not dist.is_initialized():

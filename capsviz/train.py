@@ -16,7 +16,6 @@ import csv
 import datetime as dt
 import json
 import math
-import platform
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ import torch
 from capsviz import distributed
 from capsviz.checkpoint import load_checkpoint, load_training_state, restore_optimizer, save_checkpoint
 from capsviz.data import Split, batches, random_shift, to_float
+from capsviz.device import device_description, resolve_device
 from capsviz.distributed import Distributed
 from capsviz.fastpath import FAST, FastPath
 from capsviz.model import CapsNet, CapsNetConfig
@@ -90,41 +90,12 @@ class Callback:
         pass
 
 
-class DeviceUnavailableError(RuntimeError):
-    """The requested device does not exist on this machine."""
-
-
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """The learning rate of 1-based `epoch`: the whole schedule is known before training starts."""
     if config.lr_schedule == "cosine":
         progress = (epoch - 1) / max(config.epochs - 1, 1)
         return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
     return config.lr * config.lr_decay ** (epoch - 1)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceUnavailableError("device 'cuda' was asked for, but torch sees no CUDA GPU; use auto or cpu")
-    return torch.device(name)
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({_cpu_name()}, {torch.get_num_threads()} threads)"
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class TrainStep:

@@ -6,8 +6,9 @@ import torch
 
 from capsviz.checkpoint import load_checkpoint
 from capsviz.data import load_mnist
+from capsviz.device import resolve_device
 from capsviz.model import CapsNetConfig
-from capsviz.train import Callback, TrainConfig, evaluate, resolve_device, train
+from capsviz.train import Callback, TrainConfig, evaluate, train
 
 TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 

@@ -23,14 +23,14 @@ import torch
 from capsviz.bench.report import markdown
 from capsviz.bench.training import BenchWorkerError, training_throughput
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
-from capsviz.train import DeviceUnavailableError, device_description, resolve_device
+from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError, device_description, resolve_device
 
 SECTIONS = ("training", "kernels", "interaction", "app")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m capsviz.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per method and round")

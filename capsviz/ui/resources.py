@@ -16,6 +16,7 @@ import torch
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, Split, load_mnist
+from capsviz.device import resolve_device
 from capsviz.model import CapsNet
 
 RUNS_ENV = "CAPSVIZ_RUNS"
@@ -87,6 +88,4 @@ def available_devices() -> list[str]:
 
 
 def resolve(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(device).type
