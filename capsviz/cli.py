@@ -202,9 +202,8 @@ def _predict(args) -> int:
             entry.update(label=None, lengths=[0.0] * model.config.num_classes, blank=True)
         else:
             with torch.no_grad():
-                out = model(x.unsqueeze(0), routing_iters=args.routing_iters)
-            lengths = out.lengths[0].tolist()
-            entry.update(label=int(out.lengths[0].argmax()), lengths=[round(v, 6) for v in lengths])
+                scores = model.scores(x.unsqueeze(0), routing_iters=args.routing_iters)[0]  # (J,) capsule lengths
+            entry.update(label=int(scores.argmax()), lengths=[round(v, 6) for v in scores.tolist()])
         results.append(entry)
         if not args.json:
             shown = "blank (draw a digit)" if entry["label"] is None else entry["label"]

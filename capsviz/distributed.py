@@ -16,7 +16,6 @@ import torch.distributed as dist
 from torch import nn
 
 from capsviz.device import resolve_device
-from capsviz.losses import capsule_loss
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,19 @@ def shutdown() -> None:
 
 
 class LossStep(nn.Module):
-    """Model + loss in one forward, so DistributedDataParallel sees plain tensors.
+    """The model's own objective as a forward, so DistributedDataParallel sees plain tensors.
 
-    (x (B, 1, 28, 28), labels (B,)) -> (loss (), lengths (B, J) detached)
+    (x (B, C, H, W), targets (B,)) -> (loss (), scores (B, classes) detached); any model with
+    `objective(x, targets) -> (loss, scores)` (see `capsviz.registry`).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(x, labels=labels)
-        return capsule_loss(out, x, labels), out.lengths.detach()
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, scores = self.model.objective(x, targets)
+        return loss, scores.detach()
 
 
 def wrap(model: nn.Module, device: torch.device, place: Distributed) -> nn.Module:

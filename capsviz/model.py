@@ -3,6 +3,7 @@
     from capsviz.model import CapsNet, CapsNetConfig
     model = CapsNet(CapsNetConfig())            # 8,215,568 parameters, as in the paper
     out = model(x, trace=True)                  # x: (B, 1, 28, 28) in [0, 1]
+    loss, lengths = model.objective(x, labels)  # what the trainer calls: the model owns its loss
 
 Shape letters are those of `capsviz.routing`: B batch, N = 1152 primary capsules,
 J = 10 digit capsules, D = 16 pose dimensions, I = 8 primary capsule size.
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from capsviz.conv import StridedConv2d, UnfoldConv2d
+from capsviz.losses import capsule_loss
 from capsviz.routing import RoutingTrace, dynamic_routing, squash
 
 MAX_ROUTING_ITERS = 5
@@ -202,3 +204,14 @@ class CapsNet(nn.Module):
         classes = labels if labels is not None else lengths.argmax(dim=1)
         reconstruction = self.reconstruct(poses, classes)
         return CapsNetOutput(lengths, poses, reconstruction, routing_trace, primary.detach() if trace else None)
+
+    def objective(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (margin + down-weighted reconstruction, decoder masked by `targets`) and the
+        class scores whose argmax is the prediction: x (B, C, H, W), targets (B,) -> (loss (), lengths (B, J))."""
+        out = self(x, labels=targets)
+        return capsule_loss(out, x, targets), out.lengths
+
+    def scores(self, x: torch.Tensor, routing_iters: int | None = None) -> torch.Tensor:
+        """Class scores without the decoder: x (B, C, H, W) -> capsule lengths (B, J)."""
+        poses, _, _ = self.encode(x, routing_iters)
+        return poses.norm(dim=-1)  # (B, J)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from capsviz import distributed
 from capsviz.checkpoint import load_checkpoint, load_training_state, restore_optimizer, save_checkpoint
@@ -106,12 +107,12 @@ class TrainStep:
     """
 
     def __init__(
-        self, model: CapsNet, *, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
+        self, model: nn.Module, *, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
     ):
         self.fast, self.device = config.fast, device
         self.fast.prepare(model, device)
         self.optimizer = self.fast.optimizer(model.parameters(), config.lr)
-        self.loss_fn = distributed.wrap(model, device, place)  # (x, labels) -> (loss, lengths)
+        self.loss_fn = distributed.wrap(model, device, place)  # (x, labels) -> (loss, scores): model.objective
         if self.fast.compile:
             self.loss_fn = torch.compile(self.loss_fn)
 
@@ -125,26 +126,25 @@ class TrainStep:
         x = self.fast.input(to_float(random_shift(images, generator=generator)))  # (b, 1, 28, 28)
         with self.fast.precision(self.device):
             with self.fast.autocast(self.device):
-                loss, lengths = self.loss_fn(x, labels)
+                loss, scores = self.loss_fn(x, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients across ranks
             self.optimizer.step()
-        return loss.detach(), (lengths.argmax(1) == labels).sum()
+        return loss.detach(), (scores.argmax(1) == labels).sum()
 
 
 @torch.no_grad()
-def evaluate(
-    model: CapsNet, split: Split, *, batch_size: int = 500, routing_iters: int | None = None
-) -> tuple[float, int]:
-    """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n)."""
+def evaluate(model: nn.Module, split: Split, *, batch_size: int = 500, **options) -> tuple[float, int]:
+    """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n).
+
+    `options` go to `model.scores` (a CapsNet takes `routing_iters`)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = 0
     for images, labels in batches(split, batch_size, shuffle=False):
         x = to_float(images.to(device))
-        out = model(x, routing_iters=routing_iters)
-        correct += (out.lengths.argmax(1).cpu() == labels.cpu()).sum().item()
+        correct += (model.scores(x, **options).argmax(1).cpu() == labels.cpu()).sum().item()
     model.train(was_training)
     return correct / max(len(split), 1), len(split)
 

@@ -112,3 +112,21 @@ def test_training_mode_gradients_reach_every_parameter():
 def test_config_rejects_routing_iterations_outside_1_to_5(iterations):
     with pytest.raises(ValueError, match="routing_iters"):
         CapsNetConfig(routing_iters=iterations)
+
+
+def test_the_model_owns_its_objective(model):
+    """objective() is what the trainer calls: the paper's loss on the label-masked forward, and the lengths."""
+    torch.manual_seed(2)
+    x, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 3, 9])
+    with torch.no_grad():
+        loss, scores = model.objective(x, labels)
+        out = model(x, labels=labels)
+        lengths = out.lengths
+        margin = (labels == torch.arange(10)[:, None]).T.float() * torch.relu(0.9 - lengths) ** 2
+        margin += 0.5 * (labels != torch.arange(10)[:, None]).T.float() * torch.relu(lengths - 0.1) ** 2
+        recon = ((out.reconstruction - x) ** 2).flatten(1).sum(1)
+        expected = (margin.sum(1) + 0.0005 * recon).mean()
+        assert torch.allclose(loss, expected, atol=1e-6)
+        assert torch.equal(scores, lengths)
+        assert torch.allclose(model.scores(x), lengths, atol=1e-6)
+        assert torch.allclose(model.scores(x, routing_iters=1), model(x, routing_iters=1).lengths, atol=1e-6)
