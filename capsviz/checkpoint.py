@@ -1,6 +1,7 @@
 """Checkpoints: safetensors weights with the model config and a card in the file's metadata.
 
-A checkpoint rebuilds its own model (`CapsNetConfig` travels inside it), is written
+A checkpoint rebuilds its own model (its kind and config travel inside it; `capsviz.registry`
+maps the kind to classes, and a file without a kind is a CapsNet), is written
 atomically (temporary file + fsync + rename), and is loaded without unpickling anything:
 the header is parsed as JSON and the tensors by safetensors. Training checkpoints also
 carry the optimizer state under `optimizer/...` keys so `--resume` can continue a run.
@@ -22,8 +23,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+from torch import nn
 
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz import registry
 
 FORMAT = "capsviz-checkpoint"
 VERSION = "1"
@@ -47,7 +49,7 @@ class TrainingState:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: CapsNet,
+    model: nn.Module,
     card: dict | None = None,
     *,
     optimizer: torch.optim.Optimizer | None = None,
@@ -65,6 +67,7 @@ def save_checkpoint(
     metadata = {
         "format": FORMAT,
         "version": VERSION,
+        "kind": registry.kind_of(model),
         "config": json.dumps(model.config.to_dict()),
         "card": json.dumps(card or {}),
     }
@@ -72,7 +75,7 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(source: str | os.PathLike | bytes, device: torch.device | str = "cpu") -> tuple[CapsNet, dict]:
+def load_checkpoint(source: str | os.PathLike | bytes, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model from a checkpoint file (or its bytes); returns (model in eval mode, card)."""
     model, card, _ = _load(source, device)
     return model, card
@@ -80,7 +83,7 @@ def load_checkpoint(source: str | os.PathLike | bytes, device: torch.device | st
 
 def load_training_state(
     source: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[CapsNet, dict, TrainingState]:
+) -> tuple[nn.Module, dict, TrainingState]:
     """Model, card and optimizer state of a training checkpoint, for `--resume`."""
     model, card, optimizer = _load(source, device)
     if not optimizer:
@@ -91,10 +94,10 @@ def load_training_state(
 def read_card(source: str | os.PathLike | bytes) -> dict:
     """The card of a checkpoint without loading its tensors."""
     data = _read_bytes(source)
-    return _parse_metadata(_read_header(data, _name(source)), _name(source))[1]
+    return _parse_metadata(_read_header(data, _name(source)), _name(source))[2]
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, model: CapsNet, tensors: dict[str, torch.Tensor]) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load Adam-style per-parameter state saved by `save_checkpoint(optimizer=...)`."""
     state = optimizer.state_dict()
     names, params = zip(*model.named_parameters())
@@ -115,7 +118,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: CapsNet, tensors:
     optimizer.load_state_dict(state)
 
 
-def _optimizer_tensors(model: CapsNet, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     by_param = {id(p): name for name, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
@@ -185,14 +188,21 @@ def _read_header(data: bytes, name: str) -> dict:
     return header
 
 
-def _parse_metadata(header: dict, name: str) -> tuple[CapsNetConfig, dict]:
+def _parse_metadata(header: dict, name: str) -> tuple[str, object, dict]:
+    """(kind, model config, card) from the header's metadata."""
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{name} is a safetensors file but not a capsviz checkpoint (no capsviz metadata)")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{name} has checkpoint version {meta.get('version')!r}; this capsviz reads {VERSION}")
+    kind = meta.get("kind", registry.LEGACY_KIND)
+    if not isinstance(kind, str) or kind not in registry.MODELS:
+        raise CheckpointError(
+            f"{name} holds a model of kind {kind!r}, which this capsviz does not know "
+            f"(it knows {', '.join(sorted(registry.MODELS))}); a newer capsviz may read it"
+        )
     try:
-        config = CapsNetConfig.from_dict(json.loads(meta["config"]))
+        config = registry.config_from_dict(kind, json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{name} has an unreadable model config: {exc}") from None
     try:
@@ -201,19 +211,19 @@ def _parse_metadata(header: dict, name: str) -> tuple[CapsNetConfig, dict]:
         card = None
     if not isinstance(card, dict):
         raise CheckpointError(f"{name} has an unreadable card (its metadata 'card' is not a JSON object)")
-    return config, card
+    return kind, config, card
 
 
-def _load(source, device) -> tuple[CapsNet, dict, dict[str, torch.Tensor]]:
+def _load(source, device) -> tuple[nn.Module, dict, dict[str, torch.Tensor]]:
     name = _name(source)
     data = _read_bytes(source)
-    config, card = _parse_metadata(_read_header(data, name), name)
+    kind, config, card = _parse_metadata(_read_header(data, name), name)
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{name} could not be read as safetensors: {exc}") from None
     try:
-        model = CapsNet(config)
+        model = registry.classes(kind)[0](config)
     except Exception as exc:
         raise CheckpointError(f"{name} describes a model that cannot be built: {exc}") from None
     optimizer = {k: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}

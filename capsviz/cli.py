@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from capsviz import registry
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
@@ -24,18 +25,23 @@ from capsviz.train import BatchEnd, Callback, EpochEnd
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
 
+class UsageError(ValueError):
+    """Options that do not go together; printed as an error, exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m capsviz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    t = commands.add_parser("train", help="train a CapsNet on MNIST")
+    t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
+    t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--lr-decay", type=float, default=0.96, help="learning-rate factor per epoch")
     t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
     t.add_argument("--lr-min", type=float, default=0.0, help="cosine: the last epoch's learning rate")
-    t.add_argument("--routing-iters", type=int, default=3, choices=ITERATIONS)
+    t.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS, help="CapsNet only (default 3)")
     t.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
         return commands_by_name[args.command](args)
-    except (DataUnavailableError, CheckpointError, DeviceUnavailableError) as exc:
+    except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -89,6 +95,7 @@ def _train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    model_config = _model_config(args)
     place = distributed.from_env()  # set by torchrun; a single process otherwise
     device = distributed.setup(args.device, place) if place.enabled else args.device
     config = TrainConfig(
@@ -98,7 +105,6 @@ def _train(args) -> int:
         lr_decay=args.lr_decay,
         lr_schedule=args.lr_schedule,
         lr_min=args.lr_min,
-        routing_iters=args.routing_iters,
         seed=args.seed,
         device=device,
         fast=dataclasses.replace(PLAIN if args.plain else FAST, compile=args.compile),
@@ -112,6 +118,7 @@ def _train(args) -> int:
             test_split,
             args.out,
             config,
+            model_config=model_config,
             callbacks=callbacks,
             resume=args.resume,
             init=args.init,
@@ -126,6 +133,28 @@ def _train(args) -> int:
     else:
         print(f"{result.status}: {result.checkpoint}")
     return 0
+
+
+def _model_config(args):
+    """The config --model and --routing-iters describe; None when the model comes from --resume / --init."""
+    if args.resume or args.init:
+        if args.model or args.routing_iters:
+            raise UsageError(
+                "--model and --routing-iters describe a new model; with --resume or --init it comes from the checkpoint"
+            )
+        return None
+    kind = args.model or registry.LEGACY_KIND
+    config_class = registry.classes(kind)[1]
+    return config_class(**_routing_option(kind, args.routing_iters))
+
+
+def _routing_option(kind: str, routing_iters: int | None) -> dict:
+    """{"routing_iters": n} when given; refused for a kind without routing."""
+    if routing_iters is None:
+        return {}
+    if "routing_iters" not in {f.name for f in dataclasses.fields(registry.classes(kind)[1])}:
+        raise UsageError(f"--routing-iters applies to a CapsNet; a {kind} model has no routing")
+    return {"routing_iters": routing_iters}
 
 
 class _Progress(Callback):
@@ -160,19 +189,15 @@ def _evaluate(args) -> int:
     device = resolve_device(args.device)
     model, card = load_checkpoint(args.checkpoint, device)
     split = load_mnist(args.data_root, train=False).head(args.limit)
-    accuracy, n = evaluate(model, split, routing_iters=args.routing_iters)
+    kind = registry.kind_of(model)
+    options = _routing_option(kind, args.routing_iters)
+    accuracy, n = evaluate(model, split, **options)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "accuracy": accuracy,
-                    "n": n,
-                    "errors": n - round(accuracy * n),
-                    "checkpoint": str(args.checkpoint),
-                    "routing_iters": args.routing_iters or model.config.routing_iters,
-                }
-            )
-        )
+        report = {"accuracy": accuracy, "n": n, "errors": n - round(accuracy * n), "checkpoint": str(args.checkpoint)}
+        report["kind"] = kind
+        if hasattr(model.config, "routing_iters"):
+            report["routing_iters"] = args.routing_iters or model.config.routing_iters
+        print(json.dumps(report))
     else:
         print(f"{args.checkpoint}: accuracy {accuracy:.4%} on {n} MNIST test images ({n - round(accuracy * n)} errors)")
     return 0
@@ -184,6 +209,8 @@ def _predict(args) -> int:
     from capsviz.preprocess import to_mnist
 
     model, _ = load_checkpoint(args.checkpoint)
+    kind = registry.kind_of(model)
+    options = _routing_option(kind, args.routing_iters)
     results, failed = [], 0
     for path in args.images:
         entry = {"path": path}
@@ -192,23 +219,25 @@ def _predict(args) -> int:
                 image.load()
                 x = to_mnist(image)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            entry.update(label=None, lengths=None, error=f"cannot read image: {exc}")
+            entry.update(label=None, scores=None, error=f"cannot read image: {exc}")
             failed += 1
             results.append(entry)
             if not args.json:
                 print(f"{path}: error: cannot read image ({exc})", file=sys.stderr)
             continue
         if x is None:
-            entry.update(label=None, lengths=[0.0] * model.config.num_classes, blank=True)
+            entry.update(label=None, scores=[0.0] * model.config.num_classes, blank=True)
         else:
             with torch.no_grad():
-                scores = model.scores(x.unsqueeze(0), routing_iters=args.routing_iters)[0]  # (J,) capsule lengths
-            entry.update(label=int(scores.argmax()), lengths=[round(v, 6) for v in scores.tolist()])
+                scores = model.scores(x.unsqueeze(0), **options)[0]  # (classes,): a CapsNet's capsule lengths
+            entry.update(label=int(scores.argmax()), scores=[round(v, 6) for v in scores.tolist()])
         results.append(entry)
         if not args.json:
             shown = "blank (draw a digit)" if entry["label"] is None else entry["label"]
             print(f"{path}: {shown}")
     if args.json:
+        if kind == "capsnet":  # a CapsNet's scores are its capsule lengths, under their older key too
+            results = [{**entry, "lengths": entry["scores"]} for entry in results]
         print(json.dumps(results))
     return 1 if failed == len(args.images) else 0
 
@@ -225,7 +254,7 @@ def _export(args) -> int:
     history = card.pop("history", [])
     card = {
         "name": out.stem,
-        "model": "CapsNet (Sabour, Frosst & Hinton 2017), MNIST architecture, 3 routing iterations",
+        "model": model.config.describe(),
         "parameters": sum(p.numel() for p in model.parameters()),
         **card,
         "storage": "float16" if args.half else "float32",

@@ -62,6 +62,10 @@ class CapsNetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """One line for a model card."""
+        return f"CapsNet (Sabour, Frosst & Hinton 2017), MNIST architecture, {self.routing_iters} routing iterations"
+
     @classmethod
     def from_dict(cls, data: dict) -> CapsNetConfig:
         known = {f.name for f in fields(cls)}

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from capsviz import distributed
+from capsviz import distributed, registry
 from capsviz.checkpoint import load_checkpoint, load_training_state, restore_optimizer, save_checkpoint
 from capsviz.data import Split, batches, random_shift, to_float
 from capsviz.device import device_description, resolve_device
 from capsviz.distributed import Distributed
 from capsviz.fastpath import FAST, FastPath
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.model import CapsNetConfig
 
 
 @dataclass
@@ -42,7 +42,6 @@ class TrainConfig:
     lr_decay: float = 0.96  # exponential decay of the learning rate, per epoch ("exp" schedule)
     lr_schedule: str = "exp"  # "exp": lr * lr_decay^(epoch-1); "cosine": lr down to lr_min at the last epoch
     lr_min: float = 0.0
-    routing_iters: int = 3
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 500
@@ -77,7 +76,7 @@ class TrainResult:
     status: str  # "finished" or "cancelled"
     history: list[EpochEnd] = field(default_factory=list)
     checkpoint: Path | None = None
-    model: CapsNet | None = None
+    model: nn.Module | None = None
 
 
 class Callback:
@@ -155,14 +154,16 @@ def train(
     out_dir: str | Path,
     config: TrainConfig,
     *,
-    model_config: CapsNetConfig | None = None,
+    model_config=None,
     callbacks: Iterable[Callback] = (),
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
     init: str | Path | None = None,
     place: Distributed = distributed.SINGLE,
 ) -> TrainResult:
-    """Train a CapsNet; returns when the last epoch is done or `stop` is set.
+    """Train the model `model_config` describes (any kind in `capsviz.registry`; a CapsNet by
+    default), or the checkpoint's model with `resume` / `init`; returns when the last epoch is
+    done or `stop` is set.
 
     Under torchrun (`place` from `capsviz.distributed`), every rank trains on its shard of
     each epoch and only rank 0 evaluates, calls the callbacks and writes files; `stop` is
@@ -193,7 +194,7 @@ def _train(
     config: TrainConfig,
     *,
     device: torch.device,
-    model_config: CapsNetConfig | None,
+    model_config,
     callbacks: Iterable[Callback],
     stop: threading.Event | None,
     resume: str | Path | None,
@@ -212,7 +213,7 @@ def _train(
     else:
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
             torch.manual_seed(config.seed)
-            model = CapsNet(model_config or CapsNetConfig(routing_iters=config.routing_iters)).to(device)
+            model = registry.build(model_config or CapsNetConfig()).to(device)
     step = TrainStep(model, device=device, config=config, place=place)
     if resume:
         restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
@@ -281,7 +282,7 @@ def _train(
             str(checkpoint),
         )
         history.append(info)
-        card = _card(config, model.config, device, history, len(train_split), len(test_split))
+        card = _card(config, model, device, history, len(train_split), len(test_split))
         card["processes"] = place.world_size
         save_checkpoint(checkpoint, model, card, optimizer=step.optimizer)
         _write_logs(out_dir, history)
@@ -294,7 +295,7 @@ def _train(
 
 def _card(
     config: TrainConfig,
-    model_config: CapsNetConfig,
+    model: nn.Module,
     device: torch.device,
     history: list[EpochEnd],
     n_train: int,
@@ -302,6 +303,8 @@ def _card(
 ) -> dict:
     last = history[-1]
     return {
+        "kind": registry.kind_of(model),
+        "model_config": model.config.to_dict(),
         "epochs": last.epoch,
         "test_accuracy": last.test_accuracy,
         "test_images": n_test,
@@ -312,7 +315,6 @@ def _card(
         "lr_schedule": config.lr_schedule,
         "lr_decay_per_epoch": config.lr_decay,
         "lr_min": config.lr_min,
-        "routing_iters": model_config.routing_iters,
         "augmentation": "random shift of up to 2 px, zero padded",
         "fast_path": config.fast.describe(device),
         "device": device_description(device),

@@ -82,10 +82,11 @@ def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits):
         assert torch.allclose(pa, pb, atol=1e-5), name
 
 
-def test_routing_iterations_are_a_training_option(tmp_path, splits):
-    result = train(*splits, tmp_path, config(epochs=1, routing_iters=2))
+def test_routing_iterations_are_a_model_config_option(tmp_path, splits):
+    result = train(*splits, tmp_path, config(epochs=1), model_config=CapsNetConfig(routing_iters=2))
     model, card = load_checkpoint(result.checkpoint)
-    assert model.config.routing_iters == 2 and card["routing_iters"] == 2
+    assert model.config.routing_iters == 2 and card["model_config"]["routing_iters"] == 2
+    assert card["kind"] == "capsnet"
 
 
 def test_device_resolution():

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from capsviz import registry
 from capsviz.checkpoint import CheckpointError
+from capsviz.model import CapsNet
 from capsviz.ui import state
 from capsviz.ui.resources import (
     LoadedModel,
@@ -58,7 +60,9 @@ def sidebar() -> Settings:
 
 
 def explorable(loaded: LoadedModel) -> LoadedModel:
-    """The views assume MNIST's shapes: 10 digit capsules of 16 dimensions, 28x28 grey input."""
+    """The views assume a CapsNet with MNIST's shapes: 10 digit capsules of 16 dimensions, 28x28 grey input."""
+    if not isinstance(loaded.model, CapsNet):
+        raise CheckpointError(f"it holds a {registry.kind_of(loaded.model)} model; this explorer shows CapsNets")
     config = loaded.model.config
     shape = (config.num_classes, config.digit_dim, config.input_size, config.in_channels, config.primary_grid)
     if shape != (10, 16, 28, 1, 6):

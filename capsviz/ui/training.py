@@ -20,6 +20,7 @@ import streamlit as st
 
 from capsviz import viz
 from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.model import CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, runs_dir
@@ -44,6 +45,7 @@ class TrainingJob:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (global batch, loss)
     epochs: list[EpochEnd] = field(default_factory=list)
     thread: threading.Thread | None = None
+    model_config: CapsNetConfig = field(default_factory=CapsNetConfig)
 
     @property
     def running(self) -> bool:
@@ -82,7 +84,15 @@ def run_job(job: TrainingJob) -> None:
         if job.stop.is_set():
             job.status = "cancelled"
             return
-        result = train(train_split, test_split, job.out_dir, job.config, callbacks=[_JobCallback(job)], stop=job.stop)
+        result = train(
+            train_split,
+            test_split,
+            job.out_dir,
+            job.config,
+            model_config=job.model_config,
+            callbacks=[_JobCallback(job)],
+            stop=job.stop,
+        )
         job.status = result.status
     except DataUnavailableError as exc:
         job.status, job.error = "failed", str(exc)
@@ -92,9 +102,9 @@ def run_job(job: TrainingJob) -> None:
         job.finished = time.time()
 
 
-def start_job(config: TrainConfig, limit: int) -> TrainingJob:
+def start_job(config: TrainConfig, limit: int, model_config: CapsNetConfig) -> TrainingJob:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    job = TrainingJob(config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}")
+    job = TrainingJob(config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}", model_config=model_config)
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()
     return job
@@ -124,10 +134,8 @@ def training_tab() -> None:
     )
     left, right = st.columns(2)
     if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
-        config = TrainConfig(
-            epochs=int(epochs), batch_size=int(batch), lr=float(lr), routing_iters=int(iters), device=device
-        )
-        st.session_state[state.TRAIN_JOB] = start_job(config, int(limit))
+        config = TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device)
+        st.session_state[state.TRAIN_JOB] = start_job(config, int(limit), CapsNetConfig(routing_iters=int(iters)))
         st.rerun()  # redraw the controls: inputs locked, Cancel enabled
     if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
         job.stop.set()

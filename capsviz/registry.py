@@ -1,0 +1,51 @@
+"""Model kinds: the one table from a checkpoint's "kind" to its model class and config class.
+
+    from capsviz import registry
+    model = registry.build(CapsNetConfig())          # the model a config describes
+    registry.kind_of(model)                          # "capsnet": what a checkpoint records
+
+A model kind is a config dataclass (`to_dict()`, `from_dict(dict)`, `num_classes`) and an
+nn.Module built from it that has `config`, `objective(x, targets) -> (loss, scores)` (the
+trainer calls it) and `scores(x) -> (B, classes)` (evaluate and predict call it; the argmax
+is the prediction). Adding one is one file and one line in MODELS (README, "Adding a model").
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from capsviz.model import CapsNet, CapsNetConfig
+
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "capsnet": (CapsNet, CapsNetConfig),
+}
+LEGACY_KIND = "capsnet"  # checkpoints written before kinds were recorded hold a CapsNet
+
+
+class UnknownKindError(ValueError):
+    """A kind that is not in MODELS; the message lists the known ones."""
+
+
+def classes(kind: str) -> tuple[type[nn.Module], type]:
+    """(model class, config class) of `kind`."""
+    if kind not in MODELS:
+        raise UnknownKindError(f"unknown model kind {kind!r}; this capsviz knows {', '.join(sorted(MODELS))}")
+    return MODELS[kind]
+
+
+def kind_of(model_or_config) -> str:
+    """The kind of a model or of a config, by its class."""
+    for kind, (model_class, config_class) in MODELS.items():
+        if type(model_or_config) in (model_class, config_class):
+            return kind
+    raise UnknownKindError(f"{type(model_or_config).__name__} is not a registered model or config (capsviz.registry)")
+
+
+def config_from_dict(kind: str, data: dict):
+    """The config of `kind` from a checkpoint's JSON (ValueError for fields it does not have)."""
+    return classes(kind)[1].from_dict(data)
+
+
+def build(config) -> nn.Module:
+    """A freshly initialised model of the kind `config` belongs to."""
+    return classes(kind_of(config))[0](config)
