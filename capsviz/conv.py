@@ -16,6 +16,8 @@ im2col: unfold the 9x9 patches, one batched matmul.
 The values are those of nn.Conv2d up to float rounding (tests/test_conv.py); only the
 speed differs: `python -m capsviz.bench --sections kernels` times each against oneDNN.
 Elsewhere (CUDA, CPU autocast, inference, frozen weights) both layers are a plain nn.Conv2d.
+Models are written with nn.Conv2d; `swap_in(model)` (called by `capsviz.fastpath` on the CPU)
+gives each convolution that qualifies its faster class, keeping its parameters.
 """
 
 from __future__ import annotations
@@ -118,3 +120,29 @@ class UnfoldConv2d(nn.Conv2d):
         else:
             out = torch.baddbmm(self.bias.view(1, -1, 1), weight, patches)  # (B, O, Ho*Wo)
         return out.view(batch, self.out_channels, height - k + 1, width - k + 1)
+
+
+def training_layer(conv: nn.Module) -> type[nn.Conv2d] | None:
+    """The faster CPU training class for a plain nn.Conv2d, or None: im2col for a stride-1 conv
+    over one channel (conv1), polyphase gradients for a strided one (PrimaryCaps)."""
+    if type(conv) is not nn.Conv2d or conv.kernel_size[0] != conv.kernel_size[1]:
+        return None
+    if conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1 or conv.stride[0] != conv.stride[1]:
+        return None
+    if conv.stride == (1, 1):
+        return UnfoldConv2d if conv.in_channels == 1 else None
+    return StridedConv2d
+
+
+def swap_in(model: nn.Module) -> list[str]:
+    """Give every qualifying nn.Conv2d of `model` its faster class, in place; returns their names.
+
+    Only the class changes: the same parameter objects, the same state dict keys, the same values.
+    """
+    swapped = []
+    for name, module in model.named_modules():
+        layer = training_layer(module)
+        if layer is not None:
+            module.__class__ = layer  # a subclass that adds no state: parameters and buffers stay as they are
+            swapped.append(name)
+    return swapped

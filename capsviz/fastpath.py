@@ -1,7 +1,7 @@
 """The fast training path: how a step is run on each device, with the paper's math unchanged.
 
     fast = FastPath()                      # what `python -m capsviz train` uses by default
-    fast.prepare(model, device)            # memory formats of the convolutions
+    fast.prepare(model, device)            # the convolutions' training layers and memory formats
     optimizer = fast.optimizer(model.parameters(), lr=1e-3)
     with fast.precision(device):           # TF32 on CUDA, for forward, backward and step
         with fast.autocast(device):        # bf16 on CUDA, forward only
@@ -9,10 +9,12 @@
         ...
 
 What it changes, and why (timings: `python -m capsviz.bench`):
+- On the CPU, conv1 and PrimaryCaps train through `capsviz.conv` (im2col for conv1, stride-1
+  convolutions for PrimaryCaps' gradients, both faster than oneDNN's): `prepare` swaps those
+  classes into the model, whose own layers are plain nn.Conv2d (same parameters, same state dict).
 - channels_last (NHWC) convolutions on CUDA, where cuDNN's tensor-core kernels want it.
-  The CPU keeps NCHW: there conv1 runs as im2col (faster than oneDNN's NCHW and NHWC
-  kernels) and PrimaryCaps' gradients as stride-1 convolutions (faster than oneDNN's NCHW
-  ones) (`capsviz.conv`; `python -m capsviz.bench --sections kernels` times all four).
+  The CPU keeps NCHW, the layout `capsviz.conv`'s layers are fastest in
+  (`python -m capsviz.bench --sections kernels` times them against oneDNN's NCHW and NHWC).
 - bf16 autocast on CUDA for the convolutions and the decoder. Routing always runs in
   float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
   over 1152 votes. Off on the CPU, where AVX2 has no bf16 arithmetic.
@@ -23,14 +25,12 @@ What it changes, and why (timings: `python -m capsviz.bench`):
   element-wise work but costs a compile at start; the benchmark measures both.
 - On the CPU, malloc keeps freed memory for the next step instead of returning it to the
   kernel and page-faulting it back (`capsviz.memory`, entered by `train` around its loop).
-Not part of this class but of the same path: MNIST stays on the device as uint8 and is
-shifted there (`capsviz.data`), routing runs as batched matmuls over one parent-major
-copy of the votes (`capsviz.routing`), and on the CPU the convolutions train through
-`capsviz.conv` (im2col for conv1, stride-1 convolutions for PrimaryCaps' gradients) on
-either path.
+Not part of this class but of the same path on both settings: MNIST stays on the device as
+uint8 and is shifted there (`capsviz.data`), and routing runs as batched matmuls over one
+parent-major copy of the votes (`capsviz.routing`).
 
-`PLAIN` turns all of it off (PyTorch's defaults): tests/test_fastpath.py checks both give the
-same outputs and gradients on the same weights and inputs.
+`PLAIN` turns all of it off (PyTorch's defaults, nn.Conv2d's own kernels): tests/test_fastpath.py
+checks both give the same outputs and gradients on the same weights and inputs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from capsviz import memory
+from capsviz import conv, memory
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class FastPath:
     fused_adam: bool = True
     tf32: bool = True  # CUDA only
     retain_memory: bool = True  # CPU only, glibc only (capsviz.memory)
+    cpu_convs: bool = True  # CPU only: capsviz.conv's training layers
 
     def uses_bf16(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.bf16 is None else self.bf16
@@ -59,12 +60,18 @@ class FastPath:
     def uses_channels_last(self, device: torch.device) -> bool:
         return self.channels_last and device.type == "cuda"
 
+    def uses_cpu_convs(self, device: torch.device) -> bool:
+        return self.cpu_convs and device.type == "cpu"
+
     def prepare(self, model: nn.Module, device: torch.device) -> None:
-        """On CUDA, put the convolution weights (only those) into channels_last."""
+        """On the CPU, swap in `capsviz.conv`'s training layers; on CUDA, put the convolution
+        weights (only those) into channels_last."""
+        if self.uses_cpu_convs(device):
+            conv.swap_in(model)
         if not self.uses_channels_last(device):
             return
-        for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
-            conv.to(memory_format=torch.channels_last)
+        for layer in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+            layer.to(memory_format=torch.channels_last)
 
     @contextlib.contextmanager
     def precision(self, device: torch.device):
@@ -99,6 +106,8 @@ class FastPath:
 
     def describe(self, device: torch.device) -> str:
         parts = ["bf16 autocast" if self.uses_bf16(device) else "float32"]
+        if self.uses_cpu_convs(device):
+            parts.append("capsviz.conv convolutions")
         if self.uses_channels_last(device):
             parts.append("channels_last")
         if self.compile:
@@ -113,4 +122,6 @@ class FastPath:
 
 
 FAST = FastPath()
-PLAIN = FastPath(channels_last=False, bf16=False, compile=False, fused_adam=False, tf32=False, retain_memory=False)
+PLAIN = FastPath(
+    channels_last=False, bf16=False, compile=False, fused_adam=False, tf32=False, retain_memory=False, cpu_convs=False
+)

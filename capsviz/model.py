@@ -8,6 +8,9 @@
 Shape letters are those of `capsviz.routing`: B batch, N = 1152 primary capsules,
 J = 10 digit capsules, D = 16 pose dimensions, I = 8 primary capsule size.
 
+The convolutions are plain nn.Conv2d; the training fast path (`capsviz.fastpath`) swaps in
+faster CPU training layers with the same parameters and state dict keys (`capsviz.conv`).
+
 Primary capsules are flattened type-major: capsule n = type * 36 + row * 6 + col, so
 `n` reshapes to (32 types, 6, 6) positions; the app relies on this layout.
 """
@@ -19,7 +22,6 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from capsviz.conv import StridedConv2d, UnfoldConv2d
 from capsviz.losses import capsule_loss
 from capsviz.routing import RoutingTrace, dynamic_routing, squash
 
@@ -93,7 +95,7 @@ class PrimaryCaps(nn.Module):
     def __init__(self, *, in_channels: int, types: int, dim: int, kernel_size: int, stride: int):
         super().__init__()
         self.types, self.dim = types, dim
-        self.conv = StridedConv2d(in_channels, types * dim, kernel_size, stride=stride)  # see capsviz.conv
+        self.conv = nn.Conv2d(in_channels, types * dim, kernel_size, stride=stride)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.conv(features)  # (B, types*I, G, G)
@@ -147,8 +149,7 @@ class CapsNet(nn.Module):
     def __init__(self, config: CapsNetConfig | None = None):
         super().__init__()
         self.config = config = config or CapsNetConfig()
-        # nn.Conv2d's math and parameters; im2col when training on the CPU (capsviz.conv)
-        self.conv1 = UnfoldConv2d(config.in_channels, config.conv_channels, config.kernel_size)
+        self.conv1 = nn.Conv2d(config.in_channels, config.conv_channels, config.kernel_size)
         self.primary = PrimaryCaps(
             in_channels=config.conv_channels,
             types=config.primary_types,
@@ -172,7 +173,7 @@ class CapsNet(nn.Module):
         self, x: torch.Tensor, routing_iters: int | None = None, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None, torch.Tensor]:
         """x: (B, C, H, W) -> DigitCaps poses (B, J, D), the optional trace, primary capsules (B, N, I)."""
-        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20), in PrimaryCaps' layout (capsviz.fastpath)
+        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
         primary = self.primary(features)  # (B, N, I)
         iterations = self.config.routing_iters if routing_iters is None else routing_iters
         poses, routing_trace = self.digits(primary, iterations, trace=trace)

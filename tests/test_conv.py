@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from capsviz.conv import StridedConv2d, UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad
+from capsviz.conv import StridedConv2d, UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad, swap_in
 from capsviz.losses import capsule_loss
 from capsviz.model import CapsNet
 
@@ -89,17 +89,15 @@ def test_unfold_conv_matches_nn_conv2d_with_gradients(channels, bias, channels_l
 
 
 def test_capsnet_trains_through_them_as_through_nn_conv2d():
-    """The whole model's loss and every gradient, against a copy whose convolutions are nn.Conv2d."""
+    """The whole model's loss and every gradient, against a copy whose convolutions stay nn.Conv2d."""
     torch.manual_seed(0)
     model = CapsNet()
     reference = copy.deepcopy(model)
-    for name in ("conv1", "primary.conv"):
-        layer = model.get_submodule(name)
-        plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride)
-        plain.load_state_dict(layer.state_dict())
-        parent, _, attr = name.rpartition(".")
-        setattr(reference.get_submodule(parent) if parent else reference, attr, plain)
-    assert isinstance(model.conv1, UnfoldConv2d) and isinstance(model.primary.conv, StridedConv2d)
+    params = [p for p in model.parameters()]
+    assert swap_in(model) == ["conv1", "primary.conv"]
+    assert type(model.conv1) is UnfoldConv2d and type(model.primary.conv) is StridedConv2d
+    assert type(reference.conv1) is type(reference.primary.conv) is nn.Conv2d  # the paper's model is plain
+    assert [p for p in model.parameters()] == params and model.state_dict().keys() == reference.state_dict().keys()
     x, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 7, 9])
     losses = {}
     for net in (model, reference):
@@ -144,3 +142,15 @@ def test_an_unbatched_image_takes_the_plain_convolution(layer):
     assert torch.equal(out, nn.functional.conv2d(x, layer.weight, layer.bias, stride=layer.stride))
     out.sum().backward()  # the rewrites would fail here on a 3-D input
     assert layer.weight.grad is not None
+
+
+def test_only_plain_unpadded_convolutions_are_swapped():
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),  # conv1-like: im2col
+        nn.Conv2d(4, 4, 3, stride=2),  # PrimaryCaps-like: polyphase gradients
+        nn.Conv2d(4, 4, 3),  # stride 1 over several channels: oneDNN is as fast
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),  # padded: the plain path
+        UnfoldConv2d(1, 4, 3),  # already swapped
+    )
+    assert swap_in(model) == ["0", "1"]
+    assert [type(m) for m in model] == [UnfoldConv2d, StridedConv2d, nn.Conv2d, nn.Conv2d, UnfoldConv2d]

@@ -4,11 +4,13 @@ CI has no GPU: the CUDA choices are checked as far as the CPU allows (the all-NH
 runs on CPU tensors too; bf16 autocast is checked with the CPU's autocast).
 """
 
+import contextlib
 import copy
 import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from capsviz.checkpoint import (
     SHIPPED_CHECKPOINT,
@@ -17,6 +19,7 @@ from capsviz.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from capsviz.conv import StridedConv2d, UnfoldConv2d
 from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.losses import capsule_loss
 from capsviz.model import CapsNet, CapsNetConfig
@@ -57,24 +60,50 @@ def batch():
     return torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
 
 
+def tf32_flags():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
 @pytest.fixture
-def tf32_restored():
-    """FastPath.prepare(..., cuda) switches TF32 on; leave the process as it was."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+def tf32_unchanged():
+    """Preparing a model for CUDA must not switch TF32 for the process (only `precision()` does, while
+    inside): fails the test if the flags changed, after putting them back for the tests that follow."""
+    saved = tf32_flags()
     yield
+    after = tf32_flags()
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert after == saved, f"TF32 flags changed from {saved} to {after} outside FastPath.precision()"
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_tf32_is_on_only_inside_precision_on_cuda(raises, tf32_unchanged):
+    """Settable without a GPU: the flags are process-wide, and restored even when the step raises."""
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # PyTorch's defaults
+    with FAST.precision(CPU), PLAIN.precision(torch.device("cuda")):
+        assert tf32_flags() == (False, True)
+    with pytest.raises(RuntimeError) if raises else contextlib.nullcontext():
+        with FAST.precision(torch.device("cuda")):
+            assert tf32_flags() == (True, True)
+            if raises:
+                raise RuntimeError("a failed step")
+    assert tf32_flags() == (False, True)
 
 
 @pytest.mark.parametrize("layout_of", ["cpu", "cuda"])
-def test_fast_path_matches_plain_path_in_float32(batch, layout_of, tf32_restored):
-    """Same weights, same inputs: outputs, loss and every gradient agree (the memory layout
-    the fast path picks for the CPU, and the all-NHWC layout it picks for CUDA)."""
+def test_fast_path_matches_plain_path_in_float32(batch, layout_of, tf32_unchanged):
+    """Same weights, same inputs: outputs, loss and every gradient agree (the CPU training
+    convolutions the fast path swaps in on the CPU, and the all-NHWC layout it picks for CUDA)
+    with the paper's model run by nn.Conv2d in NCHW."""
     x, labels = batch
     torch.manual_seed(1)
     plain = CapsNet()
     fast_model = copy.deepcopy(plain)
     fast = dataclasses.replace(FAST, bf16=False)
     fast.prepare(fast_model, torch.device(layout_of))
+    PLAIN.prepare(plain, CPU)
+    convs = type(fast_model.conv1), type(fast_model.primary.conv)
+    assert type(plain.conv1) is type(plain.primary.conv) is nn.Conv2d
+    assert convs == ((UnfoldConv2d, StridedConv2d) if layout_of == "cpu" else (nn.Conv2d, nn.Conv2d))
     weight = fast_model.primary.conv.weight  # channels_last on CUDA only (conv1's one channel reads as both)
     assert (weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()) == (
         layout_of == "cuda"
@@ -135,7 +164,7 @@ def test_fused_adam_takes_the_same_step():
         assert torch.allclose(p, q, atol=1e-7)
 
 
-def test_adam_state_keeps_the_parameters_memory_format_across_resume(tmp_path, tf32_restored):
+def test_adam_state_keeps_the_parameters_memory_format_across_resume(tmp_path, tf32_unchanged):
     """Fused Adam treats state and parameter as flat arrays: after a resume, the saved
     state must come back in each parameter's layout (all-NHWC convs, as on CUDA)."""
     torch.manual_seed(0)
