@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from capsviz.losses import capsule_loss
-from capsviz.routing import RoutingTrace, dynamic_routing, squash
+from capsviz.routing import ROUTERS, RoutingTrace, router, squash
 
 MAX_ROUTING_ITERS = 5
 
@@ -43,8 +43,11 @@ class CapsNetConfig:
     digit_dim: int = 16
     routing_iters: int = 3
     decoder_hidden: tuple[int, int] = (512, 1024)
+    routing: str = "dynamic"  # a name in capsviz.routing.ROUTERS
 
     def __post_init__(self) -> None:
+        if self.routing not in ROUTERS:
+            raise ValueError(f"routing must be one of {', '.join(sorted(ROUTERS))}, got {self.routing!r}")
         if not 1 <= self.routing_iters <= MAX_ROUTING_ITERS:
             raise ValueError(f"routing_iters must be 1..{MAX_ROUTING_ITERS}, got {self.routing_iters}")
         if self.primary_grid < 1:
@@ -60,6 +63,11 @@ class CapsNetConfig:
     @property
     def num_primary(self) -> int:
         return self.primary_types * self.primary_grid**2
+
+    @property
+    def receptive_field(self) -> int:
+        """Input pixels one primary capsule sees along each axis: conv1's window grown by PrimaryCaps'."""
+        return 2 * self.kernel_size - 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +86,9 @@ class CapsNetConfig:
         if "decoder_hidden" in values:
             values["decoder_hidden"] = tuple(values["decoder_hidden"])
         return cls(**values)
+
+
+PAPER = CapsNetConfig()  # the paper's MNIST CapsNet: the geometry the explorer's views draw (10 x 16-D, 6x6 grid)
 
 
 @dataclass
@@ -106,10 +117,11 @@ class PrimaryCaps(nn.Module):
 
 
 class DigitCaps(nn.Module):
-    """Votes u_hat = W_ij u_i for every child/parent pair, then dynamic routing."""
+    """Votes u_hat = W_ij u_i for every child/parent pair, then routing (`capsviz.routing.ROUTERS`)."""
 
-    def __init__(self, *, children: int, parents: int, in_dim: int, out_dim: int):
+    def __init__(self, *, children: int, parents: int, in_dim: int, out_dim: int, routing: str = "dynamic"):
         super().__init__()
+        self.route = router(routing)
         # W: (N, J, D, I), initialised small as in common re-implementations
         self.weight = nn.Parameter(0.01 * torch.randn(children, parents, out_dim, in_dim))
 
@@ -124,7 +136,7 @@ class DigitCaps(nn.Module):
         self, u: torch.Tensor, iterations: int, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None]:
         with torch.autocast(u.device.type, enabled=False):  # routing stays float32 (capsviz.fastpath)
-            return dynamic_routing(self.votes(u.float()), iterations, trace=trace)
+            return self.route(self.votes(u.float()), iterations, trace=trace)
 
 
 class Decoder(nn.Module):
@@ -162,6 +174,7 @@ class CapsNet(nn.Module):
             parents=config.num_classes,
             in_dim=config.primary_dim,
             out_dim=config.digit_dim,
+            routing=config.routing,
         )
         self.decoder = Decoder(
             in_features=config.num_classes * config.digit_dim,

@@ -6,6 +6,10 @@ Dimension letters used in shape comments throughout capsviz:
     I  child capsule size, 8
     R  routing iterations
 
+Routers: `ROUTERS` at the bottom names each routing algorithm; `CapsNetConfig.routing`
+picks one by name. A router maps (votes (B, N, J, D), iterations, trace) to (poses (B, J, D),
+RoutingTrace or None). Another algorithm is one function here and one entry in `ROUTERS`.
+
 Gradients: only the final iteration's weighted sum carries gradient to the votes
 u_hat. The agreement updates of the inner iterations use a detached copy of the votes,
 so the coupling coefficients act as constants in the backward pass (as in several
@@ -16,6 +20,7 @@ way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,3 +90,16 @@ def dynamic_routing(
         logits=logits_r.transpose(2, 3).contiguous(),  # (B, R, N, J)
         poses=poses_r,
     )
+
+
+Router = Callable[..., tuple[torch.Tensor, RoutingTrace | None]]  # (votes, iterations, trace=...) -> (v, trace)
+
+ROUTERS: dict[str, Router] = {
+    "dynamic": dynamic_routing,  # the paper's routing by agreement (Procedure 1)
+}
+
+
+def router(name: str) -> Router:
+    if name not in ROUTERS:
+        raise ValueError(f"unknown routing {name!r}; choose from {', '.join(sorted(ROUTERS))}")
+    return ROUTERS[name]

@@ -19,6 +19,9 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from capsviz.losses import M_MINUS, M_PLUS
+from capsviz.model import PAPER
+
 # --- visual constants -------------------------------------------------------------------------
 
 DIGIT_COLORS = (  # one per digit 0..9 (d3 category10: saturated, white text stays readable)
@@ -35,8 +38,8 @@ DIGIT_COLORS = (  # one per digit 0..9 (d3 category10: saturated, white text sta
 )
 BAR_COLOR = "#a3b1c2"
 HIGHLIGHT = "#e4572e"
-MARGIN_UPPER = 0.9  # m+ of the margin loss
-MARGIN_LOWER = 0.1  # m- of the margin loss
+MARGIN_UPPER = M_PLUS  # m+ of the margin loss
+MARGIN_LOWER = M_MINUS  # m- of the margin loss
 MARGINS = ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−"))
 MARGIN_LINE_COLOR = "#555555"
 REFERENCE_LINE_COLOR = "#888888"
@@ -56,10 +59,10 @@ MARKER_TEXT_SIZE = 10
 
 # --- layout of the primary capsules -----------------------------------------------------------
 
-PRIMARY_GRID = 6  # G: each capsule type is a 6x6 grid of positions
+PRIMARY_GRID = PAPER.primary_grid  # G: each capsule type is a 6x6 grid of positions
 TILE_COLS = 8  # 32 types -> 4 rows x 8 columns of 6x6 tiles
-RF_STRIDE = 2  # receptive field of grid (row, col): pixels 2*row .. 2*row+16
-RF_OFFSET = 8  # ... so its centre is (2*row + 8, 2*col + 8)
+RF_STRIDE = PAPER.primary_stride  # receptive field of grid (row, col): pixels 2*row .. 2*row+16
+RF_OFFSET = (PAPER.receptive_field - 1) // 2  # ... so its centre is (2*row + 8, 2*col + 8)
 
 
 def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:

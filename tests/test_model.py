@@ -130,3 +130,30 @@ def test_the_model_owns_its_objective(model):
         assert torch.equal(scores, lengths)
         assert torch.allclose(model.scores(x), lengths, atol=1e-6)
         assert torch.allclose(model.scores(x, routing_iters=1), model(x, routing_iters=1).lengths, atol=1e-6)
+
+
+def test_routing_is_chosen_by_name_from_the_routers_table(monkeypatch):
+    """CapsNetConfig.routing names an entry of capsviz.routing.ROUTERS; a new router needs nothing else."""
+    from capsviz import routing
+
+    assert CapsNetConfig().routing == "dynamic" and routing.ROUTERS["dynamic"] is routing.dynamic_routing
+    with pytest.raises(ValueError, match="unknown routing 'em'|routing must be one of"):
+        CapsNetConfig(routing="em")
+    calls = []
+
+    def uniform(votes, iterations, trace=False):  # (B, N, J, D) -> (B, J, D): couplings fixed at 1/J
+        calls.append(iterations)
+        return routing.squash(votes.mean(dim=1)), None
+
+    monkeypatch.setitem(routing.ROUTERS, "uniform", uniform)
+    torch.manual_seed(0)
+    small = dict(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+    model = CapsNet(CapsNetConfig(routing="uniform", **small))
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        votes = model.digits.votes(model.primary(torch.relu(model.conv1(x))))  # (B, N, J, D)
+        assert torch.allclose(model.scores(x), routing.squash(votes.mean(dim=1)).norm(dim=-1), atol=1e-6)
+    assert calls == [3]
+    assert CapsNetConfig.from_dict({k: v for k, v in CapsNetConfig().to_dict().items() if k != "routing"}).routing == (
+        "dynamic"
+    )  # configs saved before the field existed

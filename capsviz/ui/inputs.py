@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from capsviz.model import PAPER
 from capsviz.preprocess import to_mnist
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel, mnist_test
@@ -105,7 +106,7 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     if split is None:
         return ModelInput(None, message=problem, error=True)
     mode = st.radio("Which image", [RANDOM, BY_CLASS, MISCLASSIFIED], horizontal=True, key=state.SAMPLE_MODE)
-    digit = st.selectbox("Digit", range(10), key=state.SAMPLE_DIGIT) if mode == BY_CLASS else None
+    digit = st.selectbox("Digit", range(PAPER.num_classes), key=state.SAMPLE_DIGIT) if mode == BY_CLASS else None
     rng = np.random.default_rng()
     wanted = (mode, digit, loaded.key if mode == MISCLASSIFIED else None)
     another = st.button("Another one", key=state.SAMPLE_NEXT)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from capsviz import registry
 from capsviz.checkpoint import CheckpointError
-from capsviz.model import CapsNet
+from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state
 from capsviz.ui.resources import (
     LoadedModel,
@@ -64,15 +64,21 @@ def explorable(loaded: LoadedModel) -> LoadedModel:
     if not isinstance(loaded.model, CapsNet):
         raise CheckpointError(f"it holds a {registry.kind_of(loaded.model)} model; this explorer shows CapsNets")
     config = loaded.model.config
-    shape = (config.num_classes, config.digit_dim, config.input_size, config.in_channels, config.primary_grid)
-    if shape != (10, 16, 28, 1, 6):
-        raise CheckpointError(
-            f"its model has {config.num_classes} classes of {config.digit_dim}-D capsules on "
-            f"{config.input_size}x{config.input_size}x{config.in_channels} input and a {config.primary_grid}x"
-            f"{config.primary_grid} primary grid; this explorer needs 10 classes of 16-D capsules on 28x28x1 "
-            "input with a 6x6 primary grid (MNIST)"
-        )
+    if _geometry(config) != _geometry(PAPER):
+        raise CheckpointError(f"its model has {_describe(config)}; this explorer needs {_describe(PAPER)} (MNIST)")
     return loaded
+
+
+def _geometry(config) -> tuple[int, ...]:
+    return config.num_classes, config.digit_dim, config.input_size, config.in_channels, config.primary_grid
+
+
+def _describe(config) -> str:
+    size, grid = config.input_size, config.primary_grid
+    return (
+        f"{config.num_classes} classes of {config.digit_dim}-D capsules on {size}x{size}x{config.in_channels} "
+        f"input with a {grid}x{grid} primary grid"
+    )
 
 
 def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:

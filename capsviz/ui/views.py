@@ -12,7 +12,8 @@ import streamlit as st
 
 from capsviz import perturb, viz
 from capsviz.inference import Inference
-from capsviz.model import CapsNet
+from capsviz.losses import M_MINUS, M_PLUS
+from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
 
@@ -23,7 +24,7 @@ POSE_COLUMNS = 4
 
 def sync_to_input(source: ModelInput, result: Inference) -> None:
     """A new input resets the per-input widgets: sliders to zero, digits to the prediction."""
-    keys = [state.ROUTING_DIGIT, state.POSE_CLASS] + [state.POSE_DIM.format(d) for d in range(16)]
+    keys = [state.ROUTING_DIGIT, state.POSE_CLASS] + [state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)]
     if st.session_state.get(state.POSE_INPUT_ID) == source.key and all(k in st.session_state for k in keys):
         return
     st.session_state[state.POSE_INPUT_ID] = source.key
@@ -33,7 +34,7 @@ def sync_to_input(source: ModelInput, result: Inference) -> None:
 
 
 def reset_sliders() -> None:
-    for d in range(16):
+    for d in range(PAPER.digit_dim):
         st.session_state[state.POSE_DIM.format(d)] = 0.0
 
 
@@ -56,7 +57,7 @@ def lengths_chart(result: Inference) -> None:
     st.plotly_chart(viz.lengths_figure(result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_lengths")
     st.caption(
         "Each bar is the length of a digit capsule: the network's confidence that the digit is present. "
-        "Training pushes the true digit above m+ = 0.9 and the others below m- = 0.1."
+        f"Training pushes the true digit above m+ = {M_PLUS} and the others below m- = {M_MINUS}."
     )
 
 
@@ -68,7 +69,7 @@ def routing(result: Inference) -> None:
         iteration = (
             st.slider("Iteration", 1, iterations, iterations, key=state.ROUTING_ITERATION) if iterations > 1 else 1
         )
-        digit = st.selectbox("Parent capsule (digit)", range(10), key=state.ROUTING_DIGIT)
+        digit = st.selectbox("Parent capsule (digit)", range(PAPER.num_classes), key=state.ROUTING_DIGIT)
         st.caption(
             "Iteration 1 couples every primary capsule equally (0.1) to every digit. Each later iteration "
             "raises the couplings of the votes that agree with a digit's capsule."
@@ -91,7 +92,7 @@ def routing(result: Inference) -> None:
         config=PLOT_CONFIG,
         key="fig_sharpening",
     )
-    with st.expander("The full 1152 x 10 coupling matrix"):
+    with st.expander(f"The full {PAPER.num_primary} x {PAPER.num_classes} coupling matrix"):
         st.plotly_chart(
             viz.coupling_matrix_figure(result.couplings[iteration - 1]), config=PLOT_CONFIG, key="fig_matrix"
         )
@@ -105,10 +106,10 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
     The fragment times itself (server side, in session state) for the caption and the benchmark.
     """
     start = time.perf_counter()
-    st.subheader("What the 16 pose dimensions mean")
+    st.subheader(f"What the {PAPER.digit_dim} pose dimensions mean")
     left, right = st.columns([3, 1])
     with right:
-        digit = st.selectbox("Reconstruct as digit", range(10), key=state.POSE_CLASS)
+        digit = st.selectbox("Reconstruct as digit", range(PAPER.num_classes), key=state.POSE_CLASS)
         st.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
     with left:
         columns = st.columns(POSE_COLUMNS)
@@ -120,7 +121,7 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
                 step=SLIDER_STEP,
                 key=state.POSE_DIM.format(d),
             )
-            for d in range(16)
+            for d in range(PAPER.digit_dim)
         ]
     pose = perturb.perturb(result.poses[digit], deltas)
     image = perturb.decode_pose(model, pose, digit)
@@ -128,7 +129,7 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
         st.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
     with st.expander("The paper's Figure 4 for this input: every dimension from -0.25 to 0.25"):
         png = _figure4_png(model, result, f"{input_id}:{digit}", digit)
-        st.image(png, caption=f"rows: dimensions 0-15; columns: -0.25 ... +0.25 (digit {digit})")
+        st.image(png, caption=f"rows: dimensions 0-{PAPER.digit_dim - 1}; columns: -0.25 ... +0.25 (digit {digit})")
         st.download_button("Download PNG", png, file_name=f"capsviz-pose-grid-{digit}.png", key="pose_grid_download")
     elapsed = time.perf_counter() - start
     st.session_state[state.POSE_SECONDS] = elapsed
