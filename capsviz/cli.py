@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
+    t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -138,14 +139,20 @@ def _train(args) -> int:
 def _model_config(args):
     """The config --model and --routing-iters describe; None when the model comes from --resume / --init."""
     if args.resume or args.init:
-        if args.model or args.routing_iters:
+        if args.model or args.preset or args.routing_iters:
             raise UsageError(
-                "--model and --routing-iters describe a new model; with --resume or --init it comes from the checkpoint"
+                "--model, --preset and --routing-iters describe a new model; with --resume or --init it comes from "
+                "the checkpoint"
             )
         return None
     kind = args.model or registry.LEGACY_KIND
     config_class = registry.classes(kind)[1]
-    return config_class(**_routing_option(kind, args.routing_iters))
+    presets = getattr(config_class, "PRESETS", {})
+    if args.preset is not None and args.preset not in presets:
+        named = ", ".join(sorted(presets)) or "none"
+        raise UsageError(f"--preset {args.preset!r} is not a named {kind} config (named: {named})")
+    base = presets[args.preset] if args.preset is not None else config_class()
+    return dataclasses.replace(base, **_routing_option(kind, args.routing_iters))
 
 
 def _routing_option(kind: str, routing_iters: int | None) -> dict:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from capsviz.cnn import CNN, CNNConfig
 from capsviz.model import CapsNet, CapsNetConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "capsnet": (CapsNet, CapsNetConfig),
+    "cnn": (CNN, CNNConfig),
 }
 LEGACY_KIND = "capsnet"  # checkpoints written before kinds were recorded hold a CapsNet
 
