@@ -121,3 +121,19 @@ def test_asking_for_cuda_without_a_gpu_is_one_clear_error(synthetic_root, tmp_pa
     result = capsviz("train", "--device", "cuda", "--data-root", synthetic_root, "--out", tmp_path, "--limit", 8)
     assert result.returncode == 2
     assert "no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_init_from_a_checkpoint_without_a_kind_with_a_cosine_schedule(synthetic_root, tmp_path):
+    """What the CPU continuation runs: --init from the shipped (kindless) checkpoint, --lr-schedule cosine."""
+    from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+    from capsviz.model import CapsNetConfig
+
+    out = tmp_path / "continued"
+    result = tiny_train(synthetic_root, out, "--init", SHIPPED_CHECKPOINT, "--epochs", 2, "--lr", 3e-4,
+                        "--lr-schedule", "cosine", "--lr-min", 1e-5)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert [row["lr"] for row in log] == pytest.approx([3e-4, 1e-5])
+    model, card = load_checkpoint(out / "last.safetensors")
+    assert card["kind"] == "capsnet"
+    assert CapsNetConfig.from_dict(card["model_config"]) == model.config == CapsNetConfig()
