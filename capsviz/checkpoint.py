@@ -202,7 +202,7 @@ def _parse_metadata(header: dict, name: str) -> tuple[str, object, dict]:
             f"(it knows {', '.join(sorted(registry.MODELS))}); a newer capsviz may read it"
         )
     try:
-        config = registry.config_from_dict(kind, json.loads(meta["config"]))
+        config = registry.load_config(kind, json.loads(meta["config"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{name} has an unreadable model config: {exc}") from None
     try:

@@ -22,12 +22,14 @@ tests/test_cnn.py checks both counts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from capsviz.configs import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,7 @@ class CNNConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> CNNConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CNNConfig fields: {sorted(unknown)}")
-        values = dict(data)
-        for name in ("conv_channels", "hidden"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return config_from_dict(cls, data)
 
     def describe(self) -> str:
         """One line for a model card."""

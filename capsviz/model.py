@@ -17,11 +17,12 @@ Primary capsules are flattened type-major: capsule n = type * 36 + row * 6 + col
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from capsviz.configs import config_from_dict
 from capsviz.losses import capsule_loss
 from capsviz.routing import ROUTERS, RoutingTrace, router, squash
 
@@ -78,14 +79,7 @@ class CapsNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> CapsNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CapsNetConfig fields: {sorted(unknown)}")
-        values = dict(data)
-        if "decoder_hidden" in values:
-            values["decoder_hidden"] = tuple(values["decoder_hidden"])
-        return cls(**values)
+        return config_from_dict(cls, data)
 
 
 PAPER = CapsNetConfig()  # the paper's MNIST CapsNet: the geometry the explorer's views draw (10 x 16-D, 6x6 grid)

@@ -43,7 +43,7 @@ def kind_of(model_or_config) -> str:
     raise UnknownKindError(f"{type(model_or_config).__name__} is not a registered model or config (capsviz.registry)")
 
 
-def config_from_dict(kind: str, data: dict):
+def load_config(kind: str, data: dict):
     """The config of `kind` from a checkpoint's JSON (ValueError for fields it does not have)."""
     return classes(kind)[1].from_dict(data)
 
