@@ -1,0 +1,193 @@
+"""What capsviz promises against careless or hostile input (issue 9), one attack per test.
+
+Every attack uses a file the test crafts itself: tiny safetensors headers, sparse files,
+synthetic MNIST. Each case number is the issue's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from capsviz import cli
+from capsviz.checkpoint import CheckpointError, load_checkpoint, restore_optimizer, save_checkpoint
+from capsviz.data import load_mnist
+from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.train import NonFiniteLossError, TrainConfig, train
+from conftest import OFFLINE_ENV
+
+TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}
+
+
+def capsviz(*args, cwd=None):
+    """`python -m capsviz` in a real process, so a crash (SIGSEGV) shows as its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
+    )
+
+
+def rewrite(path: Path, change) -> None:
+    """Edit a checkpoint's tensors in place with `change(tensors)`, keeping its metadata."""
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    change(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_root):
+    return load_mnist(synthetic_root, train=True), load_mnist(synthetic_root, train=False)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(epochs=1, batch_size=32, lr=3e-3, device="cpu", eval_batch_size=20)
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, splits):
+    """A healthy one-epoch run of the tiny model: its last.safetensors holds weights + Adam state."""
+    out = tmp_path_factory.mktemp("good_run")
+    train(*splits, out, tiny_config(), model_config=TINY)
+    return out / "last.safetensors"
+
+
+@pytest.fixture
+def run_copy(good_run, tmp_path) -> Path:
+    copy = tmp_path / "resume.safetensors"
+    copy.write_bytes(good_run.read_bytes())
+    return copy
+
+
+# --- 1. a NaN epoch must never replace the last good checkpoint -------------------------
+
+
+def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run, splits, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    checkpoint = out / "last.safetensors"
+    checkpoint.write_bytes(good_run.read_bytes())
+    before = checkpoint.read_bytes()
+    with pytest.raises(NonFiniteLossError, match="loss became .*last complete epoch"):
+        train(*splits, out, tiny_config(epochs=3, lr=1e30), resume=checkpoint)  # Adam at lr 1e30 blows up
+    assert checkpoint.read_bytes() == before
+    load_checkpoint(checkpoint)  # still loads
+
+
+def test_1_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
+    result = capsviz("train", "--init", good_run, "--lr", "1e30", "--epochs", 2, "--batch-size", 32,
+                     "--limit", 64, "--device", "cpu", "--data-root", synthetic_root, "--out", tmp_path / "r")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "loss became" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+def test_1_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_path):
+    rewrite(run_copy, lambda t: t["optimizer/conv1.weight/exp_avg"].fill_(float("nan")))
+    with pytest.raises(CheckpointError, match="optimizer/conv1.weight/exp_avg holds non-finite"):
+        train(*splits, tmp_path / "r", tiny_config(epochs=2), resume=run_copy)
+    assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["weights", "optimizer"])
+def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, where):
+    model = CapsNet(TINY)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "a.safetensors", model, optimizer=optimizer)
+    before = path.read_bytes()
+    with torch.no_grad():
+        if where == "weights":
+            model.decoder.net[0].bias[0] = float("inf")
+        else:
+            optimizer.state[model.conv1.bias]["exp_avg_sq"][0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(path, model, optimizer=optimizer)
+    assert path.read_bytes() == before
+
+
+# --- 2. a failed export leaves the destination untouched ---------------------------------
+
+
+def test_2_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, tmp_path):
+    shipped = tmp_path / "pretrained" / "capsnet_mnist.safetensors"
+    shipped.parent.mkdir()
+    save_checkpoint(shipped, CapsNet(TINY), {"test_accuracy": 0.9946})
+    card = shipped.with_suffix(".json")
+    card.write_text('{"test_accuracy": 0.9946}\n')
+    before = shipped.read_bytes(), card.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ENV_EMPTY = {**ENV, "CAPSVIZ_DATA": str(empty)}
+    result = subprocess.run([sys.executable, "-m", "capsviz", "export", str(good_run), "--out", str(shipped),
+                             "--data-root", str(empty)], capture_output=True, text=True, env=ENV_EMPTY)  # fmt: skip
+    assert result.returncode == 2 and "MNIST is not in" in result.stderr
+    assert (shipped.read_bytes(), card.read_bytes()) == before
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["capsnet_mnist.json", "capsnet_mnist.safetensors"]
+
+
+def test_2_export_failing_during_measurement_leaves_no_trace(good_run, synthetic_root, tmp_path, monkeypatch):
+    out = tmp_path / "model.safetensors"
+
+    def broken(*args, **kwargs):
+        raise CheckpointError("measurement failed")
+
+    monkeypatch.setattr("capsviz.train.evaluate", broken)
+    assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp_path):
+    out = tmp_path / "model.safetensors"
+    assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert load_checkpoint(out)[1] == card and card["test_images"] == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+# --- 3. a wrong-shaped optimizer tensor is refused, never a segfault -------------------------
+
+
+def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
+    rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
+    result = capsviz("train", "--resume", run_copy, "--epochs", 2, "--batch-size", 32, "--limit", 64,
+                     "--device", "cpu", "--data-root", synthetic_root, "--out", tmp_path / "r")  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "optimizer tensor optimizer/conv1.weight/exp_avg (3,) matches no parameter" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "slot, value, message",
+    [
+        ("exp_avg", torch.zeros(1, 16, 9, 9), r"has shape \(1, 16, 9, 9\); its parameter is \(16, 1, 9, 9\)"),
+        ("exp_avg", torch.zeros(3), r"is \(3,\) torch.float32; its parameter needs a float \(16, 1, 9, 9\)"),
+        ("exp_avg", torch.zeros(16, 1, 9, 9, dtype=torch.int32), "needs a float"),
+        ("exp_avg_sq", None, "Adam needs"),
+        ("step", torch.tensor(-1.0), "negative"),
+    ],
+)
+def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, value, message):
+    model = CapsNet(TINY)
+    tensors = {
+        f"optimizer/{name}/{key}": torch.zeros(()) if key == "step" else torch.zeros_like(p)
+        for name, p in model.named_parameters()
+        for key in ("step", "exp_avg", "exp_avg_sq")
+    }
+    key = f"optimizer/conv1.weight/{slot}"
+    if value is None:
+        del tensors[key]
+    else:
+        tensors[key] = value
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    with pytest.raises(CheckpointError, match=message):
+        restore_optimizer(optimizer, model, tensors)
