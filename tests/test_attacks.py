@@ -21,6 +21,7 @@ from capsviz.checkpoint import CheckpointError, load_checkpoint, restore_optimiz
 from capsviz.data import load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.train import NonFiniteLossError, TrainConfig, train
+
 from conftest import OFFLINE_ENV
 
 TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
@@ -32,6 +33,12 @@ def capsviz(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
     )
+
+
+def tiny_cli_train(data_root, out, *args):
+    """`capsviz train` on 64 synthetic images, batch 32, on the CPU."""
+    return capsviz("train", "--batch-size", 32, "--limit", 64, "--device", "cpu",
+                   "--data-root", data_root, "--out", out, *args)  # fmt: skip
 
 
 def rewrite(path: Path, change) -> None:
@@ -84,8 +91,7 @@ def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run
 
 
 def test_1_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
-    result = capsviz("train", "--init", good_run, "--lr", "1e30", "--epochs", 2, "--batch-size", 32,
-                     "--limit", 64, "--device", "cpu", "--data-root", synthetic_root, "--out", tmp_path / "r")  # fmt: skip
+    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--init", good_run, "--lr", "1e30", "--epochs", 2)
     assert result.returncode == 1, result.stderr
     assert "loss became" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "last.safetensors").exists()
@@ -160,8 +166,7 @@ def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp
 
 def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
     rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
-    result = capsviz("train", "--resume", run_copy, "--epochs", 2, "--batch-size", 32, "--limit", 64,
-                     "--device", "cpu", "--data-root", synthetic_root, "--out", tmp_path / "r")  # fmt: skip
+    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2)
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "optimizer tensor optimizer/conv1.weight/exp_avg (3,) matches no parameter" in result.stderr
 
