@@ -7,6 +7,8 @@ synthetic MNIST. Each case number is the issue's.
 from __future__ import annotations
 
 import json
+import math
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from capsviz import cli
-from capsviz.checkpoint import CheckpointError, load_checkpoint, restore_optimizer, save_checkpoint
+from capsviz.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_training_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from capsviz.data import load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.train import NonFiniteLossError, TrainConfig, train
@@ -196,3 +204,130 @@ def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, val
     optimizer = torch.optim.Adam(model.parameters(), fused=True)
     with pytest.raises(CheckpointError, match=message):
         restore_optimizer(optimizer, model, tensors)
+
+
+# --- 4 and 5. a checkpoint cannot make capsviz allocate or read what it declares ---------------
+
+
+def crafted(config: dict, tensors: dict[str, list[int]], *, card: dict | None = None) -> bytes:
+    """A safetensors header (F32 tensors of the given shapes) with capsviz metadata; no tensor data.
+
+    The caller writes it and extends the file (sparse) to `size` or to what the header declares.
+    """
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        end = offset + 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}
+        offset = end
+    meta = {
+        "format": "capsviz-checkpoint",
+        "version": "1",
+        "config": json.dumps(config),
+        "card": json.dumps(card or {}),
+    }
+    body = json.dumps({"__metadata__": meta, **header}).encode()
+    return struct.pack("<Q", len(body)) + body
+
+
+def declared_size(prefix: bytes) -> int:
+    header = json.loads(prefix[8:])
+    return len(prefix) + max([v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] + [0])
+
+
+def sparse_file(path: Path, prefix: bytes, size: int | None = None) -> Path:
+    with open(path, "wb") as handle:
+        handle.write(prefix)
+        handle.truncate(size or declared_size(prefix))  # a hole: no disk, no memory
+    return path
+
+
+@pytest.fixture
+def nothing_is_allocated(monkeypatch):
+    """Fail the test if tensors are read or a model is built anywhere but on the meta device."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensor data was read before the header was checked")
+
+    class MetaOnly(CapsNet):
+        def __init__(self, config):
+            assert torch.empty(0).device.type == "meta", "a model was built before the header was checked"
+            super().__init__(config)
+
+    monkeypatch.setattr("capsviz.checkpoint.load_file", refuse)
+    monkeypatch.setattr("capsviz.checkpoint.load_tensors", refuse)
+    monkeypatch.setattr("capsviz.checkpoint.CapsNet", MetaOnly)
+
+
+TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY).named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("conv_channels", 20_000, "conv_channels must be an integer in 1..1024"),
+        ("conv_channels", 10**7, "conv_channels must be an integer in 1..1024"),
+        ("num_classes", 10**4, "num_classes must be an integer in 2..100"),
+        ("decoder_hidden", [50_000, 50_000], "decoder_hidden must be two integers in 1..4096"),
+        ("primary_dim", -3, "primary_dim must be an integer"),
+        ("kernel_size", 2.5, "kernel_size must be an integer"),
+        ("routing_iters", True, "routing_iters must be an integer"),
+    ],
+)
+def test_4_every_config_field_is_bounded_before_anything_is_built(
+    tmp_path, nothing_is_allocated, field, value, message
+):
+    config = {**TINY.to_dict(), field: value}
+    path = sparse_file(tmp_path / "huge.safetensors", crafted(config, TINY_SHAPES))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_4_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_is_allocated):
+    config = {**TINY.to_dict(), "primary_types": 128, "primary_dim": 32, "digit_dim": 64, "num_classes": 100}
+    path = sparse_file(tmp_path / "big.safetensors", crafted(config, TINY_SHAPES))
+    with pytest.raises(CheckpointError, match="parameters; capsviz allows"):
+        load_checkpoint(path)
+
+
+def test_4_header_shapes_are_checked_against_the_config_before_allocating(tmp_path, nothing_is_allocated):
+    shapes = {**TINY_SHAPES, "digits.weight": [1152, 10, 16, 8 * 10**6]}  # 2.9 TB declared, sparse on disk
+    path = sparse_file(tmp_path / "liar.safetensors", crafted(TINY.to_dict(), shapes))
+    with pytest.raises(CheckpointError, match=r"digits.weight has shape \(1152, 10, 16, 8000000\)"):
+        load_checkpoint(path)
+    data = crafted(TINY.to_dict(), {**TINY_SHAPES, "conv1.weight": [16, 1, 9]})  # the same from uploaded bytes
+    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(16, 1, 9\)"):
+        load_checkpoint(data + bytes(declared_size(data) - len(data)))
+
+
+def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, nothing_is_allocated):
+    shapes = {**TINY_SHAPES, "optimizer/conv1.weight/exp_avg": [10**9]}
+    path = sparse_file(tmp_path / "adam.safetensors", crafted(TINY.to_dict(), shapes))
+    with pytest.raises(CheckpointError, match="matches no parameter"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("size", [2 * 2**30, 12 * 2**30])
+def test_5_a_huge_file_is_refused_from_its_header_alone(tmp_path, nothing_is_allocated, size):
+    """A valid tiny checkpoint padded (sparsely) to 2 GB or 12 GB: only the header is read."""
+    path = sparse_file(tmp_path / "padded.safetensors", crafted(TINY.to_dict(), TINY_SHAPES), size)
+    with pytest.raises(CheckpointError, match=f"is {size} bytes, but its header describes only"):
+        load_checkpoint(path)
+
+
+def test_5_a_file_shorter_than_its_header_declares_is_refused(tmp_path, nothing_is_allocated):
+    prefix = crafted(TINY.to_dict(), TINY_SHAPES)
+    path = sparse_file(tmp_path / "short.safetensors", prefix, declared_size(prefix) - 1)
+    with pytest.raises(CheckpointError, match="is truncated"):
+        load_checkpoint(path)
+
+
+def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
+    """The paper's model with Adam state (what a training run writes, 98.6 MB) is within every bound."""
+    model = CapsNet(CapsNetConfig())
+    optimizer = torch.optim.Adam(model.parameters())
+    optimizer.step()  # no gradients: the state is created lazily, so fill it as a step would
+    for p in model.parameters():
+        optimizer.state[p].update(step=torch.tensor(1.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+    path = save_checkpoint(tmp_path / "last.safetensors", model, {"epochs": 0}, optimizer=optimizer)
+    assert path.stat().st_size > 98_000_000
+    assert load_training_state(path)[0].config == CapsNetConfig()
