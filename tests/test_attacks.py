@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from capsviz.checkpoint import (
 )
 from capsviz.data import load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
-from capsviz.train import NonFiniteLossError, TrainConfig, train
+from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
 from conftest import OFFLINE_ENV
 
@@ -331,3 +332,140 @@ def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
     path = save_checkpoint(tmp_path / "last.safetensors", model, {"epochs": 0}, optimizer=optimizer)
     assert path.stat().st_size > 98_000_000
     assert load_training_state(path)[0].config == CapsNetConfig()
+
+
+# --- 9 and 10. bad arguments and a bad --out: one clear message, exit 2, before any work -------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size: 0 is out of range: it must be >= 1"),
+        (["--batch-size", "-7"], "--batch-size: -7 is out of range"),
+        (["--limit", "-5"], "--limit: -5 is out of range"),
+        (["--limit", "0"], "--limit: 0 is out of range"),
+        (["--epochs", "-1"], "--epochs: -1 is out of range"),
+        (["--lr", "-1"], "--lr: -1 is out of range: it must be > 0"),
+        (["--lr", "nan"], "--lr: nan is out of range"),
+        (["--lr", "abc"], "--lr: 'abc' is not a number"),
+        (["--threads", "-1"], "--threads: -1 is out of range"),
+        (["--lr-decay", "-1"], "--lr-decay: -1 is out of range: it must be > 0 and <= 1"),
+        (["--lr-decay", "nan"], "--lr-decay: nan is out of range"),
+        (["--lr-min", "-0.1"], "--lr-min: -0.1 is out of range"),
+        (["--lr-min", "0.5", "--lr", "0.1"], "--lr-min 0.5 is above --lr 0.1"),
+        (["--seed", "-2"], "--seed: -2 is out of range"),
+        (["--lr-schedule", "linear"], "invalid choice: 'linear'"),
+        (["--resume", "a.safetensors", "--init", "b.safetensors"], "give one of them"),
+    ],
+)
+def test_9_bad_training_arguments_exit_2_with_one_message_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--out", str(out), *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # nothing was started
+
+
+def test_9_evaluate_limit_0_is_refused(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["evaluate", "--limit", "0"])
+    assert stopped.value.code == 2 and "--limit: 0 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("values", [dict(batch_size=0), dict(lr=float("nan")), dict(lr_decay=-1), dict(epochs=-1)])
+def test_9_the_library_refuses_the_same_configs(values):
+    with pytest.raises(ValueError, match="must be"):
+        TrainConfig(**values)
+
+
+def test_10_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    for out in (existing, existing / "run"):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["train", "--out", str(out), "--data-root", str(tmp_path / "never-read")])
+        assert stopped.value.code == 2
+        assert "pick" in capsys.readouterr().err
+    assert existing.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_10_a_read_only_out_is_refused_before_training(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--out", str(locked), "--data-root", str(tmp_path / "never-read")])
+    assert stopped.value.code == 2 and "cannot write the run folder" in capsys.readouterr().err
+
+
+def test_10_the_library_checks_the_run_folder_before_loading_anything(tmp_path, splits, monkeypatch):
+    existing = tmp_path / "file"
+    existing.write_text("")
+    monkeypatch.setattr("capsviz.train.CapsNet", None)  # building a model would fail differently
+    with pytest.raises(RunFolderError, match="existing file"):
+        train(*splits, existing, tiny_config())
+
+
+# --- 13. resume flags, malformed cards, left-over temporaries, atomic logs ------------------------
+
+
+def test_13_resume_with_other_routing_iterations_is_refused(good_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--resume", str(good_run), "--routing-iters", "5", "--out", str(tmp_path / "r")])
+    assert stopped.value.code == 2
+    assert "trained with 3 routing iterations; --routing-iters cannot change that" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "card_change, message",
+    [
+        (lambda card: card.update(epochs="three"), "'epochs' is 'three'"),
+        (lambda card: card.update(epochs=-1), "'epochs' is -1"),
+        (lambda card: card.update(history="lots"), "'history' is not a list of epoch records"),
+        (lambda card: card.update(history=[1, 2]), "'history' is not a list of epoch records"),
+        (lambda card: card["history"][0].pop("lr"), "'history' is not a list of epoch records"),
+        (lambda card: card.update(epochs=4), "1 history rows for 4 epochs"),
+    ],
+)
+def test_13_a_malformed_resumed_card_is_a_clear_error(run_copy, splits, tmp_path, card_change, message):
+    with safe_open(str(run_copy), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    card = json.loads(metadata["card"])
+    card_change(card)
+    save_file(tensors, str(run_copy), metadata={**metadata, "card": json.dumps(card)})
+    with pytest.raises(CheckpointError, match=message):
+        train(*splits, tmp_path / "r", tiny_config(epochs=5), resume=run_copy)
+
+
+def test_13_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
+    target = tmp_path / "last.safetensors"
+    stale, fresh = tmp_path / ".last.safetensors.abc123.tmp", tmp_path / ".last.safetensors.def456.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"a write in progress")
+    os.utime(stale, (0, 0))  # killed long ago
+    save_checkpoint(target, CapsNet(TINY))
+    assert not stale.exists() and fresh.exists()
+
+
+def test_13_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.safetensors").write_bytes(good_run.read_bytes())
+    train(*splits, out, tiny_config(epochs=2), resume=out / "last.safetensors")
+    before = {name: (out / name).read_bytes() for name in ("log.json", "log.csv", "last.safetensors")}
+    real_replace = os.replace
+
+    def crash_on_logs(src, dst):
+        if str(dst).endswith((".json", ".csv")):
+            raise OSError("killed while writing the log")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("capsviz.checkpoint.os.replace", crash_on_logs)
+    with pytest.raises(OSError, match="killed"):
+        train(*splits, out, tiny_config(epochs=3), resume=out / "last.safetensors")
+    assert (out / "log.json").read_bytes() == before["log.json"]
+    assert (out / "log.csv").read_bytes() == before["log.csv"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
