@@ -239,19 +239,15 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from capsviz.preprocess import to_mnist
+    from capsviz.preprocess import open_image, to_mnist
 
     model, _ = load_checkpoint(args.checkpoint)
     results, failed = [], 0
     for path in args.images:
         entry = {"path": path}
         try:
-            with Image.open(path) as image:
-                image.load()
-                x = to_mnist(image)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            x = to_mnist(open_image(path))
+        except ValueError as exc:
             entry.update(label=None, lengths=None, error=f"cannot read image: {exc}")
             failed += 1
             results.append(entry)

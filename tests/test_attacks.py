@@ -6,16 +6,20 @@ synthetic MNIST. Each case number is the issue's.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -29,9 +33,11 @@ from capsviz.checkpoint import (
 )
 from capsviz.data import load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.preprocess import open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
-from conftest import OFFLINE_ENV
+from conftest import OFFLINE_ENV, REPO
+from drawings import draw_digit
 
 TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}
@@ -469,3 +475,72 @@ def test_13_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch)
     assert (out / "log.json").read_bytes() == before["log.json"]
     assert (out / "log.csv").read_bytes() == before["log.csv"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- 6. image bombs are refused before decoding; an upload is decoded once ---------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGBA pixels and holds no pixel data: 57 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_6_a_huge_png_is_refused_from_its_header(tmp_path):
+    bomb = png_header_only(13_000, 13_000)
+    with pytest.raises(ValueError, match="13000x13000 pixels; capsviz reads at most"):
+        to_mnist(bomb)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    assert cli.main(["predict", str(path), "--json"]) == 1  # every image failed
+
+
+def test_6_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
+    photo = draw_digit(7, size=280).convert("L").resize((4200, 4200))  # 17.6 M pixels, over the cap
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG")
+    assert max(open_image(buffer.getvalue()).size) <= 2100  # decoded at 1/2 scale or less
+    assert to_mnist(buffer.getvalue()) is not None
+
+
+def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from capsviz.ui import state
+    from capsviz.ui.inputs import UPLOAD
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    calls = []
+
+    def counting(image):
+        calls.append(1)
+        return to_mnist(image)
+
+    monkeypatch.setattr("capsviz.ui.inputs.to_mnist", counting)
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    buffer = io.BytesIO()
+    draw_digit(4).save(buffer, format="PNG")
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", buffer.getvalue(), "image/png")).run()
+    app.slider(key=state.ROUTING_ITERS).set_value(2).run()
+    app.run()
+    assert not app.exception and app.metric and len(calls) == 1
+
+
+# --- 8. 16-bit greyscale is read at its own depth ------------------------------------------------
+
+
+def test_8_a_16_bit_greyscale_png_is_not_blank():
+    drawing = np.asarray(draw_digit(3).convert("L"), dtype=np.float64) / 255  # ink 1, background 0
+    scan = (40_000 - drawing * 39_000).astype(np.uint16)  # background 40000, ink 1000
+    buffer = io.BytesIO()
+    Image.fromarray(scan).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
+    x = to_mnist(buffer.getvalue())
+    assert x is not None
+    assert torch.allclose(x, to_mnist(draw_digit(3)), atol=0.05)  # the same digit as the 8-bit drawing
