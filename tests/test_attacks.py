@@ -6,10 +6,13 @@ synthetic MNIST. Each case number is the issue's.
 
 from __future__ import annotations
 
+import errno
+import gzip
 import io
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from capsviz.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from capsviz.data import load_mnist
+from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
@@ -544,3 +547,41 @@ def test_8_a_16_bit_greyscale_png_is_not_blank():
     x = to_mnist(buffer.getvalue())
     assert x is not None
     assert torch.allclose(x, to_mnist(draw_digit(3)), atol=0.05)  # the same digit as the 8-bit drawing
+
+
+# --- 11. a damaged MNIST names the bad file or the read-only folder ------------------------------
+
+
+@pytest.fixture
+def mnist_copy(synthetic_root, tmp_path) -> Path:
+    root = tmp_path / "mnist"
+    shutil.copytree(synthetic_root, root)
+    return root
+
+
+def test_11_a_truncated_unpacked_file_is_named(mnist_copy):
+    images = mnist_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(DataUnavailableError, match=rf"{images} is damaged \(truncated: 1000 bytes.*Fix: delete it"):
+        load_mnist(mnist_copy, train=False)
+
+
+def test_11_a_truncated_archive_is_named(mnist_copy):
+    raw = mnist_copy / "MNIST" / "raw"
+    images = raw / "t10k-images-idx3-ubyte"
+    gzip_bytes = gzip.compress(images.read_bytes())
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip_bytes[: len(gzip_bytes) // 2])
+    images.unlink()  # only the (damaged) archive is left
+    with pytest.raises(DataUnavailableError, match=r"t10k-images-idx3-ubyte.gz is damaged \(its checksum"):
+        load_mnist(mnist_copy, train=False)
+
+
+def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
+    raw = mnist_copy / "MNIST" / "raw"
+
+    def read_only(*args, **kwargs):  # what unpacking into a read-only folder raises (root ignores chmod)
+        raise PermissionError(errno.EACCES, "Permission denied", str(raw / "t10k-images-idx3-ubyte"))
+
+    monkeypatch.setattr("torchvision.datasets.MNIST.__init__", read_only)
+    with pytest.raises(DataUnavailableError, match=rf"{raw} is read-only.*gunzip -k"):
+        load_mnist(mnist_copy, train=False)
