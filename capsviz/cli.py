@@ -1,4 +1,4 @@
-"""The `python -m capsviz` command line: train, evaluate, predict.
+"""The `capsviz` (or `python -m capsviz`) command line: train, evaluate, predict, export, app.
 
 python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
 python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
@@ -57,7 +57,7 @@ DECAY = _number(float, low=0, low_open=True, high=1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m capsviz", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="capsviz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a CapsNet on MNIST")
@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
 
+    commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"] and argv[1:2] not in (["-h"], ["--help"]):
+        return _app(argv[1:])  # every other argument is streamlit's
     args = parser.parse_args(argv)
     if args.command == "train":
         _check_train_args(parser, args)
@@ -118,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("interrupted; the last complete epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def _app(streamlit_args: list[str]) -> int:
+    import subprocess
+
+    from capsviz.ui.server import command
+
+    try:
+        return subprocess.call(command(streamlit_args))
+    except KeyboardInterrupt:
         return 130
 
 

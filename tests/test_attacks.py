@@ -585,3 +585,93 @@ def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.MNIST.__init__", read_only)
     with pytest.raises(DataUnavailableError, match=rf"{raw} is read-only.*gunzip -k"):
         load_mnist(mnist_copy, train=False)
+
+
+# --- 7. trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
+
+
+def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, monkeypatch):
+    from capsviz.ui.training import TrainingJob, run_job
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    job = TrainingJob(tiny_config(epochs=100), 96, tmp_path / "run", owner_alive=lambda: False, grace_seconds=0)
+    run_job(job)  # returns at the first report instead of training 100 epochs
+    assert job.status == "stopped: its browser session closed" and job.error is None
+    assert job.batches_done == 0 and not job.epochs
+
+
+def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_path):
+    from capsviz.ui.training import TrainingJob
+
+    present = [False]
+    job = TrainingJob(tiny_config(), 96, tmp_path, owner_alive=lambda: present[0], grace_seconds=3600)
+    assert not job.abandoned() and job.owner_gone_since is not None  # gone, but only just
+    present[0] = True
+    assert not job.abandoned() and job.owner_gone_since is None  # back: the clock restarts
+    present[0], job.grace_seconds = False, 0
+    assert job.abandoned()
+
+
+def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
+    from capsviz.ui.training import JobRegistry, TrainingJob
+
+    jobs = JobRegistry(limit=2)
+    first, second, third = (TrainingJob(tiny_config(), 96, tmp_path / str(i)) for i in range(3))
+    assert jobs.admit(first) and jobs.admit(second)
+    assert not jobs.admit(third)
+    first.finished = 1.0  # a finished (or stopped) training frees its place
+    assert jobs.admit(third) and jobs.active() == [second, third]
+
+
+def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from capsviz.ui import state
+    from capsviz.ui.training import TrainingJob, registry
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CAPSVIZ_MAX_TRAININGS", "1")
+    registry.clear()
+    try:
+        assert registry().admit(TrainingJob(tiny_config(), 96, tmp_path / "another-session"))
+        app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+        app.button(key=state.TRAIN_START).click().run()
+        assert not app.exception
+        assert state.TRAIN_JOB not in app.session_state
+        assert any("already runs 1 training" in w.value for w in app.warning)
+        assert not (tmp_path / "runs").exists()
+    finally:
+        registry.clear()
+
+
+def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
+    from capsviz.ui.training import prune_runs
+
+    app_runs = [tmp_path / f"2026010{i}-120000-abcde{i}" for i in range(1, 6)]
+    mine = tmp_path / "my-cli-run"
+    for run in [*app_runs, mine]:
+        run.mkdir()
+        (run / "last.safetensors").write_bytes(b"x")
+    gone = prune_runs(tmp_path, keep=2, protect={app_runs[0]})
+    assert sorted(gone) == app_runs[1:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [app_runs[0], *app_runs[3:], mine])
+
+
+# --- 12. the server is safe by default -----------------------------------------------------------
+
+
+def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from capsviz.ui.inputs import MAX_UPLOAD_MB
+    from capsviz.ui.server import SETTINGS, command
+    from capsviz.ui.sidebar import MAX_CHECKPOINT_MB
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    shipped = {f"{section}.{name}": value for section, values in config.items() for name, value in values.items()}
+    assert shipped == SETTINGS
+    assert SETTINGS["server.address"] == "localhost"  # not every interface
+    assert SETTINGS["server.maxUploadSize"] == max(MAX_UPLOAD_MB, MAX_CHECKPOINT_MB)  # no 190 MB uploads
+    assert SETTINGS["client.showErrorDetails"] == "none"
+    line = command(["--server.port", "8502"])
+    assert "--server.address=localhost" in line and line[-2:] == ["--server.port", "8502"]  # later flags win
