@@ -31,7 +31,9 @@ from capsviz.model import CapsNet, CapsNetConfig
 
 FORMAT = "capsviz-checkpoint"
 VERSION = "1"
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# the shipped weights: inside the package once installed (a wheel), else pretrained/ of the checkout
+_INSTALLED = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parent.parent / "pretrained"
 SHIPPED_CHECKPOINT = PRETRAINED_DIR / "capsnet_mnist.safetensors"
 OPTIMIZER_PREFIX = "optimizer/"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
