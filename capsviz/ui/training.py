@@ -6,9 +6,10 @@ every second draws the job. Finished (or cancelled) runs are checkpoints under t
 folder and can be made the session's active model.
 
 What a server spends on trainings is bounded: a training stops when its browser session
-has been gone for ABANDONED_SECONDS (a closed tab), at most $CAPSVIZ_MAX_TRAININGS run at
-once on the server (default 2), and the runs folder keeps the newest $CAPSVIZ_KEEP_RUNS
-app runs (default 10; runs you made with the command line are never touched).
+has been gone for $CAPSVIZ_ABANDONED_SECONDS (default 30: a closed tab, not a network
+blip), at most $CAPSVIZ_MAX_TRAININGS run at once on the server (default 2), and the runs
+folder keeps the newest $CAPSVIZ_KEEP_RUNS app runs (default 10; runs made with the
+command line are never touched).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ REFRESH_SECONDS = 1.0
 LOSS_POINTS = 2000  # keep the live curve light
 MAX_TRAININGS_ENV, MAX_TRAININGS = "CAPSVIZ_MAX_TRAININGS", 2  # concurrent trainings per server
 KEEP_RUNS_ENV, KEEP_RUNS = "CAPSVIZ_KEEP_RUNS", 10  # app runs kept in the runs folder (about 94 MB each)
-ABANDONED_SECONDS = 30.0  # a session gone this long (a closed tab, not a network blip) stops its training
+ABANDONED_ENV, ABANDONED_SECONDS = "CAPSVIZ_ABANDONED_SECONDS", 30  # a session gone this long stops its training
 APP_RUN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # the names start_job gives; other runs are never pruned
 
 
@@ -181,7 +182,10 @@ def session_watch() -> Callable[[], bool]:
 def start_job(config: TrainConfig, limit: int, *, jobs: JobRegistry, owner_alive=lambda: True) -> TrainingJob | None:
     """Start a training in a worker thread; None when the server already runs `jobs.limit` of them."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    job = TrainingJob(config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}", owner_alive=owner_alive)
+    grace = _env_count(ABANDONED_ENV, ABANDONED_SECONDS)
+    job = TrainingJob(
+        config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}", owner_alive=owner_alive, grace_seconds=grace
+    )
     if not jobs.admit(job):
         return None
     prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), {j.out_dir for j in jobs.active()})
