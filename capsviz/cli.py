@@ -127,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _app(streamlit_args: list[str]) -> int:
+    import os
     import subprocess
 
     from capsviz.ui.server import command
 
+    line = command(streamlit_args)
+    if os.name == "posix":
+        os.execv(line[0], line)  # streamlit becomes this process: Ctrl-C and signals reach it directly
     try:
-        return subprocess.call(command(streamlit_args))
+        return subprocess.call(line)
     except KeyboardInterrupt:
         return 130
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,27 @@ def test_capsviz_help_and_predict_run_from_the_console_script(installed, tmp_pat
     draw_digit(7).save(drawing)
     (entry,) = json.loads(run(installed / "capsviz", "predict", drawing, "--json", cwd=tmp_path).stdout)
     assert entry["label"] == 7 and len(entry["lengths"]) == 10
+
+
+def test_capsviz_app_serves_the_page_from_the_installed_package(installed, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [installed / "capsviz", "app", "--server.port", str(port), "--server.headless", "true"]
+    server = subprocess.Popen([str(c) for c in command], cwd=tmp_path, env=OFFLINE_ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if direct.open(f"http://localhost:{port}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("capsviz app did not start")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode(errors="replace")
+    assert f"localhost:{port}" in output  # bound to this machine only, as .streamlit/config.toml says
