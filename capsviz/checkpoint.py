@@ -13,15 +13,19 @@ carry the optimizer state under `optimizer/...` keys so `--resume` can continue 
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import struct
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_tensors
+from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 from torch import nn
 
@@ -29,10 +33,17 @@ from capsviz import registry
 
 FORMAT = "capsviz-checkpoint"
 VERSION = "1"
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# the shipped weights: inside the package once installed (a wheel), else pretrained/ of the checkout
+_INSTALLED = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parent.parent / "pretrained"
 SHIPPED_CHECKPOINT = PRETRAINED_DIR / "capsnet_mnist.safetensors"
 OPTIMIZER_PREFIX = "optimizer/"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+ADAM_REQUIRED = {"step", "exp_avg", "exp_avg_sq"}
+ADAM_SLOTS = ADAM_REQUIRED | {"max_exp_avg_sq"}  # amsgrad
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a checkpoint may hold
+MAX_PARAMETERS = 50_000_000  # about 6x the paper's CapsNet, above its 35.4M CNN baseline
+STALE_TMP_SECONDS = 600  # a temporary file this old belongs to a write that was killed
 
 
 class CheckpointError(ValueError):
@@ -64,6 +75,9 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if optimizer is not None:
         tensors.update(_optimizer_tensors(model, optimizer))
+    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if bad:  # a diverged run must not replace its last good checkpoint
+        raise CheckpointError(f"refusing to write {path}: {', '.join(bad[:3])} hold non-finite values (NaN or inf)")
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -71,7 +85,7 @@ def save_checkpoint(
         "config": json.dumps(model.config.to_dict()),
         "card": json.dumps(card or {}),
     }
-    _atomic_write(path, save_tensors(tensors, metadata=metadata))
+    atomic_write(path, save_tensors(tensors, metadata=metadata))
     return path
 
 
@@ -88,34 +102,64 @@ def load_training_state(
     model, card, optimizer = _load(source, device)
     if not optimizer:
         raise CheckpointError(f"{source} has no optimizer state: it cannot be resumed")
-    return model, card, TrainingState(epoch=int(card.get("epochs", 0)), optimizer=optimizer)
+    epochs = card.get("epochs", 0)
+    if type(epochs) is not int or epochs < 0:
+        raise CheckpointError(f"{source} has an unreadable card: 'epochs' is {epochs!r}, not a count of epochs")
+    return model, card, TrainingState(epoch=epochs, optimizer=optimizer)
 
 
 def read_card(source: str | os.PathLike | bytes) -> dict:
     """The card of a checkpoint without loading its tensors."""
-    data = _read_bytes(source)
-    return _parse_metadata(_read_header(data, _name(source)), _name(source))[2]
+    return _parse_metadata(_read_header(source), _name(source))[2]
+
+
+def read_config(source: str | os.PathLike | bytes):
+    """The model config of a checkpoint without loading its tensors."""
+    return _parse_metadata(_read_header(source), _name(source))[1]
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Load Adam-style per-parameter state saved by `save_checkpoint(optimizer=...)`."""
+    """Load Adam-style per-parameter state saved by `save_checkpoint(optimizer=...)`.
+
+    Every tensor is checked against its parameter first: a wrong shape would crash fused Adam.
+    """
     state = optimizer.state_dict()
     names, params = zip(*model.named_parameters())
+    entries: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, slot = key.removeprefix(OPTIMIZER_PREFIX).rpartition("/")
+        entries.setdefault(name, {})[slot] = value
+    unknown = sorted(set(entries) - set(names))
+    if unknown:
+        raise CheckpointError(f"optimizer state for parameters the model does not have: {unknown[:5]}")
     for index, name in enumerate(names):
-        entry = {
-            key.rsplit("/", 1)[1]: value
-            for key, value in tensors.items()
-            if key.startswith(f"{OPTIMIZER_PREFIX}{name}/")
-        }
+        entry = entries.get(name)
         if entry:
-            if "step" in entry:
-                entry["step"] = entry["step"].float().reshape(())
+            _check_optimizer_entry(name, entry, params[index])
+            entry["step"] = entry["step"].float().reshape(())
             param = params[index]
             for key, value in entry.items():
-                if key != "step" and value.shape == param.shape:  # the parameter's memory format (fused Adam)
+                if key != "step":  # the parameter's memory format (fused Adam)
                     entry[key] = torch.empty_like(param, dtype=torch.float32).copy_(value)
             state["state"][index] = entry
     optimizer.load_state_dict(state)
+
+
+def _check_optimizer_entry(name: str, entry: dict[str, torch.Tensor], param: torch.Tensor) -> None:
+    if not ADAM_REQUIRED <= set(entry) <= ADAM_SLOTS:
+        raise CheckpointError(
+            f"optimizer state of {name} holds {sorted(entry)}; Adam needs {sorted(ADAM_REQUIRED)} (optionally "
+            f"{sorted(ADAM_SLOTS - ADAM_REQUIRED)})"
+        )
+    for slot, value in entry.items():
+        shape = (1,) if slot == "step" else tuple(param.shape)
+        if not torch.is_tensor(value) or value.numel() != math.prod(shape) or not value.is_floating_point():
+            got = f"{tuple(value.shape)} {value.dtype}" if torch.is_tensor(value) else type(value).__name__
+            raise CheckpointError(f"optimizer/{name}/{slot} is {got}; its parameter needs a float {shape}")
+        if slot != "step" and tuple(value.shape) != shape:
+            raise CheckpointError(f"optimizer/{name}/{slot} has shape {tuple(value.shape)}; its parameter is {shape}")
+        if not torch.isfinite(value).all() or (slot == "step" and value.item() < 0):
+            raise CheckpointError(f"optimizer/{name}/{slot} holds non-finite or negative values")
 
 
 def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -130,8 +174,11 @@ def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> di
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file + fsync + rename: readers see old or new, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -147,28 +194,45 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of writes that were killed (older than STALE_TMP_SECONDS) are deleted."""
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass  # another writer's, or already gone
+
+
 def _name(source) -> str:
     return "uploaded file" if isinstance(source, (bytes, bytearray)) else str(source)
 
 
-def _read_bytes(source) -> bytes:
+def _read_header(source) -> dict:
+    """Read and check the safetensors header alone (never the tensors): clear errors for foreign,
+    truncated or padded files. The file's size must be exactly what its header declares."""
+    name = _name(source)
     if isinstance(source, (bytes, bytearray)):
-        return bytes(source)
+        size, prefix = len(source), bytes(source[:8])
+        read_header = lambda n: bytes(source[8 : 8 + n])  # noqa: E731
+        return _check_header(prefix, read_header, size, name)
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    return path.read_bytes()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        return _check_header(handle.read(8), handle.read, size, name)
 
 
-def _read_header(data: bytes, name: str) -> dict:
-    """Parse the safetensors header ourselves: clear errors for foreign or truncated files."""
-    if len(data) < 8:
-        raise CheckpointError(f"{name} is not a safetensors file (only {len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > MAX_HEADER_BYTES or header_len + 8 > len(data):
+def _check_header(prefix: bytes, read, size: int, name: str) -> dict:
+    if len(prefix) < 8:
+        raise CheckpointError(f"{name} is not a safetensors file (only {size} bytes)")
+    (header_len,) = struct.unpack("<Q", prefix)
+    if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
         raise CheckpointError(f"{name} is not a safetensors file, or it is truncated (bad header length)")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(read(header_len))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{name} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
@@ -178,14 +242,49 @@ def _read_header(data: bytes, name: str) -> dict:
         if key == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+            and isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+            and entry.get("dtype") in DTYPE_BYTES
+            and offsets[1] - offsets[0] == math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
+        ):
             raise CheckpointError(f"{name} is not a safetensors file (bad entry for tensor {key!r})")
         data_len = max(data_len, offsets[1])
-    if 8 + header_len + data_len > len(data):
-        raise CheckpointError(
-            f"{name} is truncated: {len(data)} bytes, its header describes {8 + header_len + data_len}"
-        )
+    declared = 8 + header_len + data_len
+    if declared > size:
+        raise CheckpointError(f"{name} is truncated: {size} bytes, its header describes {declared}")
+    if declared < size:
+        raise CheckpointError(f"{name} is {size} bytes, but its header describes only {declared}: not a checkpoint")
     return header
+
+
+def _check_shapes(header: dict, config, name: str) -> None:
+    """Compare the header's tensors with what `config` builds, on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        params = dict(registry.build(config).named_parameters())
+    count = sum(p.numel() for p in params.values())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{name} describes a model of {count:,} parameters; capsviz loads at most {MAX_PARAMETERS:,}"
+        )
+    found = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    weights = {k: v for k, v in found.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+    if missing or unexpected:
+        raise CheckpointError(f"{name} does not match its model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, shape in weights.items():
+        if shape != tuple(params[key].shape):
+            raise CheckpointError(f"{name}: tensor {key} has shape {shape}, the model needs {tuple(params[key].shape)}")
+    for key, shape in found.items():
+        if key.startswith(OPTIMIZER_PREFIX):
+            param, _, slot = key.removeprefix(OPTIMIZER_PREFIX).rpartition("/")
+            needed = (1,) if slot == "step" else tuple(params[param].shape) if param in params else None
+            if slot not in ADAM_SLOTS or needed is None or math.prod(shape) != math.prod(needed):
+                raise CheckpointError(f"{name}: optimizer tensor {key} {shape} matches no parameter of the model")
 
 
 def _parse_metadata(header: dict, name: str) -> tuple[str, object, dict]:
@@ -216,10 +315,11 @@ def _parse_metadata(header: dict, name: str) -> tuple[str, object, dict]:
 
 def _load(source, device) -> tuple[nn.Module, dict, dict[str, torch.Tensor]]:
     name = _name(source)
-    data = _read_bytes(source)
-    kind, config, card = _parse_metadata(_read_header(data, name), name)
+    header = _read_header(source)
+    kind, config, card = _parse_metadata(header, name)
+    _check_shapes(header, config, name)  # before anything the header declares is allocated
     try:
-        tensors = load_tensors(data)
+        tensors = load_tensors(bytes(source)) if isinstance(source, (bytes, bytearray)) else load_file(source)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{name} could not be read as safetensors: {exc}") from None
     try:
@@ -228,16 +328,7 @@ def _load(source, device) -> tuple[nn.Module, dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{name} describes a model that cannot be built: {exc}") from None
     optimizer = {k: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
     weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{name} does not match its model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for key, value in weights.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{name}: tensor {key} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}"
-            )
         if not value.is_floating_point() or not torch.isfinite(value).all():
             raise CheckpointError(f"{name}: tensor {key} is not finite floating point")
     model.load_state_dict({k: v.float() for k, v in weights.items()})

@@ -1,4 +1,4 @@
-"""The `python -m capsviz` command line: train, evaluate, predict.
+"""The `capsviz` (or `python -m capsviz`) command line: train, evaluate, predict, export, app.
 
 python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
 python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
@@ -10,17 +10,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from capsviz import registry
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint, read_config
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.model import MAX_ROUTING_ITERS
-from capsviz.train import BatchEnd, Callback, EpochEnd
+from capsviz.train import (
+    BatchEnd,
+    Callback,
+    EpochEnd,
+    NonFiniteLossError,
+    RunFolderError,
+    check_run_folder,
+)
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
@@ -29,28 +37,52 @@ class UsageError(ValueError):
     """Options that do not go together; printed as an error, exit status 2."""
 
 
+def _number(kind, *, low: float, low_open: bool = False, high: float | None = None):
+    """An argparse type: a finite `kind` >= low (> low when low_open), <= high; one clear message otherwise."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        too_low = value < low or (low_open and value == low)
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {bound}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, low=1)
+NON_NEGATIVE_INT = _number(int, low=0)
+POSITIVE = _number(float, low=0, low_open=True)
+NON_NEGATIVE = _number(float, low=0)
+DECAY = _number(float, low=0, low_open=True, high=1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m capsviz", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="capsviz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-decay", type=float, default=0.96, help="learning-rate factor per epoch")
+    t.add_argument("--epochs", type=POSITIVE_INT, default=10)
+    t.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    t.add_argument("--lr", type=POSITIVE, default=1e-3)
+    t.add_argument("--lr-decay", type=DECAY, default=0.96, help="learning-rate factor per epoch, in (0, 1]")
     t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
-    t.add_argument("--lr-min", type=float, default=0.0, help="cosine: the last epoch's learning rate")
+    t.add_argument("--lr-min", type=NON_NEGATIVE, default=0.0, help="cosine: the last epoch's learning rate")
     t.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS, help="CapsNet only (default 3)")
     t.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
     t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
-    t.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    t.add_argument("--limit", type=POSITIVE_INT, default=None, help="use only the first N train and test images")
+    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    t.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
     t.add_argument(
         "--plain", action="store_true", help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.fastpath)"
@@ -61,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data-root", default=None)
     e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     e.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
-    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--limit", type=POSITIVE_INT, default=None)
     e.add_argument("--json", action="store_true")
 
     p = commands.add_parser("predict", help="classify image files (drawings, photos, scans)")
@@ -77,16 +109,64 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
 
+    commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"] and argv[1:2] not in (["-h"], ["--help"]):
+        return _app(argv[1:])  # every other argument is streamlit's
     args = parser.parse_args(argv)
+    if args.command == "train":
+        _check_train_args(parser, args)
     try:
         commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
         return commands_by_name[args.command](args)
-    except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError) as exc:
+    except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the last complete epoch's checkpoint is kept", file=sys.stderr)
         return 130
+
+
+def _app(streamlit_args: list[str]) -> int:
+    import os
+    import subprocess
+
+    from capsviz.ui.server import command
+
+    line = command(streamlit_args)
+    if os.name == "posix":
+        os.execv(line[0], line)  # streamlit becomes this process: Ctrl-C and signals reach it directly
+    try:
+        return subprocess.call(line)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
+    """What one argument cannot say alone, refused before any work (argparse exits 2)."""
+    if args.lr_min > args.lr:
+        parser.error(f"--lr-min {args.lr_min} is above --lr {args.lr}")
+    if args.resume and args.init:
+        parser.error("--resume continues a run, --init starts a new one from weights: give one of them")
+    source = args.resume or args.init
+    if source:
+        if args.model or args.preset or args.routing_iters:
+            parser.error(
+                "--model, --preset and --routing-iters describe a new model; with --resume or --init it comes from "
+                f"the checkpoint {source}, its routing iterations included"
+            )
+        try:
+            read_config(source)  # a foreign or broken checkpoint is refused before any work
+        except CheckpointError as exc:
+            parser.error(str(exc))
+    try:
+        check_run_folder(Path(args.out))
+    except RunFolderError as exc:
+        parser.error(str(exc))
 
 
 def _train(args) -> int:
@@ -211,9 +291,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from capsviz.preprocess import to_mnist
+    from capsviz.preprocess import open_image, to_mnist
 
     model, _ = load_checkpoint(args.checkpoint)
     kind = registry.kind_of(model)
@@ -222,10 +300,8 @@ def _predict(args) -> int:
     for path in args.images:
         entry = {"path": path}
         try:
-            with Image.open(path) as image:
-                image.load()
-                x = to_mnist(image)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            x = to_mnist(open_image(path))
+        except ValueError as exc:
             entry.update(label=None, scores=None, error=f"cannot read image: {exc}")
             failed += 1
             results.append(entry)
@@ -250,13 +326,21 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    """Write weights without optimizer state, measure them on MNIST test, write the card beside."""
-    import datetime as dt
+    """Write weights without optimizer state, measure them on MNIST test, write the card beside.
 
-    from capsviz.checkpoint import save_checkpoint
+    Everything is written to temporary files in the destination folder first; only when the
+    measurement succeeded are the weights and then the card renamed into place, so a failed
+    export leaves the destination (the shipped model, by default) untouched.
+    """
+    import datetime as dt
+    import os
+    import tempfile
+
+    from capsviz.checkpoint import atomic_write, save_checkpoint
     from capsviz.train import evaluate
 
     model, card = load_checkpoint(args.checkpoint)
+    test_split = load_mnist(args.data_root, train=False)  # before anything is written
     out = Path(args.out)
     history = card.pop("history", [])
     card = {
@@ -268,19 +352,29 @@ def _export(args) -> int:
         "note": args.note,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "selection": "final epoch; the test set was never used for selection or early stopping",
-        "test_accuracy_per_epoch": [round(h["test_accuracy"], 4) for h in history],
+        "test_accuracy_per_epoch": [round(h["test_accuracy"], 4) for h in history if isinstance(h, dict)],
     }
-    # measure what is shipped: write, reload (float16 -> float32), evaluate
-    save_checkpoint(out, model, card, half=args.half, allow_shipped=True)
-    shipped, _ = load_checkpoint(out)
-    accuracy, n = evaluate(shipped, load_mnist(args.data_root, train=False))
-    card.update(
-        test_accuracy=accuracy,
-        test_images=n,
-        test_errors=n - round(accuracy * n),
-        measured_by="python -m capsviz evaluate --checkpoint " + str(out),
-    )
-    save_checkpoint(out, shipped, card, half=args.half, allow_shipped=True)
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", suffix=".tmp", dir=out.parent))
+    weights, card_file = staged / out.name, staged / out.with_suffix(".json").name
+    try:
+        # measure what is shipped: write, reload (float16 -> float32), evaluate
+        save_checkpoint(weights, model, card, half=args.half)
+        shipped, _ = load_checkpoint(weights)
+        accuracy, n = evaluate(shipped, test_split)
+        card.update(
+            test_accuracy=accuracy,
+            test_images=n,
+            test_errors=n - round(accuracy * n),
+            measured_by="python -m capsviz evaluate --checkpoint " + str(out),
+        )
+        save_checkpoint(weights, shipped, card, half=args.half)
+        atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode())
+        os.replace(weights, out)
+        os.replace(card_file, out.with_suffix(".json"))
+    finally:
+        for leftover in staged.iterdir():
+            leftover.unlink()
+        staged.rmdir()
     print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
     return 0

@@ -31,6 +31,9 @@ from torch import nn
 
 from capsviz.configs import config_from_dict
 
+BOUNDS = {"num_classes": (2, 100), "input_size": (8, 64), "in_channels": (1, 4), "kernel_size": (1, 15)}
+WIDTH_BOUNDS = {"conv_channels": (6, 1024), "hidden": (4, 8192)}  # (most layers, widest layer)
+
 
 @dataclass(frozen=True)
 class CNNConfig:
@@ -48,6 +51,18 @@ class CNNConfig:
     PRESETS: ClassVar[dict[str, CNNConfig]]
 
     def __post_init__(self) -> None:
+        for name, (low, high) in BOUNDS.items():  # a checkpoint cannot make capsviz allocate without limit
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        for name, (layers, width) in WIDTH_BOUNDS.items():
+            value = getattr(self, name)
+            if not (isinstance(value, tuple) and len(value) <= layers and all(type(w) is int for w in value)):
+                raise ValueError(f"{name} must be at most {layers} integer widths, got {value!r}")
+            if any(not 1 <= w <= width for w in value):
+                raise ValueError(f"every width in {name} must be in 1..{width}, got {value!r}")
+        if type(self.pool) is not bool or type(self.dropout) not in (int, float):
+            raise ValueError(f"pool must be true or false and dropout a number, got {self.pool!r}, {self.dropout!r}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
         if not self.conv_channels or min(self.conv_channels) < 1 or (self.hidden and min(self.hidden) < 1):

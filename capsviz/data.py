@@ -8,7 +8,10 @@ MNIST there when the machine is online; offline, copy the original archives into
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,9 @@ def load_mnist(data_root: str | os.PathLike | None = None, *, train: bool) -> Sp
     try:
         dataset = MNIST(str(root), train=train, download=True)
     except Exception as exc:  # URLError, RuntimeError("Error downloading ..."), OSError
+        problem = _diagnose(root / "MNIST" / "raw", exc)
+        if problem:
+            raise DataUnavailableError(f"MNIST could not be loaded: {problem}") from exc
         raise DataUnavailableError(
             f"MNIST is not in {root / 'MNIST'} and could not be downloaded ({exc.__class__.__name__}). "
             f"Fix: connect to the internet, or copy the four original MNIST archives "
@@ -63,6 +69,42 @@ def load_mnist(data_root: str | os.PathLike | None = None, *, train: bool) -> Sp
             f"or point --data-root / ${ENV_VAR} at a folder that has them."
         ) from exc
     return Split(dataset.data.contiguous(), dataset.targets.long())
+
+
+def _diagnose(raw: Path, exc: BaseException) -> str | None:
+    """Name the damaged file or the read-only folder behind a failed load, with the fix; None when
+    MNIST is simply not there."""
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import check_integrity
+
+    for archive_name, md5 in MNIST.resources:
+        archive = raw / archive_name
+        unpacked = archive.with_suffix("")
+        if unpacked.is_file():
+            problem = _idx_problem(unpacked)
+            if problem:
+                return f"{unpacked} is damaged ({problem}). Fix: delete it; it is unpacked again from {archive.name}"
+        elif archive.is_file() and not check_integrity(str(archive), md5):
+            return f"{archive} is damaged (its checksum is not MNIST's). Fix: replace it with the original archive"
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EROFS):
+        return (
+            f"{raw} is read-only, so the archives in it cannot be unpacked. Fix: make it writable, "
+            f"or unpack them yourself there (gunzip -k {raw}/*.gz)"
+        )
+    return None
+
+
+def _idx_problem(path: Path) -> str | None:
+    """Why an unpacked MNIST (IDX) file is unusable, or None: its size must be what its header says."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    magic = int.from_bytes(head[:4], "big") if len(head) >= 4 else 0
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim not in (1, 3) or len(head) < 4 + 4 * ndim:
+        return f"not an MNIST file ({size} bytes)"
+    expected = 4 + 4 * ndim + math.prod(struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim]))
+    return None if size == expected else f"truncated: {size} bytes, its header says {expected}"
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ the same steps to any input, each a small function below:
 from __future__ import annotations
 
 import io
+import os
+import warnings
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ from PIL import Image, ImageOps
 OUTPUT_SIZE = 28
 BOX_SIZE = 20
 MAX_INPUT_SIDE = 1024  # larger photos are shrunk first; MNIST needs 20 px
+MAX_INPUT_PIXELS = 4096 * 4096  # refused before decoding (64 MB as RGBA); JPEGs are decoded at a reduced scale
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16/32-bit greyscale: scaled, never clipped at 255
 INK_THRESHOLD = 0.25  # fraction of the ink contrast that counts as ink for the bounding box
 MIN_CONTRAST = 0.15  # weaker than this between ink and background: blank
 MIN_INK_PIXELS = 12  # fewer ink pixels than this (at input resolution): blank
@@ -53,12 +57,7 @@ def load_image(image: Image.Image | np.ndarray | bytes) -> Image.Image:
     if isinstance(image, Image.Image):
         return ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
     if isinstance(image, (bytes, bytearray)):
-        try:
-            with Image.open(io.BytesIO(image)) as opened:
-                opened.load()
-                return ImageOps.exif_transpose(opened)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"not a readable image: {exc}") from None
+        return open_image(bytes(image))
     array = np.asarray(image)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise ValueError(f"expected an image array (H, W) or (H, W, 1|3|4), got shape {array.shape}")
@@ -73,6 +72,41 @@ def load_image(image: Image.Image | np.ndarray | bytes) -> Image.Image:
     return Image.fromarray(array)
 
 
+def open_image(source: bytes | str | os.PathLike) -> Image.Image:
+    """Decode an image file or its bytes; its pixel count is checked from the header, before decoding.
+
+    Raises ValueError (with the reason) for anything that is not a readable, reasonably sized image.
+    """
+    try:
+        with warnings.catch_warnings():  # Pillow's bomb warning: the size is checked here, far lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with opened:
+            if opened.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still leaves 1024 px
+                opened.draft(opened.mode, (MAX_INPUT_SIDE, MAX_INPUT_SIDE))
+            width, height = opened.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise ValueError(
+                    f"the image is {width}x{height} pixels; capsviz reads at most {MAX_INPUT_PIXELS:,} "
+                    "(4096x4096): shrink it first"
+                )
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from None
+
+
+def _unit_float(pil: Image.Image) -> Image.Image:
+    """16/32-bit greyscale -> mode "F" in [0, 1], by its own bit depth (Pillow's "L" would clip at 255)."""
+    array = np.nan_to_num(np.asarray(pil, dtype=np.float64))
+    top = float(array.max(initial=0.0))
+    if pil.mode.startswith("I;16"):
+        full = 65535.0
+    else:  # "I" or "F": the smallest usual range that holds the values
+        full = next((r for r in (1.0 if pil.mode == "F" else 255.0, 255.0, 65535.0) if top <= r), top)
+    return Image.fromarray(np.clip(array / full, 0, 1).astype(np.float32))  # mode "F"
+
+
 def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     """(H, W) float32 in [0, 1]: 1 where there is ink, 0 on the background, whatever the polarity.
 
@@ -82,6 +116,8 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     then subtracted and the contrast stretched to [0, 1].
     """
     pil = load_image(image)
+    if pil.mode in WIDE_MODES:
+        pil = _unit_float(pil)
     if max(pil.size) > MAX_INPUT_SIDE:
         pil = pil.copy()
         pil.thumbnail((MAX_INPUT_SIDE, MAX_INPUT_SIDE), Image.Resampling.BOX)
@@ -91,6 +127,8 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         if (alpha < 0.5).mean() > 0.01:  # a real transparent background
             return _stretch(alpha, floor=0.0)  # ink wherever something was drawn, in any colour
         grey = _luminance(rgba[:, :, :3]) * alpha  # composite onto black
+    elif pil.mode == "F":
+        grey = np.asarray(pil, dtype=np.float32)
     else:
         grey = np.asarray(pil.convert("L"), dtype=np.float32) / 255.0
     background = _border_median(grey)

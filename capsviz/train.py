@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from capsviz import distributed, registry
-from capsviz.checkpoint import load_checkpoint, load_training_state, restore_optimizer, save_checkpoint
+from capsviz.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_training_state,
+    restore_optimizer,
+    save_checkpoint,
+)
 from capsviz.data import Split, batches, random_shift, to_float
 from capsviz.device import device_description, resolve_device
 from capsviz.distributed import Distributed
@@ -47,6 +56,22 @@ class TrainConfig:
     eval_batch_size: int = 500
     fast: FastPath = FAST  # capsviz.fastpath; PLAIN for the straightforward path
     report_every: int = 0  # batches per BatchEnd callback (and GPU sync); 0: 1 on the CPU, 25 on CUDA
+
+    def __post_init__(self) -> None:
+        """Refuse a run that cannot be meant before any work: each problem in one clear sentence."""
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the learning rate must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise ValueError(f"the learning-rate decay must be in (0, 1], got {self.lr_decay!r}")
+        if self.lr_schedule not in ("exp", "cosine"):
+            raise ValueError(f"lr_schedule must be 'exp' or 'cosine', got {self.lr_schedule!r}")
+        if not (math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr):
+            raise ValueError(f"the minimum learning rate must be in [0, lr={self.lr}], got {self.lr_min!r}")
+        if self.seed < 0 or self.report_every < 0:
+            raise ValueError("seed and report_every must not be negative")
 
 
 @dataclass
@@ -88,6 +113,14 @@ class Callback:
 
     def on_epoch_end(self, info: EpochEnd) -> None:
         pass
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be written; found before any training."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run stops and its last good checkpoint is kept."""
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:
@@ -201,11 +234,13 @@ def _train(
     init: str | Path | None,
     place: Distributed,
 ) -> TrainResult:
+    if place.is_main:
+        check_run_folder(out_dir)
     start_epoch, history = 0, []
     if resume:
         model, card, state = load_training_state(resume, device)
         start_epoch = state.epoch
-        history = [EpochEnd(**h) for h in card.get("history", [])]
+        history = _history(card, resume)
         model.train()
     elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
         model, _ = load_checkpoint(init, device)
@@ -254,6 +289,7 @@ def _train(
                 continue  # no host sync between reports
             epoch_loss, epoch_correct = epoch_loss + window_loss, epoch_correct + window_correct
             seen += window_seen
+            _check_finite(window_loss.item(), epoch, index, checkpoint)
             info = BatchEnd(
                 epoch,
                 index,
@@ -281,6 +317,7 @@ def _train(
             seconds,
             str(checkpoint),
         )
+        _check_finite(info.train_loss, epoch, num_batches, checkpoint)
         history.append(info)
         card = _card(config, model, device, history, len(train_split), len(test_split))
         card["processes"] = place.world_size
@@ -291,6 +328,39 @@ def _train(
             callback.on_epoch_end(info)
         place.barrier()
     return result
+
+
+def check_run_folder(out_dir: Path) -> None:
+    """Create the run folder and prove it writable now, not after the first epoch's work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"--out {out_dir} is an existing file, not a folder; pick a folder name")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test.", suffix=".tmp")
+        probe.close()
+    except OSError as exc:
+        raise RunFolderError(f"cannot write the run folder {out_dir} ({exc.strerror}); pick another --out") from None
+
+
+def _check_finite(loss: float, epoch: int, batch: int, checkpoint: Path) -> None:
+    if not math.isfinite(loss):
+        kept = f"{checkpoint} still holds the last complete epoch" if checkpoint.exists() else "nothing was saved"
+        raise NonFiniteLossError(
+            f"training stopped: the loss became {loss} in epoch {epoch} (by batch {batch}); {kept}. "
+            "Lower the learning rate, or check the resumed checkpoint."
+        )
+
+
+def _history(card: dict, source) -> list[EpochEnd]:
+    """The per-epoch history of a resumed card, or a CheckpointError saying what is malformed."""
+    rows = card.get("history", [])
+    names = {f.name for f in fields(EpochEnd)}
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == names for r in rows):
+        raise CheckpointError(f"{source} has an unreadable card: its 'history' is not a list of epoch records")
+    if len(rows) != card.get("epochs", 0):
+        epochs = card.get("epochs")
+        raise CheckpointError(f"{source} has an unreadable card: {len(rows)} history rows for {epochs} epochs")
+    return [EpochEnd(**r) for r in rows]
 
 
 def _card(
@@ -327,8 +397,9 @@ def _card(
 
 def _write_logs(out_dir: Path, history: list[EpochEnd]) -> None:
     rows = [asdict(h) for h in history]
-    (out_dir / "log.json").write_text(json.dumps(rows, indent=2))
-    with open(out_dir / "log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write(out_dir / "log.json", json.dumps(rows, indent=2).encode())
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_dir / "log.csv", text.getvalue().encode())

@@ -235,7 +235,13 @@ def test_training_can_be_cancelled_and_keeps_nothing_half_written(env):
     assert job.status == "cancelled" and len(job.epochs) < 50
     app.run()
     assert not app.exception and not app.button(key=state.TRAIN_START).disabled
-    if not job.epochs:  # cancelled before the first epoch: nothing saved, and it says so
+    checkpoint = job.out_dir / "last.safetensors"
+    assert not list(job.out_dir.glob("*.tmp")) and not list(job.out_dir.glob(".*.tmp"))  # no half-written file
+    if job.epochs:  # what was saved is whole: the last complete epoch, and it loads
+        _, card = load_checkpoint(checkpoint)
+        assert card["epochs"] == len(job.epochs)
+    else:  # cancelled before the first epoch: nothing saved, and it says so
+        assert not checkpoint.exists()
         assert any("nothing was saved" in w.value for w in app.warning)
 
 

@@ -9,6 +9,7 @@ to $CAPSVIZ_SCREENSHOTS when set (the README's come from here).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -62,8 +63,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    yield from _serve({**os.environ, "CAPSVIZ_RUNS": str(tmp_path_factory.mktemp("runs"))})
+
+
+def _serve(env: dict):
     port = _free_port()
-    env = {**os.environ, "CAPSVIZ_RUNS": str(tmp_path_factory.mktemp("runs"))}
     command = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
@@ -158,3 +162,32 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert page.locator("[data-testid='stException']").count() == 0
     _shot(page, "03-pose-slider.png")
     assert not errors, errors
+
+
+def test_closing_the_tab_stops_its_training(browser, synthetic_root, tmp_path):
+    """Issue 9, case 7, for real: a training whose tab closed stops (here after 3 s, by env)."""
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CAPSVIZ_RUNS": str(runs), "CAPSVIZ_DATA": str(synthetic_root)}
+    serving = _serve({**env, "CAPSVIZ_ABANDONED_SECONDS": "3"})
+    url = next(serving)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Train").click()
+        epochs = page.get_by_label("Epochs")
+        epochs.fill("100")
+        epochs.press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Start training").click()
+        deadline = time.time() + 180
+        while not list(runs.glob("*/log.json")) and time.time() < deadline:  # the first epoch is saved
+            time.sleep(0.5)
+        (log,) = runs.glob("*/log.json")
+        page.close()  # the tab goes; nothing else tells the server
+        epoch_seconds = json.loads(log.read_text())[0]["seconds"]
+        time.sleep(3 + 2 * epoch_seconds + 5)  # the grace, then at most the epoch under way
+        stopped_at = len(json.loads(log.read_text()))
+        time.sleep(max(10, 3 * epoch_seconds))  # three more epochs, had it kept training
+        assert len(json.loads(log.read_text())) == stopped_at < 100
+    finally:
+        next(serving, None)

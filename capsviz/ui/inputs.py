@@ -86,6 +86,15 @@ def _from_upload() -> ModelInput:
     )
     if upload is None:
         return ModelInput(None, message="Upload a picture of a digit.")
+    identity = (upload.file_id, upload.size)
+    decoded = st.session_state.get(state.UPLOAD_DECODED)
+    if decoded is None or decoded[0] != identity:  # decode once per upload, not on every rerun
+        decoded = (identity, _decode_upload(upload))
+        st.session_state[state.UPLOAD_DECODED] = decoded
+    return decoded[1]
+
+
+def _decode_upload(upload) -> ModelInput:
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
         return ModelInput(
             None, message=f"That file is over {MAX_UPLOAD_MB} MB: please upload a smaller image.", error=True

@@ -9,6 +9,7 @@ SAMPLE_INDEX = "sample_index"
 SAMPLE_NEXT = "sample_next"
 SAMPLE_PICKED_FOR = "sample_picked_for"  # (mode, digit, model) the current sample was picked for
 UPLOAD = "upload"
+UPLOAD_DECODED = "upload_decoded"  # (upload identity, ModelInput): an upload is decoded once
 
 CHECKPOINT_CHOICE = "checkpoint_choice"
 CHECKPOINT_UPLOAD = "checkpoint_upload"

@@ -4,15 +4,24 @@ The worker makes no st.* calls (a widget touch must not abort it): it only write
 its `TrainingJob`, which lives in this session's state. A fragment that reruns itself
 every second draws the job. Finished (or cancelled) runs are checkpoints under the runs
 folder and can be made the session's active model.
+
+What a server spends on trainings is bounded: a training stops when its browser session
+has been gone for $CAPSVIZ_ABANDONED_SECONDS (default 30: a closed tab, not a network
+blip), at most $CAPSVIZ_MAX_TRAININGS run at once on the server (default 2), and the runs
+folder keeps the newest $CAPSVIZ_KEEP_RUNS app runs (default 10; runs made with the
+command line are never touched).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +37,10 @@ from capsviz.ui.sidebar import run_option
 
 REFRESH_SECONDS = 1.0
 LOSS_POINTS = 2000  # keep the live curve light
+MAX_TRAININGS_ENV, MAX_TRAININGS = "CAPSVIZ_MAX_TRAININGS", 2  # concurrent trainings per server
+KEEP_RUNS_ENV, KEEP_RUNS = "CAPSVIZ_KEEP_RUNS", 10  # app runs kept in the runs folder (about 94 MB each)
+ABANDONED_ENV, ABANDONED_SECONDS = "CAPSVIZ_ABANDONED_SECONDS", 30  # a session gone this long stops its training
+APP_RUN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # the names start_job gives; other runs are never pruned
 
 
 @dataclass
@@ -46,10 +59,27 @@ class TrainingJob:
     epochs: list[EpochEnd] = field(default_factory=list)
     thread: threading.Thread | None = None
     model_config: CapsNetConfig = field(default_factory=CapsNetConfig)
+    owner_alive: Callable[[], bool] = lambda: True  # is the browser session that started it still there?
+    grace_seconds: float = ABANDONED_SECONDS
+    owner_gone_since: float | None = None
+    owner_left: bool = False  # stopped because its session was gone
 
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def active(self) -> bool:
+        """Started or about to start, and not yet over: what counts against the server's cap."""
+        return self.finished is None
+
+    def abandoned(self) -> bool:
+        """True once the owner session has been gone for `grace_seconds` (checked from the worker)."""
+        if self.owner_alive():
+            self.owner_gone_since = None
+            return False
+        self.owner_gone_since = self.owner_gone_since or time.time()
+        return time.time() - self.owner_gone_since >= self.grace_seconds
 
     def remaining_seconds(self) -> float | None:
         if not self.batches_done or self.finished:
@@ -64,6 +94,10 @@ class _JobCallback(Callback):
 
     def on_batch_end(self, info: BatchEnd) -> None:
         job = self.job
+        if job.abandoned():
+            job.owner_left = True
+            job.stop.set()  # train() returns before the next batch
+            return
         job.status = f"training: epoch {info.epoch} of {job.config.epochs}"
         job.batches_total = info.num_batches * job.config.epochs
         job.batches_done = (info.epoch - 1) * info.num_batches + info.batch
@@ -93,7 +127,7 @@ def run_job(job: TrainingJob) -> None:
             callbacks=[_JobCallback(job)],
             stop=job.stop,
         )
-        job.status = result.status
+        job.status = "stopped: its browser session closed" if job.owner_left else result.status
     except DataUnavailableError as exc:
         job.status, job.error = "failed", str(exc)
     except Exception as exc:  # shown to the user instead of dying silently in a thread
@@ -102,9 +136,81 @@ def run_job(job: TrainingJob) -> None:
         job.finished = time.time()
 
 
-def start_job(config: TrainConfig, limit: int, model_config: CapsNetConfig) -> TrainingJob:
+class JobRegistry:
+    """The server's trainings, shared by every session: admits at most `limit` at once."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._jobs: list[TrainingJob] = []
+        self._lock = threading.Lock()
+
+    def admit(self, job: TrainingJob) -> bool:
+        with self._lock:
+            self._jobs = [j for j in self._jobs if j.active]
+            if len(self._jobs) >= self.limit:
+                return False
+            self._jobs.append(job)
+            return True
+
+    def active(self) -> list[TrainingJob]:
+        with self._lock:
+            return [j for j in self._jobs if j.active]
+
+
+@st.cache_resource
+def registry() -> JobRegistry:
+    """One registry per server process (cache_resource is shared by all sessions)."""
+    return JobRegistry(_env_count(MAX_TRAININGS_ENV, MAX_TRAININGS))
+
+
+def _env_count(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+def prune_runs(folder: Path, keep: int, protect: set[Path] = frozenset()) -> list[Path]:
+    """Delete all but the newest `keep` app runs (by name, never a protected one); returns what went."""
+    runs = sorted((p for p in folder.glob("*") if p.is_dir() and APP_RUN.fullmatch(p.name)), reverse=True)
+    doomed = [p for p in runs[keep:] if p not in protect]
+    for run in doomed:
+        shutil.rmtree(run, ignore_errors=True)
+    return doomed
+
+
+def session_watch() -> Callable[[], bool]:
+    """A thread-safe "is this browser session still connected?" for the worker; always True without a server."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():  # AppTest or a bare script: no browser to lose
+        return lambda: True
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
+
+
+def start_job(
+    config: TrainConfig,
+    limit: int,
+    model_config: CapsNetConfig,
+    *,
+    jobs: JobRegistry,
+    owner_alive: Callable[[], bool] = lambda: True,
+) -> TrainingJob | None:
+    """Start a training in a worker thread; None when the server already runs `jobs.limit` of them."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    job = TrainingJob(config, limit, runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}", model_config=model_config)
+    grace = _env_count(ABANDONED_ENV, ABANDONED_SECONDS)
+    job = TrainingJob(
+        config,
+        limit,
+        runs_dir() / f"{stamp}-{uuid.uuid4().hex[:6]}",
+        model_config=model_config,
+        owner_alive=owner_alive,
+        grace_seconds=grace,
+    )
+    if not jobs.admit(job):
+        return None
+    prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), {j.out_dir for j in jobs.active()})
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()
     return job
@@ -135,7 +241,15 @@ def training_tab() -> None:
     left, right = st.columns(2)
     if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
         config = TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device)
-        st.session_state[state.TRAIN_JOB] = start_job(config, int(limit), CapsNetConfig(routing_iters=int(iters)))
+        model_config = CapsNetConfig(routing_iters=int(iters))
+        started = start_job(config, int(limit), model_config, jobs=registry(), owner_alive=session_watch())
+        if started is None:
+            st.warning(
+                f"This server already runs {registry().limit} training(s), its limit (${MAX_TRAININGS_ENV}): "
+                "try again when one finishes."
+            )
+            return
+        st.session_state[state.TRAIN_JOB] = started
         st.rerun()  # redraw the controls: inputs locked, Cancel enabled
     if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
         job.stop.set()

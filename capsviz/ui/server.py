@@ -1,0 +1,30 @@
+"""How capsviz is served: the settings `.streamlit/config.toml` ships and `capsviz app` passes.
+
+Safe by default: only this machine can connect, uploads stop at the app's own largest limit,
+and the browser sees no tracebacks. The README's "Serving a classroom" opens it deliberately.
+
+    capsviz app                                    # http://localhost:8501
+    capsviz app --server.address 0.0.0.0           # any later streamlit flag overrides these
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from capsviz.ui.inputs import MAX_UPLOAD_MB
+from capsviz.ui.sidebar import MAX_CHECKPOINT_MB
+
+SETTINGS = {
+    "server.address": "localhost",
+    "server.maxUploadSize": max(MAX_UPLOAD_MB, MAX_CHECKPOINT_MB),
+    "client.showErrorDetails": "none",
+    "browser.gatherUsageStats": False,
+}
+PAGE = Path(__file__).with_name("page.py")  # what `streamlit run` runs from an installed package
+
+
+def command(extra: list[str]) -> list[str]:
+    """The `streamlit run` command line: capsviz's settings first, so `extra` flags win."""
+    flags = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}" for name, value in SETTINGS.items()]
+    return [sys.executable, "-m", "streamlit", "run", str(PAGE), *flags, *extra]

@@ -1,0 +1,695 @@
+"""What capsviz promises against careless or hostile input (issue 9), one attack per test.
+
+Every attack uses a file the test crafts itself: tiny safetensors headers, sparse files,
+synthetic MNIST. Each case number is the issue's.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from capsviz import cli, registry
+from capsviz.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_training_state,
+    restore_optimizer,
+    save_checkpoint,
+)
+from capsviz.cnn import CNNConfig
+from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.preprocess import open_image, to_mnist
+from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
+
+from conftest import OFFLINE_ENV, REPO
+from drawings import draw_digit
+
+TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}
+
+
+def capsviz(*args, cwd=None):
+    """`python -m capsviz` in a real process, so a crash (SIGSEGV) shows as its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
+    )
+
+
+def tiny_cli_train(data_root, out, *args):
+    """`capsviz train` on 64 synthetic images, batch 32, on the CPU."""
+    return capsviz("train", "--batch-size", 32, "--limit", 64, "--device", "cpu",
+                   "--data-root", data_root, "--out", out, *args)  # fmt: skip
+
+
+def rewrite(path: Path, change) -> None:
+    """Edit a checkpoint's tensors in place with `change(tensors)`, keeping its metadata."""
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    change(tensors)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic_root):
+    return load_mnist(synthetic_root, train=True), load_mnist(synthetic_root, train=False)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(epochs=1, batch_size=32, lr=3e-3, device="cpu", eval_batch_size=20)
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, splits):
+    """A healthy one-epoch run of the tiny model: its last.safetensors holds weights + Adam state."""
+    out = tmp_path_factory.mktemp("good_run")
+    train(*splits, out, tiny_config(), model_config=TINY)
+    return out / "last.safetensors"
+
+
+@pytest.fixture
+def run_copy(good_run, tmp_path) -> Path:
+    copy = tmp_path / "resume.safetensors"
+    copy.write_bytes(good_run.read_bytes())
+    return copy
+
+
+# --- 1. a NaN epoch must never replace the last good checkpoint -------------------------
+
+
+def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run, splits, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    checkpoint = out / "last.safetensors"
+    checkpoint.write_bytes(good_run.read_bytes())
+    before = checkpoint.read_bytes()
+    with pytest.raises(NonFiniteLossError, match="loss became .*last complete epoch"):
+        train(*splits, out, tiny_config(epochs=3, lr=1e30), resume=checkpoint)  # Adam at lr 1e30 blows up
+    assert checkpoint.read_bytes() == before
+    load_checkpoint(checkpoint)  # still loads
+
+
+def test_1_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
+    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--init", good_run, "--lr", "1e30", "--epochs", 2)
+    assert result.returncode == 1, result.stderr
+    assert "loss became" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+def test_1_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_path):
+    rewrite(run_copy, lambda t: t["optimizer/conv1.weight/exp_avg"].fill_(float("nan")))
+    with pytest.raises(CheckpointError, match="optimizer/conv1.weight/exp_avg holds non-finite"):
+        train(*splits, tmp_path / "r", tiny_config(epochs=2), resume=run_copy)
+    assert not (tmp_path / "r" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["weights", "optimizer"])
+def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, where):
+    model = CapsNet(TINY)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "a.safetensors", model, optimizer=optimizer)
+    before = path.read_bytes()
+    with torch.no_grad():
+        if where == "weights":
+            model.decoder.net[0].bias[0] = float("inf")
+        else:
+            optimizer.state[model.conv1.bias]["exp_avg_sq"][0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(path, model, optimizer=optimizer)
+    assert path.read_bytes() == before
+
+
+# --- 2. a failed export leaves the destination untouched ---------------------------------
+
+
+def test_2_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, tmp_path):
+    shipped = tmp_path / "pretrained" / "capsnet_mnist.safetensors"
+    shipped.parent.mkdir()
+    save_checkpoint(shipped, CapsNet(TINY), {"test_accuracy": 0.9946})
+    card = shipped.with_suffix(".json")
+    card.write_text('{"test_accuracy": 0.9946}\n')
+    before = shipped.read_bytes(), card.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ENV_EMPTY = {**ENV, "CAPSVIZ_DATA": str(empty)}
+    result = subprocess.run([sys.executable, "-m", "capsviz", "export", str(good_run), "--out", str(shipped),
+                             "--data-root", str(empty)], capture_output=True, text=True, env=ENV_EMPTY)  # fmt: skip
+    assert result.returncode == 2 and "MNIST is not in" in result.stderr
+    assert (shipped.read_bytes(), card.read_bytes()) == before
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["capsnet_mnist.json", "capsnet_mnist.safetensors"]
+
+
+def test_2_export_failing_during_measurement_leaves_no_trace(good_run, synthetic_root, tmp_path, monkeypatch):
+    out = tmp_path / "model.safetensors"
+
+    def broken(*args, **kwargs):
+        raise CheckpointError("measurement failed")
+
+    monkeypatch.setattr("capsviz.train.evaluate", broken)
+    assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root)]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp_path):
+    out = tmp_path / "model.safetensors"
+    assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert load_checkpoint(out)[1] == card and card["test_images"] == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+# --- 3. a wrong-shaped optimizer tensor is refused, never a segfault -------------------------
+
+
+def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
+    rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
+    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "optimizer tensor optimizer/conv1.weight/exp_avg (3,) matches no parameter" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "slot, value, message",
+    [
+        ("exp_avg", torch.zeros(1, 16, 9, 9), r"has shape \(1, 16, 9, 9\); its parameter is \(16, 1, 9, 9\)"),
+        ("exp_avg", torch.zeros(3), r"is \(3,\) torch.float32; its parameter needs a float \(16, 1, 9, 9\)"),
+        ("exp_avg", torch.zeros(16, 1, 9, 9, dtype=torch.int32), "needs a float"),
+        ("exp_avg_sq", None, "Adam needs"),
+        ("step", torch.tensor(-1.0), "negative"),
+    ],
+)
+def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, value, message):
+    model = CapsNet(TINY)
+    tensors = {
+        f"optimizer/{name}/{key}": torch.zeros(()) if key == "step" else torch.zeros_like(p)
+        for name, p in model.named_parameters()
+        for key in ("step", "exp_avg", "exp_avg_sq")
+    }
+    key = f"optimizer/conv1.weight/{slot}"
+    if value is None:
+        del tensors[key]
+    else:
+        tensors[key] = value
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    with pytest.raises(CheckpointError, match=message):
+        restore_optimizer(optimizer, model, tensors)
+
+
+# --- 4 and 5. a checkpoint cannot make capsviz allocate or read what it declares ---------------
+
+
+def crafted(config: dict, tensors: dict[str, list[int]], *, card: dict | None = None, kind: str = "capsnet") -> bytes:
+    """A safetensors header (F32 tensors of the given shapes) with capsviz metadata; no tensor data.
+
+    The caller writes it and extends the file (sparse) to `size` or to what the header declares.
+    """
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        end = offset + 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}
+        offset = end
+    meta = {
+        "format": "capsviz-checkpoint",
+        "version": "1",
+        "kind": kind,
+        "config": json.dumps(config),
+        "card": json.dumps(card or {}),
+    }
+    body = json.dumps({"__metadata__": meta, **header}).encode()
+    return struct.pack("<Q", len(body)) + body
+
+
+def declared_size(prefix: bytes) -> int:
+    header = json.loads(prefix[8:])
+    return len(prefix) + max([v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"] + [0])
+
+
+def sparse_file(path: Path, prefix: bytes, size: int | None = None) -> Path:
+    with open(path, "wb") as handle:
+        handle.write(prefix)
+        handle.truncate(size or declared_size(prefix))  # a hole: no disk, no memory
+    return path
+
+
+@pytest.fixture
+def nothing_is_allocated(monkeypatch):
+    """Fail the test if tensors are read or a model is built anywhere but on the meta device."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensor data was read before the header was checked")
+
+    class MetaOnly(CapsNet):
+        def __init__(self, config):
+            assert torch.empty(0).device.type == "meta", "a model was built before the header was checked"
+            super().__init__(config)
+
+    monkeypatch.setattr("capsviz.checkpoint.load_file", refuse)
+    monkeypatch.setattr("capsviz.checkpoint.load_tensors", refuse)
+    monkeypatch.setitem(registry.MODELS, "capsnet", (MetaOnly, CapsNetConfig))
+
+
+TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY).named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("conv_channels", 20_000, "conv_channels must be an integer in 1..1024"),
+        ("conv_channels", 10**7, "conv_channels must be an integer in 1..1024"),
+        ("num_classes", 10**4, "num_classes must be an integer in 2..100"),
+        ("decoder_hidden", [50_000, 50_000], "decoder_hidden must be two integers in 1..4096"),
+        ("primary_dim", -3, "primary_dim must be an integer"),
+        ("kernel_size", 2.5, "kernel_size must be an integer"),
+        ("routing_iters", True, "routing_iters must be an integer"),
+    ],
+)
+def test_4_every_config_field_is_bounded_before_anything_is_built(
+    tmp_path, nothing_is_allocated, field, value, message
+):
+    config = {**TINY.to_dict(), field: value}
+    path = sparse_file(tmp_path / "huge.safetensors", crafted(config, TINY_SHAPES))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("conv_channels", [10**7], "every width in conv_channels must be in 1..1024"),
+        ("hidden", [1] * 50, "hidden must be at most 4 integer widths"),
+        ("num_classes", 10**4, "num_classes must be an integer in 2..100"),
+    ],
+)
+def test_4_a_cnn_config_is_bounded_too(tmp_path, field, value, message):
+    config = {**CNNConfig().to_dict(), field: value}
+    path = tmp_path / "huge-cnn.safetensors"
+    path.write_bytes(crafted(config, {}, kind="cnn"))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_4_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_is_allocated):
+    config = {**TINY.to_dict(), "primary_types": 128, "primary_dim": 32, "digit_dim": 64, "num_classes": 100}
+    path = sparse_file(tmp_path / "big.safetensors", crafted(config, TINY_SHAPES))
+    with pytest.raises(CheckpointError, match="parameters; capsviz allows"):
+        load_checkpoint(path)
+
+
+def test_4_header_shapes_are_checked_against_the_config_before_allocating(tmp_path, nothing_is_allocated):
+    shapes = {**TINY_SHAPES, "digits.weight": [1152, 10, 16, 8 * 10**6]}  # 2.9 TB declared, sparse on disk
+    path = sparse_file(tmp_path / "liar.safetensors", crafted(TINY.to_dict(), shapes))
+    with pytest.raises(CheckpointError, match=r"digits.weight has shape \(1152, 10, 16, 8000000\)"):
+        load_checkpoint(path)
+    data = crafted(TINY.to_dict(), {**TINY_SHAPES, "conv1.weight": [16, 1, 9]})  # the same from uploaded bytes
+    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(16, 1, 9\)"):
+        load_checkpoint(data + bytes(declared_size(data) - len(data)))
+
+
+def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, nothing_is_allocated):
+    shapes = {**TINY_SHAPES, "optimizer/conv1.weight/exp_avg": [10**9]}
+    path = sparse_file(tmp_path / "adam.safetensors", crafted(TINY.to_dict(), shapes))
+    with pytest.raises(CheckpointError, match="matches no parameter"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("size", [2 * 2**30, 12 * 2**30])
+def test_5_a_huge_file_is_refused_from_its_header_alone(tmp_path, nothing_is_allocated, size):
+    """A valid tiny checkpoint padded (sparsely) to 2 GB or 12 GB: only the header is read."""
+    path = sparse_file(tmp_path / "padded.safetensors", crafted(TINY.to_dict(), TINY_SHAPES), size)
+    with pytest.raises(CheckpointError, match=f"is {size} bytes, but its header describes only"):
+        load_checkpoint(path)
+
+
+def test_5_a_file_shorter_than_its_header_declares_is_refused(tmp_path, nothing_is_allocated):
+    prefix = crafted(TINY.to_dict(), TINY_SHAPES)
+    path = sparse_file(tmp_path / "short.safetensors", prefix, declared_size(prefix) - 1)
+    with pytest.raises(CheckpointError, match="is truncated"):
+        load_checkpoint(path)
+
+
+def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
+    """The paper's model with Adam state (what a training run writes, 98.6 MB) is within every bound."""
+    model = CapsNet(CapsNetConfig())
+    optimizer = torch.optim.Adam(model.parameters())
+    optimizer.step()  # no gradients: the state is created lazily, so fill it as a step would
+    for p in model.parameters():
+        optimizer.state[p].update(step=torch.tensor(1.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+    path = save_checkpoint(tmp_path / "last.safetensors", model, {"epochs": 0}, optimizer=optimizer)
+    assert path.stat().st_size > 98_000_000
+    assert load_training_state(path)[0].config == CapsNetConfig()
+
+
+# --- 9 and 10. bad arguments and a bad --out: one clear message, exit 2, before any work -------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size: 0 is out of range: it must be >= 1"),
+        (["--batch-size", "-7"], "--batch-size: -7 is out of range"),
+        (["--limit", "-5"], "--limit: -5 is out of range"),
+        (["--limit", "0"], "--limit: 0 is out of range"),
+        (["--epochs", "-1"], "--epochs: -1 is out of range"),
+        (["--lr", "-1"], "--lr: -1 is out of range: it must be > 0"),
+        (["--lr", "nan"], "--lr: nan is out of range"),
+        (["--lr", "abc"], "--lr: 'abc' is not a number"),
+        (["--threads", "-1"], "--threads: -1 is out of range"),
+        (["--lr-decay", "-1"], "--lr-decay: -1 is out of range: it must be > 0 and <= 1"),
+        (["--lr-decay", "nan"], "--lr-decay: nan is out of range"),
+        (["--lr-min", "-0.1"], "--lr-min: -0.1 is out of range"),
+        (["--lr-min", "0.5", "--lr", "0.1"], "--lr-min 0.5 is above --lr 0.1"),
+        (["--seed", "-2"], "--seed: -2 is out of range"),
+        (["--lr-schedule", "linear"], "invalid choice: 'linear'"),
+        (["--resume", "a.safetensors", "--init", "b.safetensors"], "give one of them"),
+    ],
+)
+def test_9_bad_training_arguments_exit_2_with_one_message_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--out", str(out), *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # nothing was started
+
+
+def test_9_evaluate_limit_0_is_refused(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["evaluate", "--limit", "0"])
+    assert stopped.value.code == 2 and "--limit: 0 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("values", [dict(batch_size=0), dict(lr=float("nan")), dict(lr_decay=-1), dict(epochs=-1)])
+def test_9_the_library_refuses_the_same_configs(values):
+    with pytest.raises(ValueError, match="must be"):
+        TrainConfig(**values)
+
+
+def test_10_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    for out in (existing, existing / "run"):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["train", "--out", str(out), "--data-root", str(tmp_path / "never-read")])
+        assert stopped.value.code == 2
+        assert "pick" in capsys.readouterr().err
+    assert existing.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_10_a_read_only_out_is_refused_before_training(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--out", str(locked), "--data-root", str(tmp_path / "never-read")])
+    assert stopped.value.code == 2 and "cannot write the run folder" in capsys.readouterr().err
+
+
+def test_10_the_library_checks_the_run_folder_before_loading_anything(tmp_path, splits, monkeypatch):
+    existing = tmp_path / "file"
+    existing.write_text("")
+    monkeypatch.setattr("capsviz.train.registry", None)  # building a model would fail differently
+    with pytest.raises(RunFolderError, match="existing file"):
+        train(*splits, existing, tiny_config())
+
+
+# --- 13. resume flags, malformed cards, left-over temporaries, atomic logs ------------------------
+
+
+def test_13_resume_with_other_routing_iterations_is_refused(good_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--resume", str(good_run), "--routing-iters", "5", "--out", str(tmp_path / "r")])
+    assert stopped.value.code == 2
+    assert "comes from the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "card_change, message",
+    [
+        (lambda card: card.update(epochs="three"), "'epochs' is 'three'"),
+        (lambda card: card.update(epochs=-1), "'epochs' is -1"),
+        (lambda card: card.update(history="lots"), "'history' is not a list of epoch records"),
+        (lambda card: card.update(history=[1, 2]), "'history' is not a list of epoch records"),
+        (lambda card: card["history"][0].pop("lr"), "'history' is not a list of epoch records"),
+        (lambda card: card.update(epochs=4), "1 history rows for 4 epochs"),
+    ],
+)
+def test_13_a_malformed_resumed_card_is_a_clear_error(run_copy, splits, tmp_path, card_change, message):
+    with safe_open(str(run_copy), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    card = json.loads(metadata["card"])
+    card_change(card)
+    save_file(tensors, str(run_copy), metadata={**metadata, "card": json.dumps(card)})
+    with pytest.raises(CheckpointError, match=message):
+        train(*splits, tmp_path / "r", tiny_config(epochs=5), resume=run_copy)
+
+
+def test_13_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
+    target = tmp_path / "last.safetensors"
+    stale, fresh = tmp_path / ".last.safetensors.abc123.tmp", tmp_path / ".last.safetensors.def456.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"a write in progress")
+    os.utime(stale, (0, 0))  # killed long ago
+    save_checkpoint(target, CapsNet(TINY))
+    assert not stale.exists() and fresh.exists()
+
+
+def test_13_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.safetensors").write_bytes(good_run.read_bytes())
+    train(*splits, out, tiny_config(epochs=2), resume=out / "last.safetensors")
+    before = {name: (out / name).read_bytes() for name in ("log.json", "log.csv", "last.safetensors")}
+    real_replace = os.replace
+
+    def crash_on_logs(src, dst):
+        if str(dst).endswith((".json", ".csv")):
+            raise OSError("killed while writing the log")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("capsviz.checkpoint.os.replace", crash_on_logs)
+    with pytest.raises(OSError, match="killed"):
+        train(*splits, out, tiny_config(epochs=3), resume=out / "last.safetensors")
+    assert (out / "log.json").read_bytes() == before["log.json"]
+    assert (out / "log.csv").read_bytes() == before["log.csv"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- 6. image bombs are refused before decoding; an upload is decoded once ---------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGBA pixels and holds no pixel data: 57 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_6_a_huge_png_is_refused_from_its_header(tmp_path):
+    bomb = png_header_only(13_000, 13_000)
+    with pytest.raises(ValueError, match="13000x13000 pixels; capsviz reads at most"):
+        to_mnist(bomb)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    assert cli.main(["predict", str(path), "--json"]) == 1  # every image failed
+
+
+def test_6_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
+    photo = draw_digit(7, size=280).convert("L").resize((4200, 4200))  # 17.6 M pixels, over the cap
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG")
+    assert max(open_image(buffer.getvalue()).size) <= 2100  # decoded at 1/2 scale or less
+    assert to_mnist(buffer.getvalue()) is not None
+
+
+def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from capsviz.ui import state
+    from capsviz.ui.inputs import UPLOAD
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    calls = []
+
+    def counting(image):
+        calls.append(1)
+        return to_mnist(image)
+
+    monkeypatch.setattr("capsviz.ui.inputs.to_mnist", counting)
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    buffer = io.BytesIO()
+    draw_digit(4).save(buffer, format="PNG")
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", buffer.getvalue(), "image/png")).run()
+    app.slider(key=state.ROUTING_ITERS).set_value(2).run()
+    app.run()
+    assert not app.exception and app.metric and len(calls) == 1
+
+
+# --- 8. 16-bit greyscale is read at its own depth ------------------------------------------------
+
+
+def test_8_a_16_bit_greyscale_png_is_not_blank():
+    drawing = np.asarray(draw_digit(3).convert("L"), dtype=np.float64) / 255  # ink 1, background 0
+    scan = (40_000 - drawing * 39_000).astype(np.uint16)  # background 40000, ink 1000
+    buffer = io.BytesIO()
+    Image.fromarray(scan).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
+    x = to_mnist(buffer.getvalue())
+    assert x is not None
+    assert torch.allclose(x, to_mnist(draw_digit(3)), atol=0.05)  # the same digit as the 8-bit drawing
+
+
+# --- 11. a damaged MNIST names the bad file or the read-only folder ------------------------------
+
+
+@pytest.fixture
+def mnist_copy(synthetic_root, tmp_path) -> Path:
+    root = tmp_path / "mnist"
+    shutil.copytree(synthetic_root, root)
+    return root
+
+
+def test_11_a_truncated_unpacked_file_is_named(mnist_copy):
+    images = mnist_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(DataUnavailableError, match=rf"{images} is damaged \(truncated: 1000 bytes.*Fix: delete it"):
+        load_mnist(mnist_copy, train=False)
+
+
+def test_11_a_truncated_archive_is_named(mnist_copy):
+    raw = mnist_copy / "MNIST" / "raw"
+    images = raw / "t10k-images-idx3-ubyte"
+    gzip_bytes = gzip.compress(images.read_bytes())
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip_bytes[: len(gzip_bytes) // 2])
+    images.unlink()  # only the (damaged) archive is left
+    with pytest.raises(DataUnavailableError, match=r"t10k-images-idx3-ubyte.gz is damaged \(its checksum"):
+        load_mnist(mnist_copy, train=False)
+
+
+def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
+    raw = mnist_copy / "MNIST" / "raw"
+
+    def read_only(*args, **kwargs):  # what unpacking into a read-only folder raises (root ignores chmod)
+        raise PermissionError(errno.EACCES, "Permission denied", str(raw / "t10k-images-idx3-ubyte"))
+
+    monkeypatch.setattr("torchvision.datasets.MNIST.__init__", read_only)
+    with pytest.raises(DataUnavailableError, match=rf"{raw} is read-only.*gunzip -k"):
+        load_mnist(mnist_copy, train=False)
+
+
+# --- 7. trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
+
+
+def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, monkeypatch):
+    from capsviz.ui.training import TrainingJob, run_job
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    job = TrainingJob(tiny_config(epochs=100), 96, tmp_path / "run", owner_alive=lambda: False, grace_seconds=0)
+    run_job(job)  # returns at the first report instead of training 100 epochs
+    assert job.status == "stopped: its browser session closed" and job.error is None
+    assert job.batches_done == 0 and not job.epochs
+
+
+def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_path):
+    from capsviz.ui.training import TrainingJob
+
+    present = [False]
+    job = TrainingJob(tiny_config(), 96, tmp_path, owner_alive=lambda: present[0], grace_seconds=3600)
+    assert not job.abandoned() and job.owner_gone_since is not None  # gone, but only just
+    present[0] = True
+    assert not job.abandoned() and job.owner_gone_since is None  # back: the clock restarts
+    present[0], job.grace_seconds = False, 0
+    assert job.abandoned()
+
+
+def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
+    from capsviz.ui.training import JobRegistry, TrainingJob
+
+    jobs = JobRegistry(limit=2)
+    first, second, third = (TrainingJob(tiny_config(), 96, tmp_path / str(i)) for i in range(3))
+    assert jobs.admit(first) and jobs.admit(second)
+    assert not jobs.admit(third)
+    first.finished = 1.0  # a finished (or stopped) training frees its place
+    assert jobs.admit(third) and jobs.active() == [second, third]
+
+
+def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from capsviz.ui import state
+    from capsviz.ui.training import TrainingJob, registry
+
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CAPSVIZ_MAX_TRAININGS", "1")
+    registry.clear()
+    try:
+        assert registry().admit(TrainingJob(tiny_config(), 96, tmp_path / "another-session"))
+        app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+        app.button(key=state.TRAIN_START).click().run()
+        assert not app.exception
+        assert state.TRAIN_JOB not in app.session_state
+        assert any("already runs 1 training" in w.value for w in app.warning)
+        assert not (tmp_path / "runs").exists()
+    finally:
+        registry.clear()
+
+
+def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
+    from capsviz.ui.training import prune_runs
+
+    app_runs = [tmp_path / f"2026010{i}-120000-abcde{i}" for i in range(1, 6)]
+    mine = tmp_path / "my-cli-run"
+    for run in [*app_runs, mine]:
+        run.mkdir()
+        (run / "last.safetensors").write_bytes(b"x")
+    gone = prune_runs(tmp_path, keep=2, protect={app_runs[0]})
+    assert sorted(gone) == app_runs[1:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [app_runs[0], *app_runs[3:], mine])
+
+
+# --- 12. the server is safe by default -----------------------------------------------------------
+
+
+def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from capsviz.ui.inputs import MAX_UPLOAD_MB
+    from capsviz.ui.server import SETTINGS, command
+    from capsviz.ui.sidebar import MAX_CHECKPOINT_MB
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    shipped = {f"{section}.{name}": value for section, values in config.items() for name, value in values.items()}
+    assert shipped == SETTINGS
+    assert SETTINGS["server.address"] == "localhost"  # not every interface
+    assert SETTINGS["server.maxUploadSize"] == max(MAX_UPLOAD_MB, MAX_CHECKPOINT_MB)  # no 190 MB uploads
+    assert SETTINGS["client.showErrorDetails"] == "none"
+    line = command(["--server.port", "8502"])
+    assert "--server.address=localhost" in line and line[-2:] == ["--server.port", "8502"]  # later flags win
