@@ -3,6 +3,8 @@
 python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
 python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
 python -m capsviz predict digit.png other.jpg --json
+python -m capsviz trace digit.png --out digit-trace.safetensors   # the full routing trace of one image
+python -m capsviz routing-accuracy                  # test accuracy after 1..5 iterations -> JSON
 """
 
 from __future__ import annotations
@@ -69,9 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
 
+    tr = commands.add_parser("trace", help="write one image's full routing trace (safetensors; capsviz.trace_export)")
+    tr.add_argument("image")
+    tr.add_argument("--out", required=True, help="the .safetensors file to write")
+    tr.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
+
+    ra = commands.add_parser("routing-accuracy", help="MNIST test accuracy after 1..5 routing iterations -> JSON")
+    ra.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    ra.add_argument("--data-root", default=None)
+    ra.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ra.add_argument("--limit", type=int, default=None, help="only the first N test images (the JSON says so)")
+    ra.add_argument("--out", default=None, help="default: next to the checkpoint, NAME.routing.json")
+
     args = parser.parse_args(argv)
     try:
-        commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+        commands_by_name = {
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+            "export": _export,
+            "trace": _trace,
+            "routing-accuracy": _routing_accuracy,
+        }
         return commands_by_name[args.command](args)
     except (DataUnavailableError, CheckpointError, DeviceUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -246,4 +268,47 @@ def _export(args) -> int:
     save_checkpoint(out, shipped, card, half=args.half, allow_shipped=True)
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
+    return 0
+
+
+def _trace(args) -> int:
+    """One image, preprocessed as `predict` does, through the model with every iteration recorded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from capsviz import trace_export
+    from capsviz.preprocess import to_mnist
+    from capsviz.xray import xray
+
+    model, _ = load_checkpoint(args.checkpoint)
+    try:
+        with Image.open(args.image) as image:
+            image.load()
+            x = to_mnist(image)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
+        return 1
+    if x is None:
+        print(f"error: {args.image} is blank: no digit to trace", file=sys.stderr)
+        return 1
+    ray = xray(model, x, args.routing_iters or model.config.routing_iters)
+    predicted = int(ray.lengths[-1].argmax())
+    out = trace_export.save(args.out, ray, predicted=predicted, checkpoint=str(args.checkpoint))
+    print(f"{out}: predicted {predicted}, {ray.iterations} routing iterations ({', '.join(trace_export.KEYS)})")
+    return 0
+
+
+def _routing_accuracy(args) -> int:
+    from capsviz import routing_accuracy
+    from capsviz.train import resolve_device
+
+    model, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    split = load_mnist(args.data_root, train=False).head(args.limit)
+    command = "python -m capsviz routing-accuracy --checkpoint " + str(args.checkpoint)
+    if args.limit:
+        command += f" --limit {args.limit}"
+    results = routing_accuracy.measure(model, split, checkpoint=args.checkpoint, command=command)
+    out = routing_accuracy.write(results, args.out or routing_accuracy.results_path(args.checkpoint))
+    for r, accuracy in results["accuracy"].items():
+        print(f"{r} iteration(s): {accuracy:.4%} ({results['errors'][r]} errors of {results['test_images']})")
+    print(f"written to {out}")
     return 0
