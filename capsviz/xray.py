@@ -26,7 +26,6 @@ import torch
 from capsviz.model import MAX_ROUTING_ITERS, CapsNet, CapsNetConfig
 
 TIE_TOLERANCE = 1e-6  # couplings closer than this are a tie: "no winner"
-COUPLING_SPAN = 0.1  # colour scales run over uniform ± this: [0, 2/J] for J = 10
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,11 @@ def xray(model: CapsNet, x: torch.Tensor, iterations: int = MAX_ROUTING_ITERS) -
     )
 
 
+def coupling_range(num_classes: int) -> tuple[float, float]:
+    """The one colour range of every coupling view: uniform 1/J plus and minus 1/J, i.e. [0, 2/J]."""
+    return 0.0, 2.0 / num_classes
+
+
 # --- where a primary capsule looks ------------------------------------------------------------
 
 
@@ -134,6 +138,14 @@ def receptive_field(config: CapsNetConfig, row: int, col: int) -> Field:
     """
     k, s = config.kernel_size, config.primary_stride
     return Field(top=s * row, left=s * col, size=2 * k - 1)
+
+
+def field_centres(config: CapsNetConfig) -> np.ndarray:
+    """(G*G, 2) input coordinates (x = column, y = row) of each grid position's field centre."""
+    g = config.primary_grid
+    rows, cols = np.divmod(np.arange(g * g), g)
+    fields = [receptive_field(config, r, c) for r, c in zip(rows, cols)]
+    return np.array([(f.left + (f.size - 1) / 2, f.top + (f.size - 1) / 2) for f in fields])
 
 
 # --- ties, splits and summaries ---------------------------------------------------------------
@@ -202,13 +214,41 @@ def summary_text(ray: RoutingXray, digit: int) -> str:
             f"With 1 iteration routing does nothing: every coupling is 1/{ray.couplings.shape[-1]}. "
             f"Capsule {digit} has length {s.length_last:.3f}."
         )
-    verdict = "the same" if s.winner_first == s.winner_last else "a different"
+    verdict = "unchanged" if s.winner_first == s.winner_last else "changed"
     return (
         f"Over {s.iterations} iterations routing moved {s.moved:.1%} of the coupling weight; "
         f"the mean coupling to digit {digit} went from {s.share_first:.1%} to {s.share_last:.1%}, "
         f"and capsule {digit}'s length from {s.length_first:.3f} to {s.length_last:.3f} "
-        f"({verdict} longest capsule than with uniform couplings)."
+        f"(longest capsule {verdict} from uniform couplings)."
     )
+
+
+def votes_text(ray: RoutingXray, digit: int, iteration: int) -> str:
+    """One line on the votes for `digit` at `iteration` (1-based): agreement and couplings."""
+    r = iteration - 1
+    agreement = ray.agreements[r, :, digit]  # (N,)
+    c = ray.couplings[r, :, digit]  # (N,)
+    n = agreement.shape[0]
+    return (
+        f"Iteration {iteration}: {int((agreement > 0).sum())} of {n} votes point the same way as v_{digit} "
+        f"(û·v > 0); agreements range {agreement.min():.3f} to {agreement.max():.3f}; "
+        f"couplings to digit {digit} range {c.min():.3f} to {c.max():.3f} (uniform {1 / ray.couplings.shape[-1]:g})."
+    )
+
+
+def iterations_text(lengths: np.ndarray) -> str:
+    """(R, J) lengths after 1..R iterations -> one line: does the longest capsule ever change?"""
+    winners = [winner(row) for row in np.asarray(lengths)]
+    named = ["tie" if w is None else str(w) for w in winners]
+    if len(set(named)) == 1:
+        head = f"The longest capsule is {named[0]} after every count from 1 to {len(named)} iterations"
+    else:
+        head = "The longest capsule changes with the count: " + ", ".join(
+            f"{r} → {w}" for r, w in enumerate(named, start=1)
+        )
+    top = np.asarray(lengths)[:, winners[-1]] if winners[-1] is not None else None
+    tail = "" if top is None else f"; its length goes {' → '.join(f'{v:.3f}' for v in top)}"
+    return head + tail + "."
 
 
 # --- votes in a plane -------------------------------------------------------------------------

@@ -114,8 +114,21 @@ def test_summary_uniform_and_one_dominant_parent():
     assert s.winner_first is None and s.winner_last == 0
     text = xray.summary_text(hand_ray(votes, dominant), 0)
     assert "moved 50.0%" in text and "50.0% to 100.0%" in text and "0.500 to 0.800" in text
-    assert "a different longest capsule" in text
+    assert "longest capsule changed" in text
     assert "routing does nothing" in xray.summary_text(hand_ray(votes, uniform[:1]), 0)
+
+
+def test_votes_and_iterations_text_hand_computed():
+    votes = np.zeros((2, 2, 3))
+    votes[0, 0, 0], votes[1, 0, 0] = 1.0, -0.5  # child 1 disagrees with digit 0
+    votes[:, 1, 1] = 1.0
+    ray = hand_ray(votes, np.full((1, 2, 2), 0.5))
+    text = xray.votes_text(ray, 0, 1)
+    assert "1 of 2 votes point the same way" in text and "range 0.500 to 0.500" in text
+    assert xray.iterations_text(np.array([[0.2, 0.5], [0.1, 0.6]])) == (
+        "The longest capsule is 1 after every count from 1 to 2 iterations; its length goes 0.500 → 0.600."
+    )
+    assert "1 → tie, 2 → 0" in xray.iterations_text(np.array([[0.5, 0.5], [0.6, 0.1]]))
 
 
 def test_vote_plane_axis_one_is_the_parent_and_axis_two_the_largest_other_spread():

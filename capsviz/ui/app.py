@@ -6,9 +6,10 @@ import streamlit as st
 
 from capsviz.inference import infer
 from capsviz.ui.inputs import model_input
+from capsviz.ui.routing import routing
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input
+from capsviz.ui.views import lengths_chart, poses, prediction, sync_to_input
 
 
 def main() -> None:
@@ -36,6 +37,6 @@ def explore_tab(settings) -> None:
     with right:
         lengths_chart(result)
     st.divider()
-    routing(result)
+    routing(settings.loaded, source, result, settings.routing_iters)
     st.divider()
     poses(settings.loaded.model, result, f"{settings.loaded.key}:{source.key}:{settings.routing_iters}")

@@ -1,0 +1,264 @@
+"""The routing X-ray: couplings, votes and agreement, one capsule inspected, what routing adds.
+
+The trace of every iteration (up to 5) is computed once per (model, input) and kept in the
+session (`state.ROUTING_XRAY`); the sidebar's iteration count only slices it, so moving a
+slider or clicking a capsule reruns figures, never the model. Only the chosen view is drawn.
+All numbers come from `capsviz.xray`; all figures from `capsviz.viz` and `capsviz.viz_routing`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from capsviz import routing_accuracy, trace_export, viz, viz_routing, xray
+from capsviz.inference import Inference
+from capsviz.ui import state
+from capsviz.ui.inputs import ModelInput
+from capsviz.ui.resources import LoadedModel
+
+PLOT_CONFIG = {"displayModeBar": False}
+COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
+VIEWS = (COUPLINGS, VOTES, ADDS)
+PROCEDURE_1 = (
+    r"\hat u_{j|i} = W_{ij}\,u_i \qquad c_{ij} = \frac{e^{b_{ij}}}{\sum_k e^{b_{ik}}} \qquad "
+    r"s_j = \sum_i c_{ij}\,\hat u_{j|i} \qquad v_j = \frac{|s_j|^2}{1+|s_j|^2}\frac{s_j}{|s_j|} \qquad "
+    r"b_{ij} \leftarrow b_{ij} + \hat u_{j|i}\cdot v_j"
+)
+
+
+def full_xray(loaded: LoadedModel, source: ModelInput) -> xray.RoutingXray:
+    """Every iteration's routing for this input, computed once per (model, input)."""
+    key = f"{loaded.key}:{source.key}"
+    cached = st.session_state.get(state.ROUTING_XRAY)
+    if cached is None or cached[0] != key:
+        st.session_state[state.ROUTING_XRAY] = cached = (key, xray.xray(loaded.model, source.x))
+    return cached[1]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _measured(path: str, mtime: float) -> dict | None:
+    """The routing-accuracy JSON next to a checkpoint file, if it measured these exact bytes."""
+    return routing_accuracy.load_for(path)
+
+
+def routing(loaded: LoadedModel, source: ModelInput, result: Inference, routing_iters: int) -> None:
+    full = full_xray(loaded, source)
+    ray = full.upto(routing_iters)
+    config = loaded.model.config
+    st.subheader("Dynamic routing, measured on this input")
+    controls = st.columns([1, 1, 2, 1])
+    with controls[0]:
+        iteration = (
+            st.slider("Iteration", 1, ray.iterations, ray.iterations, key=state.ROUTING_ITERATION)
+            if ray.iterations > 1
+            else 1
+        )
+    digit = controls[1].selectbox("Parent capsule (digit)", range(config.num_classes), key=state.ROUTING_DIGIT)
+    view = controls[2].radio("View", VIEWS, horizontal=True, key=state.ROUTING_VIEW)
+    with controls[3]:
+        st.download_button(
+            "Download the trace",
+            functools.partial(trace_export.to_bytes, ray, predicted=result.predicted, checkpoint=loaded.label),
+            file_name=f"capsviz-trace-{result.predicted}-r{ray.iterations}.safetensors",
+            mime="application/octet-stream",
+            key=state.ROUTING_EXPORT,
+            help="Input, primary capsules, votes, couplings, logits, poses, lengths and agreements of every "
+            "iteration (safetensors; keys and shapes in the README). `python -m capsviz trace IMAGE` writes the same.",
+        )
+    if view == COUPLINGS:
+        couplings_view(ray, config, digit, iteration)
+    elif view == VOTES:
+        votes_view(ray, digit, iteration)
+    else:
+        adds_view(full, loaded, routing_iters, result.predicted)
+
+
+# --- couplings ---------------------------------------------------------------------------------
+
+
+def _on_pick(grid: int) -> None:
+    """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
+    chart = st.session_state.get(state.ROUTING_TILES)
+    points = (chart or {}).get("selection", {}).get("points", [])
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, (list, tuple)) and len(custom) >= 4:  # the click layer: [n, type, row, col, c]
+            st.session_state[state.INSPECT_CAPSULE] = int(custom[0])
+            return
+        if isinstance(custom, (list, tuple)) and len(custom) == 3 and custom[0] >= 0:  # a heatmap cell
+            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(*map(int, custom), grid)
+            return
+
+
+def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) -> None:
+    st.markdown(f"**Measured:** {xray.summary_text(ray, digit)}")
+    n_max = ray.primary.shape[0] - 1
+    selected = st.number_input(
+        f"Inspect primary capsule (click a tile cell, or type 0–{n_max})",
+        min_value=0,
+        max_value=n_max,
+        value=None,
+        step=1,
+        key=state.INSPECT_CAPSULE,
+    )
+    couplings = ray.couplings[iteration - 1]  # (N, J)
+    low, high = xray.coupling_range(config.num_classes)
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(
+            viz.coupling_tiles_figure(
+                couplings[:, digit], digit, iteration, num_classes=config.num_classes, selected=selected
+            ),
+            config=PLOT_CONFIG,
+            key=state.ROUTING_TILES,
+            on_select=functools.partial(_on_pick, ray.grid),
+            selection_mode="points",
+        )
+        st.caption(
+            f"Colour is relative to uniform: white = 1/{config.num_classes} (every parent equal), red above, "
+            f"blue below, on one fixed range {low:g}–{high:g} for every digit and iteration (anything above "
+            f"{high:g} shows as {high:g}). Iteration 1 is uniform by definition."
+        )
+    with right:
+        st.plotly_chart(
+            viz_routing.split_overlay_figure(
+                ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
+            ),
+            config=PLOT_CONFIG,
+            key="fig_overlay",
+        )
+    if selected is not None:
+        inspector(ray, config, int(selected), digit)
+    with st.expander(f"The full {ray.primary.shape[0]} x {config.num_classes} coupling matrix"):
+        st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
+
+
+def _per_iteration_table(values: np.ndarray, decimals: int) -> dict:
+    """(R, J) -> a table: one row per iteration, one column per digit, and the strongest (ties: none)."""
+    table = {"iteration": list(range(1, values.shape[0] + 1))}
+    for d in range(values.shape[1]):
+        table[str(d)] = [round(float(v), decimals) for v in values[:, d]]
+    table["strongest"] = [str(w) if (w := xray.winner(row)) is not None else "no winner (tie)" for row in values]
+    return table
+
+
+def inspector(ray: xray.RoutingXray, config, n: int, digit: int) -> None:
+    report = xray.capsule_report(ray, n)
+    field = xray.receptive_field(config, report.row, report.col)
+    with st.container(key="inspector"):
+        st.markdown(
+            f"#### Primary capsule {n}: type {report.capsule_type}, row {report.row}, col {report.col}, "
+            f"length {report.length:.3f}"
+        )
+        left, right = st.columns([1, 2])
+        left.plotly_chart(
+            viz_routing.field_figure(
+                ray.image,
+                field,
+                f"its receptive field: rows {field.top}–{field.top + field.size - 1}, "
+                f"cols {field.left}–{field.left + field.size - 1}",
+            ),
+            config=PLOT_CONFIG,
+            key="fig_field",
+        )
+        right.plotly_chart(
+            viz_routing.capsule_figure(report.pose, report.vote_lengths), config=PLOT_CONFIG, key="fig_capsule"
+        )
+        left, right = st.columns(2)
+        left.markdown("Its couplings c_ij, per iteration")
+        left.dataframe(_per_iteration_table(report.couplings, 4), hide_index=True, key="table_couplings")
+        right.markdown("Its agreements û_j|i · v_j, per iteration")
+        right.dataframe(_per_iteration_table(report.agreements, 4), hide_index=True, key="table_agreements")
+        procedure(ray, n, digit)
+
+
+def procedure(ray: xray.RoutingXray, n: int, digit: int) -> None:
+    """The paper's Procedure 1 for child i = n and parent j = digit, with this input's numbers."""
+    st.markdown(f"**Procedure 1** (Sabour et al. 2017) for capsule i = {n} and digit j = {digit}:")
+    st.latex(PROCEDURE_1)
+    rows = xray.procedure_rows(ray, n, digit)
+    st.caption(
+        f"|u_i| = {np.linalg.norm(ray.primary[n]):.4f}, |û_j|i| = {ray.vote_lengths[n, digit]:.4f}; "
+        f"b starts at 0, so iteration 1's couplings are all 1/{ray.couplings.shape[-1]}. "
+        "The last iteration's agreement is computed here but not used by the model."
+    )
+    table = {
+        "iteration": list(range(1, ray.iterations + 1)),
+        "b_ij": [round(float(v), 5) for v in rows["b"]],
+        "c_ij": [round(float(v), 5) for v in rows["c"]],
+        "|s_j|": [round(float(v), 4) for v in rows["s"]],
+        "|v_j|": [round(float(v), 4) for v in rows["v"]],
+        "û·v (added to b_ij)": [round(float(v), 5) for v in rows["a"]],
+    }
+    st.dataframe(table, hide_index=True, key="table_procedure")
+
+
+# --- votes and agreement -----------------------------------------------------------------------
+
+
+def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
+    st.markdown(f"**Measured:** {xray.votes_text(ray, digit, iteration)}")
+    votes = ray.votes[:, digit]  # (N, D)
+    basis = xray.vote_plane(votes, ray.poses[-1, digit])
+    figure = viz_routing.votes_figure(
+        xray.project(votes, basis),
+        ray.vote_lengths[:, digit],
+        ray.couplings[iteration - 1, :, digit],
+        xray.project(ray.poses[:, digit], basis),
+        digit=digit,
+        iteration=iteration,
+        num_classes=ray.couplings.shape[-1],
+        captured=xray.captured_fraction(votes, basis),
+    )
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="fig_votes")
+    st.caption(
+        f"Projection: x is each vote's component along v_{digit} after the last iteration (so x·|v| is its "
+        "agreement), y the direction across it in which the votes spread most; the same axes at every "
+        "iteration. Routing raises the couplings of votes far to the right."
+    )
+    edges, counts = xray.histograms(ray.agreements[:, :, digit])
+    st.plotly_chart(
+        viz_routing.distributions_figure(
+            edges, counts, iteration=iteration, digit=digit, primary_lengths=ray.primary_lengths
+        ),
+        config=PLOT_CONFIG,
+        key="fig_agreement",
+    )
+
+
+# --- what routing adds -------------------------------------------------------------------------
+
+
+def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, predicted: int) -> None:
+    st.markdown(f"**Measured on this input:** {xray.iterations_text(full.lengths)}")
+    st.plotly_chart(
+        viz_routing.lengths_by_iteration_figure(full.lengths, chosen=routing_iters, predicted=predicted),
+        config=PLOT_CONFIG,
+        key="fig_iterations",
+    )
+    st.markdown("**On the MNIST test set, for this model:**")
+    path = loaded.path
+    measured = _measured(str(path), Path(path).stat().st_mtime) if path is not None and path.is_file() else None
+    if measured is None:
+        target = f" --checkpoint {path}" if path is not None else ""
+        st.info(
+            "Not measured for this checkpoint. `python -m capsviz routing-accuracy"
+            f"{target}` measures test accuracy after 1 to 5 iterations (one pass over the 10,000 images) and "
+            "writes it next to the checkpoint; it shows here only while the checkpoint's bytes match."
+        )
+        return
+    table = {
+        "routing iterations": list(measured["accuracy"]),
+        "test accuracy": [f"{v:.2%}" for v in measured["accuracy"].values()],
+        "errors": [measured["errors"][r] for r in measured["accuracy"]],
+    }
+    st.dataframe(table, hide_index=True, key="table_routing_accuracy")
+    st.caption(
+        f"{measured['test_images']:,} MNIST test images, measured {measured['date']} by `{measured['command']}` "
+        f"(checkpoint sha256 {measured['sha256'][:12]}…). The model was trained with "
+        f"{measured['trained_routing_iters']} iterations."
+    )
