@@ -286,9 +286,8 @@ def coupling_tiles_figure(
             )
         )
     title = (
-        f"Coupling of each primary capsule to digit {digit}, iteration {iteration}"
-        f"<br><sup>one 6×6 tile per capsule type; white = uniform {1 / num_classes:g}, "
-        f"scale fixed at {low:g}–{high:g} for every digit and iteration</sup>"
+        f"Couplings to digit {digit}, iteration {iteration}"
+        f"<br><sup>white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}</sup>"
     )
     return _figure(traces, _layout(title, FIG_HEIGHT + 20, top=60, showlegend=False, **_image_axes()))
 

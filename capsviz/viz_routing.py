@@ -1,6 +1,6 @@
 """Plotly figures of the routing X-ray (`capsviz.xray`): arrays in, `go.Figure` out, nothing else.
 
-    fig = viz_routing.split_overlay_figure(image, xray.position_split(couplings, 6), iteration=3)
+    fig = viz_routing.split_overlay_figure(image, xray.position_split(couplings, 6), centres, iteration=3)
 
 Couplings always use one diverging scale centred on uniform (1/J), over the same fixed range
 for every digit and iteration (`coupling_scale`); values beyond it show at its end colour and
@@ -85,12 +85,9 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
             )
         )
     ties = sum(w is None for w in winners)
-    subtitle = (
-        f"iteration {iteration}: each bar splits one 6×6 position's votes over the digits "
-        f"(mean coupling of the capsule types there); {ties} of {cells} positions tied (no winner)"
-    )
     layout = _layout(
-        f"Where each position's votes go<br><sup>{subtitle}</sup>",
+        f"Split of each position's votes, iteration {iteration}"
+        f"<br><sup>{ties} of {cells} positions tied (no winner)</sup>",
         OVERLAY_HEIGHT,
         top=70,
         barmode="overlay",
@@ -156,7 +153,6 @@ def votes_figure(
     digit: int,
     iteration: int,
     num_classes: int,
-    captured: float,
 ) -> go.Figure:
     """The N votes for one digit in a fixed plane: size = |u_hat|, colour = c_ij at `iteration`;
     the parent v_j after iterations 1..R as a path, the current one as a star.
@@ -208,14 +204,13 @@ def votes_figure(
     low, high = everything.min(axis=0), everything.max(axis=0)
     pad = 0.05 * np.maximum(high - low, 1e-6)
     layout = _layout(
-        f"The 1152 votes û for digit {digit}, iteration {iteration}"
-        f"<br><sup>star: v_{digit}; size: |û|; colour: coupling; the plane shows {captured:.0%} "
-        "of the votes' squared length</sup>",
+        f"Votes û for digit {digit}, iteration {iteration}"
+        f"<br><sup>star: v_{digit}; size: |û|; colour: c_i{digit}</sup>",
         VOTES_HEIGHT,
         top=70,
         xaxis={
             "range": [float(low[0] - pad[0]), float(high[0] + pad[0])],
-            "title": {"text": f"along v_{digit} after the last iteration (û·v / |v|)"},
+            "title": {"text": f"along final v_{digit} (û·v / |v|)"},
             "zeroline": True,
         },
         yaxis={

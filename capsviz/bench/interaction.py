@@ -55,7 +55,6 @@ def all_figures(result: Inference, ray: xray.RoutingXray, config) -> list:
             digit=digit,
             iteration=ray.iterations,
             num_classes=config.num_classes,
-            captured=xray.captured_fraction(votes, basis),
         ),
         viz_routing.distributions_figure(
             edges, counts, iteration=ray.iterations, digit=digit, primary_lengths=ray.primary_lengths

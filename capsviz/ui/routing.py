@@ -86,6 +86,8 @@ def _on_pick(grid: int) -> None:
     points = (chart or {}).get("selection", {}).get("points", [])
     for point in points:
         custom = point.get("customdata")
+        if isinstance(custom, dict):  # the browser sends arrays as {"0": .., "1": ..}
+            custom = [custom[k] for k in sorted(custom, key=int)]
         if isinstance(custom, (list, tuple)) and len(custom) >= 4:  # the click layer: [n, type, row, col, c]
             st.session_state[state.INSPECT_CAPSULE] = int(custom[0])
             return
@@ -131,19 +133,29 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
             config=PLOT_CONFIG,
             key="fig_overlay",
         )
+        st.caption(
+            f"Each bar sits at the centre of a 6×6 position's receptive field and splits its votes over the "
+            f"{config.num_classes} digits: segment width = the mean coupling of the {ray.num_types} capsule types "
+            "there, colours as in the legend. Equal segments mean uniform; a tie has no winner."
+        )
     if selected is not None:
         inspector(ray, config, int(selected), digit)
     with st.expander(f"The full {ray.primary.shape[0]} x {config.num_classes} coupling matrix"):
         st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
 
 
-def _per_iteration_table(values: np.ndarray, decimals: int) -> dict:
-    """(R, J) -> a table: one row per iteration, one column per digit, and the strongest (ties: none)."""
-    table = {"iteration": list(range(1, values.shape[0] + 1))}
-    for d in range(values.shape[1]):
-        table[str(d)] = [round(float(v), decimals) for v in values[:, d]]
-    table["strongest"] = [str(w) if (w := xray.winner(row)) is not None else "no winner (tie)" for row in values]
+def _per_digit_table(values: np.ndarray, decimals: int) -> dict:
+    """(R, J) -> a table: one row per digit, one column per iteration."""
+    table = {"digit": list(range(values.shape[1]))}
+    for r, row in enumerate(values, start=1):
+        table[f"iteration {r}"] = [round(float(v), decimals) for v in row]
     return table
+
+
+def _strongest(values: np.ndarray) -> str:
+    """(R, J) -> "iteration 1: no winner (tie); iteration 2: 4; ..." """
+    named = [str(w) if (w := xray.winner(row)) is not None else "no winner (tie)" for row in values]
+    return "; ".join(f"iteration {r}: {w}" for r, w in enumerate(named, start=1))
 
 
 def inspector(ray: xray.RoutingXray, config, n: int, digit: int) -> None:
@@ -169,10 +181,11 @@ def inspector(ray: xray.RoutingXray, config, n: int, digit: int) -> None:
             viz_routing.capsule_figure(report.pose, report.vote_lengths), config=PLOT_CONFIG, key="fig_capsule"
         )
         left, right = st.columns(2)
-        left.markdown("Its couplings c_ij, per iteration")
-        left.dataframe(_per_iteration_table(report.couplings, 4), hide_index=True, key="table_couplings")
-        right.markdown("Its agreements û_j|i · v_j, per iteration")
-        right.dataframe(_per_iteration_table(report.agreements, 4), hide_index=True, key="table_agreements")
+        left.markdown("Its couplings c_ij")
+        left.dataframe(_per_digit_table(report.couplings, 4), hide_index=True, key="table_couplings")
+        left.caption(f"Largest coupling: {_strongest(report.couplings)}.")
+        right.markdown("Its agreements û_j|i · v_j")
+        right.dataframe(_per_digit_table(report.agreements, 4), hide_index=True, key="table_agreements")
         procedure(ray, n, digit)
 
 
@@ -212,13 +225,14 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
         digit=digit,
         iteration=iteration,
         num_classes=ray.couplings.shape[-1],
-        captured=xray.captured_fraction(votes, basis),
     )
     st.plotly_chart(figure, config=PLOT_CONFIG, key="fig_votes")
     st.caption(
-        f"Projection: x is each vote's component along v_{digit} after the last iteration (so x·|v| is its "
-        "agreement), y the direction across it in which the votes spread most; the same axes at every "
-        "iteration. Routing raises the couplings of votes far to the right."
+        f"Each dot is one primary capsule's 16-D vote û for digit {digit}, sized by its length and coloured by "
+        f"its coupling on the fixed scale. Projection: x is the component along v_{digit} after the last "
+        "iteration (so x·|v| is the vote's agreement), y the direction across it in which the votes spread "
+        f"most; the same axes at every iteration. This plane shows {xray.captured_fraction(votes, basis):.0%} "
+        "of the votes' summed squared length. Routing raises the couplings of votes far to the right."
     )
     edges, counts = xray.histograms(ray.agreements[:, :, digit])
     st.plotly_chart(
@@ -233,6 +247,14 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
 # --- what routing adds -------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, predicted: int) -> None:
     st.markdown(f"**Measured on this input:** {xray.iterations_text(full.lengths)}")
     st.plotly_chart(
@@ -244,7 +266,7 @@ def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, p
     path = loaded.path
     measured = _measured(str(path), Path(path).stat().st_mtime) if path is not None and path.is_file() else None
     if measured is None:
-        target = f" --checkpoint {path}" if path is not None else ""
+        target = f" --checkpoint {_shown(path)}" if path is not None else ""
         st.info(
             "Not measured for this checkpoint. `python -m capsviz routing-accuracy"
             f"{target}` measures test accuracy after 1 to 5 iterations (one pass over the 10,000 images) and "
