@@ -182,3 +182,17 @@ def test_xray_of_a_real_model_matches_its_forward_pass(small_model):
     with pytest.raises(ValueError):
         ray.upto(6)
     assert math.isclose(xray.moved_fraction(ray.upto(1).couplings), 0.0)
+
+
+def test_inference_read_from_the_xray_equals_a_direct_run(small_model):
+    from capsviz.inference import from_xray, infer
+
+    torch.manual_seed(3)
+    x = torch.rand(1, 28, 28)
+    full = xray.xray(small_model, x)
+    for r in (1, 3, 5):
+        direct, read = infer(small_model, x, r), from_xray(small_model, full.upto(r))
+        assert read.predicted == direct.predicted
+        for name in ("image", "lengths", "reconstruction", "couplings", "lengths_per_iter", "activations"):
+            np.testing.assert_allclose(getattr(read, name), getattr(direct, name), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(read.poses.numpy(), direct.poses.numpy(), rtol=1e-5, atol=1e-6)

@@ -45,8 +45,8 @@ def _measured(path: str, mtime: float) -> dict | None:
     return routing_accuracy.load_for(path)
 
 
-def routing(loaded: LoadedModel, source: ModelInput, result: Inference, routing_iters: int) -> None:
-    full = full_xray(loaded, source)
+def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, routing_iters: int) -> None:
+    """full: this input's X-ray with every iteration (`full_xray`); the views show its first `routing_iters`."""
     ray = full.upto(routing_iters)
     config = loaded.model.config
     st.subheader("Dynamic routing, measured on this input")
