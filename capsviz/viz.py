@@ -163,12 +163,16 @@ def _image_trace(image: np.ndarray) -> dict:
     )
 
 
-def coupling_colorbar(num_classes: int, title: str = "c_ij") -> dict:
+def coupling_colorbar(num_classes: int, title: str = "c_ij", below: bool = False) -> dict:
+    """The colour bar of every coupling view; `below`: horizontal under the plot (leaves wide plots their width)."""
     low, high = xray.coupling_range(num_classes)
     uniform = 1.0 / num_classes
     ticks = [low, (low + uniform) / 2, uniform, (uniform + high) / 2, high]
     text = [f"{low:g}", f"{ticks[1]:g}", f"{uniform:g} = uniform", f"{ticks[3]:g}", f"≥ {high:g}"]
-    return {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
+    bar = {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
+    if below:
+        bar.update(orientation="h", y=-0.02, yanchor="top", len=0.7, title={"text": title, "side": "top"})
+    return bar
 
 
 def coupling_color(num_classes: int) -> dict:
@@ -257,7 +261,7 @@ def coupling_tiles_figure(
         colorscale=DIVERGING,
         hoverongaps=False,
         hoverinfo="skip",
-        colorbar=coupling_colorbar(num_classes, f"c_i{digit}"),
+        colorbar=coupling_colorbar(num_classes, f"c_i{digit}", below=True),
     )
     cell_y = (index[:, 0] // TILE_COLS) * (g + 1) + index[:, 1]  # (N,)
     cell_x = (index[:, 0] % TILE_COLS) * (g + 1) + index[:, 2]  # (N,)
@@ -289,7 +293,9 @@ def coupling_tiles_figure(
         f"Couplings to digit {digit}, iteration {iteration}"
         f"<br><sup>white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}</sup>"
     )
-    return _figure(traces, _layout(title, FIG_HEIGHT + 20, top=60, showlegend=False, **_image_axes()))
+    layout = _layout(title, FIG_HEIGHT + 60, top=60, showlegend=False, **_image_axes())
+    layout["margin"] = {**layout["margin"], "b": 70}  # room for the colour bar below
+    return _figure(traces, layout)
 
 
 def coupling_matrix_figure(couplings: np.ndarray, iteration: int | None = None) -> go.Figure:

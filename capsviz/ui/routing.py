@@ -96,6 +96,23 @@ def _on_pick(grid: int) -> None:
             return
 
 
+def _on_pick_position(grid: int) -> None:
+    """A click on the overlay: the capsule at that position, of the inspected type (type 0 at first)."""
+    chart = st.session_state.get(state.ROUTING_OVERLAY)
+    points = (chart or {}).get("selection", {}).get("points", [])
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if isinstance(custom, (list, tuple)) and len(custom) == 3:  # a split bar: [row, col, coupling]
+            current = st.session_state.get(state.INSPECT_CAPSULE)
+            capsule_type = xray.capsule_position(current, grid)[0] if current is not None else 0
+            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(
+                capsule_type, int(custom[0]), int(custom[1]), grid
+            )
+            return
+
+
 def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) -> None:
     st.markdown(f"**Measured:** {xray.summary_text(ray, digit)}")
     n_max = ray.primary.shape[0] - 1
@@ -123,7 +140,9 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
         st.caption(
             f"Colour is relative to uniform: white = 1/{config.num_classes} (every parent equal), red above, "
             f"blue below, on one fixed range {low:g}–{high:g} for every digit and iteration (anything above "
-            f"{high:g} shows as {high:g}). Iteration 1 is uniform by definition."
+            f'{high:g} shows as {high:g}). Iteration 1 is uniform by definition. "Moved" above is the mean, over '
+            "the primary capsules, of the total-variation distance between their couplings at iteration 1 and at "
+            "the last iteration."
         )
     with right:
         st.plotly_chart(
@@ -131,12 +150,15 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
                 ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
             ),
             config=PLOT_CONFIG,
-            key="fig_overlay",
+            key=state.ROUTING_OVERLAY,
+            on_select=functools.partial(_on_pick_position, ray.grid),
+            selection_mode="points",
         )
         st.caption(
             f"Each bar sits at the centre of a 6×6 position's receptive field and splits its votes over the "
             f"{config.num_classes} digits: segment width = the mean coupling of the {ray.num_types} capsule types "
-            "there, colours as in the legend. Equal segments mean uniform; a tie has no winner."
+            "there, colours as in the legend. Equal segments mean uniform; a tie has no winner. Click a bar to "
+            "inspect the capsule of the same type at that position."
         )
     if selected is not None:
         inspector(ray, config, int(selected), digit)
