@@ -3,9 +3,10 @@
 Draws a digit with the mouse on the real canvas, then checks that the prediction, the
 capsule-length chart, the routing heatmaps and the 16 pose sliders appear with no
 exception, that clicking a cell of the coupling tiles opens the capsule inspector for that
-capsule, and that moving a pose slider changes the reconstruction. Skips where Chromium
-or Playwright is absent, unless CAPSVIZ_REQUIRE_BROWSER=1 (set by .ci/run). Screenshots go
-to $CAPSVIZ_SCREENSHOTS when set (the README's come from here).
+capsule, that the trace downloads as a readable file, and that moving a pose slider changes
+the reconstruction. Skips where Chromium or Playwright is absent, unless
+CAPSVIZ_REQUIRE_BROWSER=1 (set by .ci/run). Screenshots go to $CAPSVIZ_SCREENSHOTS when
+set (the README's come from here).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from capsviz import trace_export
 
 from drawings import STROKES
 
@@ -173,6 +177,12 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert page.locator("[data-testid='stException']").count() == 0
     inspector.scroll_into_view_if_needed()
     _shot(page, "04-inspector.png")
+
+    with page.expect_download(timeout=60_000) as download:  # the trace, generated on click
+        page.get_by_role("button", name="Download the trace").click()
+    arrays, metadata = trace_export.load(Path(download.value.path()).read_bytes())
+    assert metadata["iterations"] == "3" and arrays["couplings"].shape == (3, 1152, 10)
+    assert np.allclose(arrays["couplings"].sum(axis=-1), 1.0, atol=1e-5)
 
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
     before = page.evaluate(POSE_FIGURE_Z)
