@@ -184,6 +184,13 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert metadata["iterations"] == "3" and arrays["couplings"].shape == (3, 1152, 10)
     assert np.allclose(arrays["couplings"].sum(axis=-1), 1.0, atol=1e-5)
 
+    page.get_by_text("Votes and agreement", exact=True).first.click()  # the votes view
+    page.locator(".st-key-fig_votes .js-plotly-plot").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".st-key-fig_votes").first.scroll_into_view_if_needed()
+    _shot(page, "05-votes.png")
+
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
     before = page.evaluate(POSE_FIGURE_Z)
     pose_sliders.nth(0).scroll_into_view_if_needed()  # the inspector made the page longer
