@@ -85,7 +85,8 @@ def markdown(results: dict) -> str:
             "inference_with_trace": "one image through the model with the full routing trace",
             "routing_xray": "routing X-ray of one image, 5 iterations (once per input)",
             "decode": "one decode (a pose-slider move, outside Streamlit)",
-            "figures": "all Explore figures for one input (every routing view and the inspector)",
+            "figures": "all Explore figures a new drawing draws (default routing view)",
+            "routing_figures": "the other routing views' figures and the capsule inspector's",
             "figure4_grid": "Figure-4 grid: 176 decodes + PNG",
         }
         for key, label in labels.items():

@@ -62,7 +62,12 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
     with controls[3]:
         st.download_button(
             "Download the trace",
-            functools.partial(trace_export.to_bytes, ray, predicted=result.predicted, checkpoint=loaded.label),
+            functools.partial(
+                trace_export.to_bytes,
+                ray,
+                predicted=result.predicted,
+                checkpoint=str(loaded.path) if loaded.path is not None else loaded.label,
+            ),
             file_name=f"capsviz-trace-{result.predicted}-r{ray.iterations}.safetensors",
             mime="application/octet-stream",
             key=state.ROUTING_EXPORT,
