@@ -131,6 +131,8 @@ CELL_CENTRE = """(n) => {
 
 def _click_capsule(page, n: int) -> None:
     """Click capsule n's cell in the coupling tiles, where the user would."""
+    one_chart = "document.querySelectorAll('.st-key-fig_tiles .js-plotly-plot').length === 1"
+    page.wait_for_function(one_chart, timeout=60_000)  # a rerun under load can briefly show a stale copy
     tiles = page.locator(".st-key-fig_tiles .js-plotly-plot")
     tiles.scroll_into_view_if_needed()
     page.wait_for_timeout(300)
@@ -188,7 +190,7 @@ def test_draw_a_digit_and_explore_it(browser, server):
     page.locator(".st-key-fig_votes .js-plotly-plot").wait_for(timeout=60_000)
     _wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    page.locator(".st-key-fig_votes").first.scroll_into_view_if_needed()
+    page.locator(".st-key-fig_votes .js-plotly-plot").last.scroll_into_view_if_needed()
     _shot(page, "05-votes.png")
 
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
