@@ -131,8 +131,10 @@ def lengths_by_iteration_figure(lengths: np.ndarray, *, chosen: int, predicted: 
         "line": {"color": BAR_COLOR, "width": 1, "dash": "dot"},
     }
     layout = _layout(
-        "Digit capsule lengths after 1 to 5 routing iterations (this input)",
-        FIG_HEIGHT,
+        f"Capsule lengths after 1–{lengths.shape[0]} iterations"
+        "<br><sup>this input; dotted line: the sidebar's count</sup>",
+        FIG_HEIGHT + 60,
+        top=60,
         xaxis={"title": {"text": "routing iterations"}, "tickmode": "array", "tickvals": iters},
         yaxis={"range": [0.0, 1.0], "title": {"text": "capsule length"}},
         shapes=[shape],

@@ -83,4 +83,4 @@ def test_lengths_by_iteration_marks_the_chosen_count():
     assert len(fig.data) == J and all(len(t.y) == 5 for t in fig.data)
     assert fig.layout.shapes[0].x0 == 3
     assert fig.data[2].line.width == max(t.line.width for t in fig.data)
-    assert "1 to 5" in fig.layout.title.text
+    assert "1–5 iterations" in fig.layout.title.text
