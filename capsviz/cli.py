@@ -303,7 +303,7 @@ def _routing_accuracy(args) -> int:
 
     model, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
     split = load_mnist(args.data_root, train=False).head(args.limit)
-    command = "python -m capsviz routing-accuracy --checkpoint " + str(args.checkpoint)
+    command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"
     results = routing_accuracy.measure(model, split, checkpoint=args.checkpoint, command=command)

@@ -33,6 +33,14 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def display_path(path: str | Path) -> str:
+    """A path as a user would type it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def results_path(checkpoint: str | Path) -> Path:
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.stem + SUFFIX)
@@ -62,7 +70,7 @@ def measure(model: CapsNet, split: Split, *, checkpoint: str | Path, command: st
     n = len(split)
     return {
         "format": FORMAT,
-        "checkpoint": str(checkpoint),
+        "checkpoint": display_path(checkpoint),
         "sha256": sha256_of(checkpoint),
         "test_images": n,
         "trained_routing_iters": model.config.routing_iters,

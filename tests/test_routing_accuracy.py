@@ -49,3 +49,20 @@ def test_command_writes_json_next_to_the_checkpoint_and_matches_only_those_weigh
     assert routing_accuracy.load_for(checkpoint) is None
     path.write_text("{broken")
     assert routing_accuracy.load_for(checkpoint) is None
+
+
+def test_a_shipped_measurement_belongs_to_the_shipped_checkpoint():
+    """When pretrained/ carries a routing-accuracy JSON, it measured these bytes and agrees with the card."""
+    import pytest
+
+    from capsviz.checkpoint import SHIPPED_CHECKPOINT
+
+    path = routing_accuracy.results_path(SHIPPED_CHECKPOINT)
+    if not path.exists():
+        pytest.skip(f"no {path.name} shipped")
+    results = json.loads(path.read_text())
+    assert results["sha256"] == routing_accuracy.sha256_of(SHIPPED_CHECKPOINT), "stale: rerun routing-accuracy"
+    card = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
+    if results["test_images"] == card.get("test_images"):
+        trained = str(card.get("routing_iters", 3))
+        assert results["accuracy"][trained] == pytest.approx(card["test_accuracy"], abs=1e-9)

@@ -274,14 +274,6 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
 # --- what routing adds -------------------------------------------------------------------------
 
 
-def _shown(path: Path) -> str:
-    """A path as the user would type it: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, predicted: int) -> None:
     st.markdown(f"**Measured on this input:** {xray.iterations_text(full.lengths)}")
     st.plotly_chart(
@@ -293,7 +285,7 @@ def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, p
     path = loaded.path
     measured = _measured(str(path), Path(path).stat().st_mtime) if path is not None and path.is_file() else None
     if measured is None:
-        target = f" --checkpoint {_shown(path)}" if path is not None else ""
+        target = f" --checkpoint {routing_accuracy.display_path(path)}" if path is not None else ""
         st.info(
             "Not measured for this checkpoint. `python -m capsviz routing-accuracy"
             f"{target}` measures test accuracy after 1 to 5 iterations (one pass over the 10,000 images) and "
