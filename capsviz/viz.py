@@ -209,18 +209,6 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
     return _figure([bars], layout)
 
 
-def coupling_entropy(couplings: np.ndarray) -> np.ndarray:
-    """(R, N, J) couplings -> (R,) mean over children of the entropy (nats) over the J parents.
-
-    Uniform couplings give ln(J); one-hot couplings give 0 (0 * log 0 is taken as 0).
-    """
-    c = np.asarray(couplings, dtype=np.float64)  # (R, N, J)
-    log_c = np.zeros_like(c)
-    np.log(c, out=log_c, where=c > 0)
-    entropy = -(c * log_c).sum(axis=-1)  # (R, N)
-    return entropy.mean(axis=-1)  # (R,)
-
-
 def coupling_tiles_figure(
     couplings: np.ndarray, digit: int, iteration: int, *, num_classes: int = 10, selected: int | None = None
 ) -> go.Figure:

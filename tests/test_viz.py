@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -31,25 +29,6 @@ def assert_finite(fig: go.Figure) -> None:
             values = getattr(trace, name, None)
             if values is not None and np.asarray(values).dtype.kind in "fiu":
                 assert np.isfinite(np.asarray(values, dtype=np.float64)).all(), (trace.type, name)
-
-
-# --- coupling_entropy -------------------------------------------------------------------------
-
-
-def test_entropy_of_uniform_couplings_is_ln10():
-    np.testing.assert_allclose(viz.coupling_entropy(uniform_couplings()), [math.log(10)] * R, rtol=1e-6)
-
-
-def test_entropy_of_one_hot_couplings_is_zero_without_nan():
-    entropy = viz.coupling_entropy(one_hot_couplings(3)[None].repeat(2, axis=0))
-    assert entropy.shape == (2,)
-    np.testing.assert_array_equal(entropy, [0.0, 0.0])
-
-
-def test_entropy_hand_computed_case():
-    couplings = np.zeros((1, N, J))
-    couplings[0, :, :2] = 0.5  # every child split evenly between two parents: ln 2
-    np.testing.assert_allclose(viz.coupling_entropy(couplings), [math.log(2)])
 
 
 # --- lengths_figure ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The explorer's views for one input: prediction and lengths, poses (routing: `capsviz.ui.routing`).
 
-Inference runs once per script run (`python -m capsviz.bench` times it); the pose sliders live in
+The Inference is read from the input's routing X-ray, computed once per input
+(`capsviz.ui.routing.full_xray`; `python -m capsviz.bench` times it); the pose sliders live in
 a fragment, so dragging one reruns only the decoder and its image.
 """
 
