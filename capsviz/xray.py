@@ -266,9 +266,9 @@ def vote_plane(votes: np.ndarray, parent: np.ndarray, eps: float = 1e-9) -> np.n
     v = np.asarray(parent, dtype=np.float64)  # (D,)
 
     def top_pc(points: np.ndarray) -> np.ndarray:
-        centred = points - points.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt: (D, D)
-        return vt[0]
+        centred = points - points.mean(axis=0)  # (N, D)
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # (D, D) scatter matrix: eigenvalues ascending
+        return vectors[:, -1]
 
     def signed(axis: np.ndarray) -> np.ndarray:
         return axis if axis[np.abs(axis).argmax()] >= 0 else -axis
