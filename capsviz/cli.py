@@ -3,6 +3,8 @@
 python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
 python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
 python -m capsviz predict digit.png other.jpg --json
+python -m capsviz trace digit.png --out digit-trace.safetensors   # the full routing trace of one image
+python -m capsviz routing-accuracy                  # test accuracy after 1..5 iterations -> JSON
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
 
+    tr = commands.add_parser("trace", help="write one image's full routing trace (safetensors; capsviz.trace_export)")
+    tr.add_argument("image")
+    tr.add_argument("--out", required=True, help="the .safetensors file to write")
+    tr.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
+
+    ra = commands.add_parser("routing-accuracy", help="MNIST test accuracy after 1..5 routing iterations -> JSON")
+    ra.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    ra.add_argument("--data-root", default=None)
+    ra.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    ra.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the JSON says so)")
+    ra.add_argument("--out", default=None, help="default: next to the checkpoint, NAME.routing.json")
+
     commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
 
     argv = sys.argv[1:] if argv is None else argv
@@ -118,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         _check_train_args(parser, args)
     try:
-        commands_by_name = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+        commands_by_name = {
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+            "export": _export,
+            "trace": _trace,
+            "routing-accuracy": _routing_accuracy,
+        }
         return commands_by_name[args.command](args)
     except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -377,4 +399,50 @@ def _export(args) -> int:
             leftover.unlink()
         staged.rmdir()
     print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
+    return 0
+
+
+def _trace(args) -> int:
+    """One image, preprocessed as `predict` does, through the model with every iteration recorded."""
+    from capsviz import trace_export
+    from capsviz.preprocess import open_image, to_mnist
+    from capsviz.xray import xray
+
+    model, _ = load_checkpoint(args.checkpoint)
+    _require_routing(model, args.checkpoint)
+    try:
+        x = to_mnist(open_image(args.image))
+    except ValueError as exc:
+        print(f"error: cannot read image {args.image}: {exc}", file=sys.stderr)
+        return 1
+    if x is None:
+        print(f"error: {args.image} is blank: no digit to trace", file=sys.stderr)
+        return 1
+    ray = xray(model, x, args.routing_iters or model.config.routing_iters)
+    predicted = int(ray.lengths[-1].argmax())
+    out = trace_export.save(args.out, ray, predicted=predicted, checkpoint=str(args.checkpoint))
+    print(f"{out}: predicted {predicted}, {ray.iterations} routing iterations ({', '.join(trace_export.KEYS)})")
+    return 0
+
+
+def _require_routing(model, checkpoint) -> None:
+    if not hasattr(model.config, "routing_iters"):
+        raise UsageError(f"{checkpoint} holds a {registry.kind_of(model)} model: it has no routing to trace or sweep")
+
+
+def _routing_accuracy(args) -> int:
+    from capsviz import routing_accuracy
+    from capsviz.device import resolve_device
+
+    model, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    _require_routing(model, args.checkpoint)
+    split = load_mnist(args.data_root, train=False).head(args.limit)
+    command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
+    if args.limit:
+        command += f" --limit {args.limit}"
+    results = routing_accuracy.measure(model, split, checkpoint=args.checkpoint, command=command)
+    out = routing_accuracy.write(results, args.out or routing_accuracy.results_path(args.checkpoint))
+    for r, accuracy in results["accuracy"].items():
+        print(f"{r} iteration(s): {accuracy:.4%} ({results['errors'][r]} errors of {results['test_images']})")
+    print(f"written to {out}")
     return 0

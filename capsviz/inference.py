@@ -2,7 +2,10 @@
 
     result = infer(model, x, routing_iters=3)   # x: (1, 28, 28) from capsviz.preprocess.to_mnist
 
-The app calls this once per script run; the benchmark times it (`python -m capsviz.bench`).
+    result = from_xray(model, ray)              # the same, read from a capsviz.xray.RoutingXray
+
+The app reads it from the input's X-ray (computed once per input) on every script run: one
+decoder call, no convolution; the benchmark times both (`python -m capsviz.bench`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from capsviz.model import CapsNet
+from capsviz.xray import RoutingXray
 
 
 @dataclass
@@ -43,4 +47,25 @@ def infer(model: CapsNet, x: torch.Tensor, routing_iters: int) -> Inference:
         couplings=out.trace.couplings[0].float().cpu().numpy(),  # (R, N, J)
         lengths_per_iter=out.trace.poses[0].norm(dim=-1).float().cpu().numpy(),  # (R, J)
         activations=out.primary[0].norm(dim=-1).float().cpu().numpy(),  # (N,)
+    )
+
+
+def from_xray(model: CapsNet, ray: RoutingXray) -> Inference:
+    """What `infer(model, x, ray.iterations)` returns, from the routing already computed: one decoder call."""
+    device = next(model.parameters()).device
+    poses = torch.from_numpy(ray.poses[-1])  # (J, D)
+    lengths = np.linalg.norm(ray.poses[-1], axis=-1)  # (J,)
+    predicted = int(lengths.argmax())
+    with torch.no_grad():
+        classes = torch.tensor([predicted], device=device)
+        reconstruction = model.reconstruct(poses.unsqueeze(0).to(device), classes)[0, 0]  # (H, W)
+    return Inference(
+        image=ray.image,
+        lengths=lengths,
+        predicted=predicted,
+        poses=poses,
+        reconstruction=reconstruction.float().cpu().numpy(),
+        couplings=ray.couplings,
+        lengths_per_iter=ray.lengths,
+        activations=ray.primary_lengths,
     )

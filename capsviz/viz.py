@@ -19,6 +19,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from capsviz import xray
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER
 
@@ -43,7 +44,8 @@ MARGIN_LOWER = M_MINUS  # m- of the margin loss
 MARGINS = ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−"))
 MARGIN_LINE_COLOR = "#555555"
 REFERENCE_LINE_COLOR = "#888888"
-COUPLING_COLORSCALE = "Viridis"
+DIVERGING = ((0.0, "#2166ac"), (0.5, "#f7f7f7"), (1.0, "#b2182b"))  # couplings: below uniform blue, above red
+SELECTED_COLOR = "#111111"
 IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 FIG_HEIGHT = 300
@@ -52,17 +54,11 @@ OVERLAY_HEIGHT = 380
 MATRIX_HEIGHT = 520
 LINE_WIDTH = 1.5
 PREDICTED_LINE_WIDTH = 4.0
-MARKER_MAX = 22.0  # px, the position with the most routed weight
-MARKER_MIN = 2.0  # px, positions that route (almost) nothing
-MARKER_OPACITY = 0.75
-MARKER_TEXT_SIZE = 10
 
 # --- layout of the primary capsules -----------------------------------------------------------
 
 PRIMARY_GRID = PAPER.primary_grid  # G: each capsule type is a 6x6 grid of positions
 TILE_COLS = 8  # 32 types -> 4 rows x 8 columns of 6x6 tiles
-RF_STRIDE = PAPER.primary_stride  # receptive field of grid (row, col): pixels 2*row .. 2*row+16
-RF_OFFSET = (PAPER.receptive_field - 1) // 2  # ... so its centre is (2*row + 8, 2*col + 8)
 
 
 def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:
@@ -169,6 +165,24 @@ def _image_trace(image: np.ndarray) -> dict:
     )
 
 
+def coupling_colorbar(num_classes: int, title: str = "c_ij", below: bool = False) -> dict:
+    """The colour bar of every coupling view; `below`: horizontal under the plot (leaves wide plots their width)."""
+    low, high = xray.coupling_range(num_classes)
+    uniform = 1.0 / num_classes
+    ticks = [low, (low + uniform) / 2, uniform, (uniform + high) / 2, high]
+    text = [f"{low:g}", f"{ticks[1]:g}", f"{uniform:g} = uniform", f"{ticks[3]:g}", f"≥ {high:g}"]
+    bar = {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
+    if below:
+        bar.update(orientation="h", y=-0.02, yanchor="top", len=0.7, title={"text": title, "side": "top"})
+    return bar
+
+
+def coupling_color(num_classes: int) -> dict:
+    """Marker/heatmap colour settings for couplings: the diverging scale over the fixed range."""
+    low, high = xray.coupling_range(num_classes)
+    return {"colorscale": DIVERGING, "cmin": low, "cmax": high}
+
+
 # --- figures ----------------------------------------------------------------------------------
 
 
@@ -197,24 +211,16 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
     return _figure([bars], layout)
 
 
-def coupling_entropy(couplings: np.ndarray) -> np.ndarray:
-    """(R, N, J) couplings -> (R,) mean over children of the entropy (nats) over the J parents.
-
-    Uniform couplings give ln(J); one-hot couplings give 0 (0 * log 0 is taken as 0).
-    """
-    c = np.asarray(couplings, dtype=np.float64)  # (R, N, J)
-    log_c = np.zeros_like(c)
-    np.log(c, out=log_c, where=c > 0)
-    entropy = -(c * log_c).sum(axis=-1)  # (R, N)
-    return entropy.mean(axis=-1)  # (R,)
-
-
-def coupling_tiles_figure(couplings: np.ndarray, digit: int, iteration: int, zmax: float | None = None) -> go.Figure:
+def coupling_tiles_figure(
+    couplings: np.ndarray, digit: int, iteration: int, *, num_classes: int = 10, selected: int | None = None
+) -> go.Figure:
     """Couplings (N,) of every primary capsule to parent `digit` as one tile of G x G per type.
 
     Tiles are laid out 8 per row (32 types -> 4 x 8), tile t at (t // 8, t % 8), with one NaN
     row/column between tiles, so capsule n = t*36 + r*6 + c is cell (t//8 * 7 + r, t%8 * 7 + c).
-    The colour scale is fixed to [0, zmax] so that several iterations can share it.
+    Colour: the diverging scale centred on uniform 1/J over the fixed range `xray.coupling_range`,
+    the same for every digit and iteration. A transparent marker on every cell carries the capsule
+    index (customdata[0]) for click selection; `selected` outlines one capsule.
     """
     g = PRIMARY_GRID
     values = np.asarray(couplings, dtype=np.float32).reshape(-1)  # (N,)
@@ -233,147 +239,78 @@ def coupling_tiles_figure(couplings: np.ndarray, digit: int, iteration: int, zma
         return out[:-1, :-1]  # drop the trailing gap row and column
 
     z = tiled(values, np.nan)  # (27, 55) for 32 types
-    custom = tiled(_capsule_index(values.shape[0], g), -1)  # (27, 55, 3): type, row, col
-    top = float(np.nanmax(values)) if values.size else 0.0
-    zmax = max(top if zmax is None else float(zmax), 1e-6)
+    index = _capsule_index(values.shape[0], g)  # (N, 3): type, row, col
+    custom = tiled(index, -1)  # (27, 55, 3): type, row, col
+    low, high = xray.coupling_range(num_classes)
     heatmap = dict(
         type="heatmap",
         z=z,
         customdata=custom,
-        zmin=0.0,
-        zmax=zmax,
-        colorscale=COUPLING_COLORSCALE,
+        zmin=low,
+        zmax=high,
+        colorscale=DIVERGING,
         hoverongaps=False,
-        hovertemplate="type %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]}: %{z:.4f}<extra></extra>",
-        colorbar={"thickness": 12, "len": 0.9},
+        hoverinfo="skip",
+        colorbar=coupling_colorbar(num_classes, f"c_i{digit}", below=True),
     )
-    title = f"Couplings to digit {digit}, iteration {iteration} (one 6×6 tile per capsule type)"
-    return _figure([heatmap], _layout(title, FIG_HEIGHT, **_image_axes()))
-
-
-def routing_overlay_figure(image: np.ndarray, couplings: np.ndarray, activations: np.ndarray) -> go.Figure:
-    """The input image with one marker per primary-grid position at its receptive-field centre.
-
-    For a position, weight_j = sum over capsule types there of activation * coupling to digit j.
-    Marker colour = the digit with the largest weight; size ~ sqrt(total weight).
-    couplings: (N, J), activations: (N,) primary capsule lengths.
-    """
-    g = PRIMARY_GRID
-    c = np.asarray(couplings, dtype=np.float32)  # (N, J)
-    a = np.asarray(activations, dtype=np.float32).reshape(-1)  # (N,)
-    n, j = c.shape
-    weight = (a[:, None] * c).reshape(n // (g * g), g * g, j).sum(axis=0)  # (T, G*G, J) -> (G*G, J)
-    winner = weight.argmax(axis=1)  # (G*G,)
-    total = weight.sum(axis=1)  # (G*G,)
-    share = np.divide(weight[np.arange(g * g), winner], total, out=np.zeros_like(total), where=total > 0)  # (G*G,)
-    biggest = float(total.max()) if total.size else 0.0
-    relative = total / biggest if biggest > 0 else np.zeros_like(total)  # (G*G,)
-    sizes = np.maximum(MARKER_MAX * np.sqrt(relative), MARKER_MIN)  # (G*G,)
-    rows, cols = np.divmod(np.arange(g * g), g)  # (G*G,) each
-    custom = np.stack([rows, cols, winner, share, total], axis=1)  # (G*G, 5)
-    markers = dict(
+    cell_y = (index[:, 0] // TILE_COLS) * (g + 1) + index[:, 1]  # (N,)
+    cell_x = (index[:, 0] % TILE_COLS) * (g + 1) + index[:, 2]  # (N,)
+    clicks = dict(
         type="scatter",
-        x=RF_STRIDE * cols + RF_OFFSET,
-        y=RF_STRIDE * rows + RF_OFFSET,
-        mode="markers+text",
-        text=[str(d) for d in winner],
-        textposition="middle center",
-        textfont={"color": "white", "size": MARKER_TEXT_SIZE},
-        marker={
-            "color": [DIGIT_COLORS[d % len(DIGIT_COLORS)] for d in winner],
-            "size": sizes,
-            "opacity": MARKER_OPACITY,
-            "line": {"width": 0},
-        },
-        customdata=custom,
-        hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>"
-        "routes mostly to digit %{customdata[2]}: %{customdata[3]:.0%} of weight %{customdata[4]:.3f}"
-        "<extra></extra>",
+        x=cell_x,
+        y=cell_y,
+        mode="markers",
+        marker={"symbol": "square", "size": 9, "color": "rgba(0,0,0,0)"},
+        customdata=np.concatenate([np.arange(values.shape[0])[:, None], index, values[:, None]], axis=1),
+        hovertemplate="capsule %{customdata[0]} (type %{customdata[1]}, row %{customdata[2]}, "
+        "col %{customdata[3]})<br>coupling %{customdata[4]:.4f}; click to inspect<extra></extra>",
         showlegend=False,
     )
-    title = "Where the votes go<br><sup>winning digit per 6×6 position; size = routed weight</sup>"
-    layout = _layout(title, OVERLAY_HEIGHT, top=60, showlegend=False, **_image_axes())
-    return _figure([_image_trace(image), markers], layout)
-
-
-def sharpening_figure(entropy: np.ndarray, lengths_per_iter: np.ndarray, predicted: int | None = None) -> go.Figure:
-    """Left: mean coupling entropy per iteration (R,). Right: digit lengths per iteration (R, J)."""
-    entropy = np.asarray(entropy, dtype=np.float32)  # (R,)
-    lengths = np.asarray(lengths_per_iter, dtype=np.float32)  # (R, J)
-    iters = np.arange(1, entropy.shape[0] + 1)
-    uniform = math.log(lengths.shape[1])
-    traces = [
-        dict(
-            type="scatter",
-            x=iters,
-            y=entropy,
-            mode="lines+markers",
-            line={"color": BAR_COLOR, "width": 2},
-            marker={"color": HIGHLIGHT},
-            name="entropy",
-            showlegend=False,
-            hovertemplate="iteration %{x}: %{y:.3f} nats<extra></extra>",
-        )
-    ]
-    for d in range(lengths.shape[1]):
+    traces = [heatmap, clicks]
+    if selected is not None:
         traces.append(
             dict(
                 type="scatter",
-                x=iters,
-                y=lengths[:, d],
-                xaxis="x2",
-                yaxis="y2",
-                mode="lines+markers",
-                name=str(d),
-                line={
-                    "color": DIGIT_COLORS[d % len(DIGIT_COLORS)],
-                    "width": PREDICTED_LINE_WIDTH if d == predicted else LINE_WIDTH,
-                },
-                marker={"size": 5},
-                hovertemplate=f"digit {d}, iteration %{{x}}: %{{y:.3f}}<extra></extra>",
+                x=[cell_x[selected]],
+                y=[cell_y[selected]],
+                mode="markers",
+                marker={"symbol": "square-open", "size": 12, "color": SELECTED_COLOR, "line": {"width": 2}},
+                hoverinfo="skip",
+                showlegend=False,
             )
         )
-    panels = _two_panels(("Mean coupling entropy (nats)", "Digit capsule lengths"), spacing=0.12)
-    shape, annotation = _hline(uniform, f"uniform = ln {lengths.shape[1]}", REFERENCE_LINE_COLOR, left=True)
-    iteration_axis = {"title": {"text": "routing iteration"}, "tickmode": "array", "tickvals": iters}
-    panels["xaxis"].update(iteration_axis)
-    panels["xaxis2"].update(iteration_axis)
-    panels["yaxis"]["range"] = [0.0, uniform * 1.08]
-    panels["yaxis2"]["range"] = [0.0, 1.0]
-    panels["annotations"].append(annotation)
-    layout = _layout(
-        "Routing sharpens the couplings",
-        FIG_HEIGHT + 40,
-        top=80,
-        shapes=[shape],
-        legend={"title": {"text": "digit"}, "font": {"size": 10}},
-        **panels,
+    title = (
+        f"Couplings to digit {digit}, iteration {iteration}"
+        f"<br><sup>white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}</sup>"
     )
+    layout = _layout(title, FIG_HEIGHT + 60, top=60, showlegend=False, **_image_axes())
+    layout["margin"] = {**layout["margin"], "b": 70}  # room for the colour bar below
     return _figure(traces, layout)
 
 
-def coupling_matrix_figure(couplings: np.ndarray, zmax: float | None = None) -> go.Figure:
-    """The full (N, J) coupling matrix as one heatmap: x = digit, y = capsule index (0 at the top)."""
+def coupling_matrix_figure(couplings: np.ndarray, iteration: int | None = None) -> go.Figure:
+    """The full (N, J) coupling matrix as one heatmap: x = digit, y = capsule index (0 at the top),
+    on the same fixed diverging scale as every coupling view (`xray.coupling_range`)."""
     z = np.asarray(couplings, dtype=np.float32)  # (N, J)
     n, j = z.shape
     index = _capsule_index(n)  # (N, 3): type, row, col
     custom = np.ascontiguousarray(np.broadcast_to(index[:, None, :], (n, j, 3)))  # (N, 1, 3) -> (N, J, 3)
-    top = float(z.max()) if z.size else 0.0
+    low, high = xray.coupling_range(j)
     heatmap = dict(
         type="heatmap",
         z=z,
         x=np.arange(j),
         y=np.arange(n),
         customdata=custom,
-        zmin=0.0,
-        zmax=max(top if zmax is None else float(zmax), 1e-6),
-        colorscale=COUPLING_COLORSCALE,
+        zmin=low,
+        zmax=high,
+        colorscale=DIVERGING,
         hovertemplate="capsule %{y} (type %{customdata[0]}, row %{customdata[1]}, "
         "col %{customdata[2]})<br>digit %{x}: %{z:.4f}<extra></extra>",
-        colorbar={"thickness": 12, "len": 0.9},
+        colorbar=coupling_colorbar(j),
     )
     layout = _layout(
-        "Coupling coefficients c_ij",
+        "Coupling coefficients c_ij" + (f", iteration {iteration}" if iteration else ""),
         MATRIX_HEIGHT,
         top=80,
         xaxis={"tickmode": "array", "tickvals": np.arange(j), "title": {"text": "digit capsule"}, "side": "top"},

@@ -98,7 +98,7 @@ def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
     assert app.metric[0].value == str(expected_prediction(3))
     lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
     assert len(lengths) == 10
-    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_sharpening", "fig_matrix", "fig_pose"):
+    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_matrix", "fig_pose"):
         figure(app, key)
     sliders = [app.slider(key=state.POSE_DIM.format(d)) for d in range(16)]
     assert all(s.value == 0.0 for s in sliders)
@@ -139,13 +139,88 @@ def test_routing_iterations_change_the_trace(env):
     assert not app.exception
     iteration = app.slider(key=state.ROUTING_ITERATION)
     assert iteration.max == 5 and iteration.value == 5
-    entropy_line = array(figure(app, "fig_sharpening")["data"][0]["y"])
-    assert len(entropy_line) == 5
     first = heatmap(app, "fig_tiles")
+    tiles = figure(app, "fig_tiles")["data"][0]
+    assert (tiles["zmin"], tiles["zmax"]) == (0.0, pytest.approx(0.2))  # one fixed range, centred on 0.1
     app.slider(key=state.ROUTING_ITERATION).set_value(1).run()
     uniform = heatmap(app, "fig_tiles")
     assert np.allclose(uniform[~np.isnan(uniform)], 0.1, atol=1e-6)  # iteration 1: couplings all 0.1
     assert np.nanmax(np.abs(first - 0.1)) > 1e-3  # later iterations have moved away from uniform
+    assert figure(app, "fig_tiles")["data"][0]["zmax"] == pytest.approx(0.2)  # the same range at iteration 1
+    overlay = figure(app, "fig_overlay")
+    assert "36 of 36 positions tied" in overlay["layout"]["title"]["text"]  # ties are ties, no argmax
+    assert all(t == "no winner (tie)" for t in overlay["data"][1]["text"])
+
+
+def measured_line(app: AppTest) -> str:
+    lines = [md.value for md in app.markdown if md.value.startswith("**Measured")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_each_routing_view_carries_its_measured_summary(env):
+    app = draw(start(), 3)
+    assert "routing moved" in measured_line(app) and "capsule" in measured_line(app)
+    app.radio(key=state.ROUTING_VIEW).set_value("Votes and agreement").run()
+    assert not app.exception
+    assert "votes point the same way" in measured_line(app)
+    votes = figure(app, "fig_votes")
+    assert len(array(votes["data"][0]["x"])) == 1152
+    assert (votes["data"][0]["marker"]["cmin"], votes["data"][0]["marker"]["cmax"]) == (0.0, pytest.approx(0.2))
+    axes = votes["layout"]["xaxis"]["range"], votes["layout"]["yaxis"]["range"]
+    app.slider(key=state.ROUTING_ITERATION).set_value(1).run()
+    stepped = figure(app, "fig_votes")
+    assert (stepped["layout"]["xaxis"]["range"], stepped["layout"]["yaxis"]["range"]) == axes  # fixed axes
+    assert len(figure(app, "fig_agreement")["data"]) == 3 + 1  # one line per iteration, and |u_i|
+    app.radio(key=state.ROUTING_VIEW).set_value("What routing adds").run()
+    assert not app.exception
+    assert "after every count from 1 to 5" in measured_line(app) or "changes with the count" in measured_line(app)
+    lines = figure(app, "fig_iterations")["data"]
+    assert len(lines) == 10 and all(len(array(t["y"])) == 5 for t in lines)
+    assert any("routing-accuracy" in i.value for i in app.info)  # the shipped file has no measurement beside it
+
+
+def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
+    app = draw(start(), 3)
+    assert not any(md.value.startswith("#### Primary capsule") for md in app.markdown)
+    app.number_input(key=state.INSPECT_CAPSULE).set_value(36 * 4 + 6 * 2 + 3).run()
+    assert not app.exception
+    assert any(md.value.startswith("#### Primary capsule 159: type 4, row 2, col 3") for md in app.markdown)
+    (rect,) = figure(app, "fig_field")["layout"]["shapes"]
+    assert (rect["x0"], rect["y0"], rect["x1"] - rect["x0"]) == (5.5, 3.5, 17)  # cols 6..22, rows 4..20
+    assert len(array(figure(app, "fig_capsule")["data"][0]["y"])) == 8
+    assert any("Procedure 1" in md.value for md in app.markdown)
+    assert len(app.latex) == 1
+    tiles = figure(app, "fig_tiles")
+    assert len(tiles["data"]) == 3  # heatmap, click layer, the selected capsule's outline
+
+
+def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(env):
+    from capsviz import routing_accuracy
+
+    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5, "epochs": 1, "train_images": 96})
+    results = {
+        "format": routing_accuracy.FORMAT,
+        "checkpoint": str(run),
+        "sha256": routing_accuracy.sha256_of(run),
+        "test_images": 40,
+        "trained_routing_iters": 3,
+        "accuracy": {str(r): 0.1 * r for r in range(1, 6)},
+        "errors": {str(r): 40 - 4 * r for r in range(1, 6)},
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m capsviz routing-accuracy --checkpoint X --limit 40",
+    }
+    routing_accuracy.write(results, routing_accuracy.results_path(run))
+    app = start()
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("run: 20260101-000000-abcdef").run()
+    draw(app, 3)
+    app.radio(key=state.ROUTING_VIEW).set_value("What routing adds").run()
+    assert not app.exception
+    (table,) = [d for d in app.dataframe if "routing iterations" in d.value.columns]
+    assert list(table.value["test accuracy"]) == ["10.00%", "20.00%", "30.00%", "40.00%", "50.00%"]
+    assert any("--limit 40" in c.value and "2026-01-01" in c.value for c in app.caption)
 
 
 def test_mnist_samples_random_by_class_and_misclassified(env):

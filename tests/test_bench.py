@@ -50,6 +50,7 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root
     assert "| measure | capsviz | reference | ratio | target | met |" in table
     rows = ("training, capsviz, images/s", "PrimaryCaps weight gradient", "PrimaryCaps input gradient")
     rows += ("conv1 forward + backward, im2col vs oneDNN NHWC", "one decode", "pose-slider move")
+    rows += ("routing X-ray of one image",)
     rows += ("freed memory kept as capsviz keeps it",) if memory.supported() else ()
     for row in rows:
         assert row in table, row

@@ -2,9 +2,11 @@
 
 Draws a digit with the mouse on the real canvas, then checks that the prediction, the
 capsule-length chart, the routing heatmaps and the 16 pose sliders appear with no
-exception, and that moving a pose slider changes the reconstruction. Skips where Chromium
-or Playwright is absent, unless CAPSVIZ_REQUIRE_BROWSER=1 (set by .ci/run). Screenshots go
-to $CAPSVIZ_SCREENSHOTS when set (the README's come from here).
+exception, that clicking a cell of the coupling tiles opens the capsule inspector for that
+capsule, that the trace downloads as a readable file, and that moving a pose slider changes
+the reconstruction. Skips where Chromium or Playwright is absent, unless
+CAPSVIZ_REQUIRE_BROWSER=1 (set by .ci/run). Screenshots go to $CAPSVIZ_SCREENSHOTS when
+set (the README's come from here).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from capsviz import trace_export
 
 from drawings import STROKES
 
@@ -120,6 +125,26 @@ def _wait_idle(page) -> None:
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
+CELL_CENTRE = """(n) => {
+  const gd = document.querySelector('.st-key-fig_tiles .js-plotly-plot');
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, cells = gd._fullData[1];  // the click layer
+  const box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(cells.x[n]), box.top + ya._offset + ya.l2p(cells.y[n])];
+}"""
+
+
+def _click_capsule(page, n: int) -> None:
+    """Click capsule n's cell in the coupling tiles, where the user would."""
+    one_chart = "document.querySelectorAll('.st-key-fig_tiles .js-plotly-plot').length === 1"
+    page.wait_for_function(one_chart, timeout=60_000)  # a rerun under load can briefly show a stale copy
+    tiles = page.locator(".st-key-fig_tiles .js-plotly-plot")
+    tiles.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    x, y = page.evaluate(CELL_CENTRE, n)
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+
+
 POSE_FIGURE_Z = """() => {
   const pose = document.querySelector('.st-key-fig_pose .js-plotly-plot');
   return pose && pose.data ? JSON.stringify(pose.data[0].z) : null;  // a typed-array spec or nested lists
@@ -141,7 +166,7 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert metric.inner_text().strip() in {str(d) for d in range(10)}
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7", timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
-    for key in ("fig_lengths", "fig_tiles", "fig_overlay", "fig_sharpening", "fig_input", "fig_recon"):
+    for key in ("fig_lengths", "fig_tiles", "fig_overlay", "fig_input", "fig_recon"):
         assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
     title = page.evaluate("document.querySelector('.st-key-fig_tiles .js-plotly-plot').layout.title.text")
     assert "iteration 3" in title
@@ -149,8 +174,32 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert pose_sliders.count() == 16
     _shot(page, "02-drawn.png")
 
+    _click_capsule(page, 500)
+    inspector = page.locator(".st-key-inspector")
+    inspector.wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert "Primary capsule 500: type 13, row 5, col 2" in inspector.inner_text()
+    page.wait_for_function("document.querySelector('.st-key-fig_field .js-plotly-plot') !== null", timeout=30_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    inspector.scroll_into_view_if_needed()
+    _shot(page, "04-inspector.png")
+
+    with page.expect_download(timeout=60_000) as download:  # the trace, generated on click
+        page.get_by_role("button", name="Download the trace").click()
+    arrays, metadata = trace_export.load(Path(download.value.path()).read_bytes())
+    assert metadata["iterations"] == "3" and arrays["couplings"].shape == (3, 1152, 10)
+    assert np.allclose(arrays["couplings"].sum(axis=-1), 1.0, atol=1e-5)
+
+    page.get_by_text("Votes and agreement", exact=True).first.click()  # the votes view
+    page.locator(".st-key-fig_votes .js-plotly-plot").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".st-key-fig_votes .js-plotly-plot").last.scroll_into_view_if_needed()
+    _shot(page, "05-votes.png")
+
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
     before = page.evaluate(POSE_FIGURE_Z)
+    pose_sliders.nth(0).scroll_into_view_if_needed()  # the inspector made the page longer
     track = pose_sliders.nth(0).get_by_role("slider").bounding_box()
     x, y = track["x"] + track["width"] / 2, track["y"] + track["height"] / 2  # the thumb, at 0
     page.mouse.move(x, y)

@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -31,25 +29,6 @@ def assert_finite(fig: go.Figure) -> None:
             values = getattr(trace, name, None)
             if values is not None and np.asarray(values).dtype.kind in "fiu":
                 assert np.isfinite(np.asarray(values, dtype=np.float64)).all(), (trace.type, name)
-
-
-# --- coupling_entropy -------------------------------------------------------------------------
-
-
-def test_entropy_of_uniform_couplings_is_ln10():
-    np.testing.assert_allclose(viz.coupling_entropy(uniform_couplings()), [math.log(10)] * R, rtol=1e-6)
-
-
-def test_entropy_of_one_hot_couplings_is_zero_without_nan():
-    entropy = viz.coupling_entropy(one_hot_couplings(3)[None].repeat(2, axis=0))
-    assert entropy.shape == (2,)
-    np.testing.assert_array_equal(entropy, [0.0, 0.0])
-
-
-def test_entropy_hand_computed_case():
-    couplings = np.zeros((1, N, J))
-    couplings[0, :, :2] = 0.5  # every child split evenly between two parents: ln 2
-    np.testing.assert_allclose(viz.coupling_entropy(couplings), [math.log(2)])
 
 
 # --- lengths_figure ---------------------------------------------------------------------------
@@ -87,7 +66,6 @@ def test_tiles_put_each_capsule_in_its_cell_and_gaps_are_nan():
     for k, (t, r, c) in enumerate(probes):
         couplings[t * 36 + r * 6 + c] = 0.5 + 0.01 * k
     fig = viz.coupling_tiles_figure(couplings, digit=4, iteration=2)
-    assert len(fig.data) == 1
     heat = fig.data[0]
     z = z_of(heat)
     assert z.shape == (4 * 7 - 1, 8 * 7 - 1)
@@ -104,67 +82,32 @@ def test_tiles_put_each_capsule_in_its_cell_and_gaps_are_nan():
     assert "4" in fig.layout.title.text and "2" in fig.layout.title.text
     assert fig.layout.yaxis.autorange == "reversed"
     assert fig.layout.yaxis.scaleanchor == "x"
-    assert "type %{customdata[0]}" in heat.hovertemplate
+    assert "type %{customdata[1]}" in fig.data[1].hovertemplate
 
 
-def test_tiles_colour_scale_is_fixed_and_shareable():
-    couplings = np.full(N, 0.2, dtype=np.float32)
-    assert viz.coupling_tiles_figure(couplings, 0, 1).data[0].zmax == pytest.approx(0.2)
-    shared = viz.coupling_tiles_figure(couplings, 0, 1, zmax=0.8).data[0]
-    assert (shared.zmin, shared.zmax) == (0.0, pytest.approx(0.8))
-    assert viz.coupling_tiles_figure(np.zeros(N), 0, 1).data[0].zmax >= 1e-6
+def test_tiles_colour_scale_is_diverging_centred_on_uniform_and_fixed():
+    for values in (np.full(N, 0.2, dtype=np.float32), np.zeros(N), np.full(N, 0.9)):
+        heat = viz.coupling_tiles_figure(values, 0, 1).data[0]
+        assert (heat.zmin, heat.zmax) == (0.0, pytest.approx(0.2))  # never the data's own maximum
+        middle = heat.colorscale[len(heat.colorscale) // 2]
+        assert middle[0] == pytest.approx(0.5)  # the scale's centre is uniform, 1/10
+    ticks = {round(v, 6): t for v, t in zip(heat.colorbar.tickvals, heat.colorbar.ticktext)}
+    assert ticks[0.1] == "0.1 = uniform" and ticks[0.2] == "≥ 0.2"
+    assert viz.coupling_tiles_figure(np.zeros(N), 0, 1, num_classes=5).data[0].zmax == pytest.approx(0.4)
 
 
-# --- routing_overlay_figure -------------------------------------------------------------------
-
-
-def test_routing_overlay_picks_the_dominant_digit_per_position():
-    couplings = np.full((N, J), 0.02, dtype=np.float32)
-    types = np.arange(32)
-    # Position (1, 2) routes mostly to 7, position (4, 4) mostly to 3, everything else to 0.
-    couplings[:, 0] = 0.5
-    couplings[types * 36 + 1 * 6 + 2, 0] = 0.02
-    couplings[types * 36 + 1 * 6 + 2, 7] = 0.9
-    couplings[types * 36 + 4 * 6 + 4, 0] = 0.02
-    couplings[types * 36 + 4 * 6 + 4, 3] = 0.9
-    activations = np.full(N, 0.5, dtype=np.float32)
-    activations[types * 36 + 4 * 6 + 4] = 1.0  # the busiest position
-    activations[types * 36 + 0 * 6 + 0] = 0.0  # a silent position
-    fig = viz.routing_overlay_figure(np.zeros((28, 28)), couplings, activations)
-    heat, scatter = fig.data
-    assert heat.type == "heatmap" and scatter.type == "scatter"
-    assert z_of(heat).shape == (28, 28)
-    assert len(scatter.x) == 36
-    index = {(int(y), int(x)): i for i, (x, y) in enumerate(zip(scatter.x, scatter.y))}
-    assert set(index) == {(2 * r + 8, 2 * c + 8) for r in range(6) for c in range(6)}
-    i72, i33, i00 = index[(2 * 1 + 8, 2 * 2 + 8)], index[(2 * 4 + 8, 2 * 4 + 8)], index[(8, 8)]
-    assert scatter.text[i72] == "7" and scatter.text[i33] == "3" and scatter.text[index[(12, 12)]] == "0"
-    assert scatter.marker.color[i72] == viz.DIGIT_COLORS[7]
-    assert scatter.marker.color[i33] == viz.DIGIT_COLORS[3]
-    sizes = np.asarray(scatter.marker.size)
-    assert sizes[i33] == pytest.approx(viz.MARKER_MAX) and sizes.max() == pytest.approx(viz.MARKER_MAX)
-    assert sizes[i00] == pytest.approx(viz.MARKER_MIN)
-    shares = np.asarray(scatter.customdata)[:, 3]
-    assert shares[i33] == pytest.approx(0.9 / (0.9 + 9 * 0.02))
-    assert 0.0 < scatter.marker.opacity < 1.0
-    assert fig.layout.title.text
-
-
-# --- sharpening_figure ------------------------------------------------------------------------
-
-
-def test_sharpening_has_r_points_per_line_and_a_uniform_reference():
-    entropy = np.array([math.log(10), 1.5, 0.9])
-    lengths = np.random.default_rng(0).random((3, 10))
-    fig = viz.sharpening_figure(entropy, lengths, predicted=2)
-    assert len(fig.data) == 11  # entropy + one line per digit
-    assert all(len(t.x) == R and len(t.y) == R for t in fig.data)
-    np.testing.assert_allclose(fig.data[0].y, entropy, rtol=1e-6)
-    digit_lines = fig.data[1:]
-    assert [t.line.color for t in digit_lines] == list(viz.DIGIT_COLORS)
-    widths = [t.line.width for t in digit_lines]
-    assert widths[2] == max(widths) and widths.count(max(widths)) == 1
-    assert any(s.y0 == pytest.approx(math.log(10)) and s.line.dash == "dash" for s in fig.layout.shapes)
+def test_tiles_carry_a_click_layer_with_the_capsule_index_and_outline_the_selected_one():
+    couplings = np.linspace(0, 0.2, N).astype(np.float32)
+    fig = viz.coupling_tiles_figure(couplings, 2, 3, selected=5 * 36 + 3 * 6 + 4)
+    heat, clicks, selected = fig.data
+    z = z_of(heat)
+    custom = np.asarray(clicks.customdata)
+    for n in (0, 77, 1151):
+        assert custom[n, 0] == n
+        assert z[int(clicks.y[n]), int(clicks.x[n])] == pytest.approx(couplings[n])
+    n = 5 * 36 + 3 * 6 + 4
+    assert (selected.x[0], selected.y[0]) == (clicks.x[n], clicks.y[n])
+    assert "click to inspect" in clicks.hovertemplate
 
 
 # --- coupling_matrix_figure and image_figure ---------------------------------------------------
@@ -206,8 +149,6 @@ def all_figures():
     return {
         "lengths": viz.lengths_figure(lengths[-1], predicted=1),
         "tiles": viz.coupling_tiles_figure(couplings[-1, :, 1], 1, 3),
-        "overlay": viz.routing_overlay_figure(rng.random((28, 28)), couplings[-1], rng.random(N)),
-        "sharpening": viz.sharpening_figure(viz.coupling_entropy(couplings), lengths, predicted=1),
         "matrix": viz.coupling_matrix_figure(couplings[-1]),
         "image": viz.image_figure(rng.random((28, 28))),
     }
@@ -223,7 +164,7 @@ def test_all_figures_share_layout_and_have_no_stray_nans(all_figures):
                 assert trace.showscale is not False or name not in ("tiles", "matrix"), name
         if name != "tiles":
             assert_finite(fig)
-    for name in ("lengths", "overlay", "image"):
+    for name in ("lengths", "image"):
         assert all(t.showscale is False for t in all_figures[name].data if t.type == "heatmap"), name
 
 

@@ -1,5 +1,6 @@
 """Per-input latency of what the explorer does, outside Streamlit: inference with the full
-routing trace, one decoder call (a pose-slider move), and the figures for one input.
+routing trace, the routing X-ray of every iteration (once per input), one decoder call (a
+pose-slider move), and the figures for one input.
 
 The figures are the ones `capsviz.ui.views` places for one input, built from the same
 `capsviz.inference.Inference`.
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from capsviz import perturb, viz
+from capsviz import perturb, viz, viz_routing, xray
 from capsviz.bench.timing import median_seconds
 from capsviz.inference import Inference, infer
 from capsviz.model import CapsNet
@@ -28,19 +29,47 @@ def canvas_drawing(variant: int = 0, size: int = 280) -> Image.Image:
     return image
 
 
-def all_figures(result: Inference) -> list:
-    """Every figure the Explore tab shows for one input (last routing iteration, predicted digit)."""
-    couplings, digit = result.couplings, result.predicted
-    last = couplings.shape[0]
+def all_figures(result: Inference, ray: xray.RoutingXray, config) -> list:
+    """The figures a new drawing draws (the default Couplings view, last iteration, predicted digit)."""
+    digit = result.predicted
+    couplings = ray.couplings[-1]  # (N, J)
     return [
         viz.image_figure(result.image, "model input"),
         viz.image_figure(result.reconstruction, "reconstruction"),
         viz.lengths_figure(result.lengths, digit),
-        viz.coupling_tiles_figure(couplings[-1, :, digit], digit, last, zmax=float(couplings[:, :, digit].max())),
-        viz.routing_overlay_figure(result.image, couplings[-1], result.activations),
-        viz.sharpening_figure(viz.coupling_entropy(couplings), result.lengths_per_iter, digit),
-        viz.coupling_matrix_figure(couplings[-1]),
+        viz.coupling_tiles_figure(couplings[:, digit], digit, ray.iterations),
+        viz_routing.split_overlay_figure(
+            ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=ray.iterations
+        ),
+        viz.coupling_matrix_figure(couplings, ray.iterations),
         viz.image_figure(result.reconstruction, f"decoded as {digit}"),
+    ]
+
+
+def other_routing_figures(result: Inference, ray: xray.RoutingXray, config, capsule: int = 500) -> list:
+    """The other routing views' figures (votes and agreement, what routing adds) and the inspector's."""
+    digit = result.predicted
+    votes = ray.votes[:, digit]  # (N, D)
+    basis = xray.vote_plane(votes, ray.poses[-1, digit])
+    edges, counts = xray.histograms(ray.agreements[:, :, digit])
+    report = xray.capsule_report(ray, capsule)
+    return [
+        viz_routing.votes_figure(
+            xray.project(votes, basis),
+            ray.vote_lengths[:, digit],
+            ray.couplings[-1, :, digit],
+            xray.project(ray.poses[:, digit], basis),
+            digit=digit,
+            iteration=ray.iterations,
+            num_classes=config.num_classes,
+        ),
+        viz_routing.distributions_figure(
+            edges, counts, iteration=ray.iterations, digit=digit, primary_lengths=ray.primary_lengths
+        ),
+        viz_routing.lengths_by_iteration_figure(ray.lengths, chosen=ray.iterations, predicted=digit),
+        viz_routing.field_figure(ray.image, xray.receptive_field(config, report.row, report.col), "field"),
+        viz_routing.capsule_figure(report.pose, report.vote_lengths),
+        viz.coupling_tiles_figure(ray.couplings[-1, :, digit], digit, ray.iterations, selected=capsule),
     ]
 
 
@@ -49,6 +78,7 @@ def interaction_latency(model: CapsNet, *, repeat: int = 30, routing_iters: int 
     device = next(model.parameters()).device
     x = to_mnist(canvas_drawing())  # (1, 28, 28)
     result = infer(model, x, routing_iters)
+    ray = xray.xray(model, x).upto(routing_iters)
     pose = result.poses[result.predicted]
     deltas = np.zeros(pose.shape[0], dtype=np.float32)
     deltas[3] = 0.1
@@ -61,7 +91,11 @@ def interaction_latency(model: CapsNet, *, repeat: int = 30, routing_iters: int 
             "preprocess": median_seconds(lambda: to_mnist(canvas_drawing()), repeat, device=device),
             "inference_with_trace": median_seconds(lambda: infer(model, x, routing_iters), repeat, device=device),
             "decode": median_seconds(slider_move, repeat * 3, device=device),
-            "figures": median_seconds(lambda: all_figures(result), repeat, device=device),
+            "routing_xray": median_seconds(lambda: xray.xray(model, x), repeat, device=device),
+            "figures": median_seconds(lambda: all_figures(result, ray, model.config), repeat, device=device),
+            "routing_figures": median_seconds(
+                lambda: other_routing_figures(result, ray, model.config), repeat, device=device
+            ),
             "figure4_grid": median_seconds(
                 lambda: perturb.grid_to_png(perturb.perturbation_grid(model, pose, result.predicted)),
                 repeat,

@@ -83,11 +83,15 @@ def markdown(results: dict) -> str:
         labels = {
             "preprocess": "drawing → 28x28 (to_mnist)",
             "inference_with_trace": "one image through the model with the full routing trace",
+            "routing_xray": "routing X-ray of one image, 5 iterations (once per input)",
             "decode": "one decode (a pose-slider move, outside Streamlit)",
-            "figures": "all Explore figures for one input",
+            "figures": "all Explore figures a new drawing draws (default routing view)",
+            "routing_figures": "the other routing views' figures and the capsule inspector's",
             "figure4_grid": "Figure-4 grid: 176 decodes + PNG",
         }
         for key, label in labels.items():
+            if key not in interaction:
+                continue
             target = key if key in TARGETS and device == "cpu" else None  # the targets are for the CPU
             row(label, f"{interaction[key] * 1000:.1f} ms", target_key=target, raw=interaction[key])
     app = results.get("app")

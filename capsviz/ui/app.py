@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from capsviz.inference import infer
+from capsviz.inference import from_xray
 from capsviz.ui.inputs import model_input
+from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input
+from capsviz.ui.views import lengths_chart, poses, prediction, sync_to_input
 
 
 def main() -> None:
@@ -29,13 +30,14 @@ def explore_tab(settings) -> None:
     if source.x is None:
         (middle.error if source.error else middle.info)(source.message)
         return
-    result = infer(settings.loaded.model, source.x, settings.routing_iters)
+    ray = full_xray(settings.loaded, source)  # every routing iteration, once per (model, input)
+    result = from_xray(settings.loaded.model, ray.upto(settings.routing_iters))
     sync_to_input(source, result)
     with middle:
         prediction(result, source.label)
     with right:
         lengths_chart(result)
     st.divider()
-    routing(result)
+    routing(settings.loaded, ray, result, settings.routing_iters)
     st.divider()
     poses(settings.loaded.model, result, f"{settings.loaded.key}:{source.key}:{settings.routing_iters}")

@@ -28,6 +28,7 @@ class LoadedModel:
     card: dict
     label: str  # what the sidebar shows
     key: str  # identifies the weights (for caches keyed by model)
+    path: Path | None = None  # the checkpoint file, when the model came from one
 
 
 def runs_dir() -> Path:
@@ -56,7 +57,7 @@ def model_from_file(path: Path, device: str, label: str) -> LoadedModel:
         raise CheckpointError(f"no checkpoint file at {path}")
     mtime = path.stat().st_mtime
     model, card = _model_from_file(str(path), mtime, device)
-    return LoadedModel(model, card, label, f"{path}:{mtime}:{device}")
+    return LoadedModel(model, card, label, f"{path}:{mtime}:{device}", path)
 
 
 def model_from_bytes(data: bytes, device: str, label: str) -> LoadedModel:

@@ -18,6 +18,12 @@ DEVICE = "device"
 
 ROUTING_ITERATION = "routing_iteration"
 ROUTING_DIGIT = "routing_digit"
+ROUTING_VIEW = "routing_view"
+ROUTING_XRAY = "routing_xray"  # (model, input) -> capsviz.xray.RoutingXray of every iteration, computed once
+ROUTING_TILES = "fig_tiles"  # the coupling tiles chart: its click selection picks the inspected capsule
+ROUTING_OVERLAY = "fig_overlay"  # the split overlay: a click picks that position (same capsule type)
+ROUTING_EXPORT = "routing_export"
+INSPECT_CAPSULE = "inspect_capsule"  # the primary capsule index shown in the inspector, or None
 POSE_CLASS = "pose_class"
 POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"

@@ -1,6 +1,7 @@
-"""The explorer's views for one input: prediction and lengths, routing per iteration, poses.
+"""The explorer's views for one input: prediction and lengths, poses (routing: `capsviz.ui.routing`).
 
-Inference runs once per script run (`python -m capsviz.bench` times it); the pose sliders live in
+The Inference is read from the input's routing X-ray, computed once per input
+(`capsviz.ui.routing.full_xray`; `python -m capsviz.bench` times it); the pose sliders live in
 a fragment, so dragging one reruns only the decoder and its image.
 """
 
@@ -59,43 +60,6 @@ def lengths_chart(result: Inference) -> None:
         "Each bar is the length of a digit capsule: the network's confidence that the digit is present. "
         f"Training pushes the true digit above m+ = {M_PLUS} and the others below m- = {M_MINUS}."
     )
-
-
-def routing(result: Inference) -> None:
-    iterations = result.couplings.shape[0]
-    st.subheader("Dynamic routing, iteration by iteration")
-    left, right = st.columns([2, 1])
-    with right:
-        iteration = (
-            st.slider("Iteration", 1, iterations, iterations, key=state.ROUTING_ITERATION) if iterations > 1 else 1
-        )
-        digit = st.selectbox("Parent capsule (digit)", range(PAPER.num_classes), key=state.ROUTING_DIGIT)
-        st.caption(
-            "Iteration 1 couples every primary capsule equally (0.1) to every digit. Each later iteration "
-            "raises the couplings of the votes that agree with a digit's capsule."
-        )
-    zmax = float(result.couplings[:, :, digit].max())
-    with left:
-        st.plotly_chart(
-            viz.coupling_tiles_figure(result.couplings[iteration - 1, :, digit], digit, iteration, zmax=zmax),
-            config=PLOT_CONFIG,
-            key="fig_tiles",
-        )
-    left, right = st.columns(2)
-    left.plotly_chart(
-        viz.routing_overlay_figure(result.image, result.couplings[iteration - 1], result.activations),
-        config=PLOT_CONFIG,
-        key="fig_overlay",
-    )
-    right.plotly_chart(
-        viz.sharpening_figure(viz.coupling_entropy(result.couplings), result.lengths_per_iter, result.predicted),
-        config=PLOT_CONFIG,
-        key="fig_sharpening",
-    )
-    with st.expander(f"The full {PAPER.num_primary} x {PAPER.num_classes} coupling matrix"):
-        st.plotly_chart(
-            viz.coupling_matrix_figure(result.couplings[iteration - 1]), config=PLOT_CONFIG, key="fig_matrix"
-        )
 
 
 @st.fragment

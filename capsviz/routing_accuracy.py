@@ -1,0 +1,107 @@
+"""What routing adds to a model: MNIST test accuracy after 1, 2, ..., 5 routing iterations.
+
+    python -m capsviz routing-accuracy [--checkpoint PATH] [--data-root DIR]
+    # -> PATH with suffix .routing.json, e.g. pretrained/capsnet_mnist.routing.json
+
+One pass over the test set with the most iterations measures every count at once: the
+state after iteration r of a 5-iteration run is exactly what an r-iteration run computes
+(`capsviz.xray`; tests/test_routing_accuracy.py checks it against separate runs). The JSON
+names the checkpoint by its sha256, so the app shows it only next to the weights it measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from capsviz.data import Split, to_float
+from capsviz.model import MAX_ROUTING_ITERS, CapsNet
+
+SUFFIX = ".routing.json"
+FORMAT = "capsviz-routing-accuracy"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def display_path(path: str | Path) -> str:
+    """A path as a user would type it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def results_path(checkpoint: str | Path) -> Path:
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + SUFFIX)
+
+
+def correct_per_iteration(
+    model: CapsNet, split: Split, *, iterations: int = MAX_ROUTING_ITERS, batch_size: int = 200
+) -> list[int]:
+    """How many of `split` the model gets right after 1..iterations routing iterations."""
+    device = next(model.parameters()).device
+    correct = torch.zeros(iterations, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            images = to_float(split.images[start : start + batch_size].to(device))  # (B, 1, H, W)
+            labels = split.labels[start : start + batch_size].to(device)
+            _, trace, _ = model.encode(images, iterations, trace=True)
+            predicted = trace.poses.norm(dim=-1).argmax(dim=-1)  # (B, R, J) -> (B, R)
+            correct += (predicted == labels[:, None]).sum(dim=0).cpu()
+    model.train(was_training)
+    return correct.tolist()
+
+
+def measure(model: CapsNet, split: Split, *, checkpoint: str | Path, command: str) -> dict:
+    correct = correct_per_iteration(model, split)
+    n = len(split)
+    return {
+        "format": FORMAT,
+        "checkpoint": display_path(checkpoint),
+        "sha256": sha256_of(checkpoint),
+        "test_images": n,
+        "trained_routing_iters": model.config.routing_iters,
+        "accuracy": {str(r): c / max(n, 1) for r, c in enumerate(correct, start=1)},
+        "errors": {str(r): n - c for r, c in enumerate(correct, start=1)},
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def write(results: dict, path: str | Path) -> Path:
+    """Atomically: a half-written file never replaces a good one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_for(checkpoint: str | Path, sha256: str | None = None) -> dict | None:
+    """The measured results next to `checkpoint`, or None when absent, unreadable or for other weights.
+
+    sha256: the checkpoint's digest when the caller already has it (the app caches it).
+    """
+    path = results_path(checkpoint)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or results.get("format") != FORMAT:
+        return None
+    if results.get("sha256") != (sha256 or sha256_of(checkpoint)):
+        return None
+    return results

@@ -1,0 +1,305 @@
+"""The routing X-ray: couplings, votes and agreement, one capsule inspected, what routing adds.
+
+The trace of every iteration (up to 5) is computed once per (model, input) and kept in the
+session (`state.ROUTING_XRAY`); the sidebar's iteration count only slices it, so moving a
+slider or clicking a capsule reruns figures, never the model. Only the chosen view is drawn.
+All numbers come from `capsviz.xray`; all figures from `capsviz.viz` and `capsviz.viz_routing`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from capsviz import routing_accuracy, trace_export, viz, viz_routing, xray
+from capsviz.inference import Inference
+from capsviz.ui import state
+from capsviz.ui.inputs import ModelInput
+from capsviz.ui.resources import LoadedModel
+
+PLOT_CONFIG = {"displayModeBar": False}
+COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
+VIEWS = (COUPLINGS, VOTES, ADDS)
+PROCEDURE_1 = (
+    r"\hat u_{j|i} = W_{ij}\,u_i \qquad c_{ij} = \frac{e^{b_{ij}}}{\sum_k e^{b_{ik}}} \qquad "
+    r"s_j = \sum_i c_{ij}\,\hat u_{j|i} \qquad v_j = \frac{|s_j|^2}{1+|s_j|^2}\frac{s_j}{|s_j|} \qquad "
+    r"b_{ij} \leftarrow b_{ij} + \hat u_{j|i}\cdot v_j"
+)
+
+
+def full_xray(loaded: LoadedModel, source: ModelInput) -> xray.RoutingXray:
+    """Every iteration's routing for this input, computed once per (model, input)."""
+    key = f"{loaded.key}:{source.key}"
+    cached = st.session_state.get(state.ROUTING_XRAY)
+    if cached is None or cached[0] != key:
+        st.session_state[state.ROUTING_XRAY] = cached = (key, xray.xray(loaded.model, source.x))
+    return cached[1]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _measured(path: str, mtime: float) -> dict | None:
+    """The routing-accuracy JSON next to a checkpoint file, if it measured these exact bytes."""
+    return routing_accuracy.load_for(path)
+
+
+def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, routing_iters: int) -> None:
+    """full: this input's X-ray with every iteration (`full_xray`); the views show its first `routing_iters`."""
+    ray = full.upto(routing_iters)
+    config = loaded.model.config
+    st.subheader("Dynamic routing, measured on this input")
+    controls = st.columns([1, 1, 2, 1])
+    with controls[0]:
+        iteration = (
+            st.slider("Iteration", 1, ray.iterations, ray.iterations, key=state.ROUTING_ITERATION)
+            if ray.iterations > 1
+            else 1
+        )
+    digit = controls[1].selectbox("Parent capsule (digit)", range(config.num_classes), key=state.ROUTING_DIGIT)
+    view = controls[2].radio("View", VIEWS, horizontal=True, key=state.ROUTING_VIEW)
+    with controls[3]:
+        st.download_button(
+            "Download the trace",
+            functools.partial(
+                trace_export.to_bytes,
+                ray,
+                predicted=result.predicted,
+                checkpoint=str(loaded.path) if loaded.path is not None else loaded.label,
+            ),
+            file_name=f"capsviz-trace-{result.predicted}-r{ray.iterations}.safetensors",
+            mime="application/octet-stream",
+            key=state.ROUTING_EXPORT,
+            help="Input, primary capsules, votes, couplings, logits, poses, lengths and agreements of every "
+            "iteration (safetensors; keys and shapes in the README). `python -m capsviz trace IMAGE` writes the same.",
+        )
+    if view == COUPLINGS:
+        couplings_view(ray, config, digit, iteration)
+    elif view == VOTES:
+        votes_view(ray, digit, iteration)
+    else:
+        adds_view(full, loaded, routing_iters, result.predicted)
+
+
+# --- couplings ---------------------------------------------------------------------------------
+
+
+def _on_pick(grid: int) -> None:
+    """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
+    chart = st.session_state.get(state.ROUTING_TILES)
+    points = (chart or {}).get("selection", {}).get("points", [])
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # the browser sends arrays as {"0": .., "1": ..}
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if isinstance(custom, (list, tuple)) and len(custom) >= 4:  # the click layer: [n, type, row, col, c]
+            st.session_state[state.INSPECT_CAPSULE] = int(custom[0])
+            return
+        if isinstance(custom, (list, tuple)) and len(custom) == 3 and custom[0] >= 0:  # a heatmap cell
+            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(*map(int, custom), grid)
+            return
+
+
+def _on_pick_position(grid: int) -> None:
+    """A click on the overlay: the capsule at that position, of the inspected type (type 0 at first)."""
+    chart = st.session_state.get(state.ROUTING_OVERLAY)
+    points = (chart or {}).get("selection", {}).get("points", [])
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        if isinstance(custom, (list, tuple)) and len(custom) == 3:  # a split bar: [row, col, coupling]
+            current = st.session_state.get(state.INSPECT_CAPSULE)
+            capsule_type = xray.capsule_position(current, grid)[0] if current is not None else 0
+            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(
+                capsule_type, int(custom[0]), int(custom[1]), grid
+            )
+            return
+
+
+def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) -> None:
+    st.markdown(f"**Measured:** {xray.summary_text(ray, digit)}")
+    n_max = ray.primary.shape[0] - 1
+    selected = st.number_input(
+        f"Inspect primary capsule (click a tile cell, or type 0–{n_max})",
+        min_value=0,
+        max_value=n_max,
+        value=None,
+        step=1,
+        key=state.INSPECT_CAPSULE,
+    )
+    couplings = ray.couplings[iteration - 1]  # (N, J)
+    low, high = xray.coupling_range(config.num_classes)
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(
+            viz.coupling_tiles_figure(
+                couplings[:, digit], digit, iteration, num_classes=config.num_classes, selected=selected
+            ),
+            config=PLOT_CONFIG,
+            key=state.ROUTING_TILES,
+            on_select=functools.partial(_on_pick, ray.grid),
+            selection_mode="points",
+        )
+        st.caption(
+            f"Colour is relative to uniform: white = 1/{config.num_classes} (every parent equal), red above, "
+            f"blue below, on one fixed range {low:g}–{high:g} for every digit and iteration (anything above "
+            f'{high:g} shows as {high:g}). Iteration 1 is uniform by definition. "Moved" above is the mean, over '
+            "the primary capsules, of the total-variation distance between their couplings at iteration 1 and at "
+            "the last iteration."
+        )
+    with right:
+        st.plotly_chart(
+            viz_routing.split_overlay_figure(
+                ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
+            ),
+            config=PLOT_CONFIG,
+            key=state.ROUTING_OVERLAY,
+            on_select=functools.partial(_on_pick_position, ray.grid),
+            selection_mode="points",
+        )
+        st.caption(
+            f"Each bar sits at the centre of a 6×6 position's receptive field and splits its votes over the "
+            f"{config.num_classes} digits: segment width = the mean coupling of the {ray.num_types} capsule types "
+            "there, colours as in the legend. Equal segments mean uniform; a tie has no winner. Click a bar to "
+            "inspect the capsule of the same type at that position."
+        )
+    if selected is not None:
+        inspector(ray, config, int(selected), digit)
+    with st.expander(f"The full {ray.primary.shape[0]} x {config.num_classes} coupling matrix"):
+        st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
+
+
+def _per_digit_table(values: np.ndarray, decimals: int) -> dict:
+    """(R, J) -> a table: one row per digit, one column per iteration."""
+    table = {"digit": list(range(values.shape[1]))}
+    for r, row in enumerate(values, start=1):
+        table[f"iteration {r}"] = [round(float(v), decimals) for v in row]
+    return table
+
+
+def _strongest(values: np.ndarray) -> str:
+    """(R, J) -> "iteration 1: no winner (tie); iteration 2: 4; ..." """
+    named = [str(w) if (w := xray.winner(row)) is not None else "no winner (tie)" for row in values]
+    return "; ".join(f"iteration {r}: {w}" for r, w in enumerate(named, start=1))
+
+
+def inspector(ray: xray.RoutingXray, config, n: int, digit: int) -> None:
+    report = xray.capsule_report(ray, n)
+    field = xray.receptive_field(config, report.row, report.col)
+    with st.container(key="inspector"):
+        st.markdown(
+            f"#### Primary capsule {n}: type {report.capsule_type}, row {report.row}, col {report.col}, "
+            f"length {report.length:.3f}"
+        )
+        left, right = st.columns([1, 2])
+        left.plotly_chart(
+            viz_routing.field_figure(
+                ray.image,
+                field,
+                f"its receptive field: rows {field.top}–{field.top + field.size - 1}, "
+                f"cols {field.left}–{field.left + field.size - 1}",
+            ),
+            config=PLOT_CONFIG,
+            key="fig_field",
+        )
+        right.plotly_chart(
+            viz_routing.capsule_figure(report.pose, report.vote_lengths), config=PLOT_CONFIG, key="fig_capsule"
+        )
+        left, right = st.columns(2)
+        left.markdown("Its couplings c_ij")
+        left.dataframe(_per_digit_table(report.couplings, 4), hide_index=True, key="table_couplings")
+        left.caption(f"Largest coupling: {_strongest(report.couplings)}.")
+        right.markdown("Its agreements û_j|i · v_j")
+        right.dataframe(_per_digit_table(report.agreements, 4), hide_index=True, key="table_agreements")
+        procedure(ray, n, digit)
+
+
+def procedure(ray: xray.RoutingXray, n: int, digit: int) -> None:
+    """The paper's Procedure 1 for child i = n and parent j = digit, with this input's numbers."""
+    st.markdown(f"**Procedure 1** (Sabour et al. 2017) for capsule i = {n} and digit j = {digit}:")
+    st.latex(PROCEDURE_1)
+    rows = xray.procedure_rows(ray, n, digit)
+    st.caption(
+        f"|u_i| = {np.linalg.norm(ray.primary[n]):.4f}, |û_j|i| = {ray.vote_lengths[n, digit]:.4f}; "
+        f"b starts at 0, so iteration 1's couplings are all 1/{ray.couplings.shape[-1]}. "
+        "The last iteration's agreement is computed here but not used by the model."
+    )
+    table = {
+        "iteration": list(range(1, ray.iterations + 1)),
+        "b_ij": [round(float(v), 5) for v in rows["b"]],
+        "c_ij": [round(float(v), 5) for v in rows["c"]],
+        "|s_j|": [round(float(v), 4) for v in rows["s"]],
+        "|v_j|": [round(float(v), 4) for v in rows["v"]],
+        "û·v (added to b_ij)": [round(float(v), 5) for v in rows["a"]],
+    }
+    st.dataframe(table, hide_index=True, key="table_procedure")
+
+
+# --- votes and agreement -----------------------------------------------------------------------
+
+
+def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
+    st.markdown(f"**Measured:** {xray.votes_text(ray, digit, iteration)}")
+    votes = ray.votes[:, digit]  # (N, D)
+    basis = xray.vote_plane(votes, ray.poses[-1, digit])
+    figure = viz_routing.votes_figure(
+        xray.project(votes, basis),
+        ray.vote_lengths[:, digit],
+        ray.couplings[iteration - 1, :, digit],
+        xray.project(ray.poses[:, digit], basis),
+        digit=digit,
+        iteration=iteration,
+        num_classes=ray.couplings.shape[-1],
+    )
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="fig_votes")
+    st.caption(
+        f"Each dot is one primary capsule's 16-D vote û for digit {digit}, sized by its length and coloured by "
+        f"its coupling on the fixed scale. Projection: x is the component along v_{digit} after the last "
+        "iteration (so x·|v| is the vote's agreement), y the direction across it in which the votes spread "
+        f"most; the same axes at every iteration. This plane shows {xray.captured_fraction(votes, basis):.0%} "
+        "of the votes' summed squared length. Routing raises the couplings of votes far to the right."
+    )
+    edges, counts = xray.histograms(ray.agreements[:, :, digit])
+    st.plotly_chart(
+        viz_routing.distributions_figure(
+            edges, counts, iteration=iteration, digit=digit, primary_lengths=ray.primary_lengths
+        ),
+        config=PLOT_CONFIG,
+        key="fig_agreement",
+    )
+
+
+# --- what routing adds -------------------------------------------------------------------------
+
+
+def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, predicted: int) -> None:
+    st.markdown(f"**Measured on this input:** {xray.iterations_text(full.lengths)}")
+    st.plotly_chart(
+        viz_routing.lengths_by_iteration_figure(full.lengths, chosen=routing_iters, predicted=predicted),
+        config=PLOT_CONFIG,
+        key="fig_iterations",
+    )
+    st.markdown("**On the MNIST test set, for this model:**")
+    path = loaded.path
+    measured = _measured(str(path), Path(path).stat().st_mtime) if path is not None and path.is_file() else None
+    if measured is None:
+        target = f" --checkpoint {routing_accuracy.display_path(path)}" if path is not None else ""
+        st.info(
+            "Not measured for this checkpoint. `python -m capsviz routing-accuracy"
+            f"{target}` measures test accuracy after 1 to 5 iterations (one pass over the 10,000 images) and "
+            "writes it next to the checkpoint; it shows here only while the checkpoint's bytes match."
+        )
+        return
+    table = {
+        "routing iterations": list(measured["accuracy"]),
+        "test accuracy": [f"{v:.2%}" for v in measured["accuracy"].values()],
+        "errors": [measured["errors"][r] for r in measured["accuracy"]],
+    }
+    st.dataframe(table, hide_index=True, key="table_routing_accuracy")
+    st.caption(
+        f"{measured['test_images']:,} MNIST test images, measured {measured['date']} by `{measured['command']}` "
+        f"(checkpoint sha256 {measured['sha256'][:12]}…). The model was trained with "
+        f"{measured['trained_routing_iters']} iterations."
+    )

@@ -1,0 +1,86 @@
+"""capsviz.viz_routing: the routing X-ray figures show exactly the numbers they are given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from capsviz import viz, viz_routing, xray
+from capsviz.model import CapsNetConfig
+
+G, J = 6, 10
+CENTRES = xray.field_centres(CapsNetConfig())
+
+
+def test_field_centres_are_the_receptive_field_centres():
+    assert CENTRES.shape == (36, 2)
+    np.testing.assert_array_equal(CENTRES[0], [8, 8])  # field 0..16
+    np.testing.assert_array_equal(CENTRES[6 * 2 + 5], [18, 12])  # row 2, col 5: x = 2*5 + 8, y = 2*2 + 8
+
+
+def test_split_overlay_of_uniform_couplings_is_equal_segments_and_no_winner():
+    fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), np.full((G * G, J), 0.1), CENTRES, iteration=1)
+    heat, *bars = fig.data
+    assert heat.type == "heatmap" and len(bars) == J
+    widths = np.array([np.asarray(b.x, dtype=float) for b in bars])  # (J, G*G)
+    np.testing.assert_allclose(widths, viz_routing.SPLIT_WIDTH / J)
+    starts = np.array([np.asarray(b.base, dtype=float) for b in bars])
+    np.testing.assert_allclose(starts[1:] - starts[:-1], viz_routing.SPLIT_WIDTH / J)  # end to end
+    np.testing.assert_allclose(starts[0] + viz_routing.SPLIT_WIDTH / 2, CENTRES[:, 0])  # centred on the field
+    np.testing.assert_allclose(np.asarray(bars[0].y, dtype=float), CENTRES[:, 1])
+    assert all(t == "no winner (tie)" for t in bars[0].text)
+    assert "36 of 36 positions tied" in fig.layout.title.text
+    assert [b.marker.color for b in bars] == list(viz.DIGIT_COLORS)
+
+
+def test_split_overlay_with_one_dominant_parent():
+    split = np.full((G * G, J), 0.1)
+    split[7] = 0.0
+    split[7, 3] = 1.0  # position (1, 1) goes wholly to digit 3
+    fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), split, CENTRES, iteration=3)
+    bars = fig.data[1:]
+    assert bars[3].x[7] == pytest.approx(viz_routing.SPLIT_WIDTH) and bars[0].x[7] == 0.0
+    assert bars[0].text[7] == "strongest: digit 3" and bars[0].text[0] == "no winner (tie)"
+    assert "35 of 36 positions tied" in fig.layout.title.text
+
+
+def test_votes_figure_axes_do_not_move_between_iterations():
+    rng = np.random.default_rng(0)
+    points, parents = rng.normal(size=(1152, 2)), rng.normal(size=(3, 2)) * 3
+    lengths, couplings = rng.random(1152), rng.random(1152) * 0.2
+    figs = [
+        viz_routing.votes_figure(points, lengths, couplings, parents, digit=4, iteration=r, num_classes=J)
+        for r in (1, 2, 3)
+    ]
+    assert (
+        len({tuple(f.layout.xaxis.range) for f in figs}) == 1 and len({tuple(f.layout.yaxis.range) for f in figs}) == 1
+    )
+    votes, path = figs[1].data
+    np.testing.assert_allclose(votes.marker.color, couplings.astype(np.float32))
+    assert (votes.marker.cmin, votes.marker.cmax) == (0.0, pytest.approx(0.2))
+    sizes = np.asarray(votes.marker.size)
+    assert sizes.max() == pytest.approx(viz_routing.VOTE_SIZE_MAX) and sizes.argmax() == lengths.argmax()
+    assert len(path.x) == 2 and path.marker.symbol[-1] == "star"  # the parent after iterations 1 and 2
+    assert "iteration 1" in figs[0].layout.title.text
+
+
+def test_distributions_and_inspector_figures():
+    edges, counts = xray.histograms(np.array([[0.0, 1.0, 1.0, 2.0], [2.0, 2.0, 2.0, 2.0]]), bins=2)
+    fig = viz_routing.distributions_figure(edges, counts, iteration=2, digit=3, primary_lengths=np.array([0.2, 0.9]))
+    assert [list(t.y) for t in fig.data[:2]] == [[1, 3], [0, 4]]
+    assert fig.data[1].line.width > fig.data[0].line.width  # the current iteration stands out
+    assert sum(fig.data[2].y) == 2 and "50.0% above 0.5" in fig.layout.annotations[1].text
+    field = viz_routing.field_figure(np.zeros((28, 28)), xray.Field(top=2, left=4, size=17), "capsule")
+    (rect,) = field.layout.shapes
+    assert (rect.x0, rect.x1, rect.y0, rect.y1) == (3.5, 20.5, 1.5, 18.5)
+    capsule = viz_routing.capsule_figure(np.arange(8) / 10, np.arange(10) / 10)
+    assert len(capsule.data[0].y) == 8 and len(capsule.data[1].y) == 10
+
+
+def test_lengths_by_iteration_marks_the_chosen_count():
+    lengths = np.random.default_rng(1).random((5, J))
+    fig = viz_routing.lengths_by_iteration_figure(lengths, chosen=3, predicted=2)
+    assert len(fig.data) == J and all(len(t.y) == 5 for t in fig.data)
+    assert fig.layout.shapes[0].x0 == 3
+    assert fig.data[2].line.width == max(t.line.width for t in fig.data)
+    assert "1–5 iterations" in fig.layout.title.text
