@@ -96,3 +96,26 @@ def grid_to_png(grid: np.ndarray, scale: int = 2, gap: int = 2) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(canvas)).save(buffer, format="PNG")  # 2-D uint8 -> mode "L"
     return buffer.getvalue()
+
+
+def labelled_grid_png(grid: np.ndarray, values: Sequence[float] | np.ndarray, digit: int, scale: int = 2) -> bytes:
+    """`grid_to_png` with its axes written on it: "dim d" left of each row, each value above its column,
+    and a title naming the digit, so the downloaded picture explains itself."""
+    from PIL import ImageDraw, ImageFont
+
+    tiles = Image.open(io.BytesIO(grid_to_png(grid, scale=scale)))
+    rows, cols = grid.shape[:2]
+    font = ImageFont.load_default(size=12)
+    left, top, pad = 56, 44, 6
+    canvas = Image.new("L", (tiles.width + left + pad, tiles.height + top + pad), 255)
+    canvas.paste(tiles, (left, top))
+    pen = ImageDraw.Draw(canvas)
+    pen.text((left, 4), f"Digit {digit}: each row nudges one pose dimension by the value above it", font=font, fill=0)
+    tile_h, tile_w = (tiles.height + 2) / rows, (tiles.width + 2) / cols  # tile + the 2-px gap
+    for d in range(rows):
+        pen.text((left - 4, top + (d + 0.5) * tile_h), f"dim {d}", font=font, fill=0, anchor="rm")
+    for k, value in enumerate(values):
+        pen.text((left + (k + 0.5) * tile_w, top - 4), f"{value:+.2f}", font=font, fill=0, anchor="ms")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()

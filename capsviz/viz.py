@@ -38,7 +38,7 @@ HIGHLIGHT = "#e4572e"
 MARGIN_UPPER = 0.9  # m+ of the margin loss
 MARGIN_LOWER = 0.1  # m- of the margin loss
 MARGINS = ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−"))
-MARGIN_LINE_COLOR = "#555555"
+MARGIN_LINE_COLOR = "#888888"  # mid grey: readable on light and dark themes (contrast >= 3 on both)
 REFERENCE_LINE_COLOR = "#888888"
 COUPLING_COLORSCALE = "Viridis"
 IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST

@@ -48,9 +48,9 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def draw(app: AppTest, digit: int, **placement) -> AppTest:
+def draw(app: AppTest, digit: int, objects: list | None = None, **placement) -> AppTest:
     data = "data:image/png;base64," + base64.b64encode(png_bytes(draw_digit(digit, **placement))).decode()
-    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": data}}
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data}}
     app.run()
     assert not app.exception, app.exception
     return app
@@ -271,3 +271,144 @@ def test_sessions_share_one_cached_model_and_never_change_it(env):
     assert all(not p.requires_grad or p.grad is None for p in cached.parameters())
     for key, value in cached.state_dict().items():
         assert torch.equal(value, reference.state_dict()[key]), key
+
+
+# --- issue 12: defects found in a real browser ------------------------------------------------
+
+
+def save_run(env, name: str, seed: int) -> str:
+    """A randomly initialised checkpoint under the runs folder; returns its sidebar option."""
+    torch.manual_seed(seed)
+    save_checkpoint(env / "runs" / name / "last.safetensors", CapsNet(CapsNetConfig()), {"epochs": 1})
+    return f"run: {name}"
+
+
+def shown_digits(app: AppTest) -> tuple[int, int, int]:
+    """(prediction, routing digit, pose digit) as the page shows them."""
+    return (
+        int(app.metric[0].value),
+        app.selectbox(key=state.ROUTING_DIGIT).value,
+        app.selectbox(key=state.POSE_CLASS).value,
+    )
+
+
+def test_switching_model_or_routing_iterations_resyncs_every_panel(env):
+    """Defect 1: the routing and pose panels followed the input only, not the model or the iterations."""
+    option = save_run(env, "20260101-000000-random", seed=1)
+    app = draw(start(), 3)
+    shipped_prediction = shown_digits(app)[0]
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    random_prediction = shown_digits(app)[0]
+    assert random_prediction != shipped_prediction  # the test needs two models that disagree
+    assert shown_digits(app) == (random_prediction,) * 3
+    app.slider(key=state.POSE_DIM.format(1)).set_value(0.1).run()
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("shipped (pretrained)").run()
+    assert shown_digits(app) == (shipped_prediction,) * 3
+    assert app.slider(key=state.POSE_DIM.format(1)).value == 0.0
+    assert f"digit {shipped_prediction}" in figure(app, "fig_tiles")["layout"]["title"]["text"]
+    app.selectbox(key=state.ROUTING_DIGIT).set_value((shipped_prediction + 1) % 10).run()
+    app.slider(key=state.ROUTING_ITERS).set_value(1).run()
+    assert shown_digits(app) == (int(app.metric[0].value),) * 3
+
+
+def test_canvas_has_visible_undo_and_clear_and_says_so(env):
+    """Defect 4: the caption pointed at a hover-only toolbar; Undo and Clear are now buttons under the canvas."""
+    app = start()
+    assert any("Undo and Clear are under it" in c.value for c in app.caption)
+    assert not any("toolbar" in c.value for c in app.caption)
+    assert app.button(key=state.CANVAS_UNDO).disabled  # nothing drawn yet
+    draw(app, 3)
+    assert app.metric
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    assert not app.exception and not app.metric  # cleared at once, before the browser reports the empty canvas
+    assert any("Draw a digit" in info.value for info in app.info)
+
+
+def test_the_drawing_survives_a_detour_through_mnist(env):
+    """Defect 8: Draw -> MNIST -> Draw lost the drawing."""
+    stroke = {"type": "path", "path": [["M", 60, 40], ["L", 220, 40], ["L", 110, 240]], "stroke": "#FFFFFF"}
+    app = draw(start(), 7, objects=[stroke])
+    drawn = app.metric[0].value
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.INPUT_SOURCE).set_value("Draw").run()
+    assert not app.exception
+    assert app.metric and app.metric[0].value == drawn
+    memory = app.session_state[state.CANVAS_MEMORY]
+    assert memory["load"]["objects"] == [stroke]  # the component is told to redraw the strokes
+
+
+def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
+    """Defect 8: expanders closed after Clear; the downloaded Figure 4 had no row or column labels."""
+    app = draw(start(), 5)
+    expander = next(e for e in app.expander if "Figure 4" in e.label)
+    assert not expander.proto.expanded and not app.get("download_button")  # computed only when open
+    app.session_state[state.POSE_GRID_OPEN] = True  # what opening it in the browser reports
+    app.run()
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    assert not app.metric
+    draw(app, 6)
+    expander = next(e for e in app.expander if "Figure 4" in e.label)
+    assert expander.proto.expanded
+    from PIL import Image
+
+    png = app.get("download_button")[0].proto
+    assert "figure4" in png.label.lower() or "PNG" in png.label
+    assert any("rows are dimensions" in c for image in app.get("image") for c in image.captions)
+    from capsviz import perturb
+
+    cached = app.session_state[state.POSE_GRID][1]
+    picture = Image.open(io.BytesIO(cached))
+    plain = Image.open(io.BytesIO(perturb.grid_to_png(np.zeros((16, 11, 28, 28), np.float32))))
+    assert picture.width > plain.width and picture.height > plain.height  # room for the labels
+    labels = np.asarray(picture.convert("L"))[: picture.height - plain.height, :]
+    assert (labels < 128).sum() > 200  # dark text on the white label band
+
+
+def test_searching_for_a_mistake_says_what_it_did(env):
+    """Defect 5: a search of several seconds showed no feedback."""
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
+    assert not app.exception
+    statuses = [e for e in app.get("status") if "Searched" in e.label]
+    assert statuses and "random test images" in statuses[0].label
+
+
+def test_upload_messages_show_the_picture_and_admit_doubt(env):
+    """Defect 6: a raw object repr in the error, no original picture, no 'not sure' state."""
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    app.file_uploader(key=state.UPLOAD).set_value(("junk.png", b"not an image", "image/png")).run()
+    message = " ".join(e.value for e in app.error)
+    assert "junk.png" in message and "BytesIO" not in message and "0x" not in message
+    photo = draw_digit(4).convert("L").point(lambda v: 255 - v)
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", png_bytes(photo), "image/png")).run()
+    captions = [c for image in app.get("image") for c in image.captions]
+    assert "your picture" in captions and any("28x28" in c for c in captions)
+    assert app.metric[0].label == "Prediction"  # the shipped model is sure of this four
+
+
+def test_a_weak_answer_is_shown_as_not_sure(env):
+    option = save_run(env, "20260101-000000-random", seed=1)
+    app = draw(start(), 3)
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    assert app.metric[0].label.startswith("Not sure")
+    assert any("No capsule says its digit is there" in w.value for w in app.warning)
+
+
+def test_phone_friendly_order_and_controls(env):
+    """Defect 7: sliders stacked 0, 4, 8, ...; routing iterations hidden in the sidebar."""
+    app = draw(start(), 2)
+    order = [s.key for s in app.slider if s.key and s.key.startswith("pose_dim_")]
+    assert order == [state.POSE_DIM.format(d) for d in range(16)]
+    assert not [s for s in app.sidebar.slider if s.key == state.ROUTING_ITERS]
+    assert app.slider(key=state.ROUTING_ITERS).value == 3
+
+
+def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
+    """Defect 8: an accidental drag zoomed a heatmap with no way back (the modebar was hidden)."""
+    app = draw(start(), 2)
+    for element in app.get("plotly_chart"):
+        config = json.loads(element.proto.config)
+        assert config.get("doubleClick") == "reset"
+        assert "resetScale2d" in config["modeBarButtons"][0] and "toImage" in config["modeBarButtons"][0]

@@ -237,3 +237,23 @@ def test_training_figure_plots_losses_and_accuracy():
     loss, accuracy = fig.data
     assert list(loss.y) == pytest.approx([0.8, 0.5, 0.3]) and list(accuracy.y) == pytest.approx([0.97])
     assert viz.training_figure([], [], 0).data == ()
+
+
+def _luminance(hex_colour: str) -> float:
+    """WCAG relative luminance of #rrggbb."""
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("background", ["#ffffff", "#0e1117"])  # Streamlit's light and dark backgrounds
+def test_margin_labels_read_on_light_and_dark_themes(background):
+    fig = viz.lengths_figure(np.linspace(0, 1, 10), predicted=9)
+    colours = {a.font.color for a in fig.layout.annotations}
+    assert colours == {viz.MARGIN_LINE_COLOR}
+    assert _contrast(viz.MARGIN_LINE_COLOR, background) >= 3.0

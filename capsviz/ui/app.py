@@ -5,14 +5,24 @@ from __future__ import annotations
 import streamlit as st
 
 from capsviz.inference import infer
+from capsviz.ui import state
 from capsviz.ui.inputs import model_input
+from capsviz.ui.resources import LoadedModel
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input
+from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input, view_id
+
+# Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
+PAGE_CSS = """<style>
+@media (max-width: 640px) {
+  h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
+}
+</style>"""
 
 
 def main() -> None:
     st.set_page_config(page_title="capsviz", page_icon="🧠", layout="wide")
+    st.html(PAGE_CSS)
     st.title("capsviz: Capsule Networks, explored")
     settings = sidebar()
     explore, train = st.tabs(["Explore", "Train"])
@@ -22,15 +32,30 @@ def main() -> None:
         training_tab()
 
 
+def routing_iterations(loaded: LoadedModel) -> int:
+    return st.slider(
+        "Routing iterations at inference",
+        1,
+        5,
+        value=min(max(loaded.model.config.routing_iters, 1), 5),
+        key=state.ROUTING_ITERS,
+        help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
+    )
+
+
 def explore_tab(settings) -> None:
     left, middle, right = st.columns([1.1, 1, 1.3])
+    below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
+    with below:
+        iters = routing_iterations(settings.loaded)
     with left:
-        source = model_input(settings.loaded, settings.routing_iters)
+        source = model_input(settings.loaded, iters)
     if source.x is None:
         (middle.error if source.error else middle.info)(source.message)
         return
-    result = infer(settings.loaded.model, source.x, settings.routing_iters)
-    sync_to_input(source, result)
+    result = infer(settings.loaded.model, source.x, iters)
+    view = view_id(settings.loaded.key, source, iters)
+    sync_to_input(view, result)
     with middle:
         prediction(result, source.label)
     with right:
@@ -38,4 +63,4 @@ def explore_tab(settings) -> None:
     st.divider()
     routing(result)
     st.divider()
-    poses(settings.loaded.model, result, f"{settings.loaded.key}:{source.key}:{settings.routing_iters}")
+    poses(settings.loaded.model, result, view)

@@ -1,4 +1,4 @@
-"""The sidebar: which model (and its card), routing iterations at inference, device."""
+"""The sidebar: which model (and its card) and the device. Routing iterations are on the page (phones hide this)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ MAX_CHECKPOINT_MB = 64
 @dataclass(frozen=True)
 class Settings:
     loaded: LoadedModel
-    routing_iters: int
     device: str
 
 
@@ -46,15 +45,7 @@ def sidebar() -> Settings:
         choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
         loaded = _load_choice(choice, runs, device)
         _card(loaded)
-        iters = st.slider(
-            "Routing iterations at inference",
-            1,
-            5,
-            value=min(max(loaded.model.config.routing_iters, 1), 5),
-            key=state.ROUTING_ITERS,
-            help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
-        )
-    return Settings(loaded, iters, device)
+    return Settings(loaded, device)
 
 
 def explorable(loaded: LoadedModel) -> LoadedModel:

@@ -1,6 +1,9 @@
 """Session-state keys, in one place: every widget has a key, and tests find widgets by it."""
 
 CANVAS = "canvas"
+CANVAS_MEMORY = "canvas_memory"  # the last drawing, so Draw -> MNIST -> Draw keeps it
+CANVAS_UNDO = "canvas_undo"
+CANVAS_CLEAR = "canvas_clear"
 STROKE_WIDTH = "stroke_width"
 INPUT_SOURCE = "input_source"
 SAMPLE_MODE = "sample_mode"
@@ -20,8 +23,9 @@ ROUTING_DIGIT = "routing_digit"
 POSE_CLASS = "pose_class"
 POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"
-POSE_INPUT_ID = "pose_input_id"  # which input the sliders belong to
+VIEW_ID = "view_id"  # which (model, input, routing iterations) the per-input widgets belong to
 POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
+POSE_GRID_OPEN = "pose_grid_open"
 POSE_SECONDS = "pose_seconds"  # how long the pose fragment's last run took, server side
 
 TRAIN_EPOCHS = "train_epochs"
