@@ -158,3 +158,72 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert page.locator("[data-testid='stException']").count() == 0
     _shot(page, "03-pose-slider.png")
     assert not errors, errors
+
+
+def _ready(page, server) -> None:
+    page.goto(server, wait_until="domcontentloaded")
+    page.get_by_text("Draw a digit").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+
+
+def test_desktop_canvas_tools_and_kept_expander(browser, server):
+    """Defects 4 and 8 at 1440x900: the canvas toolbar covers nothing, Clear keeps an open expander open."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    caption = page.get_by_text("Undo and Clear are under it").bounding_box()
+    canvas = page.locator("canvas.upper-canvas").first.bounding_box()
+    page.mouse.move(canvas["x"] + 40, canvas["y"] + 40)  # hovering shows the component's own toolbar
+    page.wait_for_timeout(500)
+    toolbar = page.locator(".dc-toolbar").first.bounding_box()
+    assert toolbar["y"] >= caption["y"] + caption["height"] - 1, (toolbar, caption)
+    _draw(page, 3)
+    _wait_idle(page)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    _shot(page, "desktop-1440x900.png")
+    page.get_by_text("The paper's Figure 4").click()
+    _wait_idle(page)
+    page.get_by_text("rows are dimensions").wait_for(timeout=60_000)
+    page.locator(".st-key-canvas_clear button").click()
+    _wait_idle(page)
+    assert page.get_by_test_id("stMetricValue").count() == 0
+    _draw(page, 6)
+    _wait_idle(page)
+    page.get_by_text("rows are dimensions").wait_for(timeout=60_000)  # the expander came back open
+    assert not errors, errors
+
+
+def test_phone_layout(browser, server):
+    """Defect 7 at 390x844: prediction above the fold, routing iterations on the page, sliders in order."""
+    page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    _draw(page, 3)
+    _wait_idle(page)
+    metric = page.get_by_test_id("stMetricValue").first
+    metric.wait_for(timeout=60_000)
+    box = metric.bounding_box()
+    assert box["y"] + box["height"] <= 844, box  # visible without scrolling
+    _shot(page, "phone-390x844.png")
+    iterations = page.locator(".st-key-below_inputs [data-testid='stSlider']")
+    assert iterations.count() == 1 and "Routing iterations" in iterations.inner_text()
+    labels = page.locator("[data-testid='stSlider']").filter(has_text="dim ")
+    tops = [labels.nth(d).bounding_box()["y"] for d in range(16)]
+    texts = [labels.nth(d).inner_text().split("\n")[0].strip() for d in range(16)]
+    assert texts == [f"dim {d}" for d in range(16)] and tops == sorted(tops)
+    pose_image = page.locator(".st-key-fig_pose").bounding_box()
+    assert pose_image["y"] < tops[0]  # the decoded image comes before the sliders
+    for key in ("fig_lengths", "fig_input", "fig_recon", "fig_pose"):  # titles fit their chart
+        fits = page.evaluate(
+            """key => {
+              const plot = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+              const title = plot.querySelector('.gtitle');
+              if (!title) return true;
+              return title.getBoundingClientRect().right <= plot.getBoundingClientRect().right + 1;
+            }""",
+            key,
+        )
+        assert fits, key
+    assert not errors, errors
