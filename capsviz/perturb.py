@@ -119,3 +119,31 @@ def labelled_grid_png(grid: np.ndarray, values: Sequence[float] | np.ndarray, di
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def dimension_effects(grid: np.ndarray) -> list[str]:
+    """What each pose dimension measurably does to this input, from a (D, K, H, W) perturbation grid.
+
+    Compares the decodes at the grid's two ends (the first and last values, -0.25 and +0.25 for the
+    paper's grid): mean absolute pixel change, the change in total ink (relative to the middle
+    column's ink), and the image half where most of the change happens. A description, not a name.
+    """
+    d, k = grid.shape[:2]
+    low, high, middle = grid[:, 0], grid[:, -1], grid[:, k // 2]  # (D, H, W) each
+    change = np.abs(high - low)  # (D, H, W)
+    ink = (high.sum(axis=(1, 2)) - low.sum(axis=(1, 2))) / np.maximum(middle.sum(axis=(1, 2)), 1e-6)  # (D,)
+    h, w = grid.shape[2:]
+    rows, cols = np.mgrid[0:h, 0:w]  # (H, W) each
+    labels = []
+    for dim in range(d):
+        total = float(change[dim].sum())
+        if total <= 1e-9:
+            labels.append("no change")
+            continue
+        row = float((change[dim] * rows).sum() / total)  # centre of the change
+        col = float((change[dim] * cols).sum() / total)
+        where = ("top" if row < h / 2 - 2 else "bottom" if row > h / 2 + 2 else "middle") + (
+            " left" if col < w / 2 - 2 else " right" if col > w / 2 + 2 else ""
+        )
+        labels.append(f"Δ{change[dim].mean():.3f}, ink {ink[dim]:+.0%}, {where.strip()}")
+    return labels

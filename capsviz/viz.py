@@ -409,9 +409,9 @@ def training_figure(
                 name="test accuracy",
             )
         )
-    panels = _two_panels(("loss per batch", "MNIST test accuracy per epoch"), spacing=0.2)
+    panels = _two_panels(("loss", "test accuracy"), spacing=0.2)  # short: the panels are narrow on a phone
     panels["xaxis"].update(title={"text": "batch"}, range=[0, max(batches_total, 1)])
     panels["yaxis"].update(type="log")
     panels["xaxis2"].update(title={"text": "epoch"}, dtick=1)
-    panels["yaxis2"].update(tickformat=".1%")
+    panels["yaxis2"].update(tickformat=".0%", range=[0.0, 1.0])  # accuracy spans 0-100%, never beyond
     return _figure(traces, _layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))

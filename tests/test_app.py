@@ -206,6 +206,7 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
 def start_small_training(epochs: int):
     """Start an in-app run on 100 images (the synthetic set), batch 32; returns (app, job)."""
     app = start()
+    app.radio(key=state.TRAIN_PRESET).set_value("Custom").run()
     app.number_input(key=state.TRAIN_EPOCHS).set_value(epochs)
     app.selectbox(key=state.TRAIN_BATCH).set_value(32)
     app.number_input(key=state.TRAIN_LIMIT).set_value(100)
@@ -221,6 +222,10 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
     app.run()
     assert not app.exception
     assert any("saved to" in s.value for s in app.success)
+    if job.epochs[0].test_accuracy < 0.5:  # a weak model is only used once the user says so
+        assert app.button(key=state.TRAIN_USE).disabled
+        assert any("chance is 10%" in w.value for w in app.warning)
+        app.checkbox(key=state.TRAIN_USE_ANYWAY).check().run()
     app.button(key=state.TRAIN_USE).click().run()
     assert not app.exception
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {job.out_dir.name}"
@@ -412,3 +417,85 @@ def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
         config = json.loads(element.proto.config)
         assert config.get("doubleClick") == "reset"
         assert "resetScale2d" in config["modeBarButtons"][0] and "toImage" in config["modeBarButtons"][0]
+
+
+def test_training_tab_starts_from_the_quick_lesson_preset(env):
+    """Defect 3: the defaults took 40+ minutes on a CPU."""
+    app = start()
+    assert app.radio(key=state.TRAIN_PRESET).value == "Quick lesson"
+    assert app.number_input(key=state.TRAIN_LIMIT).value == 2_000
+    assert app.number_input(key=state.TRAIN_EVAL_LIMIT).value == 1_000
+    assert app.number_input(key=state.TRAIN_EPOCHS).value == 1 and app.number_input(key=state.TRAIN_EPOCHS).disabled
+    app.radio(key=state.TRAIN_PRESET).set_value("One epoch, all images").run()
+    assert app.number_input(key=state.TRAIN_LIMIT).value == 60_000
+    app.radio(key=state.TRAIN_PRESET).set_value("Custom").run()
+    assert not app.number_input(key=state.TRAIN_LIMIT).disabled
+
+
+def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(env):
+    """Defect 3: an 8.9% model was offered for use without a warning."""
+    from capsviz.train import EpochEnd, TrainConfig
+    from capsviz.ui.training import TrainingJob
+
+    option = save_run(env, "20260101-000000-weak", seed=1)
+    job = TrainingJob(TrainConfig(epochs=1), 100, env / "runs" / "20260101-000000-weak", status="finished")
+    job.epochs.append(EpochEnd(1, 1, 0.5, 0.1, 0.089, 1e-3, 1.0, "last.safetensors"))
+    job.finished = job.started
+    app = start()
+    app.session_state[state.TRAIN_JOB] = job
+    app.run()
+    assert any("8.9%" in w.value and "chance is 10%" in w.value for w in app.warning)
+    assert app.button(key=state.TRAIN_USE).disabled
+    app.checkbox(key=state.TRAIN_USE_ANYWAY).check().run()
+    app.button(key=state.TRAIN_USE).click().run()
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == option
+
+
+def test_evaluation_is_its_own_phase_with_an_estimate(env):
+    from capsviz.train import TrainConfig
+    from capsviz.ui.training import TrainingJob, eval_remaining_seconds
+
+    assert eval_remaining_seconds(0, 1000, 3.0) is None
+    assert eval_remaining_seconds(250, 1000, 2.0) == pytest.approx(6.0)
+    job = TrainingJob(TrainConfig(epochs=1, eval_limit=1000), 2000, env / "runs" / "x", status="evaluating")
+    job.batches_done = job.batches_total = 63
+    job.eval_done, job.eval_total, job.eval_started = 500, 1000, job.started
+
+    class Alive:
+        def is_alive(self):
+            return True
+
+    job.thread = Alive()
+    app = start()
+    app.session_state[state.TRAIN_JOB] = job
+    app.run()
+    texts = [p.proto.text for p in app.get("progress")]
+    assert any("evaluation: 500 of 1,000 test images" in t and "left" in t for t in texts), texts
+    assert not app.button(key=state.TRAIN_CANCEL).disabled  # Cancel works while evaluating
+
+
+def live_data(app: AppTest) -> dict:
+    element = next(e for e in app.get("bidi_component") if e.proto.component_name == "capsviz.live_decoder")
+    return json.loads(element.proto.json)
+
+
+def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
+    app = draw(start(), 3)
+    first = live_data(app)
+    assert first["weights"] is not None and len(first["weights"]["layers"]) == 3  # sent with the first view
+    assert first["digit"] == int(app.metric[0].value) and len(first["pose"]) == 16 and len(first["labels"]) == 16
+    before = heatmap(app, "fig_pose")
+    app.session_state[state.LIVE_DECODER] = {"deltas": [0.0] * 5 + [0.2] + [0.0] * 10}  # a release in the page
+    app.run()
+    assert live_data(app)["weights"] is None  # not sent again for the same model
+    assert app.slider(key=state.POSE_DIM.format(5)).value == pytest.approx(0.2)
+    assert live_data(app)["deltas"][5] == pytest.approx(0.2)
+    assert np.abs(heatmap(app, "fig_pose") - before).max() > 1e-3  # the server decodes the reported pose
+    nonce = live_data(app)["nonce"]
+    app.button(key=state.POSE_RESET).click().run()
+    assert app.slider(key=state.POSE_DIM.format(5)).value == 0.0  # the old report is not applied again
+    assert live_data(app)["deltas"] == [0.0] * 16 and live_data(app)["nonce"] == nonce + 1
+    option = save_run(env, "20260101-000000-other", seed=1)
+    app.run()  # the sidebar lists the new run
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    assert live_data(app)["weights"] is not None  # a new model: its weights are sent

@@ -122,6 +122,11 @@ POSE_FIGURE_Z = """() => {
 }"""
 
 
+def _live_pixels(page) -> str:
+    """The live decoder's perturbed image (inside the component's shadow root, which locators pierce)."""
+    return page.locator(".st-key-live_decoder canvas.pert").evaluate("canvas => canvas.toDataURL()")
+
+
 def test_draw_a_digit_and_explore_it(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 3000})  # tall: the whole app in one shot
     errors = []
@@ -141,19 +146,28 @@ def test_draw_a_digit_and_explore_it(browser, server):
         assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
     title = page.evaluate("document.querySelector('.st-key-fig_tiles .js-plotly-plot').layout.title.text")
     assert "iteration 3" in title
-    pose_sliders = page.locator("[data-testid='stSlider']").filter(has_text="dim ")
-    assert pose_sliders.count() == 16
+    live = page.locator(".st-key-live_decoder input[type=range]")
+    assert live.count() == 16
     _shot(page, "02-drawn.png")
 
+    page.get_by_text("The same pose decoded on the server").click()  # the server's view of the same pose
+    _wait_idle(page)
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
+    page.wait_for_function("window.__capsvizLive && window.__capsvizLive.frames > 0", timeout=60_000)
     before = page.evaluate(POSE_FIGURE_Z)
-    track = pose_sliders.nth(0).get_by_role("slider").bounding_box()
+    before_live = _live_pixels(page)
+    frames = page.evaluate("window.__capsvizLive.frames")
+    slider = live.nth(0)
+    slider.scroll_into_view_if_needed()
+    track = slider.bounding_box()
     x, y = track["x"] + track["width"] / 2, track["y"] + track["height"] / 2  # the thumb, at 0
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + track["width"] / 4, y, steps=5)  # drag dim 0 to about +0.12
+    assert page.evaluate("window.__capsvizLive.frames") > frames  # redrawn in the page while dragging
+    assert _live_pixels(page) != before_live
     page.mouse.up()
-    page.wait_for_function(f"({POSE_FIGURE_Z})() !== {before!r}", timeout=30_000)
+    page.wait_for_function(f"({POSE_FIGURE_Z})() !== {before!r}", timeout=30_000)  # reported back to Python
     _wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     _shot(page, "03-pose-slider.png")
@@ -209,13 +223,12 @@ def test_phone_layout(browser, server):
     _shot(page, "phone-390x844.png")
     iterations = page.locator(".st-key-below_inputs [data-testid='stSlider']")
     assert iterations.count() == 1 and "Routing iterations" in iterations.inner_text()
-    labels = page.locator("[data-testid='stSlider']").filter(has_text="dim ")
-    tops = [labels.nth(d).bounding_box()["y"] for d in range(16)]
-    texts = [labels.nth(d).inner_text().split("\n")[0].strip() for d in range(16)]
-    assert texts == [f"dim {d}" for d in range(16)] and tops == sorted(tops)
-    pose_image = page.locator(".st-key-fig_pose").bounding_box()
-    assert pose_image["y"] < tops[0]  # the decoded image comes before the sliders
-    for key in ("fig_lengths", "fig_input", "fig_recon", "fig_pose"):  # titles fit their chart
+    names = page.locator(".st-key-live_decoder .slider .top > span:first-child")
+    tops = [names.nth(d).bounding_box()["y"] for d in range(16)]
+    assert [names.nth(d).inner_text() for d in range(16)] == [f"dim {d}" for d in range(16)]
+    assert tops == sorted(tops)  # read top to bottom, 0..15
+    assert page.locator(".st-key-live_decoder canvas.pert").bounding_box()["y"] < tops[0]  # image first
+    for key in ("fig_lengths", "fig_input", "fig_recon"):  # titles fit their chart
         fits = page.evaluate(
             """key => {
               const plot = document.querySelector('.st-key-' + key + ' .js-plotly-plot');

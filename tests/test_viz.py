@@ -257,3 +257,8 @@ def test_margin_labels_read_on_light_and_dark_themes(background):
     colours = {a.font.color for a in fig.layout.annotations}
     assert colours == {viz.MARGIN_LINE_COLOR}
     assert _contrast(viz.MARGIN_LINE_COLOR, background) >= 3.0
+
+
+def test_training_accuracy_axis_spans_0_to_100_percent():
+    fig = viz.training_figure([(1, 0.8)], [(1, 0.089)], batches_total=10)
+    assert tuple(fig.layout.yaxis2.range) == (0.0, 1.0) and fig.layout.yaxis2.tickformat == ".0%"

@@ -67,4 +67,4 @@ def explore_tab(settings) -> None:
     st.divider()
     routing(result)
     st.divider()
-    poses(settings.loaded.model, result, view)
+    poses(settings.loaded.model, result, view, settings.loaded.key)

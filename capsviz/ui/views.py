@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import streamlit as st
 
 from capsviz import perturb, viz
@@ -15,6 +16,7 @@ from capsviz.inference import CONFIDENT_LENGTH, Inference
 from capsviz.model import CapsNet
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
+from capsviz.ui.live_decoder import live_decoder
 from capsviz.ui.widgets import kept_expander
 
 # A modebar with two buttons: a PNG of the chart, and a way back from an accidental drag-zoom (so is a double click).
@@ -48,6 +50,7 @@ def sync_to_input(view: str, result: Inference) -> None:
 def reset_sliders() -> None:
     for d in range(16):
         st.session_state[state.POSE_DIM.format(d)] = 0.0
+    st.session_state[state.POSE_NONCE] = st.session_state.get(state.POSE_NONCE, 0) + 1
 
 
 def prediction(result: Inference, label: int | None) -> None:
@@ -120,39 +123,48 @@ def routing(result: Inference) -> None:
 
 
 @st.fragment
-def poses(model: CapsNet, result: Inference, input_id: str) -> None:
-    """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move.
+def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> None:
+    """The live pose view (decoded in the page), the same pose decoded on the server, and Figure 4.
 
-    `input_id` names the (model, input, routing) the result belongs to, for the grid cache.
-    The fragment times itself (server side, in session state) for the caption and the benchmark.
-    The image column comes first and the sliders run row by row, so a phone stacks them 0..15.
+    Only this fragment reruns when a slider is released. `input_id` names the (model, input,
+    routing) the result belongs to, for the caches. The fragment times itself (server side, in
+    session state) for the caption and the benchmark.
     """
     start = time.perf_counter()
     st.subheader("What the 16 pose dimensions mean")
-    side, main = st.columns([1, 3])
-    with side:
-        digit = st.selectbox("Reconstruct as digit", range(10), key=state.POSE_CLASS)
-        image_slot = st.empty()
-        st.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
-        timing = st.empty()
-    with main:
-        deltas = []
-        for row in range(16 // POSE_COLUMNS):
-            columns = st.columns(POSE_COLUMNS)
-            for col, column in enumerate(columns):
-                d = row * POSE_COLUMNS + col
-                deltas.append(
-                    column.slider(
-                        f"dim {d}",
-                        -perturb.PAPER_RANGE,
-                        perturb.PAPER_RANGE,
-                        step=SLIDER_STEP,
-                        key=state.POSE_DIM.format(d),
+    controls = st.container(horizontal=True, vertical_alignment="bottom", key="pose_controls")
+    digit = controls.selectbox("Reconstruct as digit", range(10), key=state.POSE_CLASS, width=200)
+    controls.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
+    labels = _dimension_labels(model, result, f"{input_id}:{digit}", digit)
+    st.caption(
+        "Drag a slider: the decoder runs in this page, so the image follows it. Under each slider, what moving "
+        "that dimension from -0.25 to +0.25 measurably does to this input: the mean pixel change Δ, the change "
+        "in total ink, and where most of the change is. Names like 'thickness' would be guesses."
+    )
+    live_decoder(model_key=model_key, model=model, pose=result.poses[digit], digit=digit, labels=labels)
+    server = kept_expander("The same pose decoded on the server (Python sliders)", key=state.POSE_SERVER_OPEN)
+    with server:
+        side, main = st.columns([1, 3])
+        image_slot = side.empty()
+        with main:
+            deltas = []
+            for row in range(16 // POSE_COLUMNS):
+                columns = st.columns(POSE_COLUMNS)
+                for col, column in enumerate(columns):
+                    d = row * POSE_COLUMNS + col
+                    deltas.append(
+                        column.slider(
+                            f"dim {d}",
+                            -perturb.PAPER_RANGE,
+                            perturb.PAPER_RANGE,
+                            step=SLIDER_STEP,
+                            key=state.POSE_DIM.format(d),
+                        )
                     )
-                )
-    pose = perturb.perturb(result.poses[digit], deltas)
-    image = perturb.decode_pose(model, pose, digit)
-    image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+        pose = perturb.perturb(result.poses[digit], deltas)
+        image = perturb.decode_pose(model, pose, digit)
+        image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+        timing = side.empty()
     grid = kept_expander(
         "The paper's Figure 4 for this input: every dimension from -0.25 to 0.25", key=state.POSE_GRID_OPEN
     )
@@ -166,6 +178,16 @@ def poses(model: CapsNet, result: Inference, input_id: str) -> None:
     elapsed = time.perf_counter() - start
     st.session_state[state.POSE_SECONDS] = elapsed
     timing.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
+
+
+def _dimension_labels(model: CapsNet, result: Inference, cache_key: str, digit: int) -> list[str]:
+    """Per-dimension measured effects, from the decodes at -0.25, 0 and +0.25: once per input and digit."""
+    cached = st.session_state.get(state.POSE_LABELS)
+    if cached is None or cached[0] != cache_key:
+        ends = np.array([-perturb.PAPER_RANGE, 0.0, perturb.PAPER_RANGE])
+        grid = perturb.perturbation_grid(model, result.poses[digit], digit, ends)  # (16, 3, 28, 28)
+        st.session_state[state.POSE_LABELS] = cached = (cache_key, perturb.dimension_effects(grid))
+    return cached[1]
 
 
 def _figure4_png(model: CapsNet, result: Inference, cache_key: str, digit: int) -> bytes:
