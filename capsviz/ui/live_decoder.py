@@ -152,6 +152,7 @@ export default function (component) {
       live.frames += 1;
       if (st.inputAt !== null && st.inputAt !== undefined) { live.last.push(t1 - st.inputAt); st.inputAt = null; }
       live.decodeMs = t1 - t0;
+      live.drawnAt = t1;
     };
     st.schedule = () => { if (!st.frame) st.frame = requestAnimationFrame(st.draw); };
     st.sliders.forEach(el => {
