@@ -147,3 +147,16 @@ def dimension_effects(grid: np.ndarray) -> list[str]:
         )
         labels.append(f"Δ{change[dim].mean():.3f}, ink {ink[dim]:+.0%}, {where.strip()}")
     return labels
+
+
+def as_each_digit(model: CapsNet, poses: torch.Tensor) -> np.ndarray:
+    """(J, D) digit-capsule poses -> (J, H, W): capsule j's own pose decoded as digit j, one batch.
+
+    The input "read as" each digit: what the decoder draws from each capsule when it is the one kept.
+    """
+    j = poses.shape[0]
+    device = next(model.parameters()).device
+    classes = torch.arange(j, device=device)  # (J,)
+    with torch.no_grad():
+        images = model.decode(poses.detach().to(device=device, dtype=torch.float32), classes)  # (J, C, H, W)
+    return images[:, 0].cpu().numpy().astype(np.float32)  # (J, H, W)

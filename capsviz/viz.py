@@ -415,3 +415,24 @@ def training_figure(
     panels["xaxis2"].update(title={"text": "epoch"}, dtick=1)
     panels["yaxis2"].update(tickformat=".0%", range=[0.0, 1.0])  # accuracy spans 0-100%, never beyond
     return _figure(traces, _layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))
+
+
+def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """(J, H, W) images side by side, one per digit, each labelled with its digit and capsule length.
+
+    A one-pixel NaN gap separates the tiles; the predicted digit's label is bold.
+    """
+    images = np.asarray(images, dtype=np.float32)  # (J, H, W)
+    j, h, w = images.shape
+    strip = np.full((h, j * (w + 1) - 1), np.nan, dtype=np.float32)  # (H, J*(W+1) - 1)
+    for d in range(j):
+        strip[:, d * (w + 1) : d * (w + 1) + w] = images[d]
+    centres = [d * (w + 1) + (w - 1) / 2 for d in range(j)]
+    labels = [f"<b>{d}</b>" if d == predicted else str(d) for d in range(j)]
+    labels = [f"{label}<br>{float(lengths[d]):.2f}" for d, label in enumerate(labels)]
+    trace = {**_image_trace(strip), "hoverongaps": False}
+    axes = _image_axes()
+    axes["xaxis"].update(showticklabels=True, tickmode="array", tickvals=centres, ticktext=labels, side="bottom")
+    layout = _layout("Decoded as each digit (label: capsule length)", IMAGE_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "b": 40}
+    return _figure([trace], layout)

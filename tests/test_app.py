@@ -499,3 +499,36 @@ def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
     app.run()  # the sidebar lists the new run
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
     assert live_data(app)["weights"] is not None  # a new model: its weights are sent
+
+
+def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
+    from capsviz.data import load_mnist
+    from capsviz.mistakes import misclassified
+
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
+    app.button(key=state.GALLERY_OPEN).click().run()
+    assert not app.exception
+    import os
+
+    errors = misclassified(
+        load_checkpoint(SHIPPED_CHECKPOINT)[0], load_mnist(os.environ["CAPSVIZ_DATA"], train=False), routing_iters=3
+    )
+    picks = [b for b in app.button if b.key and b.key.startswith(state.GALLERY_PICK)]
+    assert len(picks) == min(len(errors), 30) and errors  # the synthetic digits fool the shipped model
+    assert any("test images are wrong" in c.value for c in app.caption)
+    chosen = picks[-1]
+    index = int(chosen.key.removeprefix(state.GALLERY_PICK))
+    true, predicted = (int(v) for v in chosen.label.split("→"))
+    chosen.click().run()
+    assert any(f"MNIST test image #{index}, labelled **{true}**" in c.value for c in app.caption)
+    assert app.metric[0].value == str(predicted)
+
+
+def test_the_input_is_decoded_as_each_digit(env):
+    app = draw(start(), 3)
+    strip = figure(app, "fig_each_digit")
+    ticks = strip["layout"]["xaxis"]["ticktext"]
+    assert len(ticks) == 10 and f"<b>{app.metric[0].value}</b>" in ticks[int(app.metric[0].value)]
+    assert heatmap(app, "fig_each_digit").shape == (28, 10 * 29 - 1)

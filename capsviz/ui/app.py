@@ -10,7 +10,7 @@ from capsviz.ui.inputs import model_input
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import lengths_chart, poses, prediction, routing, sync_to_input, view_id
+from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, routing, sync_to_input, view_id
 
 # Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
 # Where a pointer can hover, the canvas component shows its toolbar above the canvas: leave it room.
@@ -64,6 +64,8 @@ def explore_tab(settings) -> None:
         prediction(result, source.label)
     with right:
         lengths_chart(result)
+    with below:
+        each_digit(settings.loaded.model, result)
     st.divider()
     routing(result)
     st.divider()

@@ -16,6 +16,7 @@ import torch
 from capsviz.mistakes import find_misclassified
 from capsviz.preprocess import to_mnist
 from capsviz.ui import canvas, state
+from capsviz.ui.gallery import gallery
 from capsviz.ui.resources import LoadedModel, mnist_test
 
 DRAW, SAMPLE, UPLOAD = "Draw", "MNIST test image", "Upload"
@@ -106,6 +107,8 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     if another or st.session_state.get(state.SAMPLE_PICKED_FOR) != wanted:
         st.session_state[state.SAMPLE_INDEX] = _pick(split, mode, digit, loaded, routing_iters, rng)
         st.session_state[state.SAMPLE_PICKED_FOR] = wanted
+    if mode == MISCLASSIFIED:
+        gallery(loaded, split, routing_iters, wanted)
     index = st.session_state[state.SAMPLE_INDEX]
     if index is None:
         return ModelInput(None, message="No misclassified image found in the images searched; try again.")

@@ -12,6 +12,13 @@ SAMPLE_INDEX = "sample_index"
 SAMPLE_NEXT = "sample_next"
 SAMPLE_PICKED_FOR = "sample_picked_for"  # (mode, digit, model) the current sample was picked for
 UPLOAD = "upload"
+GALLERY_SHOWN = "gallery_shown"
+GALLERY_OPEN = "gallery_open"
+GALLERY_PICK = "gallery_pick_"  # + test image index
+GALLERY_MORE = "gallery_more"
+GALLERY_PAGE = "gallery_page"
+GALLERY_CHECK = "gallery_check"
+GALLERY_MORE_CHECK = "gallery_more_check"
 
 CHECKPOINT_CHOICE = "checkpoint_choice"
 CHECKPOINT_UPLOAD = "checkpoint_upload"

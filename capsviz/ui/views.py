@@ -77,6 +77,14 @@ def prediction(result: Inference, label: int | None) -> None:
     )
 
 
+def each_digit(model: CapsNet, result: Inference) -> None:
+    """The input read as each of the ten digits: capsule j's own pose through the decoder."""
+    images = perturb.as_each_digit(model, result.poses)  # (10, 28, 28)
+    st.plotly_chart(
+        viz.digit_strip_figure(images, result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_each_digit"
+    )
+
+
 def lengths_chart(result: Inference) -> None:
     st.plotly_chart(viz.lengths_figure(result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_lengths")
     st.caption(
