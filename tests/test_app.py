@@ -532,3 +532,46 @@ def test_the_input_is_decoded_as_each_digit(env):
     ticks = strip["layout"]["xaxis"]["ticktext"]
     assert len(ticks) == 10 and f"<b>{app.metric[0].value}</b>" in ticks[int(app.metric[0].value)]
     assert heatmap(app, "fig_each_digit").shape == (28, 10 * 29 - 1)
+
+
+def start_with(params: dict) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_link_restores_an_mnist_view(env):
+    app = start_with({"src": "mnist", "i": "7", "model": "shipped", "iters": "2", "digit": "4"})
+    assert any("MNIST test image #7," in c.value for c in app.caption)
+    assert app.slider(key=state.ROUTING_ITERS).value == 2
+    assert app.selectbox(key=state.ROUTING_DIGIT).value == 4 and app.selectbox(key=state.POSE_CLASS).value == 4
+    assert not app.warning or all("Session State" not in w.value for w in app.warning)
+    assert app.query_params["i"] in ("7", ["7"]) and app.query_params["iters"] in ("2", ["2"])
+
+
+def test_a_drawing_travels_in_the_link_as_its_28x28_input(env):
+    from capsviz.ui.share import decode_image, encode_image
+
+    app = draw(start(), 3)
+    params = {name: v if isinstance(v, str) else v[-1] for name, v in app.query_params.items()}
+    assert params["src"] == "image" and params["model"] == "shipped"
+    assert len(params["img"]) == 1046  # 784 bytes in base64url without its 2 padding characters
+    x = to_mnist(draw_digit(3))
+    assert torch.allclose(decode_image(encode_image(x)), x, atol=1 / 255)
+    again = start_with(params)
+    assert again.metric[0].value == app.metric[0].value
+    assert any("from the link" in image.captions[0] for image in again.get("image"))
+    again.button(key=state.SHARE_DISCARD).click().run()
+    assert any("Draw a digit" in info.value for info in again.info)
+
+
+def test_a_broken_link_is_ignored(env):
+    app = start_with({"src": "image", "img": "not-base64!", "iters": "9", "digit": "x", "model": "run:missing"})
+    assert app.slider(key=state.ROUTING_ITERS).value == 3
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value.startswith("shipped")
+    assert any("Draw a digit" in info.value for info in app.info)
+    app = start_with({"src": "mnist", "i": "123456"})
+    assert not app.exception

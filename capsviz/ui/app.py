@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from capsviz.inference import infer
-from capsviz.ui import state
-from capsviz.ui.inputs import model_input
+from capsviz.ui import share, state
+from capsviz.ui.inputs import DRAW, SAMPLE, model_input
 from capsviz.ui.resources import LoadedModel
-from capsviz.ui.sidebar import sidebar
+from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
 from capsviz.ui.training import training_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, routing, sync_to_input, view_id
 
@@ -28,7 +28,12 @@ def main() -> None:
     st.set_page_config(page_title="capsviz", page_icon="🧠", layout="wide")
     st.html(PAGE_CSS)
     st.title("capsviz: Capsule Networks, explored")
+    share.restore(sample_label=SAMPLE, draw_label=DRAW, shipped_option=SHIPPED, run_prefix=RUN_PREFIX)
     settings = sidebar()
+    st.sidebar.caption(
+        ":material/link: The address bar holds this view (input, model, routing iterations, digit): copy it to share "
+        "it or to come back to it. Each chart's camera button saves it as a PNG."
+    )
     explore, train = st.tabs(["Explore", "Train"])
     with explore:
         explore_tab(settings)
@@ -37,11 +42,12 @@ def main() -> None:
 
 
 def routing_iterations(loaded: LoadedModel) -> int:
+    if state.ROUTING_ITERS not in st.session_state:  # the model's own count, unless a link or the user set one
+        st.session_state[state.ROUTING_ITERS] = min(max(loaded.model.config.routing_iters, 1), 5)
     return st.slider(
         "Routing iterations at inference",
         1,
         5,
-        value=min(max(loaded.model.config.routing_iters, 1), 5),
         key=state.ROUTING_ITERS,
         help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
     )
@@ -60,6 +66,7 @@ def explore_tab(settings) -> None:
     result = infer(settings.loaded.model, source.x, iters)
     view = view_id(settings.loaded.key, source, iters)
     sync_to_input(view, result)
+    share.apply_digit()
     with middle:
         prediction(result, source.label)
     with right:
@@ -70,3 +77,11 @@ def explore_tab(settings) -> None:
     routing(result)
     st.divider()
     poses(settings.loaded.model, result, view, settings.loaded.key)
+    share.publish(
+        x=source.x,
+        mnist_index=source.index,
+        model_option=st.session_state.get(state.CHECKPOINT_CHOICE, SHIPPED),
+        shipped_option=SHIPPED,
+        run_prefix=RUN_PREFIX,
+        iters=iters,
+    )

@@ -22,12 +22,14 @@ from capsviz.ui.resources import LoadedModel, mnist_test
 DRAW, SAMPLE, UPLOAD = "Draw", "MNIST test image", "Upload"
 RANDOM, BY_CLASS, MISCLASSIFIED = "random", "by class", "misclassified"
 MAX_UPLOAD_MB = 8
+CANVAS_SHOWN = 280  # px, the link's image shown where the canvas would be
 
 
 @dataclass
 class ModelInput:
     x: torch.Tensor | None  # (1, 28, 28) in [0, 1], None when there is nothing to classify
     label: int | None = None  # the true label, for MNIST images
+    index: int | None = None  # the MNIST test image's index
     message: str | None = None  # why x is None, for the user
     error: bool = False
 
@@ -41,12 +43,26 @@ class ModelInput:
 
 def model_input(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     source = st.radio("Input", [DRAW, SAMPLE, UPLOAD], horizontal=True, key=state.INPUT_SOURCE)
+    if source == DRAW and st.session_state.get(state.SHARE_IMAGE) is not None:
+        return _from_link()
     if source == DRAW:
         return _from_canvas()
     canvas.left()
     if source == SAMPLE:
         return _from_mnist(loaded, routing_iters)
     return _from_upload()
+
+
+def _discard_link_image() -> None:
+    st.session_state.pop(state.SHARE_IMAGE, None)
+
+
+def _from_link() -> ModelInput:
+    """The 28x28 input a shared link carried, shown until the user draws their own."""
+    x = st.session_state[state.SHARE_IMAGE]
+    st.image(_enlarged(x), caption="the input from the link (28x28)", width=CANVAS_SHOWN)
+    st.button("Draw your own", key=state.SHARE_DISCARD, on_click=_discard_link_image, icon=":material/edit:")
+    return ModelInput(x)
 
 
 def _from_canvas() -> ModelInput:
@@ -115,7 +131,7 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     label = int(split.labels[index])
     st.caption(f"MNIST test image #{index}, labelled **{label}**")
     x = split.images[index].float().div(255).unsqueeze(0)  # (1, 28, 28), already MNIST-made
-    return ModelInput(x, label=label)
+    return ModelInput(x, label=label, index=index)
 
 
 def _pick(split, mode, digit, loaded: LoadedModel, routing_iters: int, rng) -> int | None:

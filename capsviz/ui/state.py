@@ -54,3 +54,8 @@ TRAIN_START = "train_start"
 TRAIN_CANCEL = "train_cancel"
 TRAIN_JOB = "train_job"
 TRAIN_USE = "train_use"
+
+SHARE_RESTORED = "share_restored"  # the link's state was applied, once per session
+SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync
+SHARE_IMAGE = "share_image"  # a (1, 28, 28) input from the link, until discarded
+SHARE_DISCARD = "share_discard"
