@@ -436,3 +436,53 @@ def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int |
     layout = _layout("Decoded as each digit (label: capsule length)", IMAGE_HEIGHT, **axes)
     layout["margin"] = {**layout["margin"], "b": 40}
     return _figure([trace], layout)
+
+
+def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=COUPLING_COLORSCALE) -> go.Figure:
+    """(T, h, w) small maps as one heatmap of T tiles, `columns` per row, NaN gaps between them.
+
+    Each tile keeps its own values on one shared colour scale from 0 to the largest value.
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)  # (T, h, w)
+    t, h, w = tiles.shape
+    rows = math.ceil(t / columns)
+    z = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
+    for i in range(t):
+        r, c = divmod(i, columns)
+        z[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tiles[i]
+    top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        zmin=0.0,
+        zmax=max(top, 1e-6),
+        colorscale=colorscale,
+        hoverongaps=False,
+        hovertemplate="%{z:.3f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
+    )
+    return _figure([heatmap], _layout(title, FIG_HEIGHT, **_image_axes()))
+
+
+def poses_figure(poses: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """(J, D) digit-capsule poses as a heatmap, one row per digit, diverging around 0."""
+    poses = np.asarray(poses, dtype=np.float32)  # (J, D)
+    bound = max(float(np.abs(poses).max()) if poses.size else 0.0, 1e-6)
+    labels = [f"{j} ◀" if j == predicted else str(j) for j in range(poses.shape[0])]
+    heatmap = dict(
+        type="heatmap",
+        z=poses,
+        y=labels,
+        zmin=-bound,
+        zmax=bound,
+        colorscale="RdBu",
+        hovertemplate="digit %{y}, dim %{x}: %{z:.3f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
+    )
+    layout = _layout(
+        f"Digit capsule poses (colour scale ±{bound:.2f})",
+        FIG_HEIGHT,
+        xaxis={"title": {"text": "pose dimension"}, "dtick": 1},
+        yaxis={"autorange": "reversed", "title": {"text": "digit"}, "type": "category"},
+    )
+    return _figure([heatmap], layout)

@@ -575,3 +575,18 @@ def test_a_broken_link_is_ignored(env):
     assert any("Draw a digit" in info.value for info in app.info)
     app = start_with({"src": "mnist", "i": "123456"})
     assert not app.exception
+
+
+def test_the_guided_path_shows_each_stage_for_this_input(env):
+    from capsviz import stages
+
+    app = draw(start(), 3)
+    control = app.get("button_group")[0]
+    assert len(control.proto.options) == len(stages.STAGES)
+    assert heatmap(app, "fig_guide").shape == (28, 28)  # the input first
+    for index, rows in ((1, 4 * 21 - 1), (2, 4 * 7 - 1), (3, 10), (4, 28)):
+        app.session_state[state.GUIDE_STAGE] = control.proto.options[index].content
+        app.run()
+        assert not app.exception
+        assert heatmap(app, "fig_guide").shape[0] == rows, index
+        assert any(stages.STAGES[index][2] in md.value for md in app.markdown)

@@ -262,3 +262,16 @@ def test_margin_labels_read_on_light_and_dark_themes(background):
 def test_training_accuracy_axis_spans_0_to_100_percent():
     fig = viz.training_figure([(1, 0.8)], [(1, 0.089)], batches_total=10)
     assert tuple(fig.layout.yaxis2.range) == (0.0, 1.0) and fig.layout.yaxis2.tickformat == ".0%"
+
+
+def test_tiles_figure_lays_tiles_out_with_gaps():
+    tiles = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
+    z = np.asarray(viz.tiles_figure(tiles, "t", columns=2).data[0].z)
+    assert z.shape == (2 * 3 - 1, 2 * 3 - 1)
+    assert np.array_equal(z[0:2, 3:5], tiles[1]) and np.array_equal(z[3:5, 0:2], tiles[2])
+    assert np.isnan(z[2]).all() and np.isnan(z[3:5, 3:5]).all()
+
+
+def test_poses_figure_is_symmetric_around_zero():
+    fig = viz.poses_figure(np.array([[0.2, -0.5], [0.1, 0.0]]), predicted=1)
+    assert fig.data[0].zmin == -0.5 and fig.data[0].zmax == 0.5 and "±0.50" in fig.layout.title.text

@@ -6,6 +6,7 @@ import streamlit as st
 
 from capsviz.inference import infer
 from capsviz.ui import share, state
+from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
@@ -73,6 +74,8 @@ def explore_tab(settings) -> None:
         lengths_chart(result)
     with below:
         each_digit(settings.loaded.model, result)
+    st.divider()
+    guided_path(settings.loaded.model, source.x, result)
     st.divider()
     routing(result)
     st.divider()

@@ -59,3 +59,4 @@ SHARE_RESTORED = "share_restored"  # the link's state was applied, once per sess
 SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync
 SHARE_IMAGE = "share_image"  # a (1, 28, 28) input from the link, until discarded
 SHARE_DISCARD = "share_discard"
+GUIDE_STAGE = "guide_stage"
