@@ -590,3 +590,25 @@ def test_the_guided_path_shows_each_stage_for_this_input(env):
         assert not app.exception
         assert heatmap(app, "fig_guide").shape[0] == rows, index
         assert any(stages.STAGES[index][2] in md.value for md in app.markdown)
+
+
+def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
+    """Defect 2 (the download half): the app's own checkpoint holds Adam's state; the download does not."""
+    from capsviz.train import TrainConfig, train
+    from capsviz.ui.training import weights_only
+
+    run = env / "runs" / "20260101-000000-small"
+    import os
+
+    from capsviz.data import load_mnist
+
+    data = load_mnist(os.environ["CAPSVIZ_DATA"], train=True)
+    result = train(data, data.head(20), run, TrainConfig(epochs=1, batch_size=32, device="cpu"))
+    full = result.checkpoint.stat().st_size
+    weights = weights_only(result.checkpoint)
+    assert len(weights) < full / 2  # Adam keeps two tensors per weight
+    model, card = load_checkpoint(weights)
+    reference, _ = load_checkpoint(result.checkpoint)
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert card["epochs"] == 1

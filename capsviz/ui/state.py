@@ -54,6 +54,7 @@ TRAIN_START = "train_start"
 TRAIN_CANCEL = "train_cancel"
 TRAIN_JOB = "train_job"
 TRAIN_USE = "train_use"
+TRAIN_DOWNLOAD = "train_download"
 
 SHARE_RESTORED = "share_restored"  # the link's state was applied, once per session
 SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 import streamlit as st
 
 from capsviz import viz
+from capsviz.checkpoint import load_checkpoint, save_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
@@ -232,8 +234,22 @@ def draw_job(job: TrainingJob) -> None:
         st.button(
             "Use this model", key=state.TRAIN_USE, on_click=_use_run, args=(job.out_dir.name,), disabled=not anyway
         )
+        st.download_button(
+            "Download the weights (no optimizer state)",
+            data=lambda: weights_only(checkpoint),  # built on click only
+            file_name=f"capsviz-{job.out_dir.name}.safetensors",
+            key=state.TRAIN_DOWNLOAD,
+            help="About a third of the run's checkpoint, which also holds Adam's state; loads back as a checkpoint.",
+        )
     elif job.status == "cancelled":
         st.warning("Cancelled before the first epoch was evaluated: nothing was saved.")
+
+
+def weights_only(checkpoint: Path) -> bytes:
+    """The run's model and card as a checkpoint without the optimizer's state."""
+    model, card = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as folder:
+        return save_checkpoint(Path(folder) / "weights.safetensors", model, card).read_bytes()
 
 
 def eval_remaining_seconds(done: int, total: int, seconds: float) -> float | None:
