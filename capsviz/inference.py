@@ -18,6 +18,9 @@ import torch
 from capsviz.model import CapsNet
 from capsviz.xray import RoutingXray
 
+# A capsule longer than this says its digit is present: halfway between the margin loss's m- = 0.1 and m+ = 0.9.
+CONFIDENT_LENGTH = 0.5
+
 
 @dataclass
 class Inference:
@@ -31,6 +34,11 @@ class Inference:
     couplings: np.ndarray  # (R, N, J)
     lengths_per_iter: np.ndarray  # (R, J)
     activations: np.ndarray  # (N,) primary capsule lengths
+
+    @property
+    def sure(self) -> bool:
+        """Whether the winning capsule is long enough to say its digit is there (see CONFIDENT_LENGTH)."""
+        return bool(self.lengths[self.predicted] > CONFIDENT_LENGTH)
 
 
 def infer(model: CapsNet, x: torch.Tensor, routing_iters: int) -> Inference:

@@ -96,3 +96,67 @@ def grid_to_png(grid: np.ndarray, scale: int = 2, gap: int = 2) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(canvas)).save(buffer, format="PNG")  # 2-D uint8 -> mode "L"
     return buffer.getvalue()
+
+
+def labelled_grid_png(grid: np.ndarray, values: Sequence[float] | np.ndarray, digit: int, scale: int = 2) -> bytes:
+    """`grid_to_png` with its axes written on it: "dim d" left of each row, each value above its column,
+    and a title naming the digit, so the downloaded picture explains itself."""
+    from PIL import ImageDraw, ImageFont
+
+    tiles = Image.open(io.BytesIO(grid_to_png(grid, scale=scale)))
+    rows, cols = grid.shape[:2]
+    font = ImageFont.load_default(size=12)
+    left, top, pad = 56, 44, 6
+    canvas = Image.new("L", (tiles.width + left + pad, tiles.height + top + pad), 255)
+    canvas.paste(tiles, (left, top))
+    pen = ImageDraw.Draw(canvas)
+    pen.text((left, 4), f"Digit {digit}: each row nudges one pose dimension by the value above it", font=font, fill=0)
+    tile_h, tile_w = (tiles.height + 2) / rows, (tiles.width + 2) / cols  # tile + the 2-px gap
+    for d in range(rows):
+        pen.text((left - 4, top + (d + 0.5) * tile_h), f"dim {d}", font=font, fill=0, anchor="rm")
+    for k, value in enumerate(values):
+        pen.text((left + (k + 0.5) * tile_w, top - 4), f"{value:+.2f}", font=font, fill=0, anchor="ms")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def dimension_effects(grid: np.ndarray) -> list[str]:
+    """What each pose dimension measurably does to this input, from a (D, K, H, W) perturbation grid.
+
+    Compares the decodes at the grid's two ends (the first and last values, -0.25 and +0.25 for the
+    paper's grid): mean absolute pixel change, the change in total ink (relative to the middle
+    column's ink), and the image half where most of the change happens. A description, not a name.
+    """
+    d, k = grid.shape[:2]
+    low, high, middle = grid[:, 0], grid[:, -1], grid[:, k // 2]  # (D, H, W) each
+    change = np.abs(high - low)  # (D, H, W)
+    ink = (high.sum(axis=(1, 2)) - low.sum(axis=(1, 2))) / np.maximum(middle.sum(axis=(1, 2)), 1e-6)  # (D,)
+    h, w = grid.shape[2:]
+    rows, cols = np.mgrid[0:h, 0:w]  # (H, W) each
+    labels = []
+    for dim in range(d):
+        total = float(change[dim].sum())
+        if total <= 1e-9:
+            labels.append("no change")
+            continue
+        row = float((change[dim] * rows).sum() / total)  # centre of the change
+        col = float((change[dim] * cols).sum() / total)
+        where = ("top" if row < h / 2 - 2 else "bottom" if row > h / 2 + 2 else "middle") + (
+            " left" if col < w / 2 - 2 else " right" if col > w / 2 + 2 else ""
+        )
+        labels.append(f"Δ{change[dim].mean():.3f}, ink {ink[dim]:+.0%}, {where.strip()}")
+    return labels
+
+
+def as_each_digit(model: CapsNet, poses: torch.Tensor) -> np.ndarray:
+    """(J, D) digit-capsule poses -> (J, H, W): capsule j's own pose decoded as digit j, one batch.
+
+    The input "read as" each digit: what the decoder draws from each capsule when it is the one kept.
+    """
+    j = poses.shape[0]
+    device = next(model.parameters()).device
+    classes = torch.arange(j, device=device)  # (J,)
+    with torch.no_grad():
+        images = model.decode(poses.detach().to(device=device, dtype=torch.float32), classes)  # (J, C, H, W)
+    return images[:, 0].cpu().numpy().astype(np.float32)  # (J, H, W)

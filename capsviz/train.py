@@ -20,7 +20,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 500
+    eval_limit: int = 0  # evaluate on the first N test images only (a lesson's quick run); 0: all of them
     fast: FastPath = FAST  # capsviz.fastpath; PLAIN for the straightforward path
     report_every: int = 0  # batches per BatchEnd callback (and GPU sync); 0: 1 on the CPU, 25 on CUDA
 
@@ -70,8 +71,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'exp' or 'cosine', got {self.lr_schedule!r}")
         if not (math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr):
             raise ValueError(f"the minimum learning rate must be in [0, lr={self.lr}], got {self.lr_min!r}")
-        if self.seed < 0 or self.report_every < 0:
-            raise ValueError("seed and report_every must not be negative")
+        if self.seed < 0 or self.report_every < 0 or self.eval_limit < 0:
+            raise ValueError("seed, report_every and eval_limit must not be negative")
 
 
 @dataclass
@@ -113,6 +114,9 @@ class Callback:
 
     def on_epoch_end(self, info: EpochEnd) -> None:
         pass
+
+    def on_eval_batch(self, done: int, total: int) -> None:
+        """`done` of `total` test images evaluated after an epoch."""
 
 
 class RunFolderError(ValueError):
@@ -166,19 +170,35 @@ class TrainStep:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, batch_size: int = 500, **options) -> tuple[float, int]:
-    """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n).
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 500,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    **options,
+) -> tuple[float, int]:
+    """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n images evaluated).
 
-    `options` go to `model.scores` (a CapsNet takes `routing_iters`)."""
+    `options` go to `model.scores` (a CapsNet takes `routing_iters`). `stop` is checked between
+    batches: a stopped evaluation returns the accuracy on the n < len(split) images it saw.
+    `on_batch(done, total)` reports progress.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = seen = 0
     for images, labels in batches(split, batch_size, shuffle=False):
+        if stop is not None and stop.is_set():
+            break
         x = to_float(images.to(device))
         correct += (model.scores(x, **options).argmax(1).cpu() == labels.cpu()).sum().item()
+        seen += labels.shape[0]
+        if on_batch is not None:
+            on_batch(seen, len(split))
     model.train(was_training)
-    return correct / max(len(split), 1), len(split)
+    return correct / max(seen, 1), seen
 
 
 def train(
@@ -252,6 +272,8 @@ def _train(
     step = TrainStep(model, device=device, config=config, place=place)
     if resume:
         restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
+    if config.eval_limit:
+        test_split = test_split.head(config.eval_limit)
     train_split, test_split = train_split.to(device), test_split.to(device)
     callbacks = list(callbacks) if place.is_main else []
     checkpoint = out_dir / "last.safetensors"
@@ -305,7 +327,16 @@ def _train(
         if not place.is_main:
             place.barrier()  # rank 0 evaluates and writes; the others wait for it
             continue
-        test_accuracy, _ = evaluate(model, test_split, batch_size=config.eval_batch_size)
+        test_accuracy, evaluated = evaluate(
+            model,
+            test_split,
+            batch_size=config.eval_batch_size,
+            stop=stop,
+            on_batch=lambda done, total: [c.on_eval_batch(done, total) for c in callbacks],
+        )
+        if evaluated < len(test_split):  # cancelled while evaluating: this epoch is not saved
+            result.status = "cancelled"
+            return result
         seconds = time.perf_counter() - epoch_start
         info = EpochEnd(
             epoch,

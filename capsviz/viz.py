@@ -42,11 +42,12 @@ HIGHLIGHT = "#e4572e"
 MARGIN_UPPER = M_PLUS  # m+ of the margin loss
 MARGIN_LOWER = M_MINUS  # m- of the margin loss
 MARGINS = ((MARGIN_UPPER, "m+"), (MARGIN_LOWER, "m−"))
-MARGIN_LINE_COLOR = "#555555"
+MARGIN_LINE_COLOR = "#888888"  # mid grey: readable on light and dark themes (contrast >= 3 on both)
 REFERENCE_LINE_COLOR = "#888888"
 DIVERGING = ((0.0, "#2166ac"), (0.5, "#f7f7f7"), (1.0, "#b2182b"))  # couplings: below uniform blue, above red
 SELECTED_COLOR = "#111111"
 IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST
+MAP_COLORSCALE = "Viridis"  # activations and lengths (sequential; couplings use their own diverging scale)
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 FIG_HEIGHT = 300
 IMAGE_HEIGHT = 220
@@ -349,9 +350,80 @@ def training_figure(
                 name="test accuracy",
             )
         )
-    panels = _two_panels(("loss per batch", "MNIST test accuracy per epoch"), spacing=0.2)
+    panels = _two_panels(("loss", "test accuracy"), spacing=0.2)  # short: the panels are narrow on a phone
     panels["xaxis"].update(title={"text": "batch"}, range=[0, max(batches_total, 1)])
     panels["yaxis"].update(type="log")
     panels["xaxis2"].update(title={"text": "epoch"}, dtick=1)
-    panels["yaxis2"].update(tickformat=".1%")
+    panels["yaxis2"].update(tickformat=".0%", range=[0.0, 1.0])  # accuracy spans 0-100%, never beyond
     return _figure(traces, _layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))
+
+
+def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """(J, H, W) images side by side, one per digit, each labelled with its digit and capsule length.
+
+    A one-pixel NaN gap separates the tiles; the predicted digit's label is bold.
+    """
+    images = np.asarray(images, dtype=np.float32)  # (J, H, W)
+    j, h, w = images.shape
+    strip = np.full((h, j * (w + 1) - 1), np.nan, dtype=np.float32)  # (H, J*(W+1) - 1)
+    for d in range(j):
+        strip[:, d * (w + 1) : d * (w + 1) + w] = images[d]
+    centres = [d * (w + 1) + (w - 1) / 2 for d in range(j)]
+    labels = [f"<b>{d}</b>" if d == predicted else str(d) for d in range(j)]
+    labels = [f"{label}<br>{float(lengths[d]):.2f}" for d, label in enumerate(labels)]
+    trace = {**_image_trace(strip), "hoverongaps": False}
+    axes = _image_axes()
+    axes["xaxis"].update(showticklabels=True, tickmode="array", tickvals=centres, ticktext=labels, side="bottom")
+    layout = _layout("Decoded as each digit (label: capsule length)", IMAGE_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "b": 40}
+    return _figure([trace], layout)
+
+
+def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=MAP_COLORSCALE) -> go.Figure:
+    """(T, h, w) small maps as one heatmap of T tiles, `columns` per row, NaN gaps between them.
+
+    Each tile keeps its own values on one shared colour scale from 0 to the largest value.
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)  # (T, h, w)
+    t, h, w = tiles.shape
+    rows = math.ceil(t / columns)
+    z = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
+    for i in range(t):
+        r, c = divmod(i, columns)
+        z[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tiles[i]
+    top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+    heatmap = dict(
+        type="heatmap",
+        z=z,
+        zmin=0.0,
+        zmax=max(top, 1e-6),
+        colorscale=colorscale,
+        hoverongaps=False,
+        hovertemplate="%{z:.3f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
+    )
+    return _figure([heatmap], _layout(title, FIG_HEIGHT, **_image_axes()))
+
+
+def poses_figure(poses: np.ndarray, predicted: int | None = None) -> go.Figure:
+    """(J, D) digit-capsule poses as a heatmap, one row per digit, diverging around 0."""
+    poses = np.asarray(poses, dtype=np.float32)  # (J, D)
+    bound = max(float(np.abs(poses).max()) if poses.size else 0.0, 1e-6)
+    labels = [f"{j} ◀" if j == predicted else str(j) for j in range(poses.shape[0])]
+    heatmap = dict(
+        type="heatmap",
+        z=poses,
+        y=labels,
+        zmin=-bound,
+        zmax=bound,
+        colorscale="RdBu",
+        hovertemplate="digit %{y}, dim %{x}: %{z:.3f}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9},
+    )
+    layout = _layout(
+        f"Digit capsule poses (colour scale ±{bound:.2f})",
+        FIG_HEIGHT,
+        xaxis={"title": {"text": "pose dimension"}, "dtick": 1},
+        yaxis={"autorange": "reversed", "title": {"text": "digit"}, "type": "category"},
+    )
+    return _figure([heatmap], layout)

@@ -48,9 +48,9 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def draw(app: AppTest, digit: int, **placement) -> AppTest:
+def draw(app: AppTest, digit: int, objects: list | None = None, **placement) -> AppTest:
     data = "data:image/png;base64," + base64.b64encode(png_bytes(draw_digit(digit, **placement))).decode()
-    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": data}}
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data}}
     app.run()
     assert not app.exception, app.exception
     return app
@@ -281,6 +281,7 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
 def start_small_training(epochs: int):
     """Start an in-app run on 100 images (the synthetic set), batch 32; returns (app, job)."""
     app = start()
+    app.radio(key=state.TRAIN_PRESET).set_value("Custom").run()
     app.number_input(key=state.TRAIN_EPOCHS).set_value(epochs)
     app.selectbox(key=state.TRAIN_BATCH).set_value(32)
     app.number_input(key=state.TRAIN_LIMIT).set_value(100)
@@ -296,6 +297,10 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
     app.run()
     assert not app.exception
     assert any("saved to" in s.value for s in app.success)
+    if job.epochs[0].test_accuracy < 0.5:  # a weak model is only used once the user says so
+        assert app.button(key=state.TRAIN_USE).disabled
+        assert any("chance is 10%" in w.value for w in app.warning)
+        app.checkbox(key=state.TRAIN_USE_ANYWAY).check().run()
     app.button(key=state.TRAIN_USE).click().run()
     assert not app.exception
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {job.out_dir.name}"
@@ -352,3 +357,339 @@ def test_sessions_share_one_cached_model_and_never_change_it(env):
     assert all(not p.requires_grad or p.grad is None for p in cached.parameters())
     for key, value in cached.state_dict().items():
         assert torch.equal(value, reference.state_dict()[key]), key
+
+
+# --- issue 12: defects found in a real browser ------------------------------------------------
+
+
+def save_run(env, name: str, seed: int) -> str:
+    """A randomly initialised checkpoint under the runs folder; returns its sidebar option."""
+    torch.manual_seed(seed)
+    save_checkpoint(env / "runs" / name / "last.safetensors", CapsNet(CapsNetConfig()), {"epochs": 1})
+    return f"run: {name}"
+
+
+def shown_digits(app: AppTest) -> tuple[int, int, int]:
+    """(prediction, routing digit, pose digit) as the page shows them."""
+    return (
+        int(app.metric[0].value),
+        app.selectbox(key=state.ROUTING_DIGIT).value,
+        app.selectbox(key=state.POSE_CLASS).value,
+    )
+
+
+def test_switching_model_or_routing_iterations_resyncs_every_panel(env):
+    """Defect 1: the routing and pose panels followed the input only, not the model or the iterations."""
+    option = save_run(env, "20260101-000000-random", seed=1)
+    app = draw(start(), 3)
+    shipped_prediction = shown_digits(app)[0]
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    random_prediction = shown_digits(app)[0]
+    assert random_prediction != shipped_prediction  # the test needs two models that disagree
+    assert shown_digits(app) == (random_prediction,) * 3
+    app.slider(key=state.POSE_DIM.format(1)).set_value(0.1).run()
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("shipped (pretrained)").run()
+    assert shown_digits(app) == (shipped_prediction,) * 3
+    assert app.slider(key=state.POSE_DIM.format(1)).value == 0.0
+    assert f"digit {shipped_prediction}" in figure(app, "fig_tiles")["layout"]["title"]["text"]
+    app.selectbox(key=state.ROUTING_DIGIT).set_value((shipped_prediction + 1) % 10).run()
+    app.slider(key=state.ROUTING_ITERS).set_value(1).run()
+    assert shown_digits(app) == (int(app.metric[0].value),) * 3
+
+
+def test_canvas_has_visible_undo_and_clear_and_says_so(env):
+    """Defect 4: the caption pointed at a hover-only toolbar; Undo and Clear are now buttons under the canvas."""
+    app = start()
+    assert any("Undo and Clear are under it" in c.value for c in app.caption)
+    assert not any("toolbar" in c.value for c in app.caption)
+    assert app.button(key=state.CANVAS_UNDO).disabled  # nothing drawn yet
+    draw(app, 3)
+    assert app.metric
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    assert not app.exception and not app.metric  # cleared at once, before the browser reports the empty canvas
+    assert any("Draw a digit" in info.value for info in app.info)
+
+
+def test_the_drawing_survives_a_detour_through_mnist(env):
+    """Defect 8: Draw -> MNIST -> Draw lost the drawing."""
+    stroke = {"type": "path", "path": [["M", 60, 40], ["L", 220, 40], ["L", 110, 240]], "stroke": "#FFFFFF"}
+    app = draw(start(), 7, objects=[stroke])
+    drawn = app.metric[0].value
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.INPUT_SOURCE).set_value("Draw").run()
+    assert not app.exception
+    assert app.metric and app.metric[0].value == drawn
+    memory = app.session_state[state.CANVAS_MEMORY]
+    assert memory["load"]["objects"] == [stroke]  # the component is told to redraw the strokes
+
+
+def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
+    """Defect 8: expanders closed after Clear; the downloaded Figure 4 had no row or column labels."""
+    app = draw(start(), 5)
+    expander = next(e for e in app.expander if "Figure 4" in e.label)
+    assert not expander.proto.expanded and not app.get("download_button")  # computed only when open
+    app.session_state[state.POSE_GRID_OPEN] = True  # what opening it in the browser reports
+    app.run()
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    assert not app.metric
+    draw(app, 6)
+    expander = next(e for e in app.expander if "Figure 4" in e.label)
+    assert expander.proto.expanded
+    from PIL import Image
+
+    png = app.get("download_button")[0].proto
+    assert "figure4" in png.label.lower() or "PNG" in png.label
+    assert any("rows are dimensions" in c for image in app.get("image") for c in image.captions)
+    from capsviz import perturb
+
+    cached = app.session_state[state.POSE_GRID][1]
+    picture = Image.open(io.BytesIO(cached))
+    plain = Image.open(io.BytesIO(perturb.grid_to_png(np.zeros((16, 11, 28, 28), np.float32))))
+    assert picture.width > plain.width and picture.height > plain.height  # room for the labels
+    labels = np.asarray(picture.convert("L"))[: picture.height - plain.height, :]
+    assert (labels < 128).sum() > 200  # dark text on the white label band
+
+
+def test_searching_for_a_mistake_says_what_it_did(env):
+    """Defect 5: a search of several seconds showed no feedback."""
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
+    assert not app.exception
+    statuses = [e for e in app.get("status") if "Searched" in e.label]
+    assert statuses and "random test images" in statuses[0].label
+
+
+def test_upload_messages_show_the_picture_and_admit_doubt(env):
+    """Defect 6: a raw object repr in the error, no original picture, no 'not sure' state."""
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    app.file_uploader(key=state.UPLOAD).set_value(("junk.png", b"not an image", "image/png")).run()
+    message = " ".join(e.value for e in app.error)
+    assert "junk.png" in message and "BytesIO" not in message and "0x" not in message
+    photo = draw_digit(4).convert("L").point(lambda v: 255 - v)
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", png_bytes(photo), "image/png")).run()
+    captions = [c for image in app.get("image") for c in image.captions]
+    assert "your picture" in captions and any("28x28" in c for c in captions)
+    assert app.metric[0].label == "Prediction"  # the shipped model is sure of this four
+
+
+def test_a_weak_answer_is_shown_as_not_sure(env):
+    option = save_run(env, "20260101-000000-random", seed=1)
+    app = draw(start(), 3)
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    assert app.metric[0].label.startswith("Not sure")
+    assert any("No capsule says its digit is there" in w.value for w in app.warning)
+
+
+def test_phone_friendly_order_and_controls(env):
+    """Defect 7: sliders stacked 0, 4, 8, ...; routing iterations hidden in the sidebar."""
+    app = draw(start(), 2)
+    order = [s.key for s in app.slider if s.key and s.key.startswith("pose_dim_")]
+    assert order == [state.POSE_DIM.format(d) for d in range(16)]
+    assert not [s for s in app.sidebar.slider if s.key == state.ROUTING_ITERS]
+    assert app.slider(key=state.ROUTING_ITERS).value == 3
+
+
+def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
+    """Defect 8: an accidental drag zoomed a heatmap with no way back (the modebar was hidden)."""
+    app = draw(start(), 2)
+    for element in app.get("plotly_chart"):
+        config = json.loads(element.proto.config)
+        assert config.get("doubleClick") == "reset"
+        assert "resetScale2d" in config["modeBarButtons"][0] and "toImage" in config["modeBarButtons"][0]
+
+
+def test_training_tab_starts_from_the_quick_lesson_preset(env):
+    """Defect 3: the defaults took 40+ minutes on a CPU."""
+    app = start()
+    assert app.radio(key=state.TRAIN_PRESET).value == "Quick lesson"
+    assert app.number_input(key=state.TRAIN_LIMIT).value == 2_000
+    assert app.number_input(key=state.TRAIN_EVAL_LIMIT).value == 1_000
+    assert app.number_input(key=state.TRAIN_EPOCHS).value == 1 and app.number_input(key=state.TRAIN_EPOCHS).disabled
+    app.radio(key=state.TRAIN_PRESET).set_value("One epoch, all images").run()
+    assert app.number_input(key=state.TRAIN_LIMIT).value == 60_000
+    app.radio(key=state.TRAIN_PRESET).set_value("Custom").run()
+    assert not app.number_input(key=state.TRAIN_LIMIT).disabled
+
+
+def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(env):
+    """Defect 3: an 8.9% model was offered for use without a warning."""
+    from capsviz.train import EpochEnd, TrainConfig
+    from capsviz.ui.training import TrainingJob
+
+    option = save_run(env, "20260101-000000-weak", seed=1)
+    job = TrainingJob(TrainConfig(epochs=1), 100, env / "runs" / "20260101-000000-weak", status="finished")
+    job.epochs.append(EpochEnd(1, 1, 0.5, 0.1, 0.089, 1e-3, 1.0, "last.safetensors"))
+    job.finished = job.started
+    app = start()
+    app.session_state[state.TRAIN_JOB] = job
+    app.run()
+    assert any("8.9%" in w.value and "chance is 10%" in w.value for w in app.warning)
+    assert app.button(key=state.TRAIN_USE).disabled
+    app.checkbox(key=state.TRAIN_USE_ANYWAY).check().run()
+    app.button(key=state.TRAIN_USE).click().run()
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == option
+
+
+def test_evaluation_is_its_own_phase_with_an_estimate(env):
+    from capsviz.train import TrainConfig
+    from capsviz.ui.training import TrainingJob, eval_remaining_seconds
+
+    assert eval_remaining_seconds(0, 1000, 3.0) is None
+    assert eval_remaining_seconds(250, 1000, 2.0) == pytest.approx(6.0)
+    job = TrainingJob(TrainConfig(epochs=1, eval_limit=1000), 2000, env / "runs" / "x", status="evaluating")
+    job.batches_done = job.batches_total = 63
+    job.eval_done, job.eval_total, job.eval_started = 500, 1000, job.started
+
+    class Alive:
+        def is_alive(self):
+            return True
+
+    job.thread = Alive()
+    app = start()
+    app.session_state[state.TRAIN_JOB] = job
+    app.run()
+    texts = [p.proto.text for p in app.get("progress")]
+    assert any("evaluation: 500 of 1,000 test images" in t and "left" in t for t in texts), texts
+    assert not app.button(key=state.TRAIN_CANCEL).disabled  # Cancel works while evaluating
+
+
+def live_data(app: AppTest) -> dict:
+    element = next(e for e in app.get("bidi_component") if e.proto.component_name == "capsviz.live_decoder")
+    return json.loads(element.proto.json)
+
+
+def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
+    app = draw(start(), 3)
+    first = live_data(app)
+    assert first["weights"] is not None and len(first["weights"]["layers"]) == 3  # sent with the first view
+    assert first["digit"] == int(app.metric[0].value) and len(first["pose"]) == 16 and len(first["labels"]) == 16
+    before = heatmap(app, "fig_pose")
+    app.session_state[state.LIVE_DECODER] = {"deltas": [0.0] * 5 + [0.2] + [0.0] * 10}  # a release in the page
+    app.run()
+    assert live_data(app)["weights"] is None  # not sent again for the same model
+    assert app.slider(key=state.POSE_DIM.format(5)).value == pytest.approx(0.2)
+    assert live_data(app)["deltas"][5] == pytest.approx(0.2)
+    assert np.abs(heatmap(app, "fig_pose") - before).max() > 1e-3  # the server decodes the reported pose
+    nonce = live_data(app)["nonce"]
+    app.button(key=state.POSE_RESET).click().run()
+    assert app.slider(key=state.POSE_DIM.format(5)).value == 0.0  # the old report is not applied again
+    assert live_data(app)["deltas"] == [0.0] * 16 and live_data(app)["nonce"] == nonce + 1
+    option = save_run(env, "20260101-000000-other", seed=1)
+    app.run()  # the sidebar lists the new run
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    assert live_data(app)["weights"] is not None  # a new model: its weights are sent
+
+
+def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
+    from capsviz.data import load_mnist
+    from capsviz.mistakes import misclassified
+
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value("misclassified").run()
+    app.button(key=state.GALLERY_OPEN).click().run()
+    assert not app.exception
+    import os
+
+    errors = misclassified(
+        load_checkpoint(SHIPPED_CHECKPOINT)[0], load_mnist(os.environ["CAPSVIZ_DATA"], train=False), routing_iters=3
+    )
+    picks = [b for b in app.button if b.key and b.key.startswith(state.GALLERY_PICK)]
+    assert len(picks) == min(len(errors), 30) and errors  # the synthetic digits fool the shipped model
+    assert any("test images are wrong" in c.value for c in app.caption)
+    chosen = picks[-1]
+    index = int(chosen.key.removeprefix(state.GALLERY_PICK))
+    true, predicted = (int(v) for v in chosen.label.split("→"))
+    chosen.click().run()
+    assert any(f"MNIST test image #{index}, labelled **{true}**" in c.value for c in app.caption)
+    assert app.metric[0].value == str(predicted)
+
+
+def test_the_input_is_decoded_as_each_digit(env):
+    app = draw(start(), 3)
+    strip = figure(app, "fig_each_digit")
+    ticks = strip["layout"]["xaxis"]["ticktext"]
+    assert len(ticks) == 10 and f"<b>{app.metric[0].value}</b>" in ticks[int(app.metric[0].value)]
+    assert heatmap(app, "fig_each_digit").shape == (28, 10 * 29 - 1)
+
+
+def start_with(params: dict) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_link_restores_an_mnist_view(env):
+    app = start_with({"src": "mnist", "i": "7", "model": "shipped", "iters": "2", "digit": "4"})
+    assert any("MNIST test image #7," in c.value for c in app.caption)
+    assert app.slider(key=state.ROUTING_ITERS).value == 2
+    assert app.selectbox(key=state.ROUTING_DIGIT).value == 4 and app.selectbox(key=state.POSE_CLASS).value == 4
+    assert not app.warning or all("Session State" not in w.value for w in app.warning)
+    assert app.query_params["i"] in ("7", ["7"]) and app.query_params["iters"] in ("2", ["2"])
+
+
+def test_a_drawing_travels_in_the_link_as_its_28x28_input(env):
+    from capsviz.ui.share import decode_image, encode_image
+
+    app = draw(start(), 3)
+    params = {name: v if isinstance(v, str) else v[-1] for name, v in app.query_params.items()}
+    assert params["src"] == "image" and params["model"] == "shipped"
+    assert len(params["img"]) == 1046  # 784 bytes in base64url without its 2 padding characters
+    x = to_mnist(draw_digit(3))
+    assert torch.allclose(decode_image(encode_image(x)), x, atol=1 / 255)
+    again = start_with(params)
+    assert again.metric[0].value == app.metric[0].value
+    assert any("from the link" in image.captions[0] for image in again.get("image"))
+    again.button(key=state.SHARE_DISCARD).click().run()
+    assert any("Draw a digit" in info.value for info in again.info)
+
+
+def test_a_broken_link_is_ignored(env):
+    app = start_with({"src": "image", "img": "not-base64!", "iters": "9", "digit": "x", "model": "run:missing"})
+    assert app.slider(key=state.ROUTING_ITERS).value == 3
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value.startswith("shipped")
+    assert any("Draw a digit" in info.value for info in app.info)
+    app = start_with({"src": "mnist", "i": "123456"})
+    assert not app.exception
+
+
+def test_the_guided_path_shows_each_stage_for_this_input(env):
+    from capsviz import stages
+
+    app = draw(start(), 3)
+    control = app.get("button_group")[0]
+    assert len(control.proto.options) == len(stages.STAGES)
+    assert heatmap(app, "fig_guide").shape == (28, 28)  # the input first
+    for index, rows in ((1, 4 * 21 - 1), (2, 4 * 7 - 1), (3, 10), (4, 28)):
+        app.session_state[state.GUIDE_STAGE] = control.proto.options[index].content
+        app.run()
+        assert not app.exception
+        assert heatmap(app, "fig_guide").shape[0] == rows, index
+        assert any(stages.STAGES[index][2] in md.value for md in app.markdown)
+
+
+def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
+    """Defect 2 (the download half): the app's own checkpoint holds Adam's state; the download does not."""
+    from capsviz.train import TrainConfig, train
+    from capsviz.ui.training import weights_only
+
+    run = env / "runs" / "20260101-000000-small"
+    import os
+
+    from capsviz.data import load_mnist
+
+    data = load_mnist(os.environ["CAPSVIZ_DATA"], train=True)
+    result = train(data, data.head(20), run, TrainConfig(epochs=1, batch_size=32, device="cpu"))
+    full = result.checkpoint.stat().st_size
+    weights = weights_only(result.checkpoint)
+    assert len(weights) < full / 2  # Adam keeps two tensors per weight
+    model, card = load_checkpoint(weights)
+    reference, _ = load_checkpoint(result.checkpoint)
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert card["epochs"] == 1

@@ -5,6 +5,7 @@ No test here asserts a time: the benchmark prints numbers, these tests check it 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--data-root", str(synthetic_root)]
     command += ["--steps", "1", "--rounds", "1", "--warmup", "1", "--batch-size", "16", "--repeat", "2"]
-    command += ["--plain", "--json", str(out)]
+    command += ["--plain", "--json", str(out), "--sections", "training,kernels,interaction,app"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     table = result.stdout
@@ -96,3 +97,20 @@ def test_a_worker_that_dies_is_reported_not_waited_for(synthetic_root):
             worker.ask("steps", 1)
     finally:
         worker.close()
+
+
+def test_bench_browser_section_reports_three_medians(tmp_path):
+    """The browser section drives the real app in Chromium; its numbers are reported, never asserted."""
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Chromium not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright")
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--sections", "browser"]
+    command += ["--browser-repeat", "1", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    browser = json.loads(out.read_text())["browser"]
+    assert "skipped" not in browser, browser
+    for key in ("stroke_to_prediction_ms", "stroke_to_all_figures_ms", "slider_to_image_ms"):
+        assert browser[key] > 0, key
+    assert "live pose-slider input" in result.stdout

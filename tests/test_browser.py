@@ -151,6 +151,11 @@ POSE_FIGURE_Z = """() => {
 }"""
 
 
+def _live_pixels(page) -> str:
+    """The live decoder's perturbed image (inside the component's shadow root, which locators pierce)."""
+    return page.locator(".st-key-live_decoder canvas.pert").evaluate("canvas => canvas.toDataURL()")
+
+
 def test_draw_a_digit_and_explore_it(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 3000})  # tall: the whole app in one shot
     errors = []
@@ -170,8 +175,8 @@ def test_draw_a_digit_and_explore_it(browser, server):
         assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
     title = page.evaluate("document.querySelector('.st-key-fig_tiles .js-plotly-plot').layout.title.text")
     assert "iteration 3" in title
-    pose_sliders = page.locator("[data-testid='stSlider']").filter(has_text="dim ")
-    assert pose_sliders.count() == 16
+    live = page.locator(".st-key-live_decoder input[type=range]")
+    assert live.count() == 16
     _shot(page, "02-drawn.png")
 
     _click_capsule(page, 500)
@@ -197,16 +202,24 @@ def test_draw_a_digit_and_explore_it(browser, server):
     page.locator(".st-key-fig_votes .js-plotly-plot").last.scroll_into_view_if_needed()
     _shot(page, "05-votes.png")
 
+    page.get_by_text("The same pose decoded on the server").click()  # the server's view of the same pose
+    _wait_idle(page)
     page.wait_for_function(f"({POSE_FIGURE_Z})() !== null", timeout=30_000)
+    page.wait_for_function("window.__capsvizLive && window.__capsvizLive.frames > 0", timeout=60_000)
     before = page.evaluate(POSE_FIGURE_Z)
-    pose_sliders.nth(0).scroll_into_view_if_needed()  # the inspector made the page longer
-    track = pose_sliders.nth(0).get_by_role("slider").bounding_box()
+    before_live = _live_pixels(page)
+    frames = page.evaluate("window.__capsvizLive.frames")
+    slider = live.nth(0)
+    slider.scroll_into_view_if_needed()
+    track = slider.bounding_box()
     x, y = track["x"] + track["width"] / 2, track["y"] + track["height"] / 2  # the thumb, at 0
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + track["width"] / 4, y, steps=5)  # drag dim 0 to about +0.12
+    assert page.evaluate("window.__capsvizLive.frames") > frames  # redrawn in the page while dragging
+    assert _live_pixels(page) != before_live
     page.mouse.up()
-    page.wait_for_function(f"({POSE_FIGURE_Z})() !== {before!r}", timeout=30_000)
+    page.wait_for_function(f"({POSE_FIGURE_Z})() !== {before!r}", timeout=30_000)  # reported back to Python
     _wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     _shot(page, "03-pose-slider.png")
@@ -240,3 +253,71 @@ def test_closing_the_tab_stops_its_training(browser, synthetic_root, tmp_path):
         assert len(json.loads(log.read_text())) == stopped_at < 100
     finally:
         next(serving, None)
+
+
+def _ready(page, server) -> None:
+    page.goto(server, wait_until="domcontentloaded")
+    page.get_by_text("Draw a digit").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+
+
+def test_desktop_canvas_tools_and_kept_expander(browser, server):
+    """Defects 4 and 8 at 1440x900: the canvas toolbar covers nothing, Clear keeps an open expander open."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    caption = page.get_by_text("Undo and Clear are under it").bounding_box()
+    canvas = page.locator("canvas.upper-canvas").first.bounding_box()
+    page.mouse.move(canvas["x"] + 40, canvas["y"] + 40)  # hovering shows the component's own toolbar
+    page.wait_for_timeout(500)
+    toolbar = page.locator(".dc-toolbar").first.bounding_box()
+    assert toolbar["y"] >= caption["y"] + caption["height"] - 1, (toolbar, caption)
+    _draw(page, 3)
+    _wait_idle(page)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    _shot(page, "desktop-1440x900.png")
+    page.get_by_text("The paper's Figure 4").click()
+    _wait_idle(page)
+    page.get_by_text("rows are dimensions").wait_for(timeout=60_000)
+    page.locator(".st-key-canvas_clear button").click()
+    _wait_idle(page)
+    assert page.get_by_test_id("stMetricValue").count() == 0
+    _draw(page, 6)
+    _wait_idle(page)
+    page.get_by_text("rows are dimensions").wait_for(timeout=60_000)  # the expander came back open
+    assert not errors, errors
+
+
+def test_phone_layout(browser, server):
+    """Defect 7 at 390x844: prediction above the fold, routing iterations on the page, sliders in order."""
+    page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    _draw(page, 3)
+    _wait_idle(page)
+    metric = page.get_by_test_id("stMetricValue").first
+    metric.wait_for(timeout=60_000)
+    box = metric.bounding_box()
+    assert box["y"] + box["height"] <= 844, box  # visible without scrolling
+    _shot(page, "phone-390x844.png")
+    iterations = page.locator(".st-key-below_inputs [data-testid='stSlider']")
+    assert iterations.count() == 1 and "Routing iterations" in iterations.inner_text()
+    names = page.locator(".st-key-live_decoder .slider .top > span:first-child")
+    tops = [names.nth(d).bounding_box()["y"] for d in range(16)]
+    assert [names.nth(d).inner_text() for d in range(16)] == [f"dim {d}" for d in range(16)]
+    assert tops == sorted(tops)  # read top to bottom, 0..15
+    assert page.locator(".st-key-live_decoder canvas.pert").bounding_box()["y"] < tops[0]  # image first
+    for key in ("fig_lengths", "fig_input", "fig_recon"):  # titles fit their chart
+        fits = page.evaluate(
+            """key => {
+              const plot = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+              const title = plot.querySelector('.gtitle');
+              if (!title) return true;
+              return title.getBoundingClientRect().right <= plot.getBoundingClientRect().right + 1;
+            }""",
+            key,
+        )
+        assert fits, key
+    assert not errors, errors

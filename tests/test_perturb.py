@@ -123,3 +123,22 @@ def test_grid_to_png_places_tiles_and_grey_gaps():
     gap_row, gap_col = pixels[56:58, :], pixels[:, 56:58]
     assert (gap_row == gap_row.flat[0]).all() and 0 < gap_row.flat[0] < 255
     assert (gap_col == gap_row.flat[0]).all()
+
+
+def test_labelled_grid_keeps_the_tiles_and_adds_labels():
+    from capsviz.perturb import grid_to_png, grid_values, labelled_grid_png
+
+    grid = np.random.default_rng(0).random((16, 11, 28, 28)).astype(np.float32)
+    plain = np.asarray(Image.open(io.BytesIO(grid_to_png(grid))))
+    labelled = np.asarray(Image.open(io.BytesIO(labelled_grid_png(grid, grid_values(), digit=3))))
+    found = [
+        (top, left)
+        for top in range(0, labelled.shape[0] - plain.shape[0] + 1)
+        for left in range(0, labelled.shape[1] - plain.shape[1] + 1)
+        if np.array_equal(labelled[top : top + 4, left : left + 4], plain[:4, :4])
+        and np.array_equal(labelled[top : top + plain.shape[0], left : left + plain.shape[1]], plain)
+    ]
+    assert len(found) == 1  # the tiles are there, unchanged
+    top, left = found[0]
+    assert (labelled[:top] < 128).sum() > 100  # column values and title above
+    assert (labelled[top:, :left] < 128).sum() > 100  # "dim d" to the left

@@ -107,3 +107,37 @@ def test_reports_every_few_batches_average_over_their_window(tmp_path, splits):
     sizes = [64, 32]  # 96 images in batches of 32: windows of 2 and 1 batches
     mean = sum(b.loss * n for b, n in zip(recorder.batches, sizes)) / 96
     assert epoch.train_loss == pytest.approx(mean, rel=1e-5)
+
+
+class EvalRecorder(Callback):
+    """Records evaluation progress; can set `stop` once `stop_at` test images are done."""
+
+    def __init__(self, stop=None, stop_at=None):
+        self.evals, self.epochs, self.stop, self.stop_at = [], [], stop, stop_at
+
+    def on_eval_batch(self, done, total):
+        self.evals.append((done, total))
+        if self.stop_at is not None and done >= self.stop_at:
+            self.stop.set()
+
+    def on_epoch_end(self, info):
+        self.epochs.append(info)
+
+
+def test_evaluation_on_a_subset_reports_its_progress(tmp_path, splits):
+    recorder = EvalRecorder()
+    result = train(*splits, tmp_path, config(epochs=1, eval_limit=30), model_config=TINY, callbacks=[recorder])
+    assert recorder.evals == [(20, 30), (30, 30)]  # eval_batch_size 20 over the first 30 of 40 test images
+    _, card = load_checkpoint(result.checkpoint)
+    assert card["test_images"] == 30
+    model, _ = load_checkpoint(result.checkpoint)
+    assert evaluate(model, splits[1].head(30))[0] == pytest.approx(card["test_accuracy"])
+
+
+def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_path, splits):
+    stop = threading.Event()
+    recorder = EvalRecorder(stop=stop, stop_at=20)  # cancel after the first evaluation batch of epoch 1
+    result = train(*splits, tmp_path, config(epochs=2), model_config=TINY, callbacks=[recorder], stop=stop)
+    assert result.status == "cancelled"
+    assert recorder.evals == [(20, 40)] and recorder.epochs == []
+    assert not (tmp_path / "last.safetensors").exists()

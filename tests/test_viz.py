@@ -178,3 +178,41 @@ def test_training_figure_plots_losses_and_accuracy():
     loss, accuracy = fig.data
     assert list(loss.y) == pytest.approx([0.8, 0.5, 0.3]) and list(accuracy.y) == pytest.approx([0.97])
     assert viz.training_figure([], [], 0).data == ()
+
+
+def _luminance(hex_colour: str) -> float:
+    """WCAG relative luminance of #rrggbb."""
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("background", ["#ffffff", "#0e1117"])  # Streamlit's light and dark backgrounds
+def test_margin_labels_read_on_light_and_dark_themes(background):
+    fig = viz.lengths_figure(np.linspace(0, 1, 10), predicted=9)
+    colours = {a.font.color for a in fig.layout.annotations}
+    assert colours == {viz.MARGIN_LINE_COLOR}
+    assert _contrast(viz.MARGIN_LINE_COLOR, background) >= 3.0
+
+
+def test_training_accuracy_axis_spans_0_to_100_percent():
+    fig = viz.training_figure([(1, 0.8)], [(1, 0.089)], batches_total=10)
+    assert tuple(fig.layout.yaxis2.range) == (0.0, 1.0) and fig.layout.yaxis2.tickformat == ".0%"
+
+
+def test_tiles_figure_lays_tiles_out_with_gaps():
+    tiles = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
+    z = np.asarray(viz.tiles_figure(tiles, "t", columns=2).data[0].z)
+    assert z.shape == (2 * 3 - 1, 2 * 3 - 1)
+    assert np.array_equal(z[0:2, 3:5], tiles[1]) and np.array_equal(z[3:5, 0:2], tiles[2])
+    assert np.isnan(z[2]).all() and np.isnan(z[3:5, 3:5]).all()
+
+
+def test_poses_figure_is_symmetric_around_zero():
+    fig = viz.poses_figure(np.array([[0.2, -0.5], [0.1, 0.0]]), predicted=1)
+    assert fig.data[0].zmin == -0.5 and fig.data[0].zmax == 0.5 and "±0.50" in fig.layout.title.text

@@ -7,7 +7,8 @@
 Sections: training (images/s of capsviz's TrainStep and of the reference, same run, same
 device, same batch), kernels (the CPU training path's layer choices against oneDNN),
 interaction (inference with the trace, decode, figures; on --device), app (Streamlit's
-AppTest: a new drawing, a slider move; needs streamlit, CPU only).
+AppTest: a new drawing, a slider move; needs streamlit, CPU only), browser (the running app in
+headless Chromium: stroke to prediction, to every figure, live slider to image; needs playwright).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from capsviz.bench.training import BenchWorkerError, training_throughput
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError, device_description, resolve_device
 
-SECTIONS = ("training", "kernels", "interaction", "app")
+SECTIONS = ("training", "kernels", "interaction", "app", "browser")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time capsviz with torch.compile")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference (it needs a lot of memory)")
     parser.add_argument("--repeat", type=int, default=30, help="repetitions of each interaction measurement")
+    parser.add_argument("--browser-repeat", type=int, default=6, help="drawings timed in the browser section")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", default=None, help="where to write the results (default: print only)")
@@ -114,6 +116,16 @@ def run(args, sections: list[str], device: torch.device) -> dict:
             results["app"] = {"skipped": "streamlit is not installed"}
         else:
             results["app"] = app_latency()
+        _save(results, args.json)
+    if "browser" in sections:
+        try:
+            from capsviz.bench.browser import BrowserBenchError, browser_latency
+
+            results["browser"] = browser_latency(repeat=args.browser_repeat)
+        except ImportError as exc:  # no streamlit or playwright here
+            results["browser"] = {"skipped": f"{exc.name or exc} is not installed"}
+        except BrowserBenchError as exc:
+            results["browser"] = {"skipped": str(exc)}
         _save(results, args.json)
     return results
 

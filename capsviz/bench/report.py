@@ -11,6 +11,9 @@ TARGETS = {  # the issue's targets: (text, check on the measured value)
     "figures": ("≤ 50 ms", lambda v: v <= 0.050),
     "slider_fragment": ("≤ 100 ms", lambda v: v <= 0.100),
     "stroke_full_rerun": ("≤ 300 ms", lambda v: v <= 0.300),
+    "stroke_to_prediction_ms": ("≤ 300 ms", lambda v: v <= 300),
+    "stroke_to_all_figures_ms": ("≤ 1000 ms", lambda v: v <= 1000),
+    "slider_to_image_ms": ("≤ 50 ms", lambda v: v <= 50),
 }
 
 
@@ -111,6 +114,18 @@ def markdown(results: dict) -> str:
         row("app: pose-slider move as a full script rerun (upper bound)", f"{app['slider_full_rerun'] * 1000:.0f} ms")
     elif app:
         row("app", f"skipped: {app['skipped']}")
+    browser = results.get("browser")
+    if browser and "skipped" not in browser:
+        for key, label in (
+            ("stroke_to_prediction_ms", "browser: mouse-up after a stroke → prediction shown"),
+            ("stroke_to_all_figures_ms", "browser: mouse-up after a stroke → last figure updated"),
+            ("slider_to_image_ms", "browser: live pose-slider input → decoded image drawn"),
+        ):
+            target = key if device == "cpu" else None
+            value = browser[key]
+            row(f"{label} (median, {browser['viewport']})", f"{value:.0f} ms", target_key=target, raw=value)
+    elif browser:
+        row("browser", f"skipped: {browser['skipped']}")
     header = [
         f"{results['date'][:10]} · {results['hardware']} · torch {results['torch']} · `{results['command']}`",
         "",

@@ -5,17 +5,37 @@ from __future__ import annotations
 import streamlit as st
 
 from capsviz.inference import from_xray
-from capsviz.ui.inputs import model_input
+from capsviz.ui import share, state
+from capsviz.ui.guide import guided_path
+from capsviz.ui.inputs import DRAW, SAMPLE, model_input
+from capsviz.ui.resources import LoadedModel
 from capsviz.ui.routing import full_xray, routing
-from capsviz.ui.sidebar import sidebar
+from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
 from capsviz.ui.training import training_tab
-from capsviz.ui.views import lengths_chart, poses, prediction, sync_to_input
+from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
+
+# Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
+# Where a pointer can hover, the canvas component shows its toolbar above the canvas: leave it room.
+PAGE_CSS = """<style>
+@media (max-width: 640px) {
+  h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
+}
+@media (hover: hover) {
+  .st-key-canvas { margin-top: 2.4rem; }
+}
+</style>"""
 
 
 def main() -> None:
     st.set_page_config(page_title="capsviz", page_icon="🧠", layout="wide")
+    st.html(PAGE_CSS)
     st.title("capsviz: Capsule Networks, explored")
+    share.restore(sample_label=SAMPLE, draw_label=DRAW, shipped_option=SHIPPED, run_prefix=RUN_PREFIX)
     settings = sidebar()
+    st.sidebar.caption(
+        ":material/link: The address bar holds this view (input, model, routing iterations, digit): copy it to share "
+        "it or to come back to it. Each chart's camera button saves it as a PNG."
+    )
     explore, train = st.tabs(["Explore", "Train"])
     with explore:
         explore_tab(settings)
@@ -23,21 +43,50 @@ def main() -> None:
         training_tab()
 
 
+def routing_iterations(loaded: LoadedModel) -> int:
+    if state.ROUTING_ITERS not in st.session_state:  # the model's own count, unless a link or the user set one
+        st.session_state[state.ROUTING_ITERS] = min(max(loaded.model.config.routing_iters, 1), 5)
+    return st.slider(
+        "Routing iterations at inference",
+        1,
+        5,
+        key=state.ROUTING_ITERS,
+        help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
+    )
+
+
 def explore_tab(settings) -> None:
     left, middle, right = st.columns([1.1, 1, 1.3])
+    below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
+    with below:
+        iters = routing_iterations(settings.loaded)
     with left:
-        source = model_input(settings.loaded, settings.routing_iters)
+        source = model_input(settings.loaded, iters)
     if source.x is None:
         (middle.error if source.error else middle.info)(source.message)
         return
     ray = full_xray(settings.loaded, source)  # every routing iteration, once per (model, input)
-    result = from_xray(settings.loaded.model, ray.upto(settings.routing_iters))
-    sync_to_input(source, result)
+    result = from_xray(settings.loaded.model, ray.upto(iters))
+    view = view_id(settings.loaded.key, source, iters)
+    sync_to_input(view, result)
+    share.apply_digit()
     with middle:
         prediction(result, source.label)
     with right:
         lengths_chart(result)
+    with below:
+        each_digit(settings.loaded.model, result)
     st.divider()
-    routing(settings.loaded, ray, result, settings.routing_iters)
+    guided_path(settings.loaded.model, source.x, result)
     st.divider()
-    poses(settings.loaded.model, result, f"{settings.loaded.key}:{source.key}:{settings.routing_iters}")
+    routing(settings.loaded, ray, result, iters)
+    st.divider()
+    poses(settings.loaded.model, result, view, settings.loaded.key)
+    share.publish(
+        x=source.x,
+        mnist_index=source.index,
+        model_option=st.session_state.get(state.CHECKPOINT_CHOICE, SHIPPED),
+        shipped_option=SHIPPED,
+        run_prefix=RUN_PREFIX,
+        iters=iters,
+    )

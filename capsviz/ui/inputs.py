@@ -13,22 +13,24 @@ import numpy as np
 import streamlit as st
 import torch
 
+from capsviz.mistakes import find_misclassified
 from capsviz.model import PAPER
 from capsviz.preprocess import to_mnist
-from capsviz.ui import state
+from capsviz.ui import canvas, state
+from capsviz.ui.gallery import gallery
 from capsviz.ui.resources import LoadedModel, mnist_test
 
 DRAW, SAMPLE, UPLOAD = "Draw", "MNIST test image", "Upload"
 RANDOM, BY_CLASS, MISCLASSIFIED = "random", "by class", "misclassified"
-CANVAS_SIZE = 280
 MAX_UPLOAD_MB = 8
-SEARCH_BATCH = 250
+CANVAS_SHOWN = 280  # px, the link's image shown where the canvas would be
 
 
 @dataclass
 class ModelInput:
     x: torch.Tensor | None  # (1, 28, 28) in [0, 1], None when there is nothing to classify
     label: int | None = None  # the true label, for MNIST images
+    index: int | None = None  # the MNIST test image's index
     message: str | None = None  # why x is None, for the user
     error: bool = False
 
@@ -40,39 +42,33 @@ class ModelInput:
         return hashlib.sha1(self.x.numpy().tobytes()).hexdigest()[:16]
 
 
-def draw_canvas(stroke_width: int) -> np.ndarray | None:
-    """The drawing canvas (white on black, like MNIST) -> RGBA array, or None before any drawing.
-
-    The only place that knows about streamlit-drawable-canvas, so it can be replaced.
-    """
-    from streamlit_drawable_canvas import st_canvas
-
-    result = st_canvas(
-        stroke_width=stroke_width,
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        height=CANVAS_SIZE,
-        width=CANVAS_SIZE,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key=state.CANVAS,
-    )
-    return result.image_data
-
-
 def model_input(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     source = st.radio("Input", [DRAW, SAMPLE, UPLOAD], horizontal=True, key=state.INPUT_SOURCE)
+    if source == DRAW and st.session_state.get(state.SHARE_IMAGE) is not None:
+        return _from_link()
     if source == DRAW:
         return _from_canvas()
+    canvas.left()
     if source == SAMPLE:
         return _from_mnist(loaded, routing_iters)
     return _from_upload()
 
 
+def _discard_link_image() -> None:
+    st.session_state.pop(state.SHARE_IMAGE, None)
+
+
+def _from_link() -> ModelInput:
+    """The 28x28 input a shared link carried, shown until the user draws their own."""
+    x = st.session_state[state.SHARE_IMAGE]
+    st.image(_enlarged(x), caption="the input from the link (28x28)", width=CANVAS_SHOWN)
+    st.button("Draw your own", key=state.SHARE_DISCARD, on_click=_discard_link_image, icon=":material/edit:")
+    return ModelInput(x)
+
+
 def _from_canvas() -> ModelInput:
-    width = st.slider("Stroke width", 6, 40, 20, key=state.STROKE_WIDTH)
-    st.caption("Draw one digit, large or small, anywhere. The toolbar under the canvas has undo and clear.")
-    image = draw_canvas(width)
+    st.caption("Draw one digit, large or small, anywhere on the black square. Undo and Clear are under it.")
+    image = canvas.draw_canvas()
     if image is None:
         return ModelInput(None, message="Draw a digit on the canvas.")
     return _preprocessed(image, "The canvas is empty: draw a digit.")
@@ -100,9 +96,24 @@ def _decode_upload(upload) -> ModelInput:
             None, message=f"That file is over {MAX_UPLOAD_MB} MB: please upload a smaller image.", error=True
         )
     try:
-        return _preprocessed(upload.getvalue(), "That image looks blank: no digit found.")
-    except ValueError as exc:
-        return ModelInput(None, message=f"Could not read that file as an image ({exc}).", error=True)
+        result = _preprocessed(upload.getvalue(), "That image looks blank: no digit found.")
+    except ValueError:
+        return ModelInput(
+            None,
+            message=f"Could not read {upload.name} as an image: it is not a PNG or JPEG picture, or it is damaged.",
+            error=True,
+        )
+    original, made = st.columns(2)
+    original.image(upload.getvalue(), caption="your picture", width="stretch")
+    if result.x is not None:
+        made.image(_enlarged(result.x), caption="what the model sees (28x28)", width="stretch")
+    return result
+
+
+def _enlarged(x: torch.Tensor, scale: int = 8) -> np.ndarray:
+    """(1, 28, 28) in [0, 1] -> (28*scale, 28*scale) uint8, nearest neighbour, so pixels stay visible."""
+    pixels = (x[0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # (28, 28)
+    return pixels.repeat(scale, axis=0).repeat(scale, axis=1)  # (28*s, 28*s)
 
 
 def _preprocessed(image, blank_message: str) -> ModelInput:
@@ -122,13 +133,15 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     if another or st.session_state.get(state.SAMPLE_PICKED_FOR) != wanted:
         st.session_state[state.SAMPLE_INDEX] = _pick(split, mode, digit, loaded, routing_iters, rng)
         st.session_state[state.SAMPLE_PICKED_FOR] = wanted
+    if mode == MISCLASSIFIED:
+        gallery(loaded, split, routing_iters, wanted)
     index = st.session_state[state.SAMPLE_INDEX]
     if index is None:
         return ModelInput(None, message="No misclassified image found in the images searched; try again.")
     label = int(split.labels[index])
     st.caption(f"MNIST test image #{index}, labelled **{label}**")
     x = split.images[index].float().div(255).unsqueeze(0)  # (1, 28, 28), already MNIST-made
-    return ModelInput(x, label=label)
+    return ModelInput(x, label=label, index=index)
 
 
 def _pick(split, mode, digit, loaded: LoadedModel, routing_iters: int, rng) -> int | None:
@@ -136,20 +149,20 @@ def _pick(split, mode, digit, loaded: LoadedModel, routing_iters: int, rng) -> i
         candidates = torch.nonzero(split.labels == digit).flatten().numpy()
         return int(rng.choice(candidates))
     if mode == MISCLASSIFIED:
-        return _find_misclassified(split, loaded, routing_iters, rng)
+        return _search_misclassified(split, loaded, routing_iters, rng)
     return int(rng.integers(len(split)))
 
 
-def _find_misclassified(split, loaded: LoadedModel, routing_iters: int, rng, max_batches: int = 20) -> int | None:
-    """Search random test images in batches until the model gets one wrong."""
+def _search_misclassified(split, loaded: LoadedModel, routing_iters: int, rng) -> int | None:
+    """Search random test images until the model gets one wrong, saying so while it searches."""
     order = torch.from_numpy(rng.permutation(len(split)))
-    device = next(loaded.model.parameters()).device
-    with torch.no_grad():
-        for start in range(0, min(len(split), max_batches * SEARCH_BATCH), SEARCH_BATCH):
-            idx = order[start : start + SEARCH_BATCH]
-            x = split.images[idx].float().div(255).unsqueeze(1).to(device)  # (b, 1, 28, 28)
-            predicted = loaded.model(x, routing_iters=routing_iters).lengths.argmax(1).cpu()
-            wrong = torch.nonzero(predicted != split.labels[idx]).flatten()
-            if len(wrong):
-                return int(idx[wrong[0]])
-    return None
+    with st.status("Searching the test set for an image this model gets wrong...") as status:
+        bar = st.progress(0.0)
+
+        def report(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"{done:,} of up to {total:,} images checked")
+
+        index, searched = find_misclassified(loaded.model, split, order, routing_iters=routing_iters, on_batch=report)
+        found = f"found #{index}" if index is not None else "none found"
+        status.update(label=f"Searched {searched:,} random test images: {found}.", state="complete", expanded=False)
+    return index

@@ -1,4 +1,4 @@
-"""The sidebar: which model (and its card), routing iterations at inference, device."""
+"""The sidebar: which model (and its card) and the device. Routing iterations are on the page (phones hide this)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ MAX_CHECKPOINT_MB = 64
 @dataclass(frozen=True)
 class Settings:
     loaded: LoadedModel
-    routing_iters: int
     device: str
 
 
@@ -48,15 +47,7 @@ def sidebar() -> Settings:
         choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
         loaded = _load_choice(choice, runs, device)
         _card(loaded)
-        iters = st.slider(
-            "Routing iterations at inference",
-            1,
-            5,
-            value=min(max(loaded.model.config.routing_iters, 1), 5),
-            key=state.ROUTING_ITERS,
-            help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
-        )
-    return Settings(loaded, iters, device)
+    return Settings(loaded, device)
 
 
 def explorable(loaded: LoadedModel) -> LoadedModel:
@@ -124,10 +115,17 @@ def _card(loaded: LoadedModel) -> None:
     measured = isinstance(accuracy, (int, float))
     lines = [
         f"**{loaded.label}**",
-        f"MNIST test accuracy: **{accuracy:.2%}**" if measured else "test accuracy: not measured",
+        _accuracy_line(accuracy, card.get("test_images")) if measured else "test accuracy: not measured",
         f"{card.get('epochs', '?')} epochs on {card.get('train_images', '?')} images",
         f"trained on: {card.get('device', '?')}",
     ]
     if isinstance(card.get("wall_seconds"), (int, float)):
         lines.append(f"training time: {card['wall_seconds'] / 60:.0f} min")
     st.markdown("  \n".join(lines))
+
+
+def _accuracy_line(accuracy: float, test_images) -> str:
+    """A lesson's quick run is evaluated on part of the test set: say on how many images."""
+    subset = isinstance(test_images, int) and 0 < test_images < 10_000
+    where = f" (on the first {test_images:,} test images)" if subset else ""
+    return f"MNIST test accuracy: **{accuracy:.2%}**{where}"

@@ -1,6 +1,9 @@
 """Session-state keys, in one place: every widget has a key, and tests find widgets by it."""
 
 CANVAS = "canvas"
+CANVAS_MEMORY = "canvas_memory"  # the last drawing, so Draw -> MNIST -> Draw keeps it
+CANVAS_UNDO = "canvas_undo"
+CANVAS_CLEAR = "canvas_clear"
 STROKE_WIDTH = "stroke_width"
 INPUT_SOURCE = "input_source"
 SAMPLE_MODE = "sample_mode"
@@ -10,6 +13,13 @@ SAMPLE_NEXT = "sample_next"
 SAMPLE_PICKED_FOR = "sample_picked_for"  # (mode, digit, model) the current sample was picked for
 UPLOAD = "upload"
 UPLOAD_DECODED = "upload_decoded"  # (upload identity, ModelInput): an upload is decoded once
+GALLERY_SHOWN = "gallery_shown"
+GALLERY_OPEN = "gallery_open"
+GALLERY_PICK = "gallery_pick_"  # + test image index
+GALLERY_MORE = "gallery_more"
+GALLERY_PAGE = "gallery_page"
+GALLERY_CHECK = "gallery_check"
+GALLERY_MORE_CHECK = "gallery_more_check"
 
 CHECKPOINT_CHOICE = "checkpoint_choice"
 CHECKPOINT_UPLOAD = "checkpoint_upload"
@@ -27,8 +37,15 @@ INSPECT_CAPSULE = "inspect_capsule"  # the primary capsule index shown in the in
 POSE_CLASS = "pose_class"
 POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"
-POSE_INPUT_ID = "pose_input_id"  # which input the sliders belong to
+POSE_NONCE = "pose_nonce"  # bumped by Reset, so the live sliders reset even when the offsets were already 0
+POSE_SERVER_OPEN = "pose_server_open"
+POSE_LABELS = "pose_labels"  # (input, digit) -> the measured per-dimension labels
+LIVE_DECODER = "live_decoder"
+LIVE_KEPT = "live_kept"  # the last offsets the page reported, already applied
+LIVE_SENT = "live_sent"  # the model whose decoder weights this page has been sent
+VIEW_ID = "view_id"  # which (model, input, routing iterations) the per-input widgets belong to
 POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
+POSE_GRID_OPEN = "pose_grid_open"
 POSE_SECONDS = "pose_seconds"  # how long the pose fragment's last run took, server side
 
 TRAIN_EPOCHS = "train_epochs"
@@ -37,7 +54,17 @@ TRAIN_LR = "train_lr"
 TRAIN_ITERS = "train_iters"
 TRAIN_DEVICE = "train_device"
 TRAIN_LIMIT = "train_limit"
+TRAIN_EVAL_LIMIT = "train_eval_limit"
+TRAIN_PRESET = "train_preset"
+TRAIN_USE_ANYWAY = "train_use_anyway"
 TRAIN_START = "train_start"
 TRAIN_CANCEL = "train_cancel"
 TRAIN_JOB = "train_job"
 TRAIN_USE = "train_use"
+TRAIN_DOWNLOAD = "train_download"
+
+SHARE_RESTORED = "share_restored"  # the link's state was applied, once per session
+SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync
+SHARE_IMAGE = "share_image"  # a (1, 28, 28) input from the link, until discarded
+SHARE_DISCARD = "share_discard"
+GUIDE_STAGE = "guide_stage"

@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from pathlib import Path
 import streamlit as st
 
 from capsviz import viz
+from capsviz.checkpoint import load_checkpoint, save_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
@@ -41,6 +43,21 @@ MAX_TRAININGS_ENV, MAX_TRAININGS = "CAPSVIZ_MAX_TRAININGS", 2  # concurrent trai
 KEEP_RUNS_ENV, KEEP_RUNS = "CAPSVIZ_KEEP_RUNS", 10  # app runs kept in the runs folder (about 94 MB each)
 ABANDONED_ENV, ABANDONED_SECONDS = "CAPSVIZ_ABANDONED_SECONDS", 30  # a session gone this long stops its training
 APP_RUN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # the names start_job gives; other runs are never pruned
+USABLE_ACCURACY = 0.5  # below this, "Use this model" asks first (chance is 0.1)
+QUICK, CUSTOM = "Quick lesson", "Custom"
+PRESETS = {  # widget values each preset sets; Custom leaves them to the user
+    QUICK: {state.TRAIN_LIMIT: 2_000, state.TRAIN_EPOCHS: 1, state.TRAIN_BATCH: 32, state.TRAIN_EVAL_LIMIT: 1_000},
+    "One epoch, all images": {
+        state.TRAIN_LIMIT: 60_000,
+        state.TRAIN_EPOCHS: 1,
+        state.TRAIN_BATCH: 128,
+        state.TRAIN_EVAL_LIMIT: 10_000,
+    },
+}
+QUICK_MEASURED = (  # measured with TrainConfig(epochs=1, batch_size=32, eval_limit=1000) on 2,000 images
+    "4 min 40 s on our 2-core CPU while it was shared with other jobs (87.5% on the 1,000 test images, "
+    "2026-11-23); expect less on a quiet machine"
+)
 
 
 @dataclass
@@ -63,6 +80,9 @@ class TrainingJob:
     grace_seconds: float = ABANDONED_SECONDS
     owner_gone_since: float | None = None
     owner_left: bool = False  # stopped because its session was gone
+    eval_done: int = 0  # test images evaluated after the current epoch
+    eval_total: int = 0
+    eval_started: float | None = None
 
     @property
     def running(self) -> bool:
@@ -107,6 +127,14 @@ class _JobCallback(Callback):
 
     def on_epoch_end(self, info: EpochEnd) -> None:
         self.job.epochs.append(info)
+        self.job.eval_started = None
+
+    def on_eval_batch(self, done: int, total: int) -> None:
+        job = self.job
+        if job.eval_started is None or done < job.eval_done:
+            job.eval_started = time.time()
+        job.eval_done, job.eval_total = done, total
+        job.status = f"evaluating epoch {len(job.epochs) + 1} on {total:,} test images"
 
 
 def run_job(job: TrainingJob) -> None:
@@ -216,31 +244,46 @@ def start_job(
     return job
 
 
+def _apply_preset() -> None:
+    preset = PRESETS.get(st.session_state[state.TRAIN_PRESET])
+    if preset is not None:
+        for key, value in preset.items():
+            st.session_state[key] = value
+
+
 def training_tab() -> None:
     job: TrainingJob | None = st.session_state.get(state.TRAIN_JOB)
     busy = job is not None and job.running
     st.markdown(
         "Train a CapsNet on MNIST (the paper's architecture and loss, 2-px shift augmentation). "
-        "On the 2-core CPU capsviz is developed on, `python -m capsviz.bench` estimates an epoch over "
-        "all 60,000 images at about 13 minutes of training steps from the command line; here, in the "
-        "app's thread and with the evaluation, expect longer. GPU times are not measured yet. "
-        "On a CPU, start with fewer images."
+        f"For a lesson, **{QUICK}** trains on 2,000 images and evaluates on 1,000 test images: "
+        f"{QUICK_MEASURED}. On the same CPU, `python -m capsviz.bench` puts one epoch over all 60,000 "
+        "images at about 13 minutes of training steps from the command line, plus the evaluation."
     )
+    preset = st.radio(
+        "Preset", [*PRESETS, CUSTOM], horizontal=True, key=state.TRAIN_PRESET, on_change=_apply_preset, disabled=busy
+    )
+    if state.TRAIN_LIMIT not in st.session_state:
+        _apply_preset()  # the first run starts from the quick preset's values
+    fixed = busy or preset != CUSTOM
     columns = st.columns(3)
-    epochs = columns[0].number_input("Epochs", 1, 100, 3, key=state.TRAIN_EPOCHS, disabled=busy)
-    batch = columns[1].selectbox("Batch size", [32, 64, 128, 256], index=2, key=state.TRAIN_BATCH, disabled=busy)
+    epochs = columns[0].number_input("Epochs", 1, 100, key=state.TRAIN_EPOCHS, disabled=fixed)
+    batch = columns[1].selectbox("Batch size", [32, 64, 128, 256], key=state.TRAIN_BATCH, disabled=fixed)
     lr = columns[2].number_input(
         "Learning rate", 1e-5, 1e-1, 1e-3, format="%.4f", key=state.TRAIN_LR, step=1e-4, disabled=busy
     )
-    columns = st.columns(3)
+    columns = st.columns(4)
     iters = columns[0].slider("Routing iterations", 1, 5, 3, key=state.TRAIN_ITERS, disabled=busy)
     device = columns[1].selectbox("Device", available_devices(), key=state.TRAIN_DEVICE, disabled=busy)
-    limit = columns[2].number_input(
-        "Training images", 100, 60_000, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=busy
+    limit = columns[2].number_input("Training images", 100, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=fixed)
+    eval_limit = columns[3].number_input(
+        "Test images evaluated", 100, 10_000, step=1000, key=state.TRAIN_EVAL_LIMIT, disabled=fixed
     )
     left, right = st.columns(2)
     if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
-        config = TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device)
+        config = TrainConfig(
+            epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device, eval_limit=int(eval_limit)
+        )
         model_config = CapsNetConfig(routing_iters=int(iters))
         started = start_job(config, int(limit), model_config, jobs=registry(), owner_alive=session_watch())
         if started is None:
@@ -273,8 +316,18 @@ def draw_job(job: TrainingJob) -> None:
     elapsed = (job.finished or time.time()) - job.started
     fraction = job.batches_done / job.batches_total if job.batches_total else 0.0
     remaining = job.remaining_seconds()
-    text = f"{job.status} | elapsed {_clock(elapsed)}" + (f" | remaining ~{_clock(remaining)}" if remaining else "")
+    evaluating = job.running and job.eval_started is not None
+    text = f"{job.status} | elapsed {_clock(elapsed)}"
+    if remaining and not evaluating:
+        text += f" | training ~{_clock(remaining)} left, then evaluation on {job.config.eval_limit or 10_000:,} images"
     st.progress(min(fraction, 1.0), text=text)
+    if evaluating:
+        eval_left = eval_remaining_seconds(job.eval_done, job.eval_total, time.time() - job.eval_started)
+        st.progress(
+            job.eval_done / max(job.eval_total, 1),
+            text=f"evaluation: {job.eval_done:,} of {job.eval_total:,} test images"
+            + (f", ~{_clock(eval_left)} left" if eval_left is not None else ""),
+        )
     if job.error:
         st.error(job.error)
     if job.losses or job.epochs:
@@ -288,9 +341,41 @@ def draw_job(job: TrainingJob) -> None:
         return
     if checkpoint.exists():
         st.success(f"Run {job.status}: {len(job.epochs)} epoch(s) saved to `{checkpoint}`.")
-        st.button("Use this model", key=state.TRAIN_USE, on_click=_use_run, args=(job.out_dir.name,))
+        accuracy = job.epochs[-1].test_accuracy if job.epochs else None
+        weak = accuracy is not None and accuracy < USABLE_ACCURACY
+        if weak:
+            st.warning(
+                f"This model gets {accuracy:.1%} of the test images right (chance is 10%): its views will mostly "
+                "show noise. Train longer or on more images, or use it anyway to see what an untrained network does.",
+                icon=":material/warning:",
+            )
+        anyway = st.checkbox("Use it anyway", key=state.TRAIN_USE_ANYWAY) if weak else True
+        st.button(
+            "Use this model", key=state.TRAIN_USE, on_click=_use_run, args=(job.out_dir.name,), disabled=not anyway
+        )
+        st.download_button(
+            "Download the weights (no optimizer state)",
+            data=lambda: weights_only(checkpoint),  # built on click only
+            file_name=f"capsviz-{job.out_dir.name}.safetensors",
+            key=state.TRAIN_DOWNLOAD,
+            help="About a third of the run's checkpoint, which also holds Adam's state; loads back as a checkpoint.",
+        )
     elif job.status == "cancelled":
-        st.warning("Cancelled before the first epoch finished: nothing was saved.")
+        st.warning("Cancelled before the first epoch was evaluated: nothing was saved.")
+
+
+def weights_only(checkpoint: Path) -> bytes:
+    """The run's model and card as a checkpoint without the optimizer's state."""
+    model, card = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as folder:
+        return save_checkpoint(Path(folder) / "weights.safetensors", model, card).read_bytes()
+
+
+def eval_remaining_seconds(done: int, total: int, seconds: float) -> float | None:
+    """Time left in an evaluation at the rate so far; None before the first batch."""
+    if done <= 0:
+        return None
+    return seconds / done * (total - done)
 
 
 def _use_run(run_name: str) -> None:

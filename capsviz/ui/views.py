@@ -9,26 +9,41 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import streamlit as st
 
 from capsviz import perturb, viz
-from capsviz.inference import Inference
+from capsviz.inference import CONFIDENT_LENGTH, Inference
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
+from capsviz.ui.live_decoder import live_decoder
+from capsviz.ui.widgets import kept_expander
 
-PLOT_CONFIG = {"displayModeBar": False}
+# A modebar with two buttons: a PNG of the chart, and a way back from an accidental drag-zoom (so is a double click).
+PLOT_CONFIG = {
+    "displaylogo": False,
+    "modeBarButtons": [["toImage", "resetScale2d"]],
+    "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "capsviz-chart"},
+    "doubleClick": "reset",
+    "scrollZoom": False,
+}
 SLIDER_STEP = 0.01
 POSE_COLUMNS = 4
 
 
-def sync_to_input(source: ModelInput, result: Inference) -> None:
-    """A new input resets the per-input widgets: sliders to zero, digits to the prediction."""
+def view_id(model_key: str, source: ModelInput, routing_iters: int) -> str:
+    """What the per-input widgets belong to: the model, the input and the routing iterations."""
+    return f"{model_key}:{source.key}:{routing_iters}"
+
+
+def sync_to_input(view: str, result: Inference) -> None:
+    """A new model, input or routing count resets the per-input widgets: sliders to 0, digits to the prediction."""
     keys = [state.ROUTING_DIGIT, state.POSE_CLASS] + [state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)]
-    if st.session_state.get(state.POSE_INPUT_ID) == source.key and all(k in st.session_state for k in keys):
+    if st.session_state.get(state.VIEW_ID) == view and all(k in st.session_state for k in keys):
         return
-    st.session_state[state.POSE_INPUT_ID] = source.key
+    st.session_state[state.VIEW_ID] = view
     st.session_state[state.ROUTING_DIGIT] = result.predicted
     st.session_state[state.POSE_CLASS] = result.predicted
     reset_sliders()
@@ -37,11 +52,21 @@ def sync_to_input(source: ModelInput, result: Inference) -> None:
 def reset_sliders() -> None:
     for d in range(PAPER.digit_dim):
         st.session_state[state.POSE_DIM.format(d)] = 0.0
+    st.session_state[state.POSE_NONCE] = st.session_state.get(state.POSE_NONCE, 0) + 1
 
 
 def prediction(result: Inference, label: int | None) -> None:
-    st.metric("Prediction", result.predicted)
-    st.caption(f"capsule {result.predicted} has length {result.lengths[result.predicted]:.3f}")
+    length = result.lengths[result.predicted]
+    if result.sure:
+        st.metric("Prediction", result.predicted)
+        st.caption(f"capsule {result.predicted} has length {length:.3f}")
+    else:
+        st.metric("Not sure: best guess", result.predicted)
+        st.warning(
+            f"No capsule says its digit is there: the longest, {result.predicted}, is {length:.2f} long "
+            f"(a present digit's capsule is longer than {CONFIDENT_LENGTH}). Try a clearer, centred digit.",
+            icon=":material/help:",
+        )
     if label is not None:
         verdict = "correct" if label == result.predicted else "**wrong**"
         st.markdown(f"True label: **{label}** ({verdict})")
@@ -54,6 +79,14 @@ def prediction(result: Inference, label: int | None) -> None:
     )
 
 
+def each_digit(model: CapsNet, result: Inference) -> None:
+    """The input read as each of the ten digits: capsule j's own pose through the decoder."""
+    images = perturb.as_each_digit(model, result.poses)  # (10, 28, 28)
+    st.plotly_chart(
+        viz.digit_strip_figure(images, result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_each_digit"
+    )
+
+
 def lengths_chart(result: Inference) -> None:
     st.plotly_chart(viz.lengths_figure(result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_lengths")
     st.caption(
@@ -63,47 +96,81 @@ def lengths_chart(result: Inference) -> None:
 
 
 @st.fragment
-def poses(model: CapsNet, result: Inference, input_id: str) -> None:
-    """16 sliders perturb one digit capsule's pose; only this fragment reruns as they move.
+def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> None:
+    """The live pose view (decoded in the page), the same pose decoded on the server, and Figure 4.
 
-    `input_id` names the (model, input, routing) the result belongs to, for the grid cache.
-    The fragment times itself (server side, in session state) for the caption and the benchmark.
+    Only this fragment reruns when a slider is released. `input_id` names the (model, input,
+    routing) the result belongs to, for the caches. The fragment times itself (server side, in
+    session state) for the caption and the benchmark.
     """
     start = time.perf_counter()
     st.subheader(f"What the {PAPER.digit_dim} pose dimensions mean")
-    left, right = st.columns([3, 1])
-    with right:
-        digit = st.selectbox("Reconstruct as digit", range(PAPER.num_classes), key=state.POSE_CLASS)
-        st.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
-    with left:
-        columns = st.columns(POSE_COLUMNS)
-        deltas = [
-            columns[d % POSE_COLUMNS].slider(
-                f"dim {d}",
-                -perturb.PAPER_RANGE,
-                perturb.PAPER_RANGE,
-                step=SLIDER_STEP,
-                key=state.POSE_DIM.format(d),
+    controls = st.container(horizontal=True, vertical_alignment="bottom", key="pose_controls")
+    digit = controls.selectbox("Reconstruct as digit", range(PAPER.num_classes), key=state.POSE_CLASS, width=200)
+    controls.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
+    labels = _dimension_labels(model, result, f"{input_id}:{digit}", digit)
+    st.caption(
+        "Drag a slider: the decoder runs in this page, so the image follows it. Under each slider, what moving "
+        "that dimension from -0.25 to +0.25 measurably does to this input: the mean pixel change Δ, the change "
+        "in total ink, and where most of the change is. Names like 'thickness' would be guesses."
+    )
+    live_decoder(model_key=model_key, model=model, pose=result.poses[digit], digit=digit, labels=labels)
+    server = kept_expander("The same pose decoded on the server (Python sliders)", key=state.POSE_SERVER_OPEN)
+    with server:
+        side, main = st.columns([1, 3])
+        image_slot = side.empty()
+        with main:
+            deltas = []
+            for row in range(PAPER.digit_dim // POSE_COLUMNS):
+                columns = st.columns(POSE_COLUMNS)
+                for col, column in enumerate(columns):
+                    d = row * POSE_COLUMNS + col
+                    deltas.append(
+                        column.slider(
+                            f"dim {d}",
+                            -perturb.PAPER_RANGE,
+                            perturb.PAPER_RANGE,
+                            step=SLIDER_STEP,
+                            key=state.POSE_DIM.format(d),
+                        )
+                    )
+        pose = perturb.perturb(result.poses[digit], deltas)
+        image = perturb.decode_pose(model, pose, digit)
+        image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+        timing = side.empty()
+    grid = kept_expander(
+        "The paper's Figure 4 for this input: every dimension from -0.25 to 0.25", key=state.POSE_GRID_OPEN
+    )
+    if grid.open:
+        with grid:
+            png = _figure4_png(model, result, f"{input_id}:{digit}", digit)
+            st.image(
+                png, caption=f"digit {digit}: rows are dimensions 0-{PAPER.digit_dim - 1}, columns add -0.25 ... +0.25"
             )
-            for d in range(PAPER.digit_dim)
-        ]
-    pose = perturb.perturb(result.poses[digit], deltas)
-    image = perturb.decode_pose(model, pose, digit)
-    with right:
-        st.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
-    with st.expander("The paper's Figure 4 for this input: every dimension from -0.25 to 0.25"):
-        png = _figure4_png(model, result, f"{input_id}:{digit}", digit)
-        st.image(png, caption=f"rows: dimensions 0-{PAPER.digit_dim - 1}; columns: -0.25 ... +0.25 (digit {digit})")
-        st.download_button("Download PNG", png, file_name=f"capsviz-pose-grid-{digit}.png", key="pose_grid_download")
+            st.download_button(
+                "Download PNG", png, file_name=f"capsviz-figure4-digit{digit}.png", key="pose_grid_download"
+            )
     elapsed = time.perf_counter() - start
     st.session_state[state.POSE_SECONDS] = elapsed
-    right.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
+    timing.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
+
+
+def _dimension_labels(model: CapsNet, result: Inference, cache_key: str, digit: int) -> list[str]:
+    """Per-dimension measured effects, from the decodes at -0.25, 0 and +0.25: once per input and digit."""
+    cached = st.session_state.get(state.POSE_LABELS)
+    if cached is None or cached[0] != cache_key:
+        ends = np.array([-perturb.PAPER_RANGE, 0.0, perturb.PAPER_RANGE])
+        grid = perturb.perturbation_grid(model, result.poses[digit], digit, ends)  # (16, 3, 28, 28)
+        st.session_state[state.POSE_LABELS] = cached = (cache_key, perturb.dimension_effects(grid))
+    return cached[1]
 
 
 def _figure4_png(model: CapsNet, result: Inference, cache_key: str, digit: int) -> bytes:
     """The 16 x 11 decoder grid does not depend on the sliders: compute it once per input and digit."""
     cached = st.session_state.get(state.POSE_GRID)
     if cached is None or cached[0] != cache_key:
-        png = perturb.grid_to_png(perturb.perturbation_grid(model, result.poses[digit], digit))
+        values = perturb.grid_values()
+        grid = perturb.perturbation_grid(model, result.poses[digit], digit, values)
+        png = perturb.labelled_grid_png(grid, values, digit)
         st.session_state[state.POSE_GRID] = cached = (cache_key, png)
     return cached[1]

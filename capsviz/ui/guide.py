@@ -1,0 +1,46 @@
+"""The guided path: a short introduction, then the network as a row of stages to click through,
+each showing what it holds for the current input and one sentence of what it does."""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from capsviz import stages, viz
+from capsviz.inference import Inference
+from capsviz.model import CapsNet
+from capsviz.ui import state
+from capsviz.ui.views import PLOT_CONFIG
+
+INTRO = (
+    "A capsule network reads a digit in four steps. Click a stage to see what it holds for **your** input; "
+    "the sections below go deeper into routing and poses."
+)
+SHOWN_MAPS = 64  # Conv1 maps drawn (of 256)
+
+
+def guided_path(model: CapsNet, x: torch.Tensor, result: Inference) -> None:
+    st.subheader("The network, stage by stage")
+    st.markdown(INTRO)
+    names = [f"{name} · {holds}" for name, holds, _ in stages.STAGES]
+    chosen = st.segmented_control(
+        "Stage", names, default=names[0], required=True, key=state.GUIDE_STAGE, label_visibility="collapsed"
+    )
+    index = names.index(chosen) if chosen in names else 0
+    name, holds, does = stages.STAGES[index]
+    st.markdown(f"**{name}** ({holds}). {does}")
+    if name == "Input":
+        figure = viz.image_figure(result.image, "the input the model sees")
+    elif name == "Conv1":
+        maps = stages.conv1_maps(model, x)  # (256, 20, 20)
+        figure = viz.tiles_figure(
+            maps[:SHOWN_MAPS], f"Conv1: the first {SHOWN_MAPS} of {len(maps)} feature maps", columns=16
+        )
+    elif name == "PrimaryCaps":
+        lengths = stages.primary_lengths(result.activations)  # (32, 6, 6)
+        figure = viz.tiles_figure(lengths, "Primary capsule lengths: one 6×6 tile per capsule type")
+    elif name == "DigitCaps":
+        figure = viz.poses_figure(result.poses.numpy(), result.predicted)
+    else:
+        figure = viz.image_figure(result.reconstruction, f"decoded from capsule {result.predicted}")
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="fig_guide")
