@@ -427,7 +427,8 @@ def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
     """Defect 8: expanders closed after Clear; the downloaded Figure 4 had no row or column labels."""
     app = draw(start(), 5)
     expander = next(e for e in app.expander if "Figure 4" in e.label)
-    assert not expander.proto.expanded and not app.get("download_button")  # computed only when open
+    grid_png = [b for b in app.get("download_button") if b.key == "pose_grid_download"]
+    assert not expander.proto.expanded and not grid_png  # computed only when open
     app.session_state[state.POSE_GRID_OPEN] = True  # what opening it in the browser reports
     app.run()
     app.button(key=state.CANVAS_CLEAR).click().run()
@@ -437,7 +438,7 @@ def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
     assert expander.proto.expanded
     from PIL import Image
 
-    png = app.get("download_button")[0].proto
+    png = next(b for b in app.get("download_button") if b.key == "pose_grid_download").proto
     assert "figure4" in png.label.lower() or "PNG" in png.label
     assert any("rows are dimensions" in c for image in app.get("image") for c in image.captions)
     from capsviz import perturb
@@ -693,3 +694,18 @@ def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
     assert card["epochs"] == 1
+
+
+def test_the_coupling_matrix_expander_stays_open_after_clear_and_names_its_iteration(env):
+    """Defect 8: the full-matrix expander closed after Clear, and its title did not name the iteration."""
+    app = draw(start(), 5)
+    expander = next(e for e in app.expander if "coupling matrix" in e.label)
+    assert not expander.proto.expanded and not [c for c in app.get("plotly_chart") if c.key == "fig_matrix"]
+    app.session_state[state.ROUTING_MATRIX_OPEN] = True  # what opening it in the browser reports
+    app.run()
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    draw(app, 6)
+    expander = next(e for e in app.expander if "coupling matrix" in e.label)
+    assert expander.proto.expanded
+    (matrix,) = [c for c in app.get("plotly_chart") if c.key == "fig_matrix"]
+    assert "iteration 3" in json.loads(matrix.proto.spec)["layout"]["title"]["text"]

@@ -19,6 +19,7 @@ from capsviz.inference import Inference
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel
+from capsviz.ui.widgets import kept_expander
 
 PLOT_CONFIG = {"displayModeBar": False}
 COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
@@ -167,8 +168,12 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
         )
     if selected is not None:
         inspector(ray, config, int(selected), digit)
-    with st.expander(f"The full {ray.primary.shape[0]} x {config.num_classes} coupling matrix"):
-        st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
+    matrix = kept_expander(
+        f"The full {ray.primary.shape[0]} x {config.num_classes} coupling matrix", key=state.ROUTING_MATRIX_OPEN
+    )
+    if matrix.open:  # built only when shown; stays open across a Clear
+        with matrix:
+            st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
 
 
 def _per_digit_table(values: np.ndarray, decimals: int) -> dict:

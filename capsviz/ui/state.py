@@ -46,6 +46,7 @@ LIVE_SENT = "live_sent"  # the model whose decoder weights this page has been se
 VIEW_ID = "view_id"  # which (model, input, routing iterations) the per-input widgets belong to
 POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
 POSE_GRID_OPEN = "pose_grid_open"
+ROUTING_MATRIX_OPEN = "routing_matrix_open"
 POSE_SECONDS = "pose_seconds"  # how long the pose fragment's last run took, server side
 
 TRAIN_EPOCHS = "train_epochs"
