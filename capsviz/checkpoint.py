@@ -17,6 +17,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -30,6 +31,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from capsviz import registry
+from capsviz.model import MAX_PARAMETERS
 
 FORMAT = "capsviz-checkpoint"
 VERSION = "1"
@@ -42,7 +44,6 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 ADAM_REQUIRED = {"step", "exp_avg", "exp_avg_sq"}
 ADAM_SLOTS = ADAM_REQUIRED | {"max_exp_avg_sq"}  # amsgrad
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a checkpoint may hold
-MAX_PARAMETERS = 50_000_000  # about 6x the paper's CapsNet, above its 35.4M CNN baseline
 STALE_TMP_SECONDS = 600  # a temporary file this old belongs to a write that was killed
 
 
@@ -199,8 +200,8 @@ def _remove_stale_temporaries(path: Path) -> None:
     cutoff = time.time() - STALE_TMP_SECONDS
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         try:
-            if stale.stat().st_mtime < cutoff:
-                stale.unlink()
+            if stale.stat().st_mtime < cutoff:  # a file, or a killed export's staging folder
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         except OSError:
             pass  # another writer's, or already gone
 
@@ -233,10 +234,12 @@ def _check_header(prefix: bytes, read, size: int, name: str) -> dict:
         raise CheckpointError(f"{name} is not a safetensors file, or it is truncated (bad header length)")
     try:
         header = json.loads(read(header_len))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{name} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
         raise CheckpointError(f"{name} is not a safetensors file (unexpected header)")
+    if not all(isinstance(value, str) for value in header.get("__metadata__", {}).values()):
+        raise CheckpointError(f"{name} is not a safetensors file (its metadata values must be strings)")
     data_len = 0
     for key, entry in header.items():
         if key == "__metadata__":
@@ -249,6 +252,7 @@ def _check_header(prefix: bytes, read, size: int, name: str) -> dict:
             and all(type(o) is int and o >= 0 for o in offsets)
             and isinstance(shape, list)
             and all(type(d) is int and d >= 0 for d in shape)
+            and isinstance(entry.get("dtype"), str)
             and entry.get("dtype") in DTYPE_BYTES
             and offsets[1] - offsets[0] == math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
         ):
@@ -302,11 +306,11 @@ def _parse_metadata(header: dict, name: str) -> tuple[str, object, dict]:
         )
     try:
         config = registry.load_config(kind, json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{name} has an unreadable model config: {exc}") from None
     try:
         card = json.loads(meta.get("card", "{}"))
-    except ValueError:
+    except (TypeError, ValueError, RecursionError):
         card = None
     if not isinstance(card, dict):
         raise CheckpointError(f"{name} has an unreadable card (its metadata 'card' is not a JSON object)")

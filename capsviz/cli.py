@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output that cannot be written: said plainly, not as a traceback
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -154,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _app(streamlit_args: list[str]) -> int:
-    import os
     import subprocess
 
     from capsviz.ui.server import command
@@ -296,7 +299,7 @@ def _evaluate(args) -> int:
     from capsviz.train import evaluate
 
     device = resolve_device(args.device)
-    model, card = load_checkpoint(args.checkpoint, device)
+    model, card = _load_mnist_model(args.checkpoint, device)
     split = load_mnist(args.data_root, train=False).head(args.limit)
     kind = registry.kind_of(model)
     options = _routing_option(kind, args.routing_iters)
@@ -315,7 +318,7 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from capsviz.preprocess import open_image, to_mnist
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, _ = _load_mnist_model(args.checkpoint)
     kind = registry.kind_of(model)
     options = _routing_option(kind, args.routing_iters)
     results, failed = [], 0
@@ -355,26 +358,33 @@ def _export(args) -> int:
     export leaves the destination (the shipped model, by default) untouched.
     """
     import datetime as dt
-    import os
     import tempfile
 
     from capsviz.checkpoint import atomic_write, save_checkpoint
     from capsviz.train import evaluate
 
-    model, card = load_checkpoint(args.checkpoint)
+    model, card = _load_mnist_model(args.checkpoint)
     test_split = load_mnist(args.data_root, train=False)  # before anything is written
     out = Path(args.out)
+    kind = registry.kind_of(model)
+    if out.resolve() == SHIPPED_CHECKPOINT.resolve() and kind != registry.LEGACY_KIND:
+        raise UsageError(f"the shipped checkpoint is the explorer's CapsNet; give a {kind} its own --out")
     history = card.pop("history", [])
-    card = {
+    per_epoch = [round(h["test_accuracy"], 4) for h in history if isinstance(h, dict) and "test_accuracy" in h]
+    identity = {
         "name": out.stem,
         "model": model.config.describe(),
         "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    card = {
+        **identity,
         **card,
+        **identity,  # a re-exported card's old name never wins; the keys keep their place at the top
         "storage": "float16" if args.half else "float32",
         "note": args.note,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "selection": "final epoch; the test set was never used for selection or early stopping",
-        "test_accuracy_per_epoch": [round(h["test_accuracy"], 4) for h in history if isinstance(h, dict)],
+        "test_accuracy_per_epoch": per_epoch or card.get("test_accuracy_per_epoch", []),  # a re-export keeps it
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", suffix=".tmp", dir=out.parent))
@@ -408,7 +418,7 @@ def _trace(args) -> int:
     from capsviz.preprocess import open_image, to_mnist
     from capsviz.xray import xray
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, _ = _load_mnist_model(args.checkpoint)
     _require_routing(model, args.checkpoint)
     try:
         x = to_mnist(open_image(args.image))
@@ -425,6 +435,15 @@ def _trace(args) -> int:
     return 0
 
 
+def _load_mnist_model(path, device="cpu"):
+    """load_checkpoint, refusing a model that cannot read 28x28 MNIST digits (every command feeds them)."""
+    model, card = load_checkpoint(path, device)
+    problem = registry.mnist_mismatch(model.config)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    return model, card
+
+
 def _require_routing(model, checkpoint) -> None:
     if not hasattr(model.config, "routing_iters"):
         raise UsageError(f"{checkpoint} holds a {registry.kind_of(model)} model: it has no routing to trace or sweep")
@@ -434,14 +453,17 @@ def _routing_accuracy(args) -> int:
     from capsviz import routing_accuracy
     from capsviz.device import resolve_device
 
-    model, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    model, _ = _load_mnist_model(args.checkpoint, resolve_device(args.device))
     _require_routing(model, args.checkpoint)
+    out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
+    if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
     split = load_mnist(args.data_root, train=False).head(args.limit)
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"
     results = routing_accuracy.measure(model, split, checkpoint=args.checkpoint, command=command)
-    out = routing_accuracy.write(results, args.out or routing_accuracy.results_path(args.checkpoint))
+    routing_accuracy.write(results, out)
     for r, accuracy in results["accuracy"].items():
         print(f"{r} iteration(s): {accuracy:.4%} ({results['errors'][r]} errors of {results['test_images']})")
     print(f"written to {out}")

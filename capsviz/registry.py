@@ -48,6 +48,14 @@ def load_config(kind: str, data: dict):
     return classes(kind)[1].from_dict(data)
 
 
+def mnist_mismatch(config) -> str | None:
+    """Why a model of `config` cannot read MNIST digits (28x28 grey, 10 classes), or None when it can."""
+    shape = (config.num_classes, config.input_size, config.in_channels)
+    if shape == (10, 28, 1):
+        return None
+    return f"it classifies {shape[0]} classes of {shape[1]}x{shape[1]}x{shape[2]} input; MNIST needs 10 of 28x28x1"
+
+
 def build(config) -> nn.Module:
     """A freshly initialised model of the kind `config` belongs to."""
     return classes(kind_of(config))[0](config)

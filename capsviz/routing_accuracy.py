@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from capsviz.checkpoint import atomic_write
 from capsviz.data import Split, to_float
 from capsviz.model import MAX_ROUTING_ITERS, CapsNet
 
@@ -84,9 +85,9 @@ def measure(model: CapsNet, split: Split, *, checkpoint: str | Path, command: st
 def write(results: dict, path: str | Path) -> Path:
     """Atomically: a half-written file never replaces a good one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
+    if path.suffix != ".json":  # never a checkpoint, the shipped one included
+        raise ValueError(f"{path}: routing results are written as .json")
+    atomic_write(path, (json.dumps(results, indent=2) + "\n").encode())
     return path
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, atomic_write
 from capsviz.xray import RoutingXray
 
 FORMAT = "capsviz-routing-trace"
@@ -74,7 +75,9 @@ def to_bytes(ray: RoutingXray, *, predicted: int, checkpoint: str = "") -> bytes
 
 def save(path: str | Path, ray: RoutingXray, *, predicted: int, checkpoint: str = "") -> Path:
     path = Path(path)
-    path.write_bytes(to_bytes(ray, predicted=predicted, checkpoint=checkpoint))
+    if path.resolve() == SHIPPED_CHECKPOINT.resolve():
+        raise CheckpointError(f"refusing to overwrite the shipped checkpoint {path} with a trace")
+    atomic_write(path, to_bytes(ray, predicted=predicted, checkpoint=checkpoint))
     return path
 
 

@@ -697,3 +697,60 @@ def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
     assert SETTINGS["client.showErrorDetails"] == "none"
     line = command(["--server.port", "8502"])
     assert "--server.address=localhost" in line and line[-2:] == ["--server.port", "8502"]  # later flags win
+
+
+# Found by the review of the merged registry, trace and export code (session 4).
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, "bad entry for tensor 'w'"),
+        ({"__metadata__": {"format": "capsviz-checkpoint", "card": 5}}, "metadata values must be strings"),
+        ({"__metadata__": {"format": "capsviz-checkpoint", "version": "1", "config": "[" * 100_000}}, "config"),
+        (
+            {"__metadata__": {"format": "capsviz-checkpoint", "version": "1", "config": "{}", "card": "[" * 100_000}},
+            "card",
+        ),
+    ],
+)
+def test_4_crafted_metadata_is_a_checkpoint_error_not_a_crash(header, message):
+    body = json.dumps(header).encode()
+    data = struct.pack("<Q", len(body)) + body + b"\0" * 4 * ("w" in header)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(data)
+
+
+def test_2_a_cnn_never_replaces_the_shipped_capsnet(tmp_path, synthetic_root, monkeypatch, capsys):
+    shipped = tmp_path / "capsnet_mnist.safetensors"
+    save_checkpoint(shipped, CapsNet(TINY), {"test_accuracy": 0.9946})
+    before = shipped.read_bytes()
+    cnn = save_checkpoint(tmp_path / "cnn.safetensors", registry.build(CNNConfig()), {})
+    monkeypatch.setattr(cli, "SHIPPED_CHECKPOINT", shipped)
+    code = cli.main(["export", str(cnn), "--out", str(shipped), "--data-root", str(synthetic_root)])
+    assert code == 2 and "give a cnn its own --out" in capsys.readouterr().err
+    assert shipped.read_bytes() == before
+
+
+def test_4_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, capsys):
+    odd = save_checkpoint(tmp_path / "odd.safetensors", registry.build(CNNConfig(input_size=32)), {})
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28)).save(image)
+    assert cli.main(["predict", str(image), "--checkpoint", str(odd)]) == 2
+    assert "MNIST needs 10 of 28x28x1" in capsys.readouterr().err
+
+
+def test_10_routing_accuracy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
+    code = cli.main(["routing-accuracy", "--checkpoint", str(save_checkpoint(tmp_path / "m.safetensors",
+                     CapsNet(TINY))), "--out", str(tmp_path / "missing" / "r.json")])  # fmt: skip
+    assert code == 2 and "writable folder" in capsys.readouterr().err
+
+
+def test_13_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
+    stale = tmp_path / ".capsnet_mnist.safetensors.export-abc.tmp"
+    stale.mkdir()
+    (stale / "capsnet_mnist.safetensors").write_bytes(b"half an export")
+    os.utime(stale, (0, 0))
+    save_checkpoint(tmp_path / "capsnet_mnist.safetensors", CapsNet(TINY))
+    assert not stale.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from capsviz.inference import from_xray
+from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import share, state
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
@@ -45,11 +46,11 @@ def main() -> None:
 
 def routing_iterations(loaded: LoadedModel) -> int:
     if state.ROUTING_ITERS not in st.session_state:  # the model's own count, unless a link or the user set one
-        st.session_state[state.ROUTING_ITERS] = min(max(loaded.model.config.routing_iters, 1), 5)
+        st.session_state[state.ROUTING_ITERS] = min(max(loaded.model.config.routing_iters, 1), MAX_ROUTING_ITERS)
     return st.slider(
         "Routing iterations at inference",
         1,
-        5,
+        MAX_ROUTING_ITERS,
         key=state.ROUTING_ITERS,
         help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
     )

@@ -17,6 +17,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
 
 SHIPPED = "shipped"
@@ -60,7 +61,7 @@ def restore(*, sample_label: str, draw_label: str, shipped_option: str, run_pref
         st.session_state[state.CHECKPOINT_CHOICE] = shipped_option
     elif model and model.startswith("run:"):
         st.session_state[state.CHECKPOINT_CHOICE] = run_prefix + model.removeprefix("run:")
-    iters = _int(params, "iters", 1, 5)
+    iters = _int(params, "iters", 1, MAX_ROUTING_ITERS)
     if iters is not None:
         st.session_state[state.ROUTING_ITERS] = iters
     digit = _int(params, "digit", 0, 9)

@@ -100,7 +100,7 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
 def shipped(device: str) -> LoadedModel:
     """The shipped model; without it the page stops with the reason and the fix."""
     try:
-        return shipped_model(device)
+        return explorable(shipped_model(device))
     except (CheckpointError, OSError) as exc:
         st.error(
             f"The shipped model could not be loaded: {exc}. Restore `pretrained/` from the repository "

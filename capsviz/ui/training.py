@@ -31,7 +31,7 @@ import streamlit as st
 from capsviz import viz
 from capsviz.checkpoint import load_checkpoint, save_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
-from capsviz.model import CapsNetConfig
+from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, runs_dir
@@ -273,7 +273,9 @@ def training_tab() -> None:
         "Learning rate", 1e-5, 1e-1, 1e-3, format="%.4f", key=state.TRAIN_LR, step=1e-4, disabled=busy
     )
     columns = st.columns(4)
-    iters = columns[0].slider("Routing iterations", 1, 5, 3, key=state.TRAIN_ITERS, disabled=busy)
+    iters = columns[0].slider(
+        "Routing iterations", 1, MAX_ROUTING_ITERS, PAPER.routing_iters, key=state.TRAIN_ITERS, disabled=busy
+    )
     device = columns[1].selectbox("Device", available_devices(), key=state.TRAIN_DEVICE, disabled=busy)
     limit = columns[2].number_input("Training images", 100, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=fixed)
     eval_limit = columns[3].number_input(
