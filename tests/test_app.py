@@ -98,7 +98,7 @@ def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
     assert app.metric[0].value == str(expected_prediction(3))
     lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
     assert len(lengths) == 10
-    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_matrix", "fig_pose"):
+    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_pose"):  # the matrix: only when opened
         figure(app, key)
     sliders = [app.slider(key=state.POSE_DIM.format(d)) for d in range(16)]
     assert all(s.value == 0.0 for s in sliders)

@@ -236,6 +236,8 @@ def test_closing_the_tab_stops_its_training(browser, synthetic_root, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(url, wait_until="domcontentloaded")
         page.get_by_role("tab", name="Train").click()
+        page.get_by_text("Custom", exact=True).click()  # the presets fix the epochs
+        _wait_idle(page)
         epochs = page.get_by_label("Epochs")
         epochs.fill("100")
         epochs.press("Enter")

@@ -10,7 +10,7 @@ from capsviz import stages, viz
 from capsviz.inference import Inference
 from capsviz.model import CapsNet
 from capsviz.ui import state
-from capsviz.ui.views import PLOT_CONFIG
+from capsviz.ui.widgets import PLOT_CONFIG
 
 INTRO = (
     "A capsule network reads a digit in four steps. Click a stage to see what it holds for **your** input; "

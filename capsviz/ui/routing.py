@@ -19,9 +19,8 @@ from capsviz.inference import Inference
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel
-from capsviz.ui.widgets import kept_expander
+from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 
-PLOT_CONFIG = {"displayModeBar": False}
 COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
 VIEWS = (COUPLINGS, VOTES, ADDS)
 PROCEDURE_1 = (

@@ -36,6 +36,7 @@ from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, runs_dir
 from capsviz.ui.sidebar import run_option
+from capsviz.ui.widgets import PLOT_CONFIG
 
 REFRESH_SECONDS = 1.0
 LOSS_POINTS = 2000  # keep the live curve light
@@ -335,7 +336,7 @@ def draw_job(job: TrainingJob) -> None:
     if job.losses or job.epochs:
         st.plotly_chart(
             viz.training_figure(job.losses, [(e.epoch, e.test_accuracy) for e in job.epochs], job.batches_total),
-            config={"displayModeBar": False},
+            config=PLOT_CONFIG,
             key="fig_training",
         )
     checkpoint = job.out_dir / "last.safetensors"

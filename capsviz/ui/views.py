@@ -19,16 +19,8 @@ from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.live_decoder import live_decoder
-from capsviz.ui.widgets import kept_expander
+from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 
-# A modebar with two buttons: a PNG of the chart, and a way back from an accidental drag-zoom (so is a double click).
-PLOT_CONFIG = {
-    "displaylogo": False,
-    "modeBarButtons": [["toImage", "resetScale2d"]],
-    "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "capsviz-chart"},
-    "doubleClick": "reset",
-    "scrollZoom": False,
-}
 SLIDER_STEP = 0.01
 POSE_COLUMNS = 4
 

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
+# A modebar with two buttons: a PNG of the chart, and a way back from an accidental drag-zoom (so is a double click).
+PLOT_CONFIG = {
+    "displaylogo": False,
+    "modeBarButtons": [["toImage", "resetScale2d"]],
+    "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "capsviz-chart"},
+    "doubleClick": "reset",
+    "scrollZoom": False,
+}
+
 
 def _remember(key: str) -> None:
     st.session_state[f"{key}:kept"] = bool(st.session_state.get(key))
