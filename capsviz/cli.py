@@ -502,7 +502,7 @@ def _robustness(args) -> int:
         entries.append(robustness.model_entry(model, card, path, robustness.measure(model, split, seed=args.seed)))
     command = "python -m capsviz robustness" + "".join(f" --checkpoint {c}" for c in args.checkpoint)
     command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
-    result = robustness.report(entries, images=len(split), seed=args.seed, command=command, device=str(device))
+    result = robustness.report(entries, split, seed=args.seed, command=command, device=str(device))
     if out_dir is not None:
         for name, data in robustness.files(result).items():
             atomic_write(out_dir / name, data)

@@ -113,15 +113,18 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
     return entry
 
 
-def report(entries: list[dict], *, images: int, seed: int, command: str, device: str) -> dict:
+def report(entries: list[dict], split: Split, *, seed: int, command: str, device: str) -> dict:
+    """The whole run's JSON: when, where and how it was measured, the sweep values, every model."""
+    shrunk = int((affine.shrink_factors(to_float(split.images), seed=seed) < 1).sum())
     return {
         "format": FORMAT,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "hardware": f"{device}; {platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
-        "test_images": images,
+        "test_images": len(split),
         "seed": seed,
+        "affine_shrunk": shrunk,  # how many affine images were shrunk to keep their ink in the frame
         "sweep_values": {name: list(values) for name, values in affine.SWEEPS.items()},
         "models": entries,
     }
@@ -138,7 +141,8 @@ def markdown(result: dict) -> str:
     """The report as Markdown: one summary table, then one table per sweep (accuracy in %)."""
     lines = [
         f"Measured {result['date']} on {result['hardware']} (torch {result['torch']}) with `{result['command']}`, "
-        f"{result['test_images']} MNIST test images, affine seed {result['seed']}.",
+        f"{result['test_images']} MNIST test images, affine seed {result['seed']} "
+        f"({result['affine_shrunk']} of them shrunk to keep their ink in the frame; `capsviz.affine`).",
         "",
         "| model | kind | parameters | routing iterations | MNIST test | affNIST-like |",
         "|---|---|---:|---:|---:|---:|",

@@ -114,3 +114,13 @@ def test_an_ink_box_covers_what_bilinear_resampling_can_reach():
     boxes = affine.ink_boxes(torch.cat([frame({(5, 9): 1.0, (7, 12): 0.1}), frame({})]))  # (2, 2, 2)
     assert boxes[0].tolist() == [[8.5, 13.5], [4.5, 8.5]]  # x: columns 9..12, y: rows 5..7, each +-1 px
     assert boxes[1].tolist() == [[0.0, 28.0], [0.0, 28.0]]  # no ink: the whole frame
+
+
+def test_only_digits_that_would_not_fit_are_shrunk():
+    x = strokes(24)
+    fit = affine.shrink_factors(x, seed=0)  # (24,)
+    assert fit.max() == 1 and fit.min() > 0.5
+    full = torch.ones(1, 1, 28, 28)  # ink everywhere: any turn or growth must be shrunk back
+    assert affine.shrink_factors(full, seed=0)[0] < 1
+    small = frame({(14, 14): 1.0})  # one pixel: never shrunk
+    assert affine.shrink_factors(small, seed=0)[0] == 1
