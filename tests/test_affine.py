@@ -124,3 +124,10 @@ def test_only_digits_that_would_not_fit_are_shrunk():
     assert affine.shrink_factors(full, seed=0)[0] < 1
     small = frame({(14, 14): 1.0})  # one pixel: never shrunk
     assert affine.shrink_factors(small, seed=0)[0] == 1
+
+
+def test_a_prefix_gets_the_same_draws_as_the_whole_set():
+    """So `--limit N` measures the first N images of the full affNIST-like set, not other ones."""
+    assert torch.equal(affine.random_linear(10_000, seed=0)[:37], affine.random_linear(37, seed=0))
+    x = strokes(30)
+    assert torch.equal(affine.affine_maps(x, seed=1)[:7], affine.affine_maps(x[:7], seed=1))
