@@ -499,7 +499,8 @@ def _robustness(args) -> int:
     entries = []
     for path, model, card in models:
         print(f"measuring {path} on {len(split)} images ...", file=sys.stderr, flush=True)
-        entries.append(robustness.model_entry(model, card, path, robustness.measure(model, split, seed=args.seed)))
+        measured = robustness.measure(model, split, seed=args.seed, on_batch=_progress_line)
+        entries.append(robustness.model_entry(model, card, path, measured))
     command = "python -m capsviz robustness" + "".join(f" --checkpoint {c}" for c in args.checkpoint)
     command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
     result = robustness.report(entries, split, seed=args.seed, command=command, device=str(device))
@@ -508,3 +509,7 @@ def _robustness(args) -> int:
             atomic_write(out_dir / name, data)
     print(json.dumps(result) if args.json else robustness.markdown(result))
     return 0
+
+
+def _progress_line(done: int, total: int) -> None:
+    print(f"  {done}/{total} images", file=sys.stderr, flush=True)

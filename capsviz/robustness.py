@@ -68,6 +68,7 @@ def measure(
     counts, tests = readouts(model), conditions()
     maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
     correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
+    was_training = model.training
     model.eval()
     for start in range(0, len(split), batch_size):
         x = to_float(split.images[start : start + batch_size]).to(device)  # (B, 1, 28, 28)
@@ -82,6 +83,7 @@ def measure(
             correct[:, t] += (predictions(model, moved, counts) == labels).sum(1).cpu()
         if on_batch is not None:
             on_batch(min(start + batch_size, len(split)), len(split))
+    model.train(was_training)
     accuracy = (correct.double() / max(len(split), 1)).tolist()  # (K, T)
     result = {}
     for k, count in enumerate(counts):
