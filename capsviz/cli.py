@@ -5,6 +5,7 @@ python -m capsviz evaluate --json                    # the shipped checkpoint on
 python -m capsviz predict digit.png other.jpg --json
 python -m capsviz trace digit.png --out digit-trace.safetensors   # the full routing trace of one image
 python -m capsviz routing-accuracy                  # test accuracy after 1..5 iterations -> JSON
+python -m capsviz robustness --json                 # MNIST test, an affNIST-like set and affine sweeps
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from capsviz import registry
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint, read_config
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, read_config
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.model import MAX_ROUTING_ITERS
@@ -125,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     ra.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the JSON says so)")
     ra.add_argument("--out", default=None, help="default: next to the checkpoint, NAME.routing.json")
 
+    rb = commands.add_parser("robustness", help="accuracy on MNIST test, an affNIST-like set and affine sweeps")
+    rb.add_argument("--checkpoint", action="append", default=[], help="a model to add to the shipped ones (repeatable)")
+    rb.add_argument("--data-root", default=None)
+    rb.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    rb.add_argument(
+        "--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the report says so)"
+    )
+    rb.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="the affNIST-like set's seed")
+    rb.add_argument("--out-dir", default=None, help="also write robustness.md, robustness.json and sweeps.png there")
+    rb.add_argument("--json", action="store_true")
+
     commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
 
     argv = sys.argv[1:] if argv is None else argv
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": _export,
             "trace": _trace,
             "routing-accuracy": _routing_accuracy,
+            "robustness": _robustness,
         }
         return commands_by_name[args.command](args)
     except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
@@ -468,3 +481,35 @@ def _routing_accuracy(args) -> int:
         print(f"{r} iteration(s): {accuracy:.4%} ({results['errors'][r]} errors of {results['test_images']})")
     print(f"written to {out}")
     return 0
+
+
+def _robustness(args) -> int:
+    from capsviz import robustness
+    from capsviz.device import resolve_device
+    from capsviz.routing_accuracy import display_path
+
+    device = resolve_device(args.device)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None and out_dir.exists() and not (out_dir.is_dir() and os.access(out_dir, os.W_OK)):
+        raise UsageError(f"--out-dir {out_dir} must be a writable folder (checked before the measurement)")
+    given = [*robustness.shipped_models(), *map(Path, args.checkpoint)]
+    paths = list({path.resolve(): display_path(path) for path in given}.values())  # each file once
+    models = [(path, *_load_mnist_model(path, device)) for path in paths]  # every file checked before measuring
+    split = load_mnist(args.data_root, train=False).head(args.limit)
+    entries = []
+    for path, model, card in models:
+        print(f"measuring {path} on {len(split)} images ...", file=sys.stderr, flush=True)
+        measured = robustness.measure(model, split, seed=args.seed, on_batch=_progress_line)
+        entries.append(robustness.model_entry(model, card, path, measured))
+    command = "python -m capsviz robustness" + "".join(f" --checkpoint {c}" for c in args.checkpoint)
+    command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
+    result = robustness.report(entries, split, seed=args.seed, command=command, device=str(device))
+    if out_dir is not None:
+        for name, data in robustness.files(result).items():
+            atomic_write(out_dir / name, data)
+    print(json.dumps(result) if args.json else robustness.markdown(result))
+    return 0
+
+
+def _progress_line(done: int, total: int) -> None:
+    print(f"  {done}/{total} images", file=sys.stderr, flush=True)

@@ -1,0 +1,212 @@
+"""How each model holds up under affine transforms: MNIST test, the affNIST-like set, one-transform sweeps.
+
+    python -m capsviz robustness [--json] [--data-root DIR] [--limit N] [--checkpoint PATH ...] [--out-dir DIR]
+
+Every shipped model in pretrained/ and every --checkpoint given is measured on the same images:
+the MNIST test set as it is, its affNIST-like version (`capsviz.affine`, seed 0) and each point
+of `affine.SWEEPS`. The test set is never augmented otherwise and selects nothing. A CapsNet is
+read after 1, 3 and 5 routing iterations (and its trained count) from one 5-iteration pass: the
+state after iteration r is what an r-iteration run computes (`capsviz.routing_accuracy`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from capsviz import affine, registry
+from capsviz.checkpoint import PRETRAINED_DIR
+from capsviz.data import Split, to_float
+
+ROUTING = (1, 3, 5)
+FORMAT = "capsviz-robustness"
+
+
+def shipped_models() -> list[Path]:
+    return sorted(PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def readouts(model: nn.Module) -> list[int | None]:
+    """The routing counts a model is read at: None for a model without routing."""
+    trained = getattr(model.config, "routing_iters", None)
+    return [None] if trained is None else sorted({*ROUTING, trained})
+
+
+def conditions() -> list[tuple[str, float | None]]:
+    """(name, value) of every test condition: ("mnist", None), ("affine", None), then each sweep point."""
+    return [("mnist", None), ("affine", None)] + [(n, v) for n, values in affine.SWEEPS.items() for v in values]
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, counts: list[int | None]) -> torch.Tensor:
+    """x (B, 1, 28, 28) -> predicted classes (len(counts), B), one row per readout."""
+    if counts == [None]:
+        return model.scores(x).argmax(1)[None]  # (1, B)
+    _, trace, _ = model.encode(x, max(counts), trace=True)
+    per_iteration = trace.poses.norm(dim=-1).argmax(-1)  # (B, R, J) -> (B, R)
+    return per_iteration.T[[r - 1 for r in counts]]  # (len(counts), B)
+
+
+def measure(
+    model: nn.Module,
+    split: Split,
+    *,
+    seed: int = 0,
+    batch_size: int = 250,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Accuracy per readout and condition: {"1": {"mnist": a, "affine": a, "rotation": [a, ...], ...}, ...}."""
+    device = next(model.parameters()).device
+    counts, tests = readouts(model), conditions()
+    maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
+    correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(split), batch_size):
+        x = to_float(split.images[start : start + batch_size]).to(device)  # (B, 1, 28, 28)
+        labels = split.labels[start : start + batch_size].to(device)  # (B,)
+        for t, (name, value) in enumerate(tests):
+            if name == "affine":
+                moved = affine.warp(x, maps[start : start + batch_size])
+            elif name == "mnist":
+                moved = x
+            else:
+                moved = affine.warp(x, affine.sweep_maps(name, value, x.shape[0]))
+            correct[:, t] += (predictions(model, moved, counts) == labels).sum(1).cpu()
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(split)), len(split))
+    model.train(was_training)
+    accuracy = (correct.double() / max(len(split), 1)).tolist()  # (K, T)
+    result = {}
+    for k, count in enumerate(counts):
+        row = dict(zip([n for n, _ in tests], accuracy[k][:2]))
+        at = 2
+        for name, values in affine.SWEEPS.items():
+            row[name] = accuracy[k][at : at + len(values)]
+            at += len(values)
+        result["none" if count is None else str(count)] = row
+    return result
+
+
+def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict) -> dict:
+    """One model's JSON: name, kind, params, mnist and affine (at its trained routing), sweeps, every readout."""
+    trained = getattr(model.config, "routing_iters", None)
+    main = by_readout["none" if trained is None else str(trained)]
+    entry = {
+        "name": card.get("name") or Path(checkpoint).stem,
+        "kind": registry.kind_of(model),
+        "params": sum(p.numel() for p in model.parameters()),
+        "checkpoint": checkpoint,
+        "routing_iters": trained,
+        "mnist": main["mnist"],
+        "affine": main["affine"],
+        "sweeps": {name: main[name] for name in affine.SWEEPS},
+    }
+    if trained is not None:
+        entry["by_routing"] = by_readout
+    return entry
+
+
+def report(entries: list[dict], split: Split, *, seed: int, command: str, device: str) -> dict:
+    """The whole run's JSON: when, where and how it was measured, the sweep values, every model."""
+    shrunk = int((affine.shrink_factors(to_float(split.images), seed=seed) < 1).sum())
+    return {
+        "format": FORMAT,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "hardware": f"{device}; {platform.machine()} {platform.processor() or ''}".strip(),
+        "torch": torch.__version__,
+        "test_images": len(split),
+        "seed": seed,
+        "affine_shrunk": shrunk,  # how many affine images were shrunk to keep their ink in the frame
+        "sweep_values": {name: list(values) for name, values in affine.SWEEPS.items()},
+        "models": entries,
+    }
+
+
+def _rows(entry: dict) -> list[tuple[str, dict]]:
+    """(routing label, accuracies) per readout of one model: "-" for a model without routing."""
+    if "by_routing" not in entry:
+        return [("-", {"mnist": entry["mnist"], "affine": entry["affine"], **entry["sweeps"]})]
+    return [(r, values) for r, values in entry["by_routing"].items()]
+
+
+def markdown(result: dict) -> str:
+    """The report as Markdown: one summary table, then one table per sweep (accuracy in %)."""
+    lines = [
+        f"Measured {result['date']} on {result['hardware']} (torch {result['torch']}) with `{result['command']}`, "
+        f"{result['test_images']} MNIST test images, affine seed {result['seed']} "
+        f"({result['affine_shrunk']} of them shrunk to keep their ink in the frame; `capsviz.affine`).",
+        "",
+        "| model | kind | parameters | routing iterations | MNIST test | affNIST-like |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for entry in result["models"]:
+        for routing, values in _rows(entry):
+            row = [entry["name"], entry["kind"], f"{entry['params']:,}", routing]
+            lines.append("| " + " | ".join(row + [f"{values['mnist']:.2%}", f"{values['affine']:.2%}"]) + " |")
+    for name, points in result["sweep_values"].items():
+        lines += ["", f"{name.capitalize()} alone (accuracy):", ""]
+        lines.append("| model | routing | " + " | ".join(f"{v:g}" for v in points) + " |")
+        lines.append("|---|---:|" + "---:|" * len(points))
+        for entry in result["models"]:
+            for routing, values in _rows(entry):
+                cells = [f"{a:.1%}" for a in values[name]]
+                lines.append(f"| {entry['name']} | {routing} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+PANEL, MARGIN = (360, 260), 40
+
+
+def sweep_plot(result: dict) -> Image.Image:
+    """One panel per sweep, accuracy (y, 0 to 100%) against the transform's value (x), a line per readout."""
+    lines = [(f"{e['name']}" + ("" if r == "-" else f" r={r}"), v) for e in result["models"] for r, v in _rows(e)]
+    names = list(result["sweep_values"])
+    image = Image.new("RGB", (PANEL[0] * len(names), PANEL[1] + 16 * len(lines) + 10), "white")
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    for p, name in enumerate(names):
+        _panel(draw, font, p * PANEL[0] + MARGIN, name, result["sweep_values"][name], [v[name] for _, v in lines])
+    for k, (label, _) in enumerate(lines):
+        y = PANEL[1] + 16 * k
+        draw.line([(MARGIN, y + 6), (MARGIN + 24, y + 6)], fill=COLOURS[k % len(COLOURS)], width=3)
+        draw.text((MARGIN + 32, y), label, fill="black", font=font)
+    note = f"{result['test_images']} MNIST test images; where lines coincide the one listed last is drawn on top"
+    draw.text((PANEL[0], PANEL[1]), note, fill="black", font=font)
+    return image
+
+
+def _panel(draw, font, left: int, name: str, points: list[float], curves: list[list[float]]) -> None:
+    top, w, h = 24, PANEL[0] - MARGIN - 16, PANEL[1] - MARGIN - 24  # the plot area
+
+    def at(i: int, accuracy: float) -> tuple[float, float]:
+        return left + w * i / max(len(points) - 1, 1), top + h * (1 - accuracy)
+
+    draw.rectangle([left, top, left + w, top + h], outline="#888")
+    draw.text((left, 4), f"{name} alone: accuracy (0-100%)", fill="black", font=font)
+    for tick in (0.0, 0.5, 1.0):
+        draw.text((left - 34, at(0, tick)[1] - 6), f"{tick:.0%}", fill="black", font=font)
+    for i in (0, len(points) // 2, len(points) - 1):
+        draw.text((at(i, 0)[0] - 8, top + h + 4), f"{points[i]:g}", fill="black", font=font)
+    for k, curve in enumerate(curves):
+        draw.line([at(i, a) for i, a in enumerate(curve)], fill=COLOURS[k % len(COLOURS)], width=2)
+
+
+def files(result: dict) -> dict[str, bytes]:
+    """What --out-dir holds: the Markdown table, the JSON and the sweep plot (PNG)."""
+    png = io.BytesIO()
+    sweep_plot(result).save(png, format="PNG")
+    return {
+        "robustness.md": markdown(result).encode(),
+        "robustness.json": (json.dumps(result, indent=2) + "\n").encode(),
+        "sweeps.png": png.getvalue(),
+    }

@@ -1,0 +1,110 @@
+"""capsviz.robustness and `python -m capsviz robustness`: readouts, the measurement, the report, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from capsviz import affine, robustness
+from capsviz.checkpoint import save_checkpoint
+from capsviz.cnn import CNN, CNNConfig
+from capsviz.data import load_mnist, to_float
+from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.train import evaluate
+
+from conftest import OFFLINE_ENV
+
+TINY_CAPSNET = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+TINY_CNN = CNNConfig(conv_channels=(4, 8), hidden=(16,))
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    torch.manual_seed(0)
+    return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()
+
+
+def test_each_readout_is_what_a_run_with_that_many_iterations_predicts(tiny_models):
+    capsnet, cnn = tiny_models
+    x = torch.rand(6, 1, 28, 28)
+    assert robustness.readouts(capsnet) == [1, 3, 5] and robustness.readouts(cnn) == [None]
+    predicted = robustness.predictions(capsnet, x, [1, 3, 5])  # (3, 6)
+    with torch.no_grad():
+        for row, r in enumerate([1, 3, 5]):
+            assert torch.equal(predicted[row], capsnet.scores(x, routing_iters=r).argmax(1))
+        assert torch.equal(robustness.predictions(cnn, x, [None])[0], cnn.scores(x).argmax(1))
+
+
+def test_measure_agrees_with_evaluate_and_with_a_hand_run_of_the_transforms(tiny_models, synthetic_root):
+    capsnet, cnn = tiny_models
+    split = load_mnist(synthetic_root, train=False).head(6)
+    for model in (capsnet, cnn):
+        result = robustness.measure(model, split, seed=3, batch_size=4)  # batches must not change the draws
+        main = result["3" if model is capsnet else "none"]
+        assert main["mnist"] == pytest.approx(evaluate(model, split)[0])
+        x = to_float(split.images)
+        with torch.no_grad():
+            moved = affine.affine_set(x, seed=3)
+            assert main["affine"] == pytest.approx((model.scores(moved).argmax(1) == split.labels).double().mean())
+            turned = affine.warp(x, affine.sweep_maps("rotation", -60.0, len(split)))
+            assert main["rotation"][0] == pytest.approx(
+                (model.scores(turned).argmax(1) == split.labels).double().mean()
+            )
+        assert [len(main[name]) for name in affine.SWEEPS] == [len(v) for v in affine.SWEEPS.values()]
+
+
+def test_markdown_shows_every_model_and_readout(tiny_models, synthetic_root):
+    capsnet, cnn = tiny_models
+    split = load_mnist(synthetic_root, train=False).head(4)
+    entries = [
+        robustness.model_entry(capsnet, {"name": "caps"}, "caps.safetensors", robustness.measure(capsnet, split)),
+        robustness.model_entry(cnn, {}, "runs/cnn.safetensors", robustness.measure(cnn, split)),
+    ]
+    result = robustness.report(entries, split, seed=0, command="python -m capsviz robustness", device="cpu")
+    table = robustness.markdown(result)
+    for routing in "135":
+        assert f"| caps | capsnet | {entries[0]['params']:,} | {routing} |" in table
+    assert f"| cnn | cnn | {entries[1]['params']:,} | - |" in table and "4 MNIST test images" in table
+    assert result["affine_shrunk"] == 4  # the synthetic digits' noise inks the whole frame: all are shrunk
+    assert set(robustness.files(result)) == {"robustness.md", "robustness.json", "sweeps.png"}
+
+
+def capsviz(*args):
+    env = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}
+    return subprocess.run([sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_the_cli_measures_shipped_and_given_models(tmp_path, synthetic_root, tiny_models):
+    capsnet, cnn = tiny_models
+    save_checkpoint(tmp_path / "caps.safetensors", capsnet, {"name": "tiny-caps"})
+    save_checkpoint(tmp_path / "cnn.safetensors", cnn)
+    common = ["--data-root", synthetic_root, "--limit", 4, "--device", "cpu"]
+    out = tmp_path / "claims"
+    given = ["--checkpoint", tmp_path / "caps.safetensors", "--checkpoint", tmp_path / "cnn.safetensors"]
+    run = capsviz("robustness", "--json", *common, "--out-dir", out, *given)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    models = {m["name"]: m for m in result["models"]}
+    assert len(models) == len(robustness.shipped_models()) + 2 and result["test_images"] == 4
+    assert models["tiny-caps"]["kind"] == "capsnet" and set(models["tiny-caps"]["by_routing"]) == {"1", "3", "5"}
+    assert models["cnn"]["kind"] == "cnn" and "by_routing" not in models["cnn"]
+    assert models["cnn"]["params"] == sum(p.numel() for p in cnn.parameters())
+    for model in result["models"]:
+        accuracies = [model["mnist"], model["affine"], *(a for s in model["sweeps"].values() for a in s)]
+        assert all(0 <= a <= 1 and a * 4 == round(a * 4) for a in accuracies)  # fractions of 4 images
+    assert json.loads((out / "robustness.json").read_text())["models"] == result["models"]
+    assert "| tiny-caps | capsnet |" in (out / "robustness.md").read_text()
+    assert Image.open(out / "sweeps.png").size[0] == 3 * robustness.PANEL[0]
+
+
+def test_the_cli_prints_markdown_and_refuses_a_bad_out_dir_before_measuring(tmp_path, synthetic_root):
+    (tmp_path / "file").write_text("not a folder")
+    refused = capsviz("robustness", "--data-root", synthetic_root, "--limit", 2, "--out-dir", tmp_path / "file")
+    assert (
+        refused.returncode == 2 and "must be a writable folder" in refused.stderr and "measuring" not in refused.stderr
+    )
+    missing = capsviz("robustness", "--data-root", synthetic_root, "--checkpoint", tmp_path / "none.safetensors")
+    assert missing.returncode == 2 and "measuring" not in missing.stderr
