@@ -177,7 +177,10 @@ def test_each_routing_view_carries_its_measured_summary(env):
     assert "after every count from 1 to 5" in measured_line(app) or "changes with the count" in measured_line(app)
     lines = figure(app, "fig_iterations")["data"]
     assert len(lines) == 10 and all(len(array(t["y"])) == 5 for t in lines)
-    assert any("routing-accuracy" in i.value for i in app.info)  # the shipped file has no measurement beside it
+    # the shipped model's measurement (pretrained/capsnet_mnist.routing.json) matches its bytes: the table shows
+    assert not any("Not measured" in i.value for i in app.info)
+    shipped = json.loads(SHIPPED_CHECKPOINT.with_suffix(".routing.json").read_text())
+    assert any(f"{shipped['accuracy']['3']:.2%}" in str(t.value) for t in app.dataframe)
 
 
 def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
