@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--half", action="store_true", help="store weights as float16 (about 16 MB)")
     x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
+    x.add_argument(
+        "--continues",
+        default=None,
+        help="the card (.json) of the checkpoint this run started from (--init or a resumed export): "
+        "its epochs, per-epoch test accuracies and wall time are counted in",
+    )
 
     tr = commands.add_parser("trace", help="write one image's full routing trace (safetensors; capsviz.trace_export)")
     tr.add_argument("image")
@@ -363,6 +369,44 @@ def _predict(args) -> int:
     return 1 if failed == len(args.images) else 0
 
 
+MAX_CARD_BYTES = 1 << 20
+
+
+def read_earlier_card(path: str) -> dict:
+    """The card of the checkpoint a run started from, checked: epochs, per-epoch accuracies, wall time."""
+    file = Path(path)
+    if not file.is_file() or file.stat().st_size > MAX_CARD_BYTES:
+        raise UsageError(f"--continues {path}: not a card file (a .json of at most 1 MiB)")
+    try:
+        card = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(f"--continues {path}: not JSON ({exc})") from None
+    per_epoch = card.get("test_accuracy_per_epoch") if isinstance(card, dict) else None
+    ok = (
+        isinstance(per_epoch, list)
+        and all(type(a) in (int, float) and 0 <= a <= 1 for a in per_epoch)
+        and type(card.get("epochs")) is int
+        and card["epochs"] == len(per_epoch)
+        and type(card.get("wall_seconds")) in (int, float)
+    )
+    if not ok:
+        raise UsageError(f"--continues {path}: a card needs epochs, wall_seconds and one test accuracy per epoch")
+    return card
+
+
+def continued_card(card: dict, earlier: dict) -> dict:
+    """This run's card counted on top of the earlier one: all epochs, the whole curve, the total wall time."""
+    this_run = card.get("epochs", len(card["test_accuracy_per_epoch"]))
+    return {
+        **card,
+        "epochs": earlier["epochs"] + this_run,
+        "epochs_this_run": this_run,
+        "test_accuracy_per_epoch": earlier["test_accuracy_per_epoch"] + card["test_accuracy_per_epoch"],
+        "wall_seconds": round(earlier["wall_seconds"] + card.get("wall_seconds", 0.0), 1),
+        "wall_seconds_this_run": card.get("wall_seconds", 0.0),
+    }
+
+
 def _export(args) -> int:
     """Write weights without optimizer state, measure them on MNIST test, write the card beside.
 
@@ -377,6 +421,7 @@ def _export(args) -> int:
     from capsviz.train import evaluate
 
     model, card = _load_mnist_model(args.checkpoint)
+    earlier = read_earlier_card(args.continues) if args.continues else None
     test_split = load_mnist(args.data_root, train=False)  # before anything is written
     out = Path(args.out)
     kind = registry.kind_of(model)
@@ -399,6 +444,8 @@ def _export(args) -> int:
         "selection": "final epoch; the test set was never used for selection or early stopping",
         "test_accuracy_per_epoch": per_epoch or card.get("test_accuracy_per_epoch", []),  # a re-export keeps it
     }
+    if earlier is not None:
+        card = continued_card(card, earlier)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", suffix=".tmp", dir=out.parent))
     weights, card_file = staged / out.name, staged / out.with_suffix(".json").name

@@ -180,6 +180,36 @@ def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_2_export_continues_an_earlier_card(good_run, synthetic_root, tmp_path):
+    """A run started from a shipped model (--init) is exported with the whole history counted in."""
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"epochs": 2, "test_accuracy_per_epoch": [0.5, 0.75], "wall_seconds": 100.0}))
+    out = tmp_path / "model.safetensors"
+    assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root),
+                     "--continues", str(earlier)]) == 0  # fmt: skip
+    card = json.loads(out.with_suffix(".json").read_text())
+    run_card = load_checkpoint(good_run)[1]
+    assert card["epochs"] == 3 and card["epochs_this_run"] == 1
+    assert card["test_accuracy_per_epoch"] == [0.5, 0.75, round(run_card["history"][0]["test_accuracy"], 4)]
+    assert card["wall_seconds"] == round(100.0 + run_card["wall_seconds"], 1)
+    assert load_checkpoint(out)[1] == card
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", json.dumps([1, 2]), json.dumps({"epochs": 3, "test_accuracy_per_epoch": [0.5], "wall_seconds": 1}),
+     json.dumps({"epochs": 1, "test_accuracy_per_epoch": [7], "wall_seconds": 1})],
+)  # fmt: skip
+def test_2_export_refuses_a_malformed_earlier_card_before_writing(good_run, synthetic_root, tmp_path, content, capsys):
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(content)
+    out = tmp_path / "out" / "model.safetensors"
+    code = cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root),
+                     "--continues", str(earlier)])  # fmt: skip
+    assert code == 2 and "--continues" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
 # --- 3. a wrong-shaped optimizer tensor is refused, never a segfault -------------------------
 
 
