@@ -51,25 +51,19 @@ def sidebar() -> Settings:
 
 
 def explorable(loaded: LoadedModel) -> LoadedModel:
-    """The views assume a CapsNet with MNIST's shapes: 10 digit capsules of 16 dimensions, 28x28 grey input."""
+    """The views assume a CapsNet that reads MNIST, with the paper's 16-D digit capsules and 6x6 primary grid."""
     if not isinstance(loaded.model, CapsNet):
         raise CheckpointError(f"it holds a {registry.kind_of(loaded.model)} model; this explorer shows CapsNets")
     config = loaded.model.config
-    if _geometry(config) != _geometry(PAPER):
-        raise CheckpointError(f"its model has {_describe(config)}; this explorer needs {_describe(PAPER)} (MNIST)")
+    why = registry.mnist_mismatch(config)
+    if why is None and (config.digit_dim, config.primary_grid) != (PAPER.digit_dim, PAPER.primary_grid):
+        why = (
+            f"its capsules are {config.digit_dim}-D on a {config.primary_grid}x{config.primary_grid} primary grid; "
+            f"the views need {PAPER.digit_dim}-D on {PAPER.primary_grid}x{PAPER.primary_grid}"
+        )
+    if why is not None:
+        raise CheckpointError(why)
     return loaded
-
-
-def _geometry(config) -> tuple[int, ...]:
-    return config.num_classes, config.digit_dim, config.input_size, config.in_channels, config.primary_grid
-
-
-def _describe(config) -> str:
-    size, grid = config.input_size, config.primary_grid
-    return (
-        f"{config.num_classes} classes of {config.digit_dim}-D capsules on {size}x{size}x{config.in_channels} "
-        f"input with a {grid}x{grid} primary grid"
-    )
 
 
 def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
