@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import ENV, tiny_train
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -40,24 +41,10 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
-from conftest import OFFLINE_ENV, REPO
+from conftest import REPO
 from drawings import draw_digit
 
 TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
-ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}
-
-
-def capsviz(*args, cwd=None):
-    """`python -m capsviz` in a real process, so a crash (SIGSEGV) shows as its exit code."""
-    return subprocess.run(
-        [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
-    )
-
-
-def tiny_cli_train(data_root, out, *args):
-    """`capsviz train` on 64 synthetic images, batch 32, on the CPU."""
-    return capsviz("train", "--batch-size", 32, "--limit", 64, "--device", "cpu",
-                   "--data-root", data_root, "--out", out, *args)  # fmt: skip
 
 
 def rewrite(path: Path, change) -> None:
@@ -110,7 +97,7 @@ def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run
 
 
 def test_1_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
-    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--init", good_run, "--lr", "1e30", "--epochs", 2)
+    result = tiny_train(synthetic_root, tmp_path / "r", "--init", good_run, "--lr", "1e30", "--epochs", 2)
     assert result.returncode == 1, result.stderr
     assert "loss became" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "last.safetensors").exists()
@@ -215,7 +202,7 @@ def test_2_export_refuses_a_malformed_earlier_card_before_writing(good_run, synt
 
 def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
     rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
-    result = tiny_cli_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2)
+    result = tiny_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2)
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "optimizer tensor optimizer/conv1.weight/exp_avg (3,) matches no parameter" in result.stderr
 

@@ -1,27 +1,11 @@
 """End-to-end runs of `python -m capsviz` on a tiny synthetic MNIST (real processes)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_runs import capsviz, tiny_train
 
-from conftest import OFFLINE_ENV
 from drawings import draw_digit
-
-ENV = {**OFFLINE_ENV, "CAPSVIZ_DATA": "/nonexistent-capsviz-data"}  # never downloads (conftest)
-
-
-def capsviz(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "capsviz", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd
-    )
-
-
-def tiny_train(data_root, out, *args):
-    """`capsviz train` on 64 synthetic images, batch 32, on the CPU."""
-    return capsviz("train", "--batch-size", 32, "--limit", 64, "--device", "cpu",
-                   "--data-root", data_root, "--out", out, *args)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
