@@ -139,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument(
         "--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the report says so)"
     )
+    rb.add_argument(
+        "--sweep-limit",
+        type=POSITIVE_INT,
+        default=None,
+        help="the sweeps read only the first N test images (MNIST and the affine set read all; the report says so)",
+    )
     rb.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="the affNIST-like set's seed")
     rb.add_argument("--out-dir", default=None, help="also write robustness.md, robustness.json and sweeps.png there")
     rb.add_argument("--json", action="store_true")
@@ -546,11 +552,16 @@ def _robustness(args) -> int:
     entries = []
     for path, model, card in models:
         print(f"measuring {path} on {len(split)} images ...", file=sys.stderr, flush=True)
-        measured = robustness.measure(model, split, seed=args.seed, on_batch=_progress_line)
+        measured = robustness.measure(
+            model, split, seed=args.seed, sweep_limit=args.sweep_limit, on_batch=_progress_line
+        )
         entries.append(robustness.model_entry(model, card, path, measured))
     command = "python -m capsviz robustness" + "".join(f" --checkpoint {c}" for c in args.checkpoint)
     command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
-    result = robustness.report(entries, split, seed=args.seed, command=command, device=str(device))
+    command += f" --sweep-limit {args.sweep_limit}" if args.sweep_limit else ""
+    result = robustness.report(
+        entries, split, seed=args.seed, command=command, device=str(device), sweep_limit=args.sweep_limit
+    )
     if out_dir is not None:
         for name, data in robustness.files(result).items():
             atomic_write(out_dir / name, data)

@@ -61,11 +61,16 @@ def measure(
     *,
     seed: int = 0,
     batch_size: int = 250,
+    sweep_limit: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Accuracy per readout and condition: {"1": {"mnist": a, "affine": a, "rotation": [a, ...], ...}, ...}."""
+    """Accuracy per readout and condition: {"1": {"mnist": a, "affine": a, "rotation": [a, ...], ...}, ...}.
+
+    MNIST and the affNIST-like set use the whole split; the sweeps its first `sweep_limit` images (all by default).
+    """
     device = next(model.parameters()).device
     counts, tests = readouts(model), conditions()
+    swept = sweep_images(len(split), sweep_limit)
     maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
     correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
     was_training = model.training
@@ -74,17 +79,21 @@ def measure(
         x = to_float(split.images[start : start + batch_size]).to(device)  # (B, 1, 28, 28)
         labels = split.labels[start : start + batch_size].to(device)  # (B,)
         for t, (name, value) in enumerate(tests):
+            n = len(x) if name in ("mnist", "affine") else max(0, min(len(x), swept - start))  # sweeps: first `swept`
+            if n == 0:
+                continue
             if name == "affine":
                 moved = affine.warp(x, maps[start : start + batch_size])
             elif name == "mnist":
                 moved = x
             else:
-                moved = affine.warp(x, affine.sweep_maps(name, value, x.shape[0]))
-            correct[:, t] += (predictions(model, moved, counts) == labels).sum(1).cpu()
+                moved = affine.warp(x[:n], affine.sweep_maps(name, value, n))
+            correct[:, t] += (predictions(model, moved, counts) == labels[:n]).sum(1).cpu()
         if on_batch is not None:
             on_batch(min(start + batch_size, len(split)), len(split))
     model.train(was_training)
-    accuracy = (correct.double() / max(len(split), 1)).tolist()  # (K, T)
+    seen = torch.tensor([len(split)] * 2 + [swept] * (len(tests) - 2), dtype=torch.double)  # (T,)
+    accuracy = (correct.double() / seen.clamp(min=1)).tolist()  # (K, T)
     result = {}
     for k, count in enumerate(counts):
         row = dict(zip([n for n, _ in tests], accuracy[k][:2]))
@@ -94,6 +103,11 @@ def measure(
             at += len(values)
         result["none" if count is None else str(count)] = row
     return result
+
+
+def sweep_images(total: int, sweep_limit: int | None) -> int:
+    """How many of `total` test images the sweeps read."""
+    return total if sweep_limit is None else min(total, sweep_limit)
 
 
 def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict) -> dict:
@@ -115,7 +129,9 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
     return entry
 
 
-def report(entries: list[dict], split: Split, *, seed: int, command: str, device: str) -> dict:
+def report(
+    entries: list[dict], split: Split, *, seed: int, command: str, device: str, sweep_limit: int | None = None
+) -> dict:
     """The whole run's JSON: when, where and how it was measured, the sweep values, every model."""
     shrunk = int((affine.shrink_factors(to_float(split.images), seed=seed) < 1).sum())
     return {
@@ -125,6 +141,7 @@ def report(entries: list[dict], split: Split, *, seed: int, command: str, device
         "hardware": f"{device}; {platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "test_images": len(split),
+        "sweep_images": sweep_images(len(split), sweep_limit),  # the sweeps read the first ones
         "seed": seed,
         "affine_shrunk": shrunk,  # how many affine images were shrunk to keep their ink in the frame
         "sweep_values": {name: list(values) for name, values in affine.SWEEPS.items()},
@@ -154,7 +171,7 @@ def markdown(result: dict) -> str:
             row = [entry["name"], entry["kind"], f"{entry['params']:,}", routing]
             lines.append("| " + " | ".join(row + [f"{values['mnist']:.2%}", f"{values['affine']:.2%}"]) + " |")
     for name, points in result["sweep_values"].items():
-        lines += ["", f"{name.capitalize()} alone (accuracy):", ""]
+        lines += ["", f"{name.capitalize()} alone (accuracy on the first {result['sweep_images']} test images):", ""]
         lines.append("| model | routing | " + " | ".join(f"{v:g}" for v in points) + " |")
         lines.append("|---|---:|" + "---:|" * len(points))
         for entry in result["models"]:
@@ -180,7 +197,7 @@ def sweep_plot(result: dict) -> Image.Image:
         y = PANEL[1] + 16 * k
         draw.line([(MARGIN, y + 6), (MARGIN + 24, y + 6)], fill=COLOURS[k % len(COLOURS)], width=3)
         draw.text((MARGIN + 32, y), label, fill="black", font=font)
-    note = f"{result['test_images']} MNIST test images; where lines coincide the one listed last is drawn on top"
+    note = f"first {result['sweep_images']} MNIST test images; where lines coincide the one listed last is drawn on top"
     draw.text((PANEL[0], PANEL[1]), note, fill="black", font=font)
     return image
 

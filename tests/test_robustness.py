@@ -56,6 +56,18 @@ def test_measure_agrees_with_evaluate_and_with_a_hand_run_of_the_transforms(tiny
         assert [len(main[name]) for name in affine.SWEEPS] == [len(v) for v in affine.SWEEPS.values()]
 
 
+def test_sweeps_read_only_the_first_sweep_limit_images(tiny_models, synthetic_root):
+    capsnet, _ = tiny_models
+    split = load_mnist(synthetic_root, train=False).head(7)
+    limited = robustness.measure(capsnet, split, batch_size=3, sweep_limit=4)["3"]  # the limit splits a batch
+    whole, first = robustness.measure(capsnet, split)["3"], robustness.measure(capsnet, split.head(4))["3"]
+    assert (limited["mnist"], limited["affine"]) == (whole["mnist"], whole["affine"])
+    for name in affine.SWEEPS:
+        assert limited[name] == pytest.approx(first[name])
+    result = robustness.report([], split, seed=0, command="c", device="cpu", sweep_limit=4)
+    assert result["sweep_images"] == 4 and result["test_images"] == 7
+
+
 def test_markdown_shows_every_model_and_readout(tiny_models, synthetic_root):
     capsnet, cnn = tiny_models
     split = load_mnist(synthetic_root, train=False).head(4)
