@@ -25,6 +25,7 @@ from torch import nn
 from capsviz import affine, registry
 from capsviz.checkpoint import PRETRAINED_DIR
 from capsviz.data import Split, to_float
+from capsviz.routing_accuracy import sha256_of
 
 ROUTING = (1, 3, 5)
 FORMAT = "capsviz-robustness"
@@ -119,6 +120,7 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
         "kind": registry.kind_of(model),
         "params": sum(p.numel() for p in model.parameters()),
         "checkpoint": checkpoint,
+        "sha256": sha256_of(checkpoint) if Path(checkpoint).is_file() else None,  # which weights were measured
         "routing_iters": trained,
         "mnist": main["mnist"],
         "affine": main["affine"],

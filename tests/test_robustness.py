@@ -13,6 +13,7 @@ from capsviz.checkpoint import save_checkpoint
 from capsviz.cnn import CNN, CNNConfig
 from capsviz.data import load_mnist, to_float
 from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.routing_accuracy import sha256_of
 from capsviz.train import evaluate
 
 from conftest import OFFLINE_ENV
@@ -104,6 +105,7 @@ def test_the_cli_measures_shipped_and_given_models(tmp_path, synthetic_root, tin
     assert models["tiny-caps"]["kind"] == "capsnet" and set(models["tiny-caps"]["by_routing"]) == {"1", "3", "5"}
     assert models["cnn"]["kind"] == "cnn" and "by_routing" not in models["cnn"]
     assert models["cnn"]["params"] == sum(p.numel() for p in cnn.parameters())
+    assert models["cnn"]["sha256"] == sha256_of(tmp_path / "cnn.safetensors")  # the weights the table describes
     for model in result["models"]:
         accuracies = [model["mnist"], model["affine"], *(a for s in model["sweeps"].values() for a in s)]
         assert all(0 <= a <= 1 and a * 4 == round(a * 4) for a in accuracies)  # fractions of 4 images
