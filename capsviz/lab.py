@@ -116,6 +116,11 @@ class Reading:
     poses: np.ndarray  # (N, J, D) digit capsule poses
     cnn: np.ndarray | None  # (N, J) softmax probabilities, 0..1; None without a CNN
 
+    def part(self, rows: slice) -> Reading:
+        """Some of the N images' readings: one batched pass can serve the current setting and a sweep."""
+        cnn = None if self.cnn is None else self.cnn[rows]
+        return Reading(self.images[rows], self.capsnet[rows], self.poses[rows], cnn)
+
 
 @torch.no_grad()
 def read(capsnet: nn.Module, cnn: nn.Module | None, x: torch.Tensor, *, routing_iters: int) -> Reading:

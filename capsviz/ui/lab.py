@@ -146,12 +146,11 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
     if note:
         st.caption(note)
     iters = _routing_iters(loaded)
-    cnn = baseline.model if baseline is not None else None
     controls, images, chart = st.columns([1.3, 1, 1.5])
     with controls:
         transform = _transform()
-    moved = lab.transformed(source.x, [transform])  # (1, 1, 28, 28)
-    now = lab.read(loaded.model, cnn, moved, routing_iters=iters)
+    name = st.session_state.get(state.LAB_SWEEP_OF, lab.NAMES[0])  # the sweep's chooser is drawn below
+    now, along = _readings(loaded, baseline, source, transform, iters, name)
     caps_pred = int(now.capsnet[0].argmax())
     with images:
         pair = st.columns(2)
@@ -172,7 +171,7 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
             "CNN's softmax probability (the ten sum to 1)."
         )
     st.divider()
-    _sweep(loaded, baseline, source, transform, iters, now)
+    _sweep(loaded, source, transform, iters, now, along)
     elapsed = time.perf_counter() - start
     st.session_state[state.LAB_SECONDS] = elapsed
     st.caption(f"This lab updated in {elapsed * 1000:.0f} ms on the server.")
@@ -184,11 +183,11 @@ def _first(scores: np.ndarray | None) -> np.ndarray | None:
 
 def _sweep(
     loaded: LoadedModel,
-    baseline: LoadedModel | None,
     source: ModelInput,
     transform: lab.Transform,
     iters: int,
     now: lab.Reading,
+    along: lab.Reading,
 ) -> None:
     st.subheader("Sweep one transform")
     if st.session_state.get(state.LAB_DIGIT_FOR) != source.key:  # a new input: its label, else CapsNet's reading
@@ -198,7 +197,6 @@ def _sweep(
     controls = st.container(horizontal=True, key="lab_sweep_controls")
     name = controls.selectbox("Transform", lab.NAMES, format_func=lab.LABELS.get, key=state.LAB_SWEEP_OF, width=260)
     digit = controls.selectbox("Digit", range(len(now.capsnet[0])), key=state.LAB_DIGIT, width=120)
-    along = _sweep_reading(loaded, baseline, source, transform, iters, name)
     values = np.array(lab.SWEEPS[name])
     current = getattr(transform, name)
     label = lab.LABELS[name]
@@ -240,24 +238,28 @@ def _unmoved_prediction(loaded: LoadedModel, source: ModelInput, iters: int) -> 
     return int(reading.capsnet[0].argmax())
 
 
-def _sweep_reading(
+def _readings(
     loaded: LoadedModel,
     baseline: LoadedModel | None,
     source: ModelInput,
     transform: lab.Transform,
     iters: int,
     name: str,
-) -> lab.Reading:
-    """The sweep's reading, once per setting: moving the swept slider itself reuses it (only the marker moves)."""
+) -> tuple[lab.Reading, lab.Reading]:
+    """(the current setting's reading, the sweep's). The sweep is kept per setting: moving the swept slider
+    itself reads one image; any other change reads the current setting and the sweep in one batched pass."""
+    cnn = baseline.model if baseline is not None else None
     fixed = replace(transform, **{name: getattr(DEFAULT, name)})
     wanted = (source.key, loaded.key, baseline.key if baseline else None, iters, name, fixed)
     cached = st.session_state.get(state.LAB_SWEEP)
-    if cached is None or cached[0] != wanted:
-        cnn = baseline.model if baseline is not None else None
-        moved = lab.transformed(source.x, lab.sweep(transform, name))  # (N, 1, 28, 28)
-        cached = (wanted, lab.read(loaded.model, cnn, moved, routing_iters=iters))
-        st.session_state[state.LAB_SWEEP] = cached
-    return cached[1]
+    if cached is not None and cached[0] == wanted:
+        moved = lab.transformed(source.x, [transform])  # (1, 1, 28, 28)
+        return lab.read(loaded.model, cnn, moved, routing_iters=iters), cached[1]
+    moved = lab.transformed(source.x, [transform, *lab.sweep(transform, name)])  # (1 + N, 1, 28, 28)
+    both = lab.read(loaded.model, cnn, moved, routing_iters=iters)
+    now, along = both.part(slice(0, 1)), both.part(slice(1, None))
+    st.session_state[state.LAB_SWEEP] = (wanted, along)
+    return now, along
 
 
 def _sweep_summary(along: lab.Reading, digit: int, values: np.ndarray) -> str:
