@@ -20,9 +20,10 @@ CNN_NAME = "CNN: softmax probability"
 SCORES_HEIGHT = 300
 SWEEP_HEIGHT = 320
 POSE_HEIGHT = 320
-STRIP_HEIGHT = 230
+STRIP_HEIGHT = 250
+PAIR_HEIGHT = 200
 SCORE_AXIS = {"range": [0, 1.02], "title": {"text": "score, 0 to 1"}, "fixedrange": True}
-LEGEND = {"orientation": "h", "x": 0, "y": -0.22, "xanchor": "left", "yanchor": "top"}
+LEGEND = {"orientation": "h", "x": 0, "y": -0.3, "xanchor": "left", "yanchor": "top"}
 BOTTOM = 90  # px under the plot: axis title and the legend
 
 
@@ -79,7 +80,7 @@ def sweep_figure(
             hovertemplate="current setting %{x:g}<br>%{customdata}: %{y:.3f}<extra></extra>",
         )
     )
-    layout = _layout(f"Score for digit {digit} along the {label} sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
+    layout = _layout(f"Score for digit {digit} along the sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
     layout.update(xaxis={"title": {"text": label}, "fixedrange": True}, yaxis=SCORE_AXIS)
     layout["shapes"] = [_vline(current)]
     layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
@@ -127,16 +128,30 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
         )
         for d in range(poses.shape[1])
     ]
-    reach = float(np.abs(poses).max()) if poses.size else 1.0
-    layout = _layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions along the sweep", POSE_HEIGHT)
+    layout = _layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions", POSE_HEIGHT)
     layout.update(
         showlegend=False,
         xaxis={"title": {"text": label}, "fixedrange": True},
-        yaxis={"title": {"text": f"pose component (here within ±{reach:.2f})"}, "fixedrange": True},
+        yaxis={"title": {"text": "pose component"}, "fixedrange": True},
     )
     layout["shapes"] = [_vline(current)]
     layout["margin"] = {**layout["margin"], "l": 60, "b": 50}
     return _figure(traces, layout)
+
+
+def pair_figure(before: np.ndarray, after: np.ndarray) -> go.Figure:
+    """The input (H, W) and its transformed version (H, W) side by side in one chart, a one-pixel gap between."""
+    h, w = before.shape
+    pair = np.full((h, 2 * w + 1), np.nan, dtype=np.float32)  # (H, 2W + 1)
+    pair[:, :w], pair[:, w + 1 :] = before, after
+    axes = _image_axes()
+    axes["xaxis"].update(
+        showticklabels=True, tickmode="array", tickvals=[(w - 1) / 2, w + 1 + (w - 1) / 2], side="top",
+        ticktext=["input", "transformed"],
+    )  # fmt: skip
+    layout = _layout("", PAIR_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "t": 30}
+    return _figure([{**_image_trace(pair), "hoverongaps": False}], layout)
 
 
 def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.ndarray, *, label: str) -> go.Figure:
@@ -150,11 +165,12 @@ def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.nda
     axes = _image_axes()
     centres = [i * (w + 1) + (w - 1) / 2 for i in range(n)]
     axes["xaxis"].update(
-        showticklabels=True, tickmode="array", tickvals=centres, ticktext=[f"{v:g}" for v in values], side="bottom"
-    )
+        showticklabels=True, tickmode="array", tickvals=centres, ticktext=[f"{v:g}" for v in values], side="bottom",
+        title={"text": label},
+    )  # fmt: skip
     axes["yaxis"].update(
         showticklabels=True, tickmode="array", tickvals=[(h - 1) / 2, h + (h - 1) / 2], ticktext=["input", "decoded"]
     )
-    layout = _layout(f"Inputs (top) and their reconstructions (below) along the {label} sweep", STRIP_HEIGHT, **axes)
-    layout["margin"] = {**layout["margin"], "b": 30, "l": 60}
+    layout = _layout("Moved inputs (top), decoded (below)", STRIP_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "b": 50, "l": 60}
     return _figure([{**_image_trace(strip), "hoverongaps": False}], layout)

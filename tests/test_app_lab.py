@@ -39,6 +39,13 @@ def lab_env(monkeypatch, tmp_path, synthetic_root):
     return tmp_path
 
 
+def pair(app) -> tuple[np.ndarray, np.ndarray]:
+    """The lab's input and transformed images, shown side by side in one chart with a one-pixel gap."""
+    z = heatmap(app, "fig_lab_images")  # (28, 57)
+    assert z.shape == (28, 57) and np.isnan(z[:, 28]).all()
+    return z[:, :28], z[:, 29:]
+
+
 def scores(app) -> dict[str, np.ndarray]:
     return {trace["name"]: array(trace["y"]) for trace in figure(app, "fig_lab_scores")["data"]}
 
@@ -51,8 +58,9 @@ def test_the_lab_shows_both_models_on_the_explore_tabs_input(lab_env):
     app = draw(start(), 4)
     explored = heatmap(app, "fig_input")
     open_tab(app, LAB)
-    assert np.allclose(heatmap(app, "fig_lab_input"), explored)  # the same input, no picker of its own
-    assert np.allclose(heatmap(app, "fig_lab_moved"), explored, atol=1e-5)  # the identity transform
+    shown, moved = pair(app)
+    assert np.allclose(shown, explored)  # the same input, no picker of its own
+    assert np.allclose(moved, explored, atol=1e-5)  # the identity transform
     both = scores(app)
     assert set(both) == {CAPSNET_NAME, CNN_NAME} and all(len(s) == 10 for s in both.values())
     assert both[CNN_NAME].sum() == pytest.approx(1.0, abs=1e-4)
@@ -80,18 +88,18 @@ def test_without_a_cnn_the_lab_says_so_and_shows_capsnet(lab_env, monkeypatch):
 
 def test_a_slider_moves_the_input_and_both_predictions(lab_env):
     app = start(LAB)
-    before_image, before = heatmap(app, "fig_lab_moved"), scores(app)
+    before_image, before = pair(app)[1], scores(app)
     app.slider(key=state.LAB_PARAM.format("rotation")).set_value(45.0).run()
     assert not app.exception
-    after_image, after = heatmap(app, "fig_lab_moved"), scores(app)
-    shown = torch.from_numpy(heatmap(app, "fig_lab_input")).float()[None]  # (1, 28, 28)
+    after_image, after = pair(app)[1], scores(app)
+    shown = torch.from_numpy(pair(app)[0]).float()[None]  # (1, 28, 28)
     expected = lab.transformed(shown, [lab.Transform(rotation=45.0)])[0, 0].numpy()
     assert np.allclose(after_image, expected, atol=1e-5) and not np.allclose(after_image, before_image, atol=0.05)
     for name in (CAPSNET_NAME, CNN_NAME):
         assert not np.allclose(after[name], before[name], atol=1e-6), name
     app.button(key=state.LAB_RESET).click().run()
     assert app.slider(key=state.LAB_PARAM.format("rotation")).value == 0.0
-    assert np.allclose(heatmap(app, "fig_lab_moved"), before_image, atol=1e-6)
+    assert np.allclose(pair(app)[1], before_image, atol=1e-6)
 
 
 def test_the_sweep_marks_the_current_setting_on_its_curve(lab_env):

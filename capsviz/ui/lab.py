@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from capsviz import lab, registry, viz, viz_lab
+from capsviz import lab, registry, viz_lab
 from capsviz.checkpoint import CheckpointError
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
@@ -95,9 +95,9 @@ def current_input() -> tuple[ModelInput | None, str | None]:
     source = st.session_state.get(state.LAB_INPUT)
     if source is not None and source.x is not None:
         return source, None
-    split, problem = mnist_test()
+    split, _ = mnist_test()  # without MNIST, the Explore tab says why when a test image is asked for
     if split is None:
-        return None, f"Draw, pick or upload a digit on the Explore tab first. ({problem})"
+        return None, "Draw, pick or upload a digit on the Explore tab first: the lab moves that digit."
     x = split.images[FALLBACK_INDEX].float().div(255).unsqueeze(0)  # (1, 28, 28)
     label = int(split.labels[FALLBACK_INDEX])
     fallback = ModelInput(x, label=label, index=FALLBACK_INDEX)
@@ -113,15 +113,16 @@ def _reset() -> None:
 
 
 def _transform() -> lab.Transform:
-    """The sliders, in two columns; the ranges are the sweeps' (`capsviz.lab.SWEEPS`)."""
+    """The sliders, two to a row (phones read them in order); the ranges are the sweeps' (`capsviz.lab.SWEEPS`)."""
     values = {}
-    columns = st.columns(2)
     for i, name in enumerate(lab.NAMES):
+        if i % 2 == 0:
+            row = st.columns(2)
         key = state.LAB_PARAM.format(name)
         st.session_state.setdefault(key, getattr(DEFAULT, name))
         step, fmt = SLIDERS[name]
         points = lab.SWEEPS[name]
-        values[name] = columns[i % 2].slider(
+        values[name] = row[i % 2].slider(
             lab.LABELS[name],
             float(points[0]),
             float(points[-1]),
@@ -146,16 +147,15 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
     if note:
         st.caption(note)
     iters = _routing_iters(loaded)
-    controls, images, chart = st.columns([1.3, 1, 1.5])
+    images, controls, chart = st.columns([1, 1.3, 1.5])  # phones stack them: the picture first
     with controls:
         transform = _transform()
     name = st.session_state.get(state.LAB_SWEEP_OF, lab.NAMES[0])  # the sweep's chooser is drawn below
     now, along = _readings(loaded, baseline, source, transform, iters, name)
     caps_pred = int(now.capsnet[0].argmax())
     with images:
-        pair = st.columns(2)
-        pair[0].plotly_chart(viz.image_figure(source.x[0].numpy(), "input"), config=PLOT_CONFIG, key="fig_lab_input")
-        pair[1].plotly_chart(viz.image_figure(now.images[0], "transformed"), config=PLOT_CONFIG, key="fig_lab_moved")
+        pair = viz_lab.pair_figure(source.x[0].numpy(), now.images[0])
+        st.plotly_chart(pair, config=PLOT_CONFIG, key="fig_lab_images")
         lines = [f"CapsNet ({iters} routing iterations): **{caps_pred}**, length {now.capsnet[0, caps_pred]:.3f}"]
         if now.cnn is not None:
             cnn_pred = int(now.cnn[0].argmax())
@@ -280,10 +280,11 @@ def _pose_summary(poses: np.ndarray, values: np.ndarray) -> str:
     steps = np.abs(np.diff(poses, axis=0))  # (N-1, D)
     ranges = poses.max(0) - poses.min(0)  # (D,)
     widest = int(ranges.argmax())
+    reach = float(np.abs(poses).max())
     return (
-        f"Raw pose components (a capsule's length is at most 1, so each lies in -1..1). Dimension {widest} moves the "
-        f"most ({ranges[widest]:.2f} over the sweep); the largest jump between neighbouring points is "
-        f"{steps.max():.2f}."
+        f"Raw pose components, here within ±{reach:.2f} (a capsule's length is at most 1, so each lies in -1..1). "
+        f"Dimension {widest} moves the most ({ranges[widest]:.2f} over the sweep); the largest jump between "
+        f"neighbouring points is {steps.max():.2f}."
     )
 
 
