@@ -296,7 +296,7 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
     else:
         in_use = [m.path for m in (loaded, baseline) if m is not None and m.path is not None]
         entries, matched = lab.rows_in_use(result, in_use)
-        st.table([_row(entry) for entry in entries])
+        st.table([row for entry in entries for row in _rows(entry)])
         st.caption(
             f"Measured {result.get('date', '?')} on {result.get('hardware', '?')} with `{result.get('command', '?')}`, "
             f"{result.get('test_images', '?')} MNIST test images (affine seed {result.get('seed', '?')})."
@@ -307,16 +307,24 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
     st.caption(OURS_NOTE)
 
 
-def _row(entry: dict) -> dict:
+def _rows(entry: dict) -> list[dict]:
+    """One row per readout: a CapsNet's at each measured routing count (what routing adds), a CNN's one."""
+
     def percent(value) -> str:
         return f"{value:.2%}" if isinstance(value, (int, float)) else "?"
 
-    routing = entry.get("routing_iters")
-    return {
-        "model": str(entry.get("name", "?")),
-        "kind": str(entry.get("kind", "?")),
-        "parameters": f"{entry['params']:,}" if isinstance(entry.get("params"), int) else "?",
-        "routing iterations": "-" if routing is None else str(routing),
-        "MNIST test": percent(entry.get("mnist")),
-        "affNIST-like": percent(entry.get("affine")),
-    }
+    trained = entry.get("routing_iters")
+    readouts = entry.get("by_routing")
+    if not isinstance(readouts, dict) or not readouts:
+        readouts = {"no routing" if trained is None else str(trained): entry}  # (a bare "-" reads as a list)
+    return [
+        {
+            "model": str(entry.get("name", "?")),
+            "kind": str(entry.get("kind", "?")),
+            "parameters": f"{entry['params']:,}" if isinstance(entry.get("params"), int) else "?",
+            "routing iterations": f"{routing} (trained with)" if routing == str(trained) else routing,
+            "MNIST test": percent(values.get("mnist") if isinstance(values, dict) else None),
+            "affNIST-like": percent(values.get("affine") if isinstance(values, dict) else None),
+        }
+        for routing, values in readouts.items()
+    ]
