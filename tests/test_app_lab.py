@@ -142,7 +142,8 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     path.write_text(json.dumps(result | {"models": [entry]}))
     app.run()
     table = app.table[0].value  # a CapsNet's row per routing count: what routing adds
-    assert list(table["routing iterations"]) == ["1", "3 (trained with)"] and list(table["affNIST-like"]) == ["75.00%", "81.23%"]
+    assert list(table["routing iterations"]) == ["1", "3 (trained with)"]
+    assert list(table["affNIST-like"]) == ["75.00%", "81.23%"]
     assert any("2026-11-23T06:30:00+00:00" in c.value and "10000 MNIST test images" in c.value for c in app.caption)
 
 
