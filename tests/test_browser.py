@@ -363,6 +363,7 @@ def test_claims_lab_follows_the_drawing_and_its_sliders(browser, server, viewpor
         page.keyboard.press("ArrowRight")
     _wait_idle(page)
     page.wait_for_function(f"() => ({LAB_MOVED_Z})() !== {json.dumps(before)}", timeout=60_000)
+    _wait_idle(page)  # each key press may have queued its own run
     assert page.locator(".st-key-lab_rotation [data-testid='stSliderThumbValue']").inner_text() == "20°"
     _shot(page, name)
     page.locator(".st-key-fig_lab_strip").evaluate("e => e.scrollIntoView({block: 'end'})")
