@@ -36,8 +36,16 @@ def env(monkeypatch, tmp_path, synthetic_root):
     return tmp_path
 
 
-def start() -> AppTest:
+def start(tab: str | None = None) -> AppTest:
     app = AppTest.from_file(APP, default_timeout=120).run()
+    assert not app.exception, app.exception
+    return open_tab(app, tab) if tab else app
+
+
+def open_tab(app: AppTest, label: str) -> AppTest:
+    """Tabs are lazy (only the open one runs): AppTest opens one the way a click does, through its key."""
+    app.session_state[state.TABS] = label
+    app.run()
     assert not app.exception, app.exception
     return app
 
@@ -283,7 +291,7 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
 
 def start_small_training(epochs: int):
     """Start an in-app run on 100 images (the synthetic set), batch 32; returns (app, job)."""
-    app = start()
+    app = start("Train")
     app.radio(key=state.TRAIN_PRESET).set_value("Custom").run()
     app.number_input(key=state.TRAIN_EPOCHS).set_value(epochs)
     app.selectbox(key=state.TRAIN_BATCH).set_value(32)
@@ -332,7 +340,7 @@ def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
     monkeypatch.setenv("CAPSVIZ_DATA", str(env / "no-data-here"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    app = start()
+    app = start("Train")
     app.button(key=state.TRAIN_START).click().run()
     job = app.session_state[state.TRAIN_JOB]
     job.thread.join(timeout=120)
@@ -506,7 +514,7 @@ def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
 
 def test_training_tab_starts_from_the_quick_lesson_preset(env):
     """Defect 3: the defaults took 40+ minutes on a CPU."""
-    app = start()
+    app = start("Train")
     assert app.radio(key=state.TRAIN_PRESET).value == "Quick lesson"
     assert app.number_input(key=state.TRAIN_LIMIT).value == 2_000
     assert app.number_input(key=state.TRAIN_EVAL_LIMIT).value == 1_000
@@ -526,7 +534,7 @@ def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(env):
     job = TrainingJob(TrainConfig(epochs=1), 100, env / "runs" / "20260101-000000-weak", status="finished")
     job.epochs.append(EpochEnd(1, 1, 0.5, 0.1, 0.089, 1e-3, 1.0, "last.safetensors"))
     job.finished = job.started
-    app = start()
+    app = start("Train")
     app.session_state[state.TRAIN_JOB] = job
     app.run()
     assert any("8.9%" in w.value and "chance is 10%" in w.value for w in app.warning)
@@ -551,7 +559,7 @@ def test_evaluation_is_its_own_phase_with_an_estimate(env):
             return True
 
     job.thread = Alive()
-    app = start()
+    app = start("Train")
     app.session_state[state.TRAIN_JOB] = job
     app.run()
     texts = [p.proto.text for p in app.get("progress")]

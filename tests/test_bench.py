@@ -51,7 +51,7 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root
     assert "| measure | capsviz | reference | ratio | target | met |" in table
     rows = ("training, capsviz, images/s", "PrimaryCaps weight gradient", "PrimaryCaps input gradient")
     rows += ("conv1 forward + backward, im2col vs oneDNN NHWC", "one decode", "pose-slider move")
-    rows += ("routing X-ray of one image",)
+    rows += ("routing X-ray of one image", "lab slider move (server side", "lab slider move that redoes the sweep")
     rows += ("freed memory kept as capsviz keeps it",) if memory.supported() else ()
     for row in rows:
         assert row in table, row
@@ -64,6 +64,7 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root
     for name, method in methods.items():  # each ratio is that method's throughput over the reference's
         assert method["vs_reference"] == pytest.approx(method["images_per_s"] / reference), name
     assert results["app"]["slider_fragment"] > 0 and results["interaction"]["decode"] > 0
+    assert results["app"]["lab_slider_fragment"] > 0 and results["app"]["lab_resweep_fragment"] > 0
 
 
 def test_bench_without_data_says_what_to_do(tmp_path):

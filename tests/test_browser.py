@@ -323,3 +323,53 @@ def test_phone_layout(browser, server):
         )
         assert fits, key
     assert not errors, errors
+
+
+LAB_MOVED_Z = """() => {
+  const plot = document.querySelector('.st-key-fig_lab_images .js-plotly-plot');
+  return plot && plot.data ? JSON.stringify(plot.data[0].z) : null;
+}"""
+
+
+def _open_lab(page) -> None:
+    page.get_by_role("tab", name="Claims lab").click()
+    page.get_by_text("Sweep one transform").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+    page.locator(".st-key-fig_lab_strip .js-plotly-plot").wait_for(timeout=60_000)
+
+
+@pytest.mark.parametrize(
+    "viewport, name",
+    [((1440, 900), "lab-1440x900.png"), ((390, 844), "lab-phone-390x844.png")],
+    ids=["desktop", "phone"],
+)
+def test_claims_lab_follows_the_drawing_and_its_sliders(browser, server, viewport, name):
+    """The lab tab on the drawn digit: a rotation slider moves the input; Explore keeps the drawing meanwhile."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=viewport[0] < 640)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    _draw(page, 3)
+    _wait_idle(page)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    _open_lab(page)
+    for key in ("fig_lab_scores", "fig_lab_sweep", "fig_lab_poses"):
+        assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
+    before = page.evaluate(LAB_MOVED_Z)
+    thumb = page.locator(".st-key-lab_rotation input[type='range']")
+    thumb.scroll_into_view_if_needed()
+    thumb.focus()
+    for _ in range(20):  # 20 degrees, by keyboard: the slider's own steps
+        page.keyboard.press("ArrowRight")
+    _wait_idle(page)
+    page.wait_for_function(f"() => ({LAB_MOVED_Z})() !== {json.dumps(before)}", timeout=60_000)
+    _wait_idle(page)  # each key press may have queued its own run
+    assert page.locator(".st-key-lab_rotation [data-testid='stSliderThumbValue']").inner_text() == "20°"
+    _shot(page, name)
+    page.locator(".st-key-fig_lab_strip").evaluate("e => e.scrollIntoView({block: 'end'})")
+    page.wait_for_timeout(500)
+    _shot(page, name.replace("lab-", "lab-sweep-"))
+    page.get_by_role("tab", name="Explore").click()
+    _wait_idle(page)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)  # the drawing survived the detour
+    assert not errors, errors

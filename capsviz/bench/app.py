@@ -7,6 +7,10 @@
   reruns), while the real server reruns only the `poses` fragment; so this is an upper bound.
   The fragment times its own body on every run (`state.POSE_SECONDS`, shown as a caption in
   the app): that is the server-side cost of a slider move, reported as `slider_fragment`.
+- lab slider: in the Claims lab, on the same drawing, one transform slider moves -> the lab's
+  fragment (`state.LAB_SECONDS`): moving the swept transform's own slider reuses the sweep
+  (`lab_slider_fragment`); moving another redoes the sweep, one batched pass per model
+  (`lab_resweep_fragment`). With the shipped CNN baseline when there is one ($CAPSVIZ_BASELINE).
 """
 
 from __future__ import annotations
@@ -65,4 +69,30 @@ def app_latency(repeat: int = 8) -> dict:
         "stroke_full_rerun": statistics.median(stroke),
         "slider_fragment": statistics.median(fragment),
         "slider_full_rerun": statistics.median(slider),
+        **lab_latency(app, repeat),
     }
+
+
+def lab_latency(app, repeat: int = 8) -> dict:
+    """The Claims lab's fragment, server side, on the drawing the app holds: see the module docstring."""
+    from capsviz.lab import SWEEPS, baseline_checkpoint
+
+    app.session_state[state.TABS] = "Claims lab"  # lazy tabs: open the lab the way a click does
+    _timed_run(app)
+    if state.LAB_SECONDS not in app.session_state:
+        raise RuntimeError("the Claims lab did not run: " + "; ".join(i.value for i in app.info))
+    swept = app.selectbox(key=state.LAB_SWEEP_OF).value
+    other = "shear" if swept != "shear" else "rotation"
+    measured = {}
+    for name, label in ((swept, "lab_slider_fragment"), (other, "lab_resweep_fragment")):
+        key = state.LAB_PARAM.format(name)
+        low, high = SWEEPS[name][0], SWEEPS[name][-1]
+        seconds = []
+        for i in range(repeat + 1):
+            app.slider(key=key).set_value(round(low + (high - low) * (i % 5 + 1) / 7, 2))
+            _timed_run(app)
+            if i:  # the first move also warms what it touches
+                seconds.append(app.session_state[state.LAB_SECONDS])
+        measured[label] = statistics.median(seconds)
+    measured["lab_models"] = "CapsNet and the CNN baseline" if baseline_checkpoint() else "CapsNet alone (no CNN)"
+    return measured

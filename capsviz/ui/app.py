@@ -1,14 +1,16 @@
-"""The capsviz page, in order: sidebar, then the Explore and Train tabs."""
+"""The capsviz page, in order: sidebar, then the Explore, Claims lab and Train tabs (only the open one runs)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from capsviz.inference import from_xray
-from capsviz.model import MAX_ROUTING_ITERS
-from capsviz.ui import share, state
+from capsviz.model import MAX_ROUTING_ITERS, PAPER
+from capsviz.ui import canvas, share, state
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
+from capsviz.ui.lab import KEPT as LAB_KEPT
+from capsviz.ui.lab import lab_tab, remember_input
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
@@ -25,6 +27,8 @@ PAGE_CSS = """<style>
   .st-key-canvas { margin-top: 2.4rem; }
 }
 </style>"""
+TABS = ("Explore", "Claims lab", "Train")
+EXPLORE_KEPT = state.EXPLORE_KEPT + tuple(state.POSE_DIM.format(d) for d in range(PAPER.digit_dim))
 
 
 def main() -> None:
@@ -37,11 +41,31 @@ def main() -> None:
         ":material/link: The address bar holds this view (input, model, routing iterations, digit): copy it to share "
         "it or to come back to it. Each chart's camera button saves it as a PNG."
     )
-    explore, train = st.tabs(["Explore", "Train"])
-    with explore:
-        explore_tab(settings)
-    with train:
-        training_tab()
+    explore, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
+    if explore.open:
+        with explore:
+            explore_tab(settings)
+    else:
+        keep(EXPLORE_KEPT)
+        canvas.left()  # the canvas remounts with the last drawing
+    if lab.open:
+        with lab:
+            lab_tab(settings.loaded, settings.device)
+    else:
+        keep(LAB_KEPT)
+    if train.open:
+        with train:
+            training_tab()
+    else:
+        keep(state.TRAIN_KEPT)
+
+
+def keep(keys: tuple[str, ...]) -> None:
+    """A closed tab's widgets keep their values: Streamlit drops the state of a widget a run does not draw,
+    unless the run sets it."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def routing_iterations(loaded: LoadedModel) -> int:
@@ -63,6 +87,7 @@ def explore_tab(settings) -> None:
         iters = routing_iterations(settings.loaded)
     with left:
         source = model_input(settings.loaded, iters)
+    remember_input(source)  # the Claims lab transforms this input
     if source.x is None:
         (middle.error if source.error else middle.info)(source.message)
         return

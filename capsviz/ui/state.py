@@ -69,3 +69,39 @@ SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync
 SHARE_IMAGE = "share_image"  # a (1, 28, 28) input from the link, until discarded
 SHARE_DISCARD = "share_discard"
 GUIDE_STAGE = "guide_stage"
+
+TABS = "tabs"  # the open tab's label (lazy tabs: only the open tab's code runs)
+LAB_INPUT = "lab_input"  # the Explore tab's last ModelInput, which the Claims lab transforms
+LAB_PARAM = "lab_{}"  # .format(name) for each capsviz.lab.Transform field: the lab's sliders
+LAB_RESET = "lab_reset"
+LAB_SWEEP_OF = "lab_sweep_of"
+LAB_DIGIT = "lab_digit"
+LAB_DIGIT_FOR = "lab_digit_for"  # the input the digit chooser was last set for
+LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.lab.Reading): the sweep, once per setting
+LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
+
+# A widget's state is dropped on a run that does not draw it: a closed tab's widgets keep theirs by these lists
+# (capsviz.ui.app adds the POSE_DIM sliders, the lab its own).
+EXPLORE_KEPT = (
+    INPUT_SOURCE,
+    SAMPLE_MODE,
+    SAMPLE_DIGIT,
+    STROKE_WIDTH,
+    ROUTING_ITERS,
+    ROUTING_ITERATION,
+    ROUTING_DIGIT,
+    ROUTING_VIEW,
+    POSE_CLASS,
+    GUIDE_STAGE,
+)
+TRAIN_KEPT = (
+    TRAIN_PRESET,
+    TRAIN_EPOCHS,
+    TRAIN_BATCH,
+    TRAIN_LR,
+    TRAIN_ITERS,
+    TRAIN_DEVICE,
+    TRAIN_LIMIT,
+    TRAIN_EVAL_LIMIT,
+    TRAIN_USE_ANYWAY,
+)

@@ -1,0 +1,201 @@
+"""What the Claims lab computes: one input moved by the user's transform, read by CapsNet and a CNN.
+
+    from capsviz import lab
+    t = lab.Transform(rotation=30.0, thickness=0.5)
+    moved = lab.transformed(x, [t])                             # x (1, 28, 28) -> (1, 1, 28, 28)
+    now = lab.read(capsnet, cnn, moved, routing_iters=3)        # both models' scores for it
+    points = lab.sweep(t, "rotation")                           # t with rotation over SWEEPS["rotation"]
+    along = lab.read(capsnet, cnn, lab.transformed(x, points), routing_iters=3)   # one pass per model
+
+The geometry is `capsviz.affine`'s (forward 3x3 maps in pixels, bilinear resampling): the lab
+builds its map as shift . (rotation . shear . scale about the frame's centre). Thickness comes
+first, on the untransformed strokes: a 3x3 grey dilation (thicker, +1) or erosion (thinner, -1),
+blended linearly with the input for values in between (`thicken`). No streamlit here.
+
+Shape letters: N images (sweep points), J = 10 classes (capsules), D = 16 pose dimensions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capsviz import affine, registry, robustness
+from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
+
+BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
+ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of docs/claims/robustness.json
+ROBUSTNESS_JSON = Path(__file__).resolve().parent.parent / "docs" / "claims" / "robustness.json"
+
+
+@dataclass(frozen=True)
+class Transform:
+    """What the lab's sliders set; the default leaves the input as it is."""
+
+    rotation: float = 0.0  # degrees, counter-clockwise on screen
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+    shear: float = 0.0  # x += shear * y
+    shift_x: float = 0.0  # pixels, right
+    shift_y: float = 0.0  # pixels, down
+    thickness: float = 0.0  # -1 one erosion, +1 one dilation (3x3), linear in between
+
+
+NAMES = tuple(f.name for f in fields(Transform))
+# Each parameter's sweep: rotation, shear and scale (per axis) take affine.SWEEPS's points, shift and thickness
+# as many; the sliders span the same ranges in finer steps. 9 to 13 points: one batched pass stays interactive.
+SWEEPS: dict[str, tuple[float, ...]] = {
+    "rotation": affine.SWEEPS["rotation"],
+    "scale_x": affine.SWEEPS["scale"],
+    "scale_y": affine.SWEEPS["scale"],
+    "shear": affine.SWEEPS["shear"],
+    "shift_x": tuple(float(v) for v in range(-8, 9, 2)),
+    "shift_y": tuple(float(v) for v in range(-8, 9, 2)),
+    "thickness": tuple(round(-1 + 0.25 * i, 2) for i in range(9)),
+}
+LABELS = {
+    "rotation": "rotation (degrees)",
+    "scale_x": "scale x",
+    "scale_y": "scale y",
+    "shear": "shear (x += shear·y)",
+    "shift_x": "shift x (pixels)",
+    "shift_y": "shift y (pixels)",
+    "thickness": "thickness (-1 eroded, +1 dilated)",
+}
+
+
+def forward_maps(transforms: list[Transform]) -> torch.Tensor:
+    """The forward pixel maps (N, 3, 3): shift . (rotation . shear . scale about the centre)."""
+
+    def column(name: str) -> torch.Tensor:
+        return torch.tensor([getattr(t, name) for t in transforms], dtype=torch.float64)  # (N,)
+
+    lin = affine.linear(
+        rotation=column("rotation"), scale_x=column("scale_x"), scale_y=column("scale_y"), shear=column("shear")
+    )  # (N, 2, 2)
+    centre = torch.full((len(transforms), 2), affine.SIZE / 2, dtype=torch.float64)  # (N, 2)
+    target = centre + torch.stack([column("shift_x"), column("shift_y")], -1)  # (N, 2)
+    return affine.centred(lin, centre, target)
+
+
+def thicken(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """x (N, 1, H, W) in [0, 1], amount (N,) in [-1, 1] -> (N, 1, H, W): +1 is a 3x3 grey dilation
+    (max over the neighbourhood), -1 a 3x3 grey erosion (min), values in between blend with x."""
+    dilated = F.max_pool2d(x, 3, stride=1, padding=1)  # (N, 1, H, W)
+    eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)  # (N, 1, H, W); zero padding: the frame's edge is ink-free
+    a = amount.to(x.dtype).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
+    return x + a.clamp(min=0) * (dilated - x) + (-a).clamp(min=0) * (eroded - x)
+
+
+def transformed(x: torch.Tensor, transforms: list[Transform]) -> torch.Tensor:
+    """One input x (1, 28, 28) in [0, 1], moved by each transform -> (N, 1, 28, 28)."""
+    n = len(transforms)
+    batch = x.unsqueeze(0).expand(n, -1, -1, -1)  # (N, 1, 28, 28)
+    amount = torch.tensor([t.thickness for t in transforms])  # (N,)
+    return affine.warp(thicken(batch, amount), forward_maps(transforms)).clamp(0, 1)
+
+
+def sweep(current: Transform, name: str) -> list[Transform]:
+    """The current transform with `name` set to each value of SWEEPS[name]: the rest stays as set."""
+    return [replace(current, **{name: value}) for value in SWEEPS[name]]
+
+
+@dataclass
+class Reading:
+    """Both models on N images, as float32 numpy."""
+
+    images: np.ndarray  # (N, 28, 28) what the models saw
+    capsnet: np.ndarray  # (N, J) capsule lengths, 0..1
+    poses: np.ndarray  # (N, J, D) digit capsule poses
+    cnn: np.ndarray | None  # (N, J) softmax probabilities, 0..1; None without a CNN
+
+    def part(self, rows: slice) -> Reading:
+        """Some of the N images' readings: one batched pass can serve the current setting and a sweep."""
+        cnn = None if self.cnn is None else self.cnn[rows]
+        return Reading(self.images[rows], self.capsnet[rows], self.poses[rows], cnn)
+
+
+@torch.no_grad()
+def read(capsnet: nn.Module, cnn: nn.Module | None, x: torch.Tensor, *, routing_iters: int) -> Reading:
+    """x (N, 1, 28, 28) -> both models' scores: one forward pass per model, no decoder."""
+    device = next(capsnet.parameters()).device
+    poses, _, _ = capsnet.encode(x.to(device), routing_iters)  # (N, J, D)
+    scores = None
+    if cnn is not None:
+        scores = cnn.scores(x.to(next(cnn.parameters()).device)).float().cpu().numpy()  # (N, J)
+    return Reading(
+        images=x[:, 0].float().cpu().numpy(),
+        capsnet=poses.norm(dim=-1).float().cpu().numpy(),
+        poses=poses.float().cpu().numpy(),
+        cnn=scores,
+    )
+
+
+@torch.no_grad()
+def reconstructions(capsnet: nn.Module, poses: np.ndarray, digit: int) -> np.ndarray:
+    """(N, J, D) poses decoded as `digit` (the other capsules masked) -> (N, 28, 28)."""
+    device = next(capsnet.parameters()).device
+    poses_t = torch.from_numpy(poses).to(device)  # (N, J, D)
+    classes = torch.full((poses.shape[0],), digit, dtype=torch.long, device=device)  # (N,)
+    return capsnet.reconstruct(poses_t, classes)[:, 0].float().cpu().numpy()  # (N, 28, 28)
+
+
+def baseline_checkpoint(folder: Path = PRETRAINED_DIR) -> Path | None:
+    """The CNN baseline to compare with: $CAPSVIZ_BASELINE ("none": no baseline), else the first
+    checkpoint in `folder` whose header records the kind "cnn" (read from the header, no weights)."""
+    chosen = os.environ.get(BASELINE_ENV)
+    if chosen:
+        return None if chosen.lower() == "none" else Path(chosen)
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            if registry.kind_of(read_config(path)) == "cnn":
+                return path
+        except (CheckpointError, OSError, registry.UnknownKindError):
+            continue  # an unreadable file is not the baseline; the sidebar reports the CapsNet's own problems
+    return None
+
+
+def robustness_path() -> Path:
+    return Path(os.environ.get(ROBUSTNESS_ENV) or ROBUSTNESS_JSON)
+
+
+MAX_ROBUSTNESS_BYTES = 4 * 1024 * 1024  # a report is a few kB; a bigger file is not one
+
+
+def load_robustness(path: Path) -> tuple[dict | None, str | None]:
+    """The last `python -m capsviz robustness` report, or (None, why not) for a missing or unreadable file."""
+    if not path.is_file():
+        return None, "not measured yet: run `python -m capsviz robustness --out-dir docs/claims`"
+    try:
+        if path.stat().st_size > MAX_ROBUSTNESS_BYTES:
+            raise ValueError(f"it is over {MAX_ROBUSTNESS_BYTES // 2**20} MB")
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or result.get("format") != robustness.FORMAT:
+            raise ValueError(f"it is not a {robustness.FORMAT} report")
+        if not isinstance(result.get("models"), list) or not all(isinstance(m, dict) for m in result["models"]):
+            raise ValueError("it has no list of models")
+    except (OSError, ValueError) as exc:
+        fix = "rerun `python -m capsviz robustness --out-dir docs/claims`"
+        return None, f"{path.name} could not be read ({exc}): {fix}"
+    return result, None
+
+
+def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], bool]:
+    """The report's entries for the checkpoints in use and True, else every entry and False. A shipped
+    checkpoint matches by its name under pretrained/ (the report may have run elsewhere), any other by its path."""
+
+    def same(recorded: str, path: Path) -> bool:
+        where = Path(recorded)
+        if path.parent.resolve() == PRETRAINED_DIR.resolve() and where.parent.name == PRETRAINED_DIR.name:
+            return where.name == path.name
+        return where.resolve() == path.resolve()
+
+    chosen = [m for m in result["models"] if any(same(str(m.get("checkpoint", "")), p) for p in checkpoints)]
+    return (chosen, True) if chosen else (result["models"], False)

@@ -1,0 +1,176 @@
+"""Plotly figure builders for the Claims lab: numpy arrays in, `go.Figure` out (see `capsviz.lab`).
+
+CapsNet's score is a capsule length and the CNN's a softmax probability: both lie in 0..1 but
+they are different quantities (lengths need not sum to 1), so every chart names which is which.
+Shape letters: J = 10 classes, N sweep points, D = 16 pose dimensions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from capsviz.viz import HIGHLIGHT, _figure, _image_axes, _image_trace, _layout
+
+CAPSNET_COLOR = "#1f77b4"
+CNN_COLOR = "#ff7f0e"
+CURRENT_COLOR = HIGHLIGHT
+CAPSNET_NAME = "CapsNet: capsule length"
+CNN_NAME = "CNN: softmax probability"
+SCORES_HEIGHT = 300
+SWEEP_HEIGHT = 320
+POSE_HEIGHT = 320
+STRIP_HEIGHT = 250
+PAIR_HEIGHT = 200
+SCORE_AXIS = {"range": [0, 1.02], "title": {"text": "score, 0 to 1"}, "fixedrange": True}
+LEGEND = {"orientation": "h", "x": 0, "y": -0.3, "xanchor": "left", "yanchor": "top"}
+BOTTOM = 90  # px under the plot: axis title and the legend
+
+
+def scores_figure(capsnet: np.ndarray, cnn: np.ndarray | None) -> go.Figure:
+    """Both models' scores per digit, side by side: CapsNet lengths (J,), CNN softmax (J,) or None."""
+    digits = np.arange(len(capsnet))
+    traces = [_bars(digits, capsnet, CAPSNET_NAME, CAPSNET_COLOR)]
+    if cnn is not None:
+        traces.append(_bars(digits, cnn, CNN_NAME, CNN_COLOR))
+    layout = _layout("Each model's score per digit", SCORES_HEIGHT, barmode="group", showlegend=True, legend=LEGEND)
+    layout.update(
+        xaxis={"tickmode": "array", "tickvals": digits, "title": {"text": "digit"}, "fixedrange": True},
+        yaxis=SCORE_AXIS,
+    )
+    layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
+    return _figure(traces, layout)
+
+
+def _bars(digits: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict:
+    return dict(
+        type="bar",
+        x=digits,
+        y=np.asarray(scores, dtype=np.float32),  # (J,)
+        name=name,
+        marker={"color": color},
+        hovertemplate=f"{name}<br>digit %{{x}}: %{{y:.3f}}<extra></extra>",
+    )
+
+
+def sweep_figure(
+    values: np.ndarray,
+    capsnet: np.ndarray,
+    cnn: np.ndarray | None,
+    *,
+    digit: int,
+    label: str,
+    current: float,
+    current_scores: tuple[float, float | None],
+) -> go.Figure:
+    """Each model's score for `digit` along a sweep (N,), the current setting marked with its own scores."""
+    traces = [_line(values, capsnet, CAPSNET_NAME, CAPSNET_COLOR)]
+    if cnn is not None:
+        traces.append(_line(values, cnn, CNN_NAME, CNN_COLOR))
+    at = [(CAPSNET_NAME, current_scores[0])] + ([(CNN_NAME, current_scores[1])] if cnn is not None else [])
+    traces.append(
+        dict(
+            type="scatter",
+            mode="markers",
+            x=[current] * len(at),
+            y=[score for _, score in at],
+            name="current setting",
+            marker={"color": CURRENT_COLOR, "size": 13, "symbol": "diamond", "line": {"width": 1, "color": "white"}},
+            customdata=[name for name, _ in at],
+            hovertemplate="current setting %{x:g}<br>%{customdata}: %{y:.3f}<extra></extra>",
+        )
+    )
+    layout = _layout(f"Score for digit {digit} along the sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
+    layout.update(xaxis={"title": {"text": label}, "fixedrange": True}, yaxis=SCORE_AXIS)
+    layout["shapes"] = [_vline(current)]
+    layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
+    return _figure(traces, layout)
+
+
+def _line(values: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict:
+    return dict(
+        type="scatter",
+        mode="lines+markers",
+        x=np.asarray(values, dtype=np.float32),  # (N,)
+        y=np.asarray(scores, dtype=np.float32),  # (N,)
+        name=name,
+        line={"color": color, "width": 2},
+        marker={"size": 5},
+        hovertemplate=f"{name}<br>%{{x:g}}: %{{y:.3f}}<extra></extra>",
+    )
+
+
+def _vline(x: float) -> dict:
+    return {
+        "type": "line",
+        "xref": "x",
+        "yref": "paper",
+        "x0": x,
+        "x1": x,
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": CURRENT_COLOR, "width": 1, "dash": "dot"},
+    }
+
+
+def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, label: str, current: float) -> go.Figure:
+    """Capsule `digit`'s D pose components (N, D) along the sweep, one line per dimension."""
+    poses = np.asarray(poses, dtype=np.float32)  # (N, D)
+    traces = [
+        dict(
+            type="scatter",
+            mode="lines",
+            x=np.asarray(values, dtype=np.float32),
+            y=poses[:, d],
+            name=f"dim {d}",
+            line={"width": 1.5},
+            hovertemplate=f"dim {d}<br>%{{x:g}}: %{{y:.3f}}<extra></extra>",
+        )
+        for d in range(poses.shape[1])
+    ]
+    layout = _layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions", POSE_HEIGHT)
+    layout.update(
+        showlegend=False,
+        xaxis={"title": {"text": label}, "fixedrange": True},
+        yaxis={"title": {"text": "pose component"}, "fixedrange": True},
+    )
+    layout["shapes"] = [_vline(current)]
+    layout["margin"] = {**layout["margin"], "l": 60, "b": 50}
+    return _figure(traces, layout)
+
+
+def pair_figure(before: np.ndarray, after: np.ndarray) -> go.Figure:
+    """The input (H, W) and its transformed version (H, W) side by side in one chart, a one-pixel gap between."""
+    h, w = before.shape
+    pair = np.full((h, 2 * w + 1), np.nan, dtype=np.float32)  # (H, 2W + 1)
+    pair[:, :w], pair[:, w + 1 :] = before, after
+    axes = _image_axes()
+    axes["xaxis"].update(
+        showticklabels=True, tickmode="array", tickvals=[(w - 1) / 2, w + 1 + (w - 1) / 2], side="top",
+        ticktext=["input", "transformed"],
+    )  # fmt: skip
+    layout = _layout("", PAIR_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "t": 30}
+    return _figure([{**_image_trace(pair), "hoverongaps": False}], layout)
+
+
+def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.ndarray, *, label: str) -> go.Figure:
+    """Two rows of N tiles: the moved inputs (N, H, W) over their reconstructions (N, H, W), labelled by value."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    n, h, w = inputs.shape
+    strip = np.full((2 * h + 1, n * (w + 1) - 1), np.nan, dtype=np.float32)  # one-pixel NaN gaps between tiles
+    for i in range(n):
+        strip[:h, i * (w + 1) : i * (w + 1) + w] = inputs[i]
+        strip[h + 1 :, i * (w + 1) : i * (w + 1) + w] = np.clip(reconstructions[i], 0, 1)
+    axes = _image_axes()
+    centres = [i * (w + 1) + (w - 1) / 2 for i in range(n)]
+    axes["xaxis"].update(
+        showticklabels=True, tickmode="array", tickvals=centres, ticktext=[f"{v:g}" for v in values], side="bottom",
+        title={"text": label},
+    )  # fmt: skip
+    axes["yaxis"].update(
+        showticklabels=True, tickmode="array", tickvals=[(h - 1) / 2, h + (h - 1) / 2], ticktext=["input", "decoded"]
+    )
+    layout = _layout("Moved inputs (top), decoded (below)", STRIP_HEIGHT, **axes)
+    layout["margin"] = {**layout["margin"], "b": 50, "l": 60}
+    return _figure([{**_image_trace(strip), "hoverongaps": False}], layout)
