@@ -17,6 +17,7 @@ Shape letters: N images (sweep points), J = 10 classes (capsules), D = 16 pose d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, fields, replace
@@ -29,10 +30,12 @@ from torch import nn
 
 from capsviz import affine, registry, robustness
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
+from capsviz.routing_accuracy import sha256_of
 
 BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
 ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of docs/claims/robustness.json
-ROBUSTNESS_JSON = Path(__file__).resolve().parent.parent / "docs" / "claims" / "robustness.json"
+ROBUSTNESS_JSON = PRETRAINED_DIR / "robustness.json"  # the shipped models' report, installed beside them
+MEASURE = "`python -m capsviz robustness --out-dir DIR`, then point $CAPSVIZ_ROBUSTNESS at DIR/robustness.json"
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ MAX_ROBUSTNESS_BYTES = 4 * 1024 * 1024  # a report is a few kB; a bigger file is
 def load_robustness(path: Path) -> tuple[dict | None, str | None]:
     """The last `python -m capsviz robustness` report, or (None, why not) for a missing or unreadable file."""
     if not path.is_file():
-        return None, "not measured yet: run `python -m capsviz robustness --out-dir docs/claims`"
+        return None, f"not measured yet: run {MEASURE}"
     try:
         if path.stat().st_size > MAX_ROBUSTNESS_BYTES:
             raise ValueError(f"it is over {MAX_ROBUSTNESS_BYTES // 2**20} MB")
@@ -182,20 +185,35 @@ def load_robustness(path: Path) -> tuple[dict | None, str | None]:
         if not isinstance(result.get("models"), list) or not all(isinstance(m, dict) for m in result["models"]):
             raise ValueError("it has no list of models")
     except (OSError, ValueError) as exc:
-        fix = "rerun `python -m capsviz robustness --out-dir docs/claims`"
-        return None, f"{path.name} could not be read ({exc}): {fix}"
+        return None, f"{path.name} could not be read ({exc}): rerun {MEASURE}"
     return result, None
 
 
 def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], bool]:
     """The report's entries for the checkpoints in use and True, else every entry and False. A shipped
-    checkpoint matches by its name under pretrained/ (the report may have run elsewhere), any other by its path."""
+    checkpoint matches by its name under pretrained/ (the report may have run elsewhere), any other by its
+    path; an entry that names the sha256 of the weights it measured matches only those weights."""
 
-    def same(recorded: str, path: Path) -> bool:
-        where = Path(recorded)
+    def same(entry: dict, path: Path) -> bool:
+        where = Path(str(entry.get("checkpoint", "")))
         if path.parent.resolve() == PRETRAINED_DIR.resolve() and where.parent.name == PRETRAINED_DIR.name:
-            return where.name == path.name
-        return where.resolve() == path.resolve()
+            named = where.name == path.name
+        else:
+            named = where.resolve() == path.resolve()
+        return named and (entry.get("sha256") is None or entry["sha256"] == _digest(path))
 
-    chosen = [m for m in result["models"] if any(same(str(m.get("checkpoint", "")), p) for p in checkpoints)]
+    chosen = [m for m in result["models"] if any(same(m, p) for p in checkpoints)]
     return (chosen, True) if chosen else (result["models"], False)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return _digest_of(str(path.resolve()), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:  # keyed by mtime and size: a rewritten file is re-read
+    return sha256_of(path)

@@ -9,6 +9,7 @@ from capsviz import affine, lab, robustness
 from capsviz.checkpoint import save_checkpoint
 from capsviz.cnn import CNN, CNNConfig
 from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.routing_accuracy import sha256_of
 
 TINY_CAPSNET = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 TINY_CNN = CNNConfig(conv_channels=(4, 8), hidden=(16,))
@@ -123,7 +124,7 @@ def report(models: list[dict]) -> dict:
 
 def test_the_robustness_report_is_read_or_its_absence_said(tmp_path):
     missing, why = lab.load_robustness(tmp_path / "robustness.json")
-    assert missing is None and why.startswith("not measured yet") and "--out-dir docs/claims" in why
+    assert missing is None and why.startswith("not measured yet") and "robustness --out-dir" in why
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert lab.load_robustness(bad)[0] is None and "could not be read" in lab.load_robustness(bad)[1]
@@ -139,3 +140,14 @@ def test_the_robustness_report_is_read_or_its_absence_said(tmp_path):
     assert why is None and result["date"] == "2026-11-23T06:00:00+00:00"
     assert lab.rows_in_use(result, [tmp_path / "runs" / "x" / "last.safetensors"]) == ([entries[1]], True)
     assert lab.rows_in_use(result, [tmp_path / "other.safetensors"]) == (entries, False)
+
+
+def test_a_report_row_describes_only_the_weights_it_measured(tmp_path):
+    weights = tmp_path / "runs" / "x" / "last.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"the weights measured")
+    entry = {"name": "mine", "checkpoint": str(weights), "sha256": sha256_of(weights)}
+    result = report([entry])
+    assert lab.rows_in_use(result, [weights]) == ([entry], True)
+    weights.write_bytes(b"weights trained further")  # same path, other weights: the row no longer describes them
+    assert lab.rows_in_use(result, [weights]) == ([entry], False)

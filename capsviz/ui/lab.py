@@ -302,7 +302,7 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
             f"{result.get('test_images', '?')} MNIST test images (affine seed {result.get('seed', '?')})."
         )
         if not matched:
-            st.caption("The models in use were not in that run: these are the models it measured.")
+            st.caption("The models in use (these weights) were not in that run: these are the models it measured.")
     st.markdown(PAPER_NOTE)
     st.caption(OURS_NOTE)
 
