@@ -6,33 +6,51 @@ import sys
 
 import pytest
 
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card
+from capsviz import registry
+from capsviz.checkpoint import PRETRAINED_DIR, SHIPPED_CHECKPOINT, load_checkpoint, read_card, read_config
+from capsviz.cnn import CNNConfig
 from capsviz.model import CapsNetConfig
 
 from drawings import draw_digit
 
+SHIPPED = sorted(PRETRAINED_DIR.glob("*.safetensors"))
 
-def test_shipped_checkpoint_loads_with_its_card():
-    model, card = load_checkpoint(SHIPPED_CHECKPOINT)
-    assert model.config == CapsNetConfig()
-    assert sum(p.numel() for p in model.parameters()) == 8_215_568
-    beside = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
-    assert beside == card == read_card(SHIPPED_CHECKPOINT)
+
+def test_the_explorers_capsnet_and_the_claims_baseline_are_shipped():
+    assert {p.name: registry.kind_of(read_config(p)) for p in SHIPPED} == {
+        "capsnet_mnist.safetensors": "capsnet",
+        "cnn_mnist.safetensors": "cnn",
+    }
+    capsnet, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    assert capsnet.config == CapsNetConfig() and sum(p.numel() for p in capsnet.parameters()) == 8_215_568
+    cnn, _ = load_checkpoint(PRETRAINED_DIR / "cnn_mnist.safetensors")
+    assert cnn.config == CNNConfig() and sum(p.numel() for p in cnn.parameters()) == 6_497_162
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_checkpoint_loads_with_its_card(path):
+    model, card = load_checkpoint(path)
+    beside = json.loads(path.with_suffix(".json").read_text())
+    assert beside == card == read_card(path)
     assert card["train_images"] == 60_000 and card["test_images"] == 10_000
-    for key in ("epochs", "device", "wall_seconds", "seed", "date", "test_accuracy"):
+    assert card["parameters"] == sum(p.numel() for p in model.parameters())
+    assert len(card["test_accuracy_per_epoch"]) == card["epochs"]
+    for key in ("epochs", "device", "wall_seconds", "seed", "date", "test_accuracy", "note"):
         assert key in card, key
 
 
-def test_shipped_checkpoint_scores_what_its_card_claims(mnist_root):
-    """Runs the real command on all 10,000 test images (about a minute on 2 CPU cores)."""
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_checkpoint_scores_what_its_card_claims(mnist_root, path):
+    """Runs the real command on all 10,000 test images (about a minute on 2 CPU cores for CapsNet)."""
     result = subprocess.run(
-        [sys.executable, "-m", "capsviz", "evaluate", "--data-root", str(mnist_root), "--json"],
+        [sys.executable, "-m", "capsviz", "evaluate", "--checkpoint", str(path), "--data-root", str(mnist_root),
+         "--json"],
         capture_output=True,
         text=True,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    card = read_card(SHIPPED_CHECKPOINT)
+    card = read_card(path)
     assert report["n"] == 10_000
     assert report["errors"] == card["test_errors"]  # to the image, which is finer than 0.01%
     assert report["accuracy"] == pytest.approx(card["test_accuracy"], abs=1e-9)
