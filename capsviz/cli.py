@@ -424,6 +424,7 @@ def _export(args) -> int:
     import tempfile
 
     from capsviz.checkpoint import atomic_write, save_checkpoint
+    from capsviz.routing_accuracy import display_path
     from capsviz.train import evaluate
 
     model, card = _load_mnist_model(args.checkpoint)
@@ -464,7 +465,7 @@ def _export(args) -> int:
             test_accuracy=accuracy,
             test_images=n,
             test_errors=n - round(accuracy * n),
-            measured_by="python -m capsviz evaluate --checkpoint " + str(out),
+            measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
         )
         save_checkpoint(weights, shipped, card, half=args.half)
         atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode())
