@@ -91,15 +91,17 @@ def _wait_idle(page) -> None:
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
-def _stroke(page, box: dict, points: list[tuple[float, float]]) -> None:
-    """Draw one stroke in the canvas box; the final mouse-up is what is timed."""
+def draw_stroke(page, box: dict, points: list[tuple[float, float]], *, steps: int = 2) -> None:
+    """Draw one stroke of unit-box `points` (x right, y down) in the middle of the canvas `box`
+    (a Playwright bounding box): the digit spans half its width and 70% of its height. The
+    final mouse-up is what the benchmark times. tests/test_browser.py draws with it too."""
     left, top = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.15
     width, height = box["width"] * 0.5, box["height"] * 0.7
     xy = [(left + x * width, top + y * height) for x, y in points]
     page.mouse.move(*xy[0])
     page.mouse.down()
     for point in xy[1:]:
-        page.mouse.move(*point, steps=2)
+        page.mouse.move(*point, steps=steps)
     page.mouse.up()
 
 
@@ -109,8 +111,8 @@ def _one_drawing(page, digit: int) -> tuple[float, float]:
     _wait_idle(page)
     page.wait_for_function(f"({PREDICTION})() === null", timeout=60_000)
     page.evaluate("window.__bench.up = null; window.__bench.charts = 0;")
-    box = page.locator("canvas.upper-canvas").first.bounding_box()
-    _stroke(page, box, ONE_STROKE[digit])
+    box = page.locator(".st-key-canvas canvas.draw").first.bounding_box()
+    draw_stroke(page, box, ONE_STROKE[digit])
     handle = page.wait_for_function(
         f"""() => {{
           const shown = ({PREDICTION})();

@@ -16,13 +16,9 @@ from capsviz.ui.training import training_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
 
 # Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
-# Where a pointer can hover, the canvas component shows its toolbar above the canvas: leave it room.
 PAGE_CSS = """<style>
 @media (max-width: 640px) {
   h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
-}
-@media (hover: hover) {
-  .st-key-canvas { margin-top: 2.4rem; }
 }
 </style>"""
 
