@@ -107,11 +107,19 @@ def draw_stroke(page, box: dict, points: list[tuple[float, float]], *, steps: in
 
 def _one_drawing(page, digit: int) -> tuple[float, float]:
     """Clear, draw `digit` in one stroke; (ms to the prediction, ms to the last chart change)."""
+    canvas = page.locator(".st-key-canvas canvas.draw").first
+    before = canvas.evaluate("c => c.dataset.load || ''")
     page.locator(".st-key-canvas_clear button").click()
     _wait_idle(page)
     page.wait_for_function(f"({PREDICTION})() === null", timeout=60_000)
+    deadline = time.time() + 60
+    shown = "c => [c.dataset.load || '', c.dataset.strokes]"  # which load the page applied, how many strokes
+    while (state := canvas.evaluate(shown))[0] == before or state[1] != "0":  # the Clear has reached the page
+        if time.time() > deadline:
+            raise BrowserBenchError("the canvas was not cleared within 60 s")
+        page.wait_for_timeout(50)
     page.evaluate("window.__bench.up = null; window.__bench.charts = 0;")
-    box = page.locator(".st-key-canvas canvas.draw").first.bounding_box()
+    box = canvas.bounding_box()
     draw_stroke(page, box, ONE_STROKE[digit])
     handle = page.wait_for_function(
         f"""() => {{

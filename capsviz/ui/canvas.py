@@ -2,7 +2,7 @@
 
 The page reports the drawing the moment a stroke ends (pointer up): the canvas as a PNG data
 URL and its strokes (`{"drawing": {"raw": {"objects": [...]}, "data": "data:image/png;..."}}`,
-a stroke being `{"type": "path", "path": [["M", x, y], ["L", x, y], ...], ...}`). It replaced
+a stroke being `{"type": "path", "t": ms, "path": [["M", x, y], ["L", x, y], ...], ...}`). It replaced
 streamlit-drawable-canvas, whose report waited 200 ms after each stroke, two thirds of the
 app's time budget from the mouse-up to the prediction.
 
@@ -34,6 +34,7 @@ canvas.draw { display: block; background: #000; border-radius: 4px; touch-action
 JS = r"""
 function paint(st) {  // every stroke, white on black, round pen tips
   const ctx = st.ctx;
+  ctx.canvas.dataset.strokes = st.objects.length;  // for the browser test and benchmark
   ctx.fillStyle = '#000'; ctx.fillRect(0, 0, st.size, st.size);
   ctx.lineCap = 'round'; ctx.lineJoin = 'round';
   for (const o of st.objects) {
@@ -65,7 +66,7 @@ export default function (component) {
     };
     canvas.addEventListener('pointerdown', ev => {
       canvas.setPointerCapture(ev.pointerId);
-      st.stroke = { type: 'path', stroke: '#FFFFFF', strokeWidth: st.width, path: [['M', ...at(ev)]] };
+      st.stroke = { type: 'path', stroke: '#FFFFFF', strokeWidth: st.width, t: Date.now(), path: [['M', ...at(ev)]] };
       st.objects.push(st.stroke);
       paint(st);
     });
@@ -84,7 +85,9 @@ export default function (component) {
   const wanted = JSON.stringify(data.load);
   if (data.load && wanted !== st.loaded) {  // Undo, Clear or a remount: draw these strokes and report them
     st.loaded = wanted;
-    st.objects = data.load.objects.map(o => ({ ...o, path: o.path.map(p => [...p]) }));
+    canvas.dataset.load = data.load.capsviz;  // which load it shows, for the browser test and benchmark
+    const newer = st.objects.filter(o => (o.t || 0) > data.load.after);  // drawn after the click: kept
+    st.objects = data.load.objects.map(o => ({ ...o, path: o.path.map(p => [...p]) })).concat(newer);
     paint(st);
     st.report();
   }
@@ -100,17 +103,22 @@ def _memory() -> dict:
 
 
 def _load(objects: list) -> None:
-    """Make the component (re)load `objects`: the nonce changes the load even when objects do not."""
+    """Make the component (re)load `objects`: the nonce changes the load even when objects do not.
+
+    The page keeps the strokes it drew after the last one reported here (`after`, their time
+    stamps): a stroke begun before this load reaches the page is not wiped by it.
+    """
     memory = _memory()
     memory["n"] += 1
-    memory["load"] = {"objects": objects, "capsviz": memory["n"]}
+    after = max((o.get("t", 0) for o in memory["objects"] if isinstance(o, dict)), default=0)
+    memory["load"] = {"objects": objects, "after": after, "capsviz": memory["n"]}
 
 
 def clear() -> None:
     memory = _memory()
     memory["ignore"] = memory["data"]  # the component still holds the old drawing until it reports the new one
+    _load([])  # before forgetting the strokes: the load names the last one it replaces
     memory["objects"], memory["data"] = [], None
-    _load([])
 
 
 def undo() -> None:
