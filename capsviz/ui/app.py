@@ -9,7 +9,7 @@ from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import share, state
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
-from capsviz.ui.resources import LoadedModel
+from capsviz.ui.resources import LoadedModel, torch_threads
 from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
 from capsviz.ui.training import training_tab
@@ -53,6 +53,7 @@ def routing_iterations(loaded: LoadedModel) -> int:
 
 
 def explore_tab(settings) -> None:
+    torch_threads()
     left, middle, right = st.columns([1.1, 1, 1.3])
     below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
     with below:

@@ -34,7 +34,7 @@ from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
-from capsviz.ui.resources import available_devices, runs_dir
+from capsviz.ui.resources import available_devices, runs_dir, torch_threads
 from capsviz.ui.sidebar import run_option
 from capsviz.ui.widgets import PLOT_CONFIG
 
@@ -239,6 +239,7 @@ def start_job(
     )
     if not jobs.admit(job):
         return None
+    torch_threads()
     prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), {j.out_dir for j in jobs.active()})
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()
