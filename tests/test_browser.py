@@ -258,7 +258,7 @@ def _ready(page, server) -> None:
 
 
 def test_desktop_canvas_tools_and_kept_expander(browser, server):
-    """Defects 4 and 8 at 1440x900: no toolbar covers the caption (Undo, Clear under the canvas), Clear keeps an open expander open."""
+    """Defects 4 and 8 at 1440x900: no toolbar covers the caption, Clear keeps an open expander open."""
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

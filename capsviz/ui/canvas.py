@@ -139,7 +139,7 @@ def decode(png: bytes | None) -> np.ndarray | None:
 
 
 def _png_bytes(data_url) -> bytes | None:
-    """"data:image/png;base64,..." -> the PNG's bytes; None for anything else."""
+    """A data URL ("data:image/png;base64,...") -> the PNG's bytes; None for anything else."""
     if not isinstance(data_url, str) or ";base64," not in data_url:
         return None
     return base64.b64decode(data_url.split(";base64,", 1)[1])
