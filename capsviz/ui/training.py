@@ -55,9 +55,8 @@ PRESETS = {  # widget values each preset sets; Custom leaves them to the user
         state.TRAIN_EVAL_LIMIT: 10_000,
     },
 }
-QUICK_MEASURED = (  # measured with TrainConfig(epochs=1, batch_size=32, eval_limit=1000) on 2,000 images
-    "4 min 40 s on our 2-core CPU while it was shared with other jobs (87.5% on the 1,000 test images, "
-    "2026-11-23); expect less on a quiet machine"
+QUICK_MEASURED = (  # measured through the app (AppTest, its worker thread) with the preset above, 1 torch thread
+    "55 s on our 2-core CPU while a background training shared it (87.5% on the 1,000 test images, 2026-11-23)"
 )
 
 
