@@ -55,8 +55,9 @@ PRESETS = {  # widget values each preset sets; Custom leaves them to the user
         state.TRAIN_EVAL_LIMIT: 10_000,
     },
 }
-QUICK_MEASURED = (  # measured through the app (AppTest, its worker thread) with the preset above, 1 torch thread
-    "55 s on our 2-core CPU while a background training shared it (87.5% on the 1,000 test images, 2026-11-23)"
+QUICK_MEASURED = (  # python -m capsviz.bench --device cpu --sections lesson (the app's own worker thread)
+    "about a minute on our 2-core CPU while a background training shared it (61 s, 87.5% on the 1,000 test "
+    "images, 2026-11-23)"
 )
 
 
