@@ -34,7 +34,7 @@ canvas.draw { display: block; background: #000; border-radius: 4px; touch-action
 JS = r"""
 function paint(st) {  // every stroke, white on black, round pen tips
   const ctx = st.ctx;
-  ctx.canvas.dataset.strokes = st.objects.length;  // for the browser test and benchmark
+  ctx.canvas.dataset.strokes = st.objects.length;  // for the benchmark
   ctx.fillStyle = '#000'; ctx.fillRect(0, 0, st.size, st.size);
   ctx.lineCap = 'round'; ctx.lineJoin = 'round';
   for (const o of st.objects) {
@@ -85,7 +85,7 @@ export default function (component) {
   const wanted = JSON.stringify(data.load);
   if (data.load && wanted !== st.loaded) {  // Undo, Clear or a remount: draw these strokes and report them
     st.loaded = wanted;
-    canvas.dataset.load = data.load.capsviz;  // which load it shows, for the browser test and benchmark
+    canvas.dataset.load = data.load.capsviz;  // which load it shows, for the benchmark
     const newer = st.objects.filter(o => (o.t || 0) > data.load.after);  // drawn after the click: kept
     st.objects = data.load.objects.map(o => ({ ...o, path: o.path.map(p => [...p]) })).concat(newer);
     paint(st);
