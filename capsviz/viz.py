@@ -241,7 +241,7 @@ def coupling_tiles_figure(
 
     z = tiled(values, np.nan)  # (27, 55) for 32 types
     index = _capsule_index(values.shape[0], g)  # (N, 3): type, row, col
-    custom = tiled(index, -1)  # (27, 55, 3): type, row, col
+    custom = tiled(index.astype(np.int16), -1)  # (27, 55, 3): type, row, col; int16 keeps the page's payload small
     low, high = xray.coupling_range(num_classes)
     heatmap = dict(
         type="heatmap",
@@ -262,7 +262,9 @@ def coupling_tiles_figure(
         y=cell_y,
         mode="markers",
         marker={"symbol": "square", "size": 9, "color": "rgba(0,0,0,0)"},
-        customdata=np.concatenate([np.arange(values.shape[0])[:, None], index, values[:, None]], axis=1),
+        customdata=np.concatenate(  # (N, 5) float32: indices stay exact, couplings are float32 already
+            [np.arange(values.shape[0])[:, None], index, values[:, None]], axis=1, dtype=np.float32
+        ),
         hovertemplate="capsule %{customdata[0]} (type %{customdata[1]}, row %{customdata[2]}, "
         "col %{customdata[3]})<br>coupling %{customdata[4]:.4f}; click to inspect<extra></extra>",
         showlegend=False,

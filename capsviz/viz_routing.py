@@ -65,7 +65,7 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
     verdict = [f"strongest: digit {w}" if w is not None else "no winner (tie)" for w in winners]
     traces = [_image_trace(image)]
     for d in range(j):
-        custom = np.stack([rows, cols, split[:, d]], axis=1)  # (G*G, 3)
+        custom = np.stack([rows, cols, split[:, d]], axis=1).astype(np.float32)  # (G*G, 3), half the bytes
         traces.append(
             dict(
                 type="bar",

@@ -106,10 +106,18 @@ def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
     assert app.metric[0].value == str(expected_prediction(3))
     lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
     assert len(lengths) == 10
-    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay", "fig_pose"):  # the matrix: only when opened
+    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay"):  # the matrix: only when opened
         figure(app, key)
     sliders = [app.slider(key=state.POSE_DIM.format(d)) for d in range(16)]
     assert all(s.value == 0.0 for s in sliders)
+    assert not [c for c in app.get("plotly_chart") if "fig_pose" in c.proto.id]  # decoded only when open
+    figure(open_server_pose(app), "fig_pose")
+
+
+def open_server_pose(app: AppTest) -> AppTest:
+    """What opening "The same pose decoded on the server" in the browser reports."""
+    app.session_state[state.POSE_SERVER_OPEN] = True
+    return app.run()
 
 
 def test_blank_canvas_is_a_friendly_state_not_an_error(env):
@@ -123,7 +131,7 @@ def test_blank_canvas_is_a_friendly_state_not_an_error(env):
 
 
 def test_slider_changes_the_reconstruction_and_reset_restores_it(env):
-    app = draw(start(), 5)
+    app = open_server_pose(draw(start(), 5))
     before = heatmap(app, "fig_pose")
     app.slider(key=state.POSE_DIM.format(4)).set_value(0.2).run()
     after = heatmap(app, "fig_pose")
@@ -577,7 +585,7 @@ def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
     first = live_data(app)
     assert first["weights"] is not None and len(first["weights"]["layers"]) == 3  # sent with the first view
     assert first["digit"] == int(app.metric[0].value) and len(first["pose"]) == 16 and len(first["labels"]) == 16
-    before = heatmap(app, "fig_pose")
+    before = heatmap(open_server_pose(app), "fig_pose")
     app.session_state[state.LIVE_DECODER] = {"deltas": [0.0] * 5 + [0.2] + [0.0] * 10}  # a release in the page
     app.run()
     assert live_data(app)["weights"] is None  # not sent again for the same model

@@ -115,3 +115,18 @@ def test_bench_browser_section_reports_three_medians(tmp_path):
     for key in ("stroke_to_prediction_ms", "stroke_to_all_figures_ms", "slider_to_image_ms"):
         assert browser[key] > 0, key
     assert "live pose-slider input" in result.stdout
+
+
+def test_bench_lesson_section_runs_the_quick_preset_through_the_app(tmp_path, synthetic_root):
+    """The Train tab's default preset, started as a teacher starts it; its time is reported, never asserted."""
+    pytest.importorskip("streamlit")
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--sections", "lesson"]
+    command += ["--data-root", str(synthetic_root), "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lesson = json.loads(out.read_text())["lesson"]
+    assert lesson["preset"] == "Quick lesson" and lesson["status"] == "finished" and lesson["seconds"] > 0
+    assert (lesson["training_images"], lesson["test_images"]) == (96, 40)  # all the synthetic MNIST has
+    assert 0.0 <= lesson["test_accuracy"] <= 1.0
+    assert "Quick lesson (96 images, 1 epoch(s), 40 test images" in result.stdout

@@ -8,7 +8,8 @@ Sections: training (images/s of capsviz's TrainStep and of the reference, same r
 device, same batch), kernels (the CPU training path's layer choices against oneDNN),
 interaction (inference with the trace, decode, figures; on --device), app (Streamlit's
 AppTest: a new drawing, a slider move; needs streamlit, CPU only), browser (the running app in
-headless Chromium: stroke to prediction, to every figure, live slider to image; needs playwright).
+headless Chromium: stroke to prediction, to every figure, live slider to image; needs playwright),
+lesson (the Train tab's quick lesson preset run through AppTest, start to saved run; needs MNIST).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from capsviz.bench.training import BenchWorkerError, training_throughput
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError, device_description, resolve_device
 
-SECTIONS = ("training", "kernels", "interaction", "app", "browser")
+SECTIONS = ("training", "kernels", "interaction", "app", "browser", "lesson")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +127,14 @@ def run(args, sections: list[str], device: torch.device) -> dict:
             results["browser"] = {"skipped": f"{exc.name or exc} is not installed"}
         except BrowserBenchError as exc:
             results["browser"] = {"skipped": str(exc)}
+        _save(results, args.json)
+    if "lesson" in sections:
+        try:
+            from capsviz.bench.lesson import quick_lesson
+        except ImportError:
+            results["lesson"] = {"skipped": "streamlit is not installed"}
+        else:
+            results["lesson"] = quick_lesson(args.data_root)
         _save(results, args.json)
     return results
 

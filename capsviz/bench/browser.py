@@ -91,26 +91,36 @@ def _wait_idle(page) -> None:
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
-def _stroke(page, box: dict, points: list[tuple[float, float]]) -> None:
-    """Draw one stroke in the canvas box; the final mouse-up is what is timed."""
+def draw_stroke(page, box: dict, points: list[tuple[float, float]], *, steps: int = 2) -> None:
+    """Draw one stroke of unit-box `points` (x right, y down) in the middle of the canvas `box`
+    (a Playwright bounding box): the digit spans half its width and 70% of its height. The
+    final mouse-up is what the benchmark times. tests/test_browser.py draws with it too."""
     left, top = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.15
     width, height = box["width"] * 0.5, box["height"] * 0.7
     xy = [(left + x * width, top + y * height) for x, y in points]
     page.mouse.move(*xy[0])
     page.mouse.down()
     for point in xy[1:]:
-        page.mouse.move(*point, steps=2)
+        page.mouse.move(*point, steps=steps)
     page.mouse.up()
 
 
 def _one_drawing(page, digit: int) -> tuple[float, float]:
     """Clear, draw `digit` in one stroke; (ms to the prediction, ms to the last chart change)."""
+    canvas = page.locator(".st-key-canvas canvas.draw").first
+    before = canvas.evaluate("c => c.dataset.load || ''")
     page.locator(".st-key-canvas_clear button").click()
     _wait_idle(page)
     page.wait_for_function(f"({PREDICTION})() === null", timeout=60_000)
+    deadline = time.time() + 60
+    shown = "c => [c.dataset.load || '', c.dataset.strokes]"  # which load the page applied, how many strokes
+    while (state := canvas.evaluate(shown))[0] == before or state[1] != "0":  # the Clear has reached the page
+        if time.time() > deadline:
+            raise BrowserBenchError("the canvas was not cleared within 60 s")
+        page.wait_for_timeout(50)
     page.evaluate("window.__bench.up = null; window.__bench.charts = 0;")
-    box = page.locator("canvas.upper-canvas").first.bounding_box()
-    _stroke(page, box, ONE_STROKE[digit])
+    box = canvas.bounding_box()
+    draw_stroke(page, box, ONE_STROKE[digit])
     handle = page.wait_for_function(
         f"""() => {{
           const shown = ({PREDICTION})();

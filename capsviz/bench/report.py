@@ -139,6 +139,15 @@ def markdown(results: dict) -> str:
             row(f"{label} (median, {browser['viewport']})", f"{value:.0f} ms", target_key=target, raw=value)
     elif browser:
         row("browser", f"skipped: {browser['skipped']}")
+    lesson = results.get("lesson")
+    if lesson and "skipped" not in lesson:
+        row(
+            f"app: Train tab's {lesson['preset']} ({lesson['training_images']:,} images, {lesson['epochs']} epoch(s), "
+            f"{lesson['test_images']:,} test images: {lesson['test_accuracy']:.1%}), Start to saved run",
+            f"{lesson['seconds']:.0f} s",
+        )
+    elif lesson:
+        row("lesson", f"skipped: {lesson['skipped']}")
     header = [
         f"{results['date'][:10]} · {results['hardware']} · torch {results['torch']} · `{results['command']}`",
         "",

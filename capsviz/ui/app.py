@@ -11,20 +11,16 @@ from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
 from capsviz.ui.lab import KEPT as LAB_KEPT
 from capsviz.ui.lab import lab_tab, remember_input
-from capsviz.ui.resources import LoadedModel
+from capsviz.ui.resources import LoadedModel, torch_threads
 from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
 from capsviz.ui.training import training_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
 
 # Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
-# Where a pointer can hover, the canvas component shows its toolbar above the canvas: leave it room.
 PAGE_CSS = """<style>
 @media (max-width: 640px) {
   h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
-}
-@media (hover: hover) {
-  .st-key-canvas { margin-top: 2.4rem; }
 }
 </style>"""
 TABS = ("Explore", "Claims lab", "Train")
@@ -81,6 +77,7 @@ def routing_iterations(loaded: LoadedModel) -> int:
 
 
 def explore_tab(settings) -> None:
+    torch_threads()
     left, middle, right = st.columns([1.1, 1, 1.3])
     below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
     with below:

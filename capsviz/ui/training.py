@@ -34,7 +34,7 @@ from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
-from capsviz.ui.resources import available_devices, runs_dir
+from capsviz.ui.resources import available_devices, runs_dir, torch_threads
 from capsviz.ui.sidebar import run_option
 from capsviz.ui.widgets import PLOT_CONFIG
 
@@ -55,9 +55,9 @@ PRESETS = {  # widget values each preset sets; Custom leaves them to the user
         state.TRAIN_EVAL_LIMIT: 10_000,
     },
 }
-QUICK_MEASURED = (  # measured with TrainConfig(epochs=1, batch_size=32, eval_limit=1000) on 2,000 images
-    "4 min 40 s on our 2-core CPU while it was shared with other jobs (87.5% on the 1,000 test images, "
-    "2026-11-23); expect less on a quiet machine"
+QUICK_MEASURED = (  # python -m capsviz.bench --device cpu --sections lesson (the app's own worker thread)
+    "about a minute on our 2-core CPU while a background training shared it (61 s, 87.5% on the 1,000 test "
+    "images, 2026-11-23)"
 )
 
 
@@ -239,6 +239,7 @@ def start_job(
     )
     if not jobs.admit(job):
         return None
+    torch_threads()
     prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), {j.out_dir for j in jobs.active()})
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()

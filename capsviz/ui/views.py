@@ -126,9 +126,10 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
                             key=state.POSE_DIM.format(d),
                         )
                     )
-        pose = perturb.perturb(result.poses[digit], deltas)
-        image = perturb.decode_pose(model, pose, digit)
-        image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+        if server.open:  # decoded and drawn only when shown; the sliders always keep their values
+            pose = perturb.perturb(result.poses[digit], deltas)
+            image = perturb.decode_pose(model, pose, digit)
+            image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
         timing = side.empty()
     grid = kept_expander(
         "The paper's Figure 4 for this input: every dimension from -0.25 to 0.25", key=state.POSE_GRID_OPEN
