@@ -666,22 +666,23 @@ def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp
     from streamlit.testing.v1 import AppTest
 
     from capsviz.ui import state
-    from capsviz.ui.training import TrainingJob, registry
+    from capsviz.ui.training import TrainingJob, job_registry
 
     monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
     monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("CAPSVIZ_MAX_TRAININGS", "1")
-    registry.clear()
+    job_registry.clear()
     try:
-        assert registry().admit(TrainingJob(tiny_config(), 96, tmp_path / "another-session"))
+        assert job_registry().admit(TrainingJob(tiny_config(), 96, tmp_path / "another-session"))
         app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-        app.button(key=state.TRAIN_START).click().run()
+        app.session_state[state.TABS] = "Train"  # tabs are lazy: open Train as a click does
+        app.run().button(key=state.TRAIN_START).click().run()
         assert not app.exception
         assert state.TRAIN_JOB not in app.session_state
         assert any("already runs 1 training" in w.value for w in app.warning)
         assert not (tmp_path / "runs").exists()
     finally:
-        registry.clear()
+        job_registry.clear()
 
 
 def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):

@@ -187,7 +187,7 @@ class JobRegistry:
 
 
 @st.cache_resource
-def registry() -> JobRegistry:
+def job_registry() -> JobRegistry:
     """One registry per server process (cache_resource is shared by all sessions)."""
     return JobRegistry(_env_count(MAX_TRAININGS_ENV, MAX_TRAININGS))
 
@@ -289,10 +289,10 @@ def training_tab() -> None:
             epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device, eval_limit=int(eval_limit)
         )
         model_config = CapsNetConfig(routing_iters=int(iters))
-        started = start_job(config, int(limit), model_config, jobs=registry(), owner_alive=session_watch())
+        started = start_job(config, int(limit), model_config, jobs=job_registry(), owner_alive=session_watch())
         if started is None:
             st.warning(
-                f"This server already runs {registry().limit} training(s), its limit (${MAX_TRAININGS_ENV}): "
+                f"This server already runs {job_registry().limit} training(s), its limit (${MAX_TRAININGS_ENV}): "
                 "try again when one finishes."
             )
             return
