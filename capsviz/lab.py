@@ -33,7 +33,7 @@ from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
 from capsviz.routing_accuracy import sha256_of
 
 BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
-ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of docs/claims/robustness.json
+ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of pretrained/robustness.json
 ROBUSTNESS_JSON = PRETRAINED_DIR / "robustness.json"  # the shipped models' report, installed beside them
 MEASURE = "`python -m capsviz robustness --out-dir DIR`, then point $CAPSVIZ_ROBUSTNESS at DIR/robustness.json"
 
@@ -184,15 +184,15 @@ def load_robustness(path: Path) -> tuple[dict | None, str | None]:
             raise ValueError(f"it is not a {robustness.FORMAT} report")
         if not isinstance(result.get("models"), list) or not all(isinstance(m, dict) for m in result["models"]):
             raise ValueError("it has no list of models")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"{path.name} could not be read ({exc}): rerun {MEASURE}"
     return result, None
 
 
-def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], bool]:
-    """The report's entries for the checkpoints in use and True, else every entry and False. A shipped
-    checkpoint matches by its name under pretrained/ (the report may have run elsewhere), any other by its
-    path; an entry that names the sha256 of the weights it measured matches only those weights."""
+def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list[Path]]:
+    """The report's entries for the checkpoints in use (every entry when none matches), and the checkpoints in use
+    it did not measure. A shipped checkpoint matches by its name under pretrained/ (the report may have run
+    elsewhere), any other by its path; an entry that names the sha256 of its weights matches only those weights."""
 
     def same(entry: dict, path: Path) -> bool:
         where = Path(str(entry.get("checkpoint", "")))
@@ -203,7 +203,8 @@ def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], bool
         return named and (entry.get("sha256") is None or entry["sha256"] == _digest(path))
 
     chosen = [m for m in result["models"] if any(same(m, p) for p in checkpoints)]
-    return (chosen, True) if chosen else (result["models"], False)
+    missing = [p for p in checkpoints if not any(same(m, p) for m in result["models"])]
+    return (chosen or result["models"]), missing
 
 
 def _digest(path: Path) -> str | None:

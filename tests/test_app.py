@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -56,10 +57,18 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
+def report(app: AppTest, image, objects: list | None = None, load: int | None = None) -> AppTest:
+    """What the canvas page sends: the drawing as a PNG data URL, its strokes, and the last load it applied
+    (by default the latest one the server asked for, as a page that has caught up)."""
+    data = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+    if load is None:
+        load = app.session_state[state.CANVAS_MEMORY]["n"] if state.CANVAS_MEMORY in app.session_state else 0
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data, "load": load}}
+    return app.run()
+
+
 def draw(app: AppTest, digit: int, objects: list | None = None, **placement) -> AppTest:
-    data = "data:image/png;base64," + base64.b64encode(png_bytes(draw_digit(digit, **placement))).decode()
-    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data}}
-    app.run()
+    report(app, draw_digit(digit, **placement), objects)
     assert not app.exception, app.exception
     return app
 
@@ -122,10 +131,7 @@ def open_server_pose(app: AppTest) -> AppTest:
 
 def test_blank_canvas_is_a_friendly_state_not_an_error(env):
     app = start()
-    blank = draw_digit(1).point(lambda v: 0)
-    data = "data:image/png;base64," + base64.b64encode(png_bytes(blank)).decode()
-    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": data}}
-    app.run()
+    report(app, draw_digit(1).point(lambda v: 0))
     assert not app.exception and not app.error
     assert any("empty" in info.value for info in app.info)
 
@@ -427,6 +433,38 @@ def test_canvas_has_visible_undo_and_clear_and_says_so(env):
     app.button(key=state.CANVAS_CLEAR).click().run()
     assert not app.exception and not app.metric  # cleared at once, before the browser reports the empty canvas
     assert any("Draw a digit" in info.value for info in app.info)
+
+
+def test_a_report_older_than_the_last_clear_or_undo_is_not_shown(env):
+    """The page may report a drawing before it has applied a Clear or Undo: that drawing is stale."""
+    stroke = {"type": "path", "path": [["M", 60, 40], ["L", 220, 40]], "stroke": "#FFFFFF", "t": 1}
+    app = draw(start(), 3, objects=[stroke, {**stroke, "t": 2}])
+    app.button(key=state.CANVAS_UNDO).click().run()
+    app.button(key=state.CANVAS_UNDO).click().run()  # a double click, before the page reports back
+    assert app.session_state[state.CANVAS_MEMORY]["load"]["objects"] == []  # both strokes undone
+    app.button(key=state.CANVAS_CLEAR).click().run()
+    report(app, draw_digit(3), objects=[stroke], load=0)  # sent before the page applied the Clear
+    assert not app.exception and not app.metric and app.session_state[state.CANVAS_MEMORY]["objects"] == []
+    draw(app, 4)  # the page caught up: its report counts again
+    assert app.metric
+
+
+@pytest.mark.parametrize(
+    "image", [Image.new("RGBA", (5000, 5000)), Image.new("RGBA", (28, 28))], ids=["huge", "not-the-canvas"]
+)
+def test_a_canvas_report_that_is_not_its_drawing_is_refused_with_a_message(env, image):
+    app = draw(start(), 3)
+    shown = app.metric[0].value
+    report(app, image)
+    assert not app.exception and any("not a drawing" in w.value for w in app.warning)
+    assert app.metric and app.metric[0].value == shown  # the last real drawing stays
+
+
+def test_a_canvas_report_that_is_not_base64_is_ignored(env):
+    app = start()
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": "data:image/png;base64,ab!c"}}
+    app.run()
+    assert not app.exception and not app.metric
 
 
 def test_the_drawing_survives_a_detour_through_mnist(env):

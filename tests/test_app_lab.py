@@ -160,3 +160,15 @@ def test_explore_keeps_its_widgets_through_a_detour_to_the_lab(lab_env):
     assert app.slider(key=state.ROUTING_ITERS).value == 2
     open_tab(app, LAB)
     assert app.slider(key=state.LAB_PARAM.format("scale_x")).value == 1.2  # and the lab keeps its own
+
+
+def test_the_sweep_summary_says_when_the_score_is_not_above_half_in_one_stretch():
+    from capsviz.ui.lab import _sweep_summary
+
+    values = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    scores = np.zeros((5, 10), np.float32)
+    scores[:, 3] = [0.9, 0.2, 0.9, 0.9, 0.1]  # above 0.5 at -2 and at 0..1: two stretches
+    along = lab.Reading(images=np.zeros((5, 28, 28)), capsnet=scores, poses=np.zeros((5, 10, 16)), cnn=None)
+    assert "above 0.5 at 3 of 5 points, not in one stretch" in _sweep_summary(along, 3, values)
+    scores[:, 3] = [0.1, 0.9, 0.9, 0.9, 0.1]
+    assert "above 0.5 from -1 to 1" in _sweep_summary(along, 3, values)

@@ -138,8 +138,16 @@ def test_the_robustness_report_is_read_or_its_absence_said(tmp_path):
     good.write_text(json.dumps(report(entries)))
     result, why = lab.load_robustness(good)
     assert why is None and result["date"] == "2026-11-23T06:00:00+00:00"
-    assert lab.rows_in_use(result, [tmp_path / "runs" / "x" / "last.safetensors"]) == ([entries[1]], True)
-    assert lab.rows_in_use(result, [tmp_path / "other.safetensors"]) == (entries, False)
+    assert lab.rows_in_use(result, [tmp_path / "runs" / "x" / "last.safetensors"]) == ([entries[1]], [])
+    other = tmp_path / "other.safetensors"
+    assert lab.rows_in_use(result, [other]) == (entries, [other])
+    assert lab.rows_in_use(result, [other, tmp_path / "runs" / "x" / "last.safetensors"]) == (
+        [entries[1]],
+        [other],
+    )  # the unmeasured one is named
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert lab.load_robustness(deep)[0] is None and "could not be read" in lab.load_robustness(deep)[1]
 
 
 def test_a_report_row_describes_only_the_weights_it_measured(tmp_path):
@@ -148,6 +156,6 @@ def test_a_report_row_describes_only_the_weights_it_measured(tmp_path):
     weights.write_bytes(b"the weights measured")
     entry = {"name": "mine", "checkpoint": str(weights), "sha256": sha256_of(weights)}
     result = report([entry])
-    assert lab.rows_in_use(result, [weights]) == ([entry], True)
+    assert lab.rows_in_use(result, [weights]) == ([entry], [])
     weights.write_bytes(b"weights trained further")  # same path, other weights: the row no longer describes them
-    assert lab.rows_in_use(result, [weights]) == ([entry], False)
+    assert lab.rows_in_use(result, [weights]) == ([entry], [weights])

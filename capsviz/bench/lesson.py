@@ -35,6 +35,8 @@ def quick_lesson(data_root: str | None = None, timeout: float = 1800.0) -> dict:
         try:
             app = AppTest.from_file(str(APP), default_timeout=120)
             app.run()
+            app.session_state[state.TABS] = "Train"  # tabs are lazy: open Train as a click does
+            app.run()
             preset = app.radio(key=state.TRAIN_PRESET).value
             start = time.perf_counter()
             app.button(key=state.TRAIN_START).click().run()

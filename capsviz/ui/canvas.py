@@ -14,12 +14,12 @@ Draw -> MNIST -> Draw brings it back.
 from __future__ import annotations
 
 import base64
-import io
+import binascii
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
+from capsviz.preprocess import open_image
 from capsviz.ui import state
 
 CANVAS_SIZE = 280
@@ -58,24 +58,29 @@ export default function (component) {
     canvas.width = canvas.height = data.size;
     canvas.style.width = canvas.style.height = data.size + 'px';
     st.ctx = canvas.getContext('2d');
-    st.report = () => setStateValue('drawing', { raw: { objects: st.objects }, data: canvas.toDataURL('image/png') });
+    st.report = () => setStateValue('drawing',  // `load`: the last load applied, so the server can tell a stale report
+      { raw: { objects: st.objects }, data: canvas.toDataURL('image/png'), load: st.loadN || 0 });
     const at = ev => {
       const box = canvas.getBoundingClientRect();
       return [Math.round((ev.clientX - box.left) * st.size / box.width * 10) / 10,
               Math.round((ev.clientY - box.top) * st.size / box.height * 10) / 10];
     };
     canvas.addEventListener('pointerdown', ev => {
+      if (st.stroke || ev.button !== 0) return;  // one stroke at a time: a second finger or another button
+      st.pointer = ev.pointerId;
       canvas.setPointerCapture(ev.pointerId);
       st.stroke = { type: 'path', stroke: '#FFFFFF', strokeWidth: st.width, t: Date.now(), path: [['M', ...at(ev)]] };
       st.objects.push(st.stroke);
       paint(st);
     });
     canvas.addEventListener('pointermove', ev => {
-      if (!st.stroke) return;
+      if (!st.stroke || ev.pointerId !== st.pointer) return;
       st.stroke.path.push(['L', ...at(ev)]);
       paint(st);
     });
-    const end = () => { if (st.stroke) { st.stroke = null; st.report(); } };  // at once: no debounce
+    const end = ev => {  // at once: no debounce
+      if (st.stroke && ev.pointerId === st.pointer) { st.stroke = null; st.report(); }
+    };
     canvas.addEventListener('pointerup', end);
     canvas.addEventListener('pointercancel', end);
     paint(st);
@@ -86,6 +91,7 @@ export default function (component) {
   if (data.load && wanted !== st.loaded) {  // Undo, Clear or a remount: draw these strokes and report them
     st.loaded = wanted;
     canvas.dataset.load = data.load.capsviz;  // which load it shows, for the benchmark
+    st.loadN = data.load.capsviz;
     const newer = st.objects.filter(o => (o.t || 0) > data.load.after);  // drawn after the click: kept
     st.objects = data.load.objects.map(o => ({ ...o, path: o.path.map(p => [...p]) })).concat(newer);
     paint(st);
@@ -110,13 +116,13 @@ def _load(objects: list) -> None:
     """
     memory = _memory()
     memory["n"] += 1
-    after = max((o.get("t", 0) for o in memory["objects"] if isinstance(o, dict)), default=0)
+    stamps = [o.get("t", 0) for o in memory["objects"] if isinstance(o, dict)]
+    after = max([memory["load"]["after"] if memory["load"] else 0, *(t for t in stamps if isinstance(t, (int, float)))])
     memory["load"] = {"objects": objects, "after": after, "capsviz": memory["n"]}
 
 
 def clear() -> None:
     memory = _memory()
-    memory["ignore"] = memory["data"]  # the component still holds the old drawing until it reports the new one
     _load([])  # before forgetting the strokes: the load names the last one it replaces
     memory["objects"], memory["data"] = [], None
 
@@ -124,7 +130,9 @@ def clear() -> None:
 def undo() -> None:
     memory = _memory()
     if memory["objects"]:
-        _load(memory["objects"][:-1])
+        kept = memory["objects"][:-1]
+        _load(kept)
+        memory["objects"] = kept  # a second click before the page reports undoes one more
 
 
 def left() -> None:
@@ -134,15 +142,28 @@ def left() -> None:
         _load(memory["objects"])
 
 
+MAX_DATA_URL = 1 << 20  # the 280x280 drawing is a PNG of a few kB to ~300 kB; a longer report is not one
+MAX_STROKES = 2_000  # kept for Undo; a page could send any number
+
+
 def decode(png: bytes | None) -> np.ndarray | None:
-    return None if not png else np.asarray(Image.open(io.BytesIO(png)))
+    """The drawing's PNG -> (280, 280, C) array; ValueError for anything that is not a 280x280 image."""
+    if not png:
+        return None
+    image = open_image(png)  # checks the pixel count from the header before decoding
+    if image.size != (CANVAS_SIZE, CANVAS_SIZE):
+        raise ValueError(f"the canvas sent a {image.size[0]}x{image.size[1]} image, not its {CANVAS_SIZE}px drawing")
+    return np.asarray(image)
 
 
 def _png_bytes(data_url) -> bytes | None:
     """A data URL ("data:image/png;base64,...") -> the PNG's bytes; None for anything else."""
-    if not isinstance(data_url, str) or ";base64," not in data_url:
+    if not isinstance(data_url, str) or ";base64," not in data_url or len(data_url) > MAX_DATA_URL:
         return None
-    return base64.b64decode(data_url.split(";base64,", 1)[1])
+    try:
+        return base64.b64decode(data_url.split(";base64,", 1)[1], validate=True)
+    except binascii.Error:
+        return None
 
 
 def draw_canvas() -> np.ndarray | None:
@@ -157,18 +178,29 @@ def draw_canvas() -> np.ndarray | None:
         width="content",
         height="content",
     )  # fmt: skip
+    image = _read_report(result.get("drawing") or {}, memory)  # before the buttons: Undo knows the new stroke
     buttons = st.container(horizontal=True, key="canvas_buttons")
     buttons.button("Undo", key=state.CANVAS_UNDO, on_click=undo, disabled=not memory["objects"], icon=":material/undo:")
     buttons.button("Clear", key=state.CANVAS_CLEAR, on_click=clear, icon=":material/delete:")
     with buttons.popover("Pen", icon=":material/edit:", key="pen_popover"):
         st.slider("Stroke width", 6, 40, DEFAULT_STROKE, key=state.STROKE_WIDTH)
-    drawing = result.get("drawing") or {}
+    return image
+
+
+def _read_report(drawing: dict, memory: dict) -> np.ndarray | None:
+    """The page's report -> the drawing to classify; a stale or malformed report leaves the last one."""
     data = _png_bytes(drawing.get("data"))
-    if data is not None and data == memory.get("ignore"):
-        return None  # cleared: the component has not reported its empty canvas yet
+    applied = drawing.get("load", 0)
+    if not isinstance(applied, int) or applied < memory["n"]:
+        data = None  # reported before the page applied the last Undo, Clear or remount: its drawing is stale
     if data is not None:
-        memory.pop("ignore", None)
+        try:
+            image = decode(data)
+        except ValueError as exc:
+            st.warning(f"The canvas sent something that is not a drawing ({exc}); it was ignored.")
+            return decode(memory["data"])
         memory["data"] = data
-        memory["objects"] = (drawing.get("raw") or {}).get("objects") or []
-        return decode(data)
+        objects = (drawing.get("raw") or {}).get("objects")
+        memory["objects"] = objects[-MAX_STROKES:] if isinstance(objects, list) else []
+        return image
     return decode(memory["data"])  # remounted after a detour: the component reloads the strokes it shows

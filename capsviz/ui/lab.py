@@ -19,7 +19,7 @@ from capsviz.checkpoint import CheckpointError
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
-from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file
+from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file, torch_threads
 from capsviz.ui.widgets import PLOT_CONFIG
 
 FALLBACK_INDEX = 0  # the MNIST test image shown before the Explore tab has an input
@@ -58,6 +58,7 @@ def remember_input(source: ModelInput) -> None:
 
 
 def lab_tab(loaded: LoadedModel, device: str) -> None:
+    torch_threads()  # this tab may be the first one a session opens
     st.caption(
         "Test the paper's claims on one digit: move it with the sliders, then sweep one transform and watch both "
         "models' scores and the capsule's pose. The robustness table below measures the same on the test set."
@@ -269,8 +270,14 @@ def _sweep_summary(along: lab.Reading, digit: int, values: np.ndarray) -> str:
         if scores is None:
             continue
         s = scores[:, digit]
-        held = values[s > 0.5]
-        span = f"above 0.5 from {held.min():g} to {held.max():g}" if held.size else "never above 0.5"
+        above = s > 0.5
+        held = values[above]
+        if not held.size:
+            span = "never above 0.5"
+        elif np.ptp(np.flatnonzero(above)) + 1 == held.size:  # one unbroken stretch
+            span = f"above 0.5 from {held.min():g} to {held.max():g}"
+        else:
+            span = f"above 0.5 at {held.size} of {len(values)} points, not in one stretch"
         parts.append(f"{name} {s.min():.2f} to {s.max():.2f} ({span})")
     return f"Score for {digit} over the sweep: " + "; ".join(parts) + ". ◆ marks the current setting."
 
@@ -295,14 +302,16 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
         st.info(problem.replace("not measured yet", "Not measured yet"), icon=":material/pending:")
     else:
         in_use = [m.path for m in (loaded, baseline) if m is not None and m.path is not None]
-        entries, matched = lab.rows_in_use(result, in_use)
+        entries, missing = lab.rows_in_use(result, in_use)
         st.table([row for entry in entries for row in _rows(entry)])
         st.caption(
             f"Measured {result.get('date', '?')} on {result.get('hardware', '?')} with `{result.get('command', '?')}`, "
             f"{result.get('test_images', '?')} MNIST test images (affine seed {result.get('seed', '?')})."
         )
-        if not matched:
-            st.caption("The models in use (these weights) were not in that run: these are the models it measured.")
+        for path in missing:
+            st.caption(f"`{path.name}` (these weights) was not measured in that run.")
+        if len(missing) == len(in_use):
+            st.caption("None of the models in use was: the table shows the models that run measured.")
     st.markdown(PAPER_NOTE)
     st.caption(OURS_NOTE)
 

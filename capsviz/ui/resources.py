@@ -23,7 +23,8 @@ RUNS_ENV = "CAPSVIZ_RUNS"
 # One torch thread per server by default: the app's work is small batches, and on a small CPU
 # shared with other work (a second session, a training, another program) two threads that wait
 # on each other made one input's routing 220 ms instead of 18, and a lesson's training 2.3x slower.
-THREADS_ENV, THREADS = "CAPSVIZ_THREADS", 1
+THREADS_ENV = "CAPSVIZ_THREADS"
+THREADS = max(1, (os.cpu_count() or 2) // 2)  # 1 on a 2-core machine: sessions and trainings share the cores
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class LoadedModel:
 
 @st.cache_resource(show_spinner=False)
 def torch_threads() -> int:
-    """Set torch's CPU threads once per server process ($CAPSVIZ_THREADS, default 1); returns the count."""
+    """Set torch's CPU threads once per server process ($CAPSVIZ_THREADS, default half the cores); returns it."""
     value = os.environ.get(THREADS_ENV, "")
     threads = int(value) if value.isdigit() and int(value) > 0 else THREADS
     torch.set_num_threads(threads)
