@@ -300,7 +300,7 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     )
     app.run()
     assert not app.exception
-    assert any("needs 10 classes" in e.value for e in app.sidebar.error)
+    assert any("5 classes" in e.value and "MNIST needs 10" in e.value for e in app.sidebar.error)
 
 
 def start_small_training(epochs: int):
@@ -527,9 +527,23 @@ def test_upload_messages_show_the_picture_and_admit_doubt(env):
     assert "junk.png" in message and "BytesIO" not in message and "0x" not in message
     photo = draw_digit(4).convert("L").point(lambda v: 255 - v)
     app.file_uploader(key=state.UPLOAD).set_value(("four.png", png_bytes(photo), "image/png")).run()
-    captions = [c for image in app.get("image") for c in image.captions]
-    assert "your picture" in captions and any("28x28" in c for c in captions)
+    assert uploaded_pictures(app) == ["your picture", "what the model sees (28x28)"]
     assert app.metric[0].label == "Prediction"  # the shipped model is sure of this four
+    app.slider(key=state.ROUTING_ITERS).set_value(2).run()  # any rerun: the picture stays beside its 28x28
+    assert uploaded_pictures(app) == ["your picture", "what the model sees (28x28)"]
+    four = app.metric[0].value
+    open_tab(app, "Claims lab")  # Streamlit empties the closed tab's uploader; the upload is kept
+    open_tab(app, "Explore")
+    assert app.metric and app.metric[0].value == four and uploaded_pictures(app)
+    assert any("Your last upload, kept" in c.value for c in app.caption)
+    app.file_uploader(key=state.UPLOAD).set_value(("seven.png", png_bytes(draw_digit(7)), "image/png")).run()
+    assert not any("Your last upload, kept" in c.value for c in app.caption)
+
+
+def uploaded_pictures(app: AppTest) -> list[str]:
+    return [
+        c for image in app.get("image") for c in image.captions if c in ("your picture", "what the model sees (28x28)")
+    ]
 
 
 def test_a_weak_answer_is_shown_as_not_sure(env):

@@ -6,7 +6,7 @@ import streamlit as st
 
 from capsviz.inference import from_xray
 from capsviz.model import MAX_ROUTING_ITERS, PAPER
-from capsviz.ui import canvas, share, state
+from capsviz.ui import canvas, inputs, share, state
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input
 from capsviz.ui.lab import KEPT as LAB_KEPT
@@ -44,6 +44,7 @@ def main() -> None:
     else:
         keep(EXPLORE_KEPT)
         canvas.left()  # the canvas remounts with the last drawing
+        inputs.left()  # and the upload is kept
     if lab.open:
         with lab:
             lab_tab(settings.loaded, settings.device)

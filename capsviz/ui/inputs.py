@@ -7,6 +7,7 @@ MNIST-like 28x28 image; blank input gives a friendly "draw a digit" state.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from capsviz.mistakes import find_misclassified
 from capsviz.model import PAPER
-from capsviz.preprocess import to_mnist
+from capsviz.preprocess import open_image, to_mnist
 from capsviz.ui import canvas, state
 from capsviz.ui.gallery import gallery
 from capsviz.ui.resources import LoadedModel, mnist_test
@@ -80,33 +81,54 @@ def _from_upload() -> ModelInput:
         type=["png", "jpg", "jpeg"],
         key=state.UPLOAD,
     )
+    kept = st.session_state.get(state.UPLOAD_DECODED)
     if upload is None:
+        if kept is not None and st.session_state.get(state.UPLOAD_AWAY):
+            st.caption("Your last upload, kept while another tab was open: upload a file to replace it.")
+            return _shown(*kept[1:])
+        st.session_state.pop(state.UPLOAD_DECODED, None)  # removed with its x: forgotten
         return ModelInput(None, message="Upload a picture of a digit.")
+    st.session_state.pop(state.UPLOAD_AWAY, None)
     identity = (upload.file_id, upload.size)
-    decoded = st.session_state.get(state.UPLOAD_DECODED)
-    if decoded is None or decoded[0] != identity:  # decode once per upload, not on every rerun
-        decoded = (identity, _decode_upload(upload))
-        st.session_state[state.UPLOAD_DECODED] = decoded
-    return decoded[1]
+    if kept is None or kept[0] != identity:  # decode once per upload, not on every rerun
+        kept = (identity, *_decode_upload(upload))
+        st.session_state[state.UPLOAD_DECODED] = kept
+    return _shown(*kept[1:])
 
 
-def _decode_upload(upload) -> ModelInput:
+def left() -> None:
+    """Called on a run without the Explore tab: Streamlit empties its file uploader, the upload is kept."""
+    if state.UPLOAD_DECODED in st.session_state:
+        st.session_state[state.UPLOAD_AWAY] = True
+
+
+PREVIEW_SIDE = 280  # px: the original picture is kept this small, beside the 28x28 the model sees
+
+
+def _decode_upload(upload) -> tuple[ModelInput, bytes | None]:
+    """The upload -> (what the model reads, a small PNG of the original picture to show beside it)."""
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
-        return ModelInput(
-            None, message=f"That file is over {MAX_UPLOAD_MB} MB: please upload a smaller image.", error=True
-        )
+        message = f"That file is over {MAX_UPLOAD_MB} MB: please upload a smaller image."
+        return ModelInput(None, message=message, error=True), None
     try:
         result = _preprocessed(upload.getvalue(), "That image looks blank: no digit found.")
+        preview = open_image(upload.getvalue())  # the size was checked from the header when it was preprocessed
     except ValueError:
-        return ModelInput(
-            None,
-            message=f"Could not read {upload.name} as an image: it is not a PNG or JPEG picture, or it is damaged.",
-            error=True,
-        )
-    original, made = st.columns(2)
-    original.image(upload.getvalue(), caption="your picture", width="stretch")
-    if result.x is not None:
-        made.image(_enlarged(result.x), caption="what the model sees (28x28)", width="stretch")
+        message = f"Could not read {upload.name} as an image: it is not a PNG or JPEG picture, or it is damaged."
+        return ModelInput(None, message=message, error=True), None
+    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    preview.convert("RGBA" if "A" in preview.getbands() else "RGB").save(buffer, format="PNG")
+    return result, buffer.getvalue()
+
+
+def _shown(result: ModelInput, preview: bytes | None) -> ModelInput:
+    """The original picture beside what the model sees, on every run."""
+    if preview is not None:
+        original, made = st.columns(2)
+        original.image(preview, caption="your picture", width="stretch")
+        if result.x is not None:
+            made.image(_enlarged(result.x), caption="what the model sees (28x28)", width="stretch")
     return result
 
 
