@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from capsviz import registry
 from capsviz.checkpoint import PRETRAINED_DIR, SHIPPED_CHECKPOINT, load_checkpoint, read_card, read_config
 from capsviz.cnn import CNNConfig
 from capsviz.model import CapsNetConfig
+from capsviz.routing_accuracy import sha256_of
 
 from drawings import draw_digit
 
@@ -79,3 +81,16 @@ def test_predict_reads_canvas_drawings_anywhere_and_any_size(tmp_path):
     predicted = [row["label"] for row in json.loads(result.stdout)]
     wrong = [(p, e, g) for p, e, g in zip(paths, expected, predicted) if e != g]
     assert not wrong, wrong
+
+
+def test_the_shipped_robustness_report_describes_the_shipped_bytes():
+    """pretrained/robustness.json (the Claims lab's table): every shipped model, its exact weights, and MNIST
+    accuracies that agree with each card to the image."""
+    report = json.loads((PRETRAINED_DIR / "robustness.json").read_text())
+    entries = {Path(m["checkpoint"]).name: m for m in report["models"]}
+    assert sorted(entries) == [p.name for p in SHIPPED]
+    assert report["test_images"] == 10_000 and report["affine_shrunk"] == 887
+    for path in SHIPPED:
+        entry, card = entries[path.name], read_card(path)
+        assert entry["sha256"] == sha256_of(path), f"{path.name} changed since its robustness run: rerun it"
+        assert round(entry["mnist"] * 10_000) == 10_000 - card["test_errors"]
