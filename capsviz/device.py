@@ -31,7 +31,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({_cpu_name()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({_cpu_name()}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def _cpu_name() -> str:

@@ -15,6 +15,7 @@ with G = 6 the primary grid, so n reshapes to (32 types, 6, 6).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import plotly.graph_objects as go
@@ -77,9 +78,13 @@ def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:
     }
 
 
+VALIDATE_ENV = "CAPSVIZ_VALIDATE_FIGURES"  # "1": Plotly checks every property (the tests set it)
+
+
 def _figure(traces: list, layout: dict) -> go.Figure:
-    """One constructor call: Plotly validates everything once (each `update_*` costs milliseconds)."""
-    return go.Figure(data=traces, layout=layout)
+    """One constructor call. Plotly's property validation costs 15-160 ms a figure, several times a
+    stroke's whole compute, so the app skips it; the test suite turns it on for every figure it draws."""
+    return go.Figure(data=traces, layout=layout, _validate=os.environ.get(VALIDATE_ENV) == "1")
 
 
 def _image_axes(**extra) -> dict:

@@ -15,6 +15,10 @@ from capsviz.data import ENV_VAR, Split
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
 
+# Every figure the tests draw (here, in AppTest and in servers they start) is validated by Plotly,
+# which the app skips for speed (capsviz.viz._figure).
+os.environ["CAPSVIZ_VALIDATE_FIGURES"] = "1"
+
 # No test may download anything: subprocesses get every proxy pointed at a closed local
 # port, so a machine with internet behaves like ours (torchvision downloads through urllib).
 CLOSED_PORT = "http://127.0.0.1:9"

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -216,3 +218,11 @@ def test_tiles_figure_lays_tiles_out_with_gaps():
 def test_poses_figure_is_symmetric_around_zero():
     fig = viz.poses_figure(np.array([[0.2, -0.5], [0.1, 0.0]]), predicted=1)
     assert fig.data[0].zmin == -0.5 and fig.data[0].zmax == 0.5 and "±0.50" in fig.layout.title.text
+
+
+def test_figures_skip_plotly_validation_in_the_app_and_the_tests_turn_it_on(monkeypatch):
+    assert os.environ.get(viz.VALIDATE_ENV) == "1"  # conftest: the suite checks every figure
+    with pytest.raises(ValueError, match="Invalid property"):
+        viz._figure([{"type": "bar", "y": [1], "notaproperty": 1}], {})
+    monkeypatch.delenv(viz.VALIDATE_ENV)
+    viz._figure([{"type": "bar", "y": [1], "notaproperty": 1}], {})  # the app's path: no check
