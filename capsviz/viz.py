@@ -63,7 +63,7 @@ PRIMARY_GRID = PAPER.primary_grid  # G: each capsule type is a 6x6 grid of posit
 TILE_COLS = 8  # 32 types -> 4 rows x 8 columns of 6x6 tiles
 
 
-def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:
+def base_layout(title: str, height: int, top: int | None = None, **extra) -> dict:
     """The layout every figure shares: compact margins, fixed height, a title.
 
     No template and no colours of the page: Streamlit's theme styles the charts (light or
@@ -81,13 +81,13 @@ def _layout(title: str, height: int, top: int | None = None, **extra) -> dict:
 VALIDATE_ENV = "CAPSVIZ_VALIDATE_FIGURES"  # "1": Plotly checks every property (the tests set it)
 
 
-def _figure(traces: list, layout: dict) -> go.Figure:
+def figure_of(traces: list, layout: dict) -> go.Figure:
     """One constructor call. Plotly's property validation costs 15-160 ms a figure, several times a
     stroke's whole compute, so the app skips it; the test suite turns it on for every figure it draws."""
     return go.Figure(data=traces, layout=layout, _validate=os.environ.get(VALIDATE_ENV) == "1")
 
 
-def _image_axes(**extra) -> dict:
+def image_axes(**extra) -> dict:
     """Image-like axes: y grows downwards, square pixels, no ticks or grid."""
     hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": "", **extra}
     return {
@@ -126,7 +126,7 @@ def _hline(y: float, label: str, color: str, left: bool = False, axes: str = "")
     return shape, annotation
 
 
-def _two_panels(titles: tuple[str, str], spacing: float) -> dict:
+def two_panels(titles: tuple[str, str], spacing: float) -> dict:
     """Layout of two side-by-side subplots (x/y and x2/y2), titled like make_subplots does."""
     width = (1.0 - spacing) / 2
     domains = ([0.0, width], [1.0 - width, 1.0])
@@ -159,7 +159,7 @@ def _capsule_index(n: int, grid: int = PRIMARY_GRID) -> np.ndarray:
     return np.stack([index // grid**2, (index // grid) % grid, index % grid], axis=1)  # (N, 3)
 
 
-def _image_trace(image: np.ndarray) -> dict:
+def image_trace(image: np.ndarray) -> dict:
     return dict(
         type="heatmap",
         z=np.asarray(image, dtype=np.float32),  # (H, W)
@@ -206,7 +206,7 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
     )
     lines = [_hline(value, f"{label} = {value}", MARGIN_LINE_COLOR) for value, label in MARGINS]
     title = "Digit capsule lengths" + (f" (predicted {predicted})" if predicted is not None else "")
-    layout = _layout(
+    layout = base_layout(
         title,
         FIG_HEIGHT,
         xaxis={"tickmode": "array", "tickvals": digits, "title": {"text": "digit"}},
@@ -214,7 +214,7 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
         shapes=[shape for shape, _ in lines],
         annotations=[annotation for _, annotation in lines],
     )
-    return _figure([bars], layout)
+    return figure_of([bars], layout)
 
 
 def coupling_tiles_figure(
@@ -291,9 +291,9 @@ def coupling_tiles_figure(
         f"Couplings to digit {digit}, iteration {iteration}"
         f"<br><sup>white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}</sup>"
     )
-    layout = _layout(title, FIG_HEIGHT + 60, top=60, showlegend=False, **_image_axes())
+    layout = base_layout(title, FIG_HEIGHT + 60, top=60, showlegend=False, **image_axes())
     layout["margin"] = {**layout["margin"], "b": 70}  # room for the colour bar below
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 def coupling_matrix_figure(couplings: np.ndarray, iteration: int | None = None) -> go.Figure:
@@ -317,19 +317,19 @@ def coupling_matrix_figure(couplings: np.ndarray, iteration: int | None = None) 
         "col %{customdata[2]})<br>digit %{x}: %{z:.4f}<extra></extra>",
         colorbar=coupling_colorbar(j),
     )
-    layout = _layout(
+    layout = base_layout(
         "Coupling coefficients c_ij" + (f", iteration {iteration}" if iteration else ""),
         MATRIX_HEIGHT,
         top=80,
         xaxis={"tickmode": "array", "tickvals": np.arange(j), "title": {"text": "digit capsule"}, "side": "top"},
         yaxis={"autorange": "reversed", "title": {"text": "primary capsule"}, "showgrid": False},
     )
-    return _figure([heatmap], layout)
+    return figure_of([heatmap], layout)
 
 
 def image_figure(image: np.ndarray, title: str = "") -> go.Figure:
     """A small greyscale (H, W) image in [0, 1]: white ink on black, no axes, no colour bar."""
-    return _figure([_image_trace(image)], _layout(title, IMAGE_HEIGHT, **_image_axes(visible=False)))
+    return figure_of([image_trace(image)], base_layout(title, IMAGE_HEIGHT, **image_axes(visible=False)))
 
 
 def training_figure(
@@ -357,12 +357,12 @@ def training_figure(
                 name="test accuracy",
             )
         )
-    panels = _two_panels(("loss", "test accuracy"), spacing=0.2)  # short: the panels are narrow on a phone
+    panels = two_panels(("loss", "test accuracy"), spacing=0.2)  # short: the panels are narrow on a phone
     panels["xaxis"].update(title={"text": "batch"}, range=[0, max(batches_total, 1)])
     panels["yaxis"].update(type="log")
     panels["xaxis2"].update(title={"text": "epoch"}, dtick=1)
     panels["yaxis2"].update(tickformat=".0%", range=[0.0, 1.0])  # accuracy spans 0-100%, never beyond
-    return _figure(traces, _layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))
+    return figure_of(traces, base_layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))
 
 
 def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int | None = None) -> go.Figure:
@@ -378,12 +378,12 @@ def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int |
     centres = [d * (w + 1) + (w - 1) / 2 for d in range(j)]
     labels = [f"<b>{d}</b>" if d == predicted else str(d) for d in range(j)]
     labels = [f"{label}<br>{float(lengths[d]):.2f}" for d, label in enumerate(labels)]
-    trace = {**_image_trace(strip), "hoverongaps": False}
-    axes = _image_axes()
+    trace = {**image_trace(strip), "hoverongaps": False}
+    axes = image_axes()
     axes["xaxis"].update(showticklabels=True, tickmode="array", tickvals=centres, ticktext=labels, side="bottom")
-    layout = _layout("Decoded as each digit (label: capsule length)", IMAGE_HEIGHT, **axes)
+    layout = base_layout("Decoded as each digit (label: capsule length)", IMAGE_HEIGHT, **axes)
     layout["margin"] = {**layout["margin"], "b": 40}
-    return _figure([trace], layout)
+    return figure_of([trace], layout)
 
 
 def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=MAP_COLORSCALE) -> go.Figure:
@@ -409,7 +409,7 @@ def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=
         hovertemplate="%{z:.3f}<extra></extra>",
         colorbar={"thickness": 12, "len": 0.9},
     )
-    return _figure([heatmap], _layout(title, FIG_HEIGHT, **_image_axes()))
+    return figure_of([heatmap], base_layout(title, FIG_HEIGHT, **image_axes()))
 
 
 def poses_figure(poses: np.ndarray, predicted: int | None = None) -> go.Figure:
@@ -427,10 +427,10 @@ def poses_figure(poses: np.ndarray, predicted: int | None = None) -> go.Figure:
         hovertemplate="digit %{y}, dim %{x}: %{z:.3f}<extra></extra>",
         colorbar={"thickness": 12, "len": 0.9},
     )
-    layout = _layout(
+    layout = base_layout(
         f"Digit capsule poses (colour scale ±{bound:.2f})",
         FIG_HEIGHT,
         xaxis={"title": {"text": "pose dimension"}, "dtick": 1},
         yaxis={"autorange": "reversed", "title": {"text": "digit"}, "type": "category"},
     )
-    return _figure([heatmap], layout)
+    return figure_of([heatmap], layout)

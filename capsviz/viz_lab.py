@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.viz import HIGHLIGHT, _figure, _image_axes, _image_trace, _layout
+from capsviz.viz import HIGHLIGHT, base_layout, figure_of, image_axes, image_trace
 
 CAPSNET_COLOR = "#1f77b4"
 CNN_COLOR = "#ff7f0e"
@@ -33,13 +33,13 @@ def scores_figure(capsnet: np.ndarray, cnn: np.ndarray | None) -> go.Figure:
     traces = [_bars(digits, capsnet, CAPSNET_NAME, CAPSNET_COLOR)]
     if cnn is not None:
         traces.append(_bars(digits, cnn, CNN_NAME, CNN_COLOR))
-    layout = _layout("Each model's score per digit", SCORES_HEIGHT, barmode="group", showlegend=True, legend=LEGEND)
+    layout = base_layout("Each model's score per digit", SCORES_HEIGHT, barmode="group", showlegend=True, legend=LEGEND)
     layout.update(
         xaxis={"tickmode": "array", "tickvals": digits, "title": {"text": "digit"}, "fixedrange": True},
         yaxis=SCORE_AXIS,
     )
     layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 def _bars(digits: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict:
@@ -80,11 +80,11 @@ def sweep_figure(
             hovertemplate="current setting %{x:g}<br>%{customdata}: %{y:.3f}<extra></extra>",
         )
     )
-    layout = _layout(f"Score for digit {digit} along the sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
+    layout = base_layout(f"Score for digit {digit} along the sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
     layout.update(xaxis={"title": {"text": label}, "fixedrange": True}, yaxis=SCORE_AXIS)
     layout["shapes"] = [_vline(current)]
     layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 def _line(values: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict:
@@ -128,7 +128,7 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
         )
         for d in range(poses.shape[1])
     ]
-    layout = _layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions", POSE_HEIGHT)
+    layout = base_layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions", POSE_HEIGHT)
     layout.update(
         showlegend=False,
         xaxis={"title": {"text": label}, "fixedrange": True},
@@ -136,7 +136,7 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
     )
     layout["shapes"] = [_vline(current)]
     layout["margin"] = {**layout["margin"], "l": 60, "b": 50}
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 def pair_figure(before: np.ndarray, after: np.ndarray) -> go.Figure:
@@ -144,14 +144,14 @@ def pair_figure(before: np.ndarray, after: np.ndarray) -> go.Figure:
     h, w = before.shape
     pair = np.full((h, 2 * w + 1), np.nan, dtype=np.float32)  # (H, 2W + 1)
     pair[:, :w], pair[:, w + 1 :] = before, after
-    axes = _image_axes()
+    axes = image_axes()
     axes["xaxis"].update(
         showticklabels=True, tickmode="array", tickvals=[(w - 1) / 2, w + 1 + (w - 1) / 2], side="top",
         ticktext=["input", "transformed"],
     )  # fmt: skip
-    layout = _layout("", PAIR_HEIGHT, **axes)
+    layout = base_layout("", PAIR_HEIGHT, **axes)
     layout["margin"] = {**layout["margin"], "t": 30}
-    return _figure([{**_image_trace(pair), "hoverongaps": False}], layout)
+    return figure_of([{**image_trace(pair), "hoverongaps": False}], layout)
 
 
 def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.ndarray, *, label: str) -> go.Figure:
@@ -162,7 +162,7 @@ def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.nda
     for i in range(n):
         strip[:h, i * (w + 1) : i * (w + 1) + w] = inputs[i]
         strip[h + 1 :, i * (w + 1) : i * (w + 1) + w] = np.clip(reconstructions[i], 0, 1)
-    axes = _image_axes()
+    axes = image_axes()
     centres = [i * (w + 1) + (w - 1) / 2 for i in range(n)]
     axes["xaxis"].update(
         showticklabels=True, tickmode="array", tickvals=centres, ticktext=[f"{v:g}" for v in values], side="bottom",
@@ -171,6 +171,6 @@ def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.nda
     axes["yaxis"].update(
         showticklabels=True, tickmode="array", tickvals=[(h - 1) / 2, h + (h - 1) / 2], ticktext=["input", "decoded"]
     )
-    layout = _layout("Moved inputs (top), decoded (below)", STRIP_HEIGHT, **axes)
+    layout = base_layout("Moved inputs (top), decoded (below)", STRIP_HEIGHT, **axes)
     layout["margin"] = {**layout["margin"], "b": 50, "l": 60}
-    return _figure([{**_image_trace(strip), "hoverongaps": False}], layout)
+    return figure_of([{**image_trace(strip), "hoverongaps": False}], layout)

@@ -21,13 +21,13 @@ from capsviz.viz import (
     LINE_WIDTH,
     OVERLAY_HEIGHT,
     PREDICTED_LINE_WIDTH,
-    _figure,
-    _image_axes,
-    _image_trace,
-    _layout,
-    _two_panels,
+    base_layout,
     coupling_color,
     coupling_colorbar,
+    figure_of,
+    image_axes,
+    image_trace,
+    two_panels,
 )
 
 # --- visual constants -------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
     starts = left[:, None] + SPLIT_WIDTH * np.concatenate([np.zeros((cells, 1)), split.cumsum(axis=1)[:, :-1]], 1)
     winners = [xray.winner(row) for row in split]
     verdict = [f"strongest: digit {w}" if w is not None else "no winner (tie)" for w in winners]
-    traces = [_image_trace(image)]
+    traces = [image_trace(image)]
     for d in range(j):
         custom = np.stack([rows, cols, split[:, d]], axis=1).astype(np.float32)  # (G*G, 3), half the bytes
         traces.append(
@@ -85,16 +85,16 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
             )
         )
     ties = sum(w is None for w in winners)
-    layout = _layout(
+    layout = base_layout(
         f"Split of each position's votes, iteration {iteration}"
         f"<br><sup>{ties} of {cells} positions tied (no winner)</sup>",
         OVERLAY_HEIGHT,
         top=70,
         barmode="overlay",
         legend={"title": {"text": "digit"}, "font": {"size": 10}, "traceorder": "normal"},
-        **_image_axes(),
+        **image_axes(),
     )
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 # --- lengths after 1..R iterations ------------------------------------------------------------
@@ -130,7 +130,7 @@ def lengths_by_iteration_figure(lengths: np.ndarray, *, chosen: int, predicted: 
         "y1": 1,
         "line": {"color": BAR_COLOR, "width": 1, "dash": "dot"},
     }
-    layout = _layout(
+    layout = base_layout(
         f"Capsule lengths after 1–{lengths.shape[0]} iterations"
         "<br><sup>this input; dotted line: the sidebar's count</sup>",
         FIG_HEIGHT + 60,
@@ -140,7 +140,7 @@ def lengths_by_iteration_figure(lengths: np.ndarray, *, chosen: int, predicted: 
         shapes=[shape],
         legend={"title": {"text": "digit"}, "font": {"size": 10}},
     )
-    return _figure(traces, layout)
+    return figure_of(traces, layout)
 
 
 # --- votes and agreement ----------------------------------------------------------------------
@@ -205,7 +205,7 @@ def votes_figure(
     everything = np.concatenate([points, parents], axis=0)
     low, high = everything.min(axis=0), everything.max(axis=0)
     pad = 0.05 * np.maximum(high - low, 1e-6)
-    layout = _layout(
+    layout = base_layout(
         f"Votes û for digit {digit}, iteration {iteration}"
         f"<br><sup>star: v_{digit}; size: |û|; colour: c_i{digit}</sup>",
         VOTES_HEIGHT,
@@ -221,7 +221,7 @@ def votes_figure(
             "zeroline": True,
         },
     )
-    return _figure([votes, path], layout)
+    return figure_of([votes, path], layout)
 
 
 def distributions_figure(
@@ -265,7 +265,7 @@ def distributions_figure(
         )
     )
     above = float((lengths > 0.5).mean()) if lengths.size else 0.0
-    panels = _two_panels(
+    panels = two_panels(
         (f"Agreement û·v_{digit}, iterations 1–{len(counts)} (bold: {iteration})", f"|u_i|: {above:.1%} above 0.5"),
         spacing=0.14,
     )
@@ -273,7 +273,7 @@ def distributions_figure(
     panels["yaxis"].update(title={"text": "votes"})
     panels["xaxis2"].update(title={"text": "primary capsule length"}, range=[0.0, 1.0])
     panels["yaxis2"].update(title={"text": "capsules"})
-    return _figure(traces, _layout("", FIG_HEIGHT, top=40, **panels))
+    return figure_of(traces, base_layout("", FIG_HEIGHT, top=40, **panels))
 
 
 # --- one primary capsule ----------------------------------------------------------------------
@@ -289,8 +289,8 @@ def field_figure(image: np.ndarray, field: xray.Field, title: str) -> go.Figure:
         "y1": field.top + field.size - 0.5,
         "line": {"color": FIELD_COLOR, "width": 3},
     }
-    layout = _layout(title, SMALL_HEIGHT, shapes=[shape], **_image_axes())
-    return _figure([_image_trace(image)], layout)
+    layout = base_layout(title, SMALL_HEIGHT, shapes=[shape], **image_axes())
+    return figure_of([image_trace(image)], layout)
 
 
 def capsule_figure(pose: np.ndarray, vote_lengths: np.ndarray) -> go.Figure:
@@ -304,8 +304,8 @@ def capsule_figure(pose: np.ndarray, vote_lengths: np.ndarray) -> go.Figure:
              marker={"color": [DIGIT_COLORS[d % len(DIGIT_COLORS)] for d in range(votes.size)]},
              hovertemplate="vote for digit %{x}: length %{y:.3f}<extra></extra>", showlegend=False),
     ]  # fmt: skip
-    panels = _two_panels((f"{pose.size}-D pose u_i", "vote lengths |û_j|i|"), spacing=0.15)
+    panels = two_panels((f"{pose.size}-D pose u_i", "vote lengths |û_j|i|"), spacing=0.15)
     panels["xaxis"].update(title={"text": "dimension"}, dtick=1)
     panels["xaxis2"].update(title={"text": "digit"}, dtick=1)
     panels["yaxis"].update(range=[-1.0, 1.0])
-    return _figure(traces, _layout("", SMALL_HEIGHT, top=30, **panels))
+    return figure_of(traces, base_layout("", SMALL_HEIGHT, top=30, **panels))

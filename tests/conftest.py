@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
 
 # Every figure the tests draw (here, in AppTest and in servers they start) is validated by Plotly,
-# which the app skips for speed (capsviz.viz._figure).
+# which the app skips for speed (capsviz.viz.figure_of).
 os.environ["CAPSVIZ_VALIDATE_FIGURES"] = "1"
 
 # No test may download anything: subprocesses get every proxy pointed at a closed local

@@ -223,6 +223,6 @@ def test_poses_figure_is_symmetric_around_zero():
 def test_figures_skip_plotly_validation_in_the_app_and_the_tests_turn_it_on(monkeypatch):
     assert os.environ.get(viz.VALIDATE_ENV) == "1"  # conftest: the suite checks every figure
     with pytest.raises(ValueError, match="Invalid property"):
-        viz._figure([{"type": "bar", "y": [1], "notaproperty": 1}], {})
+        viz.figure_of([{"type": "bar", "y": [1], "notaproperty": 1}], {})
     monkeypatch.delenv(viz.VALIDATE_ENV)
-    viz._figure([{"type": "bar", "y": [1], "notaproperty": 1}], {})  # the app's path: no check
+    viz.figure_of([{"type": "bar", "y": [1], "notaproperty": 1}], {})  # the app's path: no check
