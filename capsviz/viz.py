@@ -82,8 +82,8 @@ VALIDATE_ENV = "CAPSVIZ_VALIDATE_FIGURES"  # "1": Plotly checks every property (
 
 
 def figure_of(traces: list, layout: dict) -> go.Figure:
-    """One constructor call. Plotly's property validation costs 15-160 ms a figure, several times a
-    stroke's whole compute, so the app skips it; the test suite turns it on for every figure it draws."""
+    """One constructor call. Plotly's property validation costs more than a figure's own arithmetic, so
+    the app skips it (python -m capsviz.bench --sections app); the test suite turns it on for every figure."""
     return go.Figure(data=traces, layout=layout, _validate=os.environ.get(VALIDATE_ENV) == "1")
 
 

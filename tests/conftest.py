@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from capsviz.cnn import CNN, CNNConfig
 from capsviz.data import ENV_VAR, Split
+from capsviz.model import CapsNet, CapsNetConfig
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
@@ -86,3 +88,14 @@ def canvas(size: int = 280, transparent: bool = False) -> np.ndarray:
     if not transparent:
         out[:, :, 3] = 255
     return out
+
+
+TINY_CAPSNET = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))  # milliseconds a pass
+TINY_CNN = CNNConfig(conv_channels=(4, 8), hidden=(16,))
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> tuple[CapsNet, CNN]:
+    """A small CapsNet and CNN, seeded, in eval mode: (capsnet, cnn)."""
+    torch.manual_seed(0)
+    return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()

@@ -7,18 +7,11 @@ import torch
 
 from capsviz import affine, lab, robustness
 from capsviz.checkpoint import save_checkpoint
-from capsviz.cnn import CNN, CNNConfig
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.cnn import CNN
+from capsviz.model import CapsNet
 from capsviz.routing_accuracy import sha256_of
 
-TINY_CAPSNET = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
-TINY_CNN = CNNConfig(conv_channels=(4, 8), hidden=(16,))
-
-
-@pytest.fixture(scope="module")
-def models():
-    torch.manual_seed(0)
-    return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()
+from conftest import TINY_CAPSNET, TINY_CNN
 
 
 def digit_like() -> torch.Tensor:
@@ -74,8 +67,8 @@ def test_a_sweep_varies_one_parameter_and_keeps_the_others():
         assert getattr(lab.Transform(), name) in values, name
 
 
-def test_reading_and_sweep_shapes(models):
-    capsnet, cnn = models
+def test_reading_and_sweep_shapes(tiny_models):
+    capsnet, cnn = tiny_models
     points = lab.sweep(lab.Transform(), "rotation")
     n = len(points)
     reading = lab.read(capsnet, cnn, lab.transformed(digit_like(), points), routing_iters=3)
@@ -88,8 +81,8 @@ def test_reading_and_sweep_shapes(models):
     assert alone.cnn is None
 
 
-def test_a_sweep_point_is_the_single_image_computation_at_that_setting(models):
-    capsnet, cnn = models
+def test_a_sweep_point_is_the_single_image_computation_at_that_setting(tiny_models):
+    capsnet, cnn = tiny_models
     current = lab.Transform(shear=0.2, shift_x=1.0, thickness=-0.25)
     points = lab.sweep(current, "rotation")
     along = lab.read(capsnet, cnn, lab.transformed(digit_like(), points), routing_iters=3)

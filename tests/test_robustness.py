@@ -10,22 +10,11 @@ from PIL import Image
 
 from capsviz import affine, robustness
 from capsviz.checkpoint import save_checkpoint
-from capsviz.cnn import CNN, CNNConfig
 from capsviz.data import load_mnist, to_float
-from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.routing_accuracy import sha256_of
 from capsviz.train import evaluate
 
 from conftest import OFFLINE_ENV
-
-TINY_CAPSNET = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
-TINY_CNN = CNNConfig(conv_channels=(4, 8), hidden=(16,))
-
-
-@pytest.fixture(scope="module")
-def tiny_models():
-    torch.manual_seed(0)
-    return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()
 
 
 def test_each_readout_is_what_a_run_with_that_many_iterations_predicts(tiny_models):

@@ -31,6 +31,7 @@ def main() -> None:
     st.set_page_config(page_title="capsviz", page_icon="🧠", layout="wide")
     st.html(PAGE_CSS)
     st.title("capsviz: Capsule Networks, explored")
+    torch_threads()  # once per server process, before any tab computes
     share.restore(sample_label=SAMPLE, draw_label=DRAW, shipped_option=SHIPPED, run_prefix=RUN_PREFIX)
     settings = sidebar()
     st.sidebar.caption(
@@ -78,7 +79,6 @@ def routing_iterations(loaded: LoadedModel) -> int:
 
 
 def explore_tab(settings) -> None:
-    torch_threads()
     left, middle, right = st.columns([1.1, 1, 1.3])
     below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
     with below:

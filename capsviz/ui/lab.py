@@ -19,7 +19,7 @@ from capsviz.checkpoint import CheckpointError
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
-from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file, torch_threads
+from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file
 from capsviz.ui.widgets import PLOT_CONFIG
 
 FALLBACK_INDEX = 0  # the MNIST test image shown before the Explore tab has an input
@@ -58,7 +58,6 @@ def remember_input(source: ModelInput) -> None:
 
 
 def lab_tab(loaded: LoadedModel, device: str) -> None:
-    torch_threads()  # this tab may be the first one a session opens
     st.caption(
         "Test the paper's claims on one digit: move it with the sliders, then sweep one transform and watch both "
         "models' scores and the capsule's pose. The robustness table below measures the same on the test set."

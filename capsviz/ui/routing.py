@@ -85,31 +85,34 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
 # --- couplings ---------------------------------------------------------------------------------
 
 
-def _on_pick(grid: int) -> None:
-    """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
-    chart = st.session_state.get(state.ROUTING_TILES)
-    points = (chart or {}).get("selection", {}).get("points", [])
+def _picked(key: str) -> list[list]:
+    """The customdata of each point selected in the chart under `key`, as lists."""
+    points = (st.session_state.get(key) or {}).get("selection", {}).get("points", [])
+    picked = []
     for point in points:
         custom = point.get("customdata")
         if isinstance(custom, dict):  # the browser sends arrays as {"0": .., "1": ..}
             custom = [custom[k] for k in sorted(custom, key=int)]
-        if isinstance(custom, (list, tuple)) and len(custom) >= 4:  # the click layer: [n, type, row, col, c]
+        if isinstance(custom, (list, tuple)):
+            picked.append(list(custom))
+    return picked
+
+
+def _on_pick(grid: int) -> None:
+    """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
+    for custom in _picked(state.ROUTING_TILES):
+        if len(custom) >= 4:  # the click layer: [n, type, row, col, c]
             st.session_state[state.INSPECT_CAPSULE] = int(custom[0])
             return
-        if isinstance(custom, (list, tuple)) and len(custom) == 3 and custom[0] >= 0:  # a heatmap cell
+        if len(custom) == 3 and custom[0] >= 0:  # a heatmap cell
             st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(*map(int, custom), grid)
             return
 
 
 def _on_pick_position(grid: int) -> None:
     """A click on the overlay: the capsule at that position, of the inspected type (type 0 at first)."""
-    chart = st.session_state.get(state.ROUTING_OVERLAY)
-    points = (chart or {}).get("selection", {}).get("points", [])
-    for point in points:
-        custom = point.get("customdata")
-        if isinstance(custom, dict):
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if isinstance(custom, (list, tuple)) and len(custom) == 3:  # a split bar: [row, col, coupling]
+    for custom in _picked(state.ROUTING_OVERLAY):
+        if len(custom) == 3:  # a split bar: [row, col, coupling]
             current = st.session_state.get(state.INSPECT_CAPSULE)
             capsule_type = xray.capsule_position(current, grid)[0] if current is not None else 0
             st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(

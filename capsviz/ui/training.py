@@ -56,8 +56,7 @@ PRESETS = {  # widget values each preset sets; Custom leaves them to the user
     },
 }
 QUICK_MEASURED = (  # python -m capsviz.bench --device cpu --sections lesson (the app's own worker thread)
-    "about a minute on our 2-core CPU while a background training shared it (61 s, 87.5% on the 1,000 test "
-    "images, 2026-11-23)"
+    "about a minute on our 2-core CPU (56 s, 87.5% on the 1,000 test images, 2026-11-23)"
 )
 
 
