@@ -171,12 +171,17 @@ def image_trace(image: np.ndarray) -> dict:
     )
 
 
-def coupling_colorbar(num_classes: int, title: str = "c_ij", below: bool = False) -> dict:
-    """The colour bar of every coupling view; `below`: horizontal under the plot (leaves wide plots their width)."""
+def coupling_ticks(num_classes: int) -> tuple[list[float], list[str]]:
+    """The coupling scale's ticks: its ends, uniform 1/J and the midpoints, with labels."""
     low, high = xray.coupling_range(num_classes)
     uniform = 1.0 / num_classes
     ticks = [low, (low + uniform) / 2, uniform, (uniform + high) / 2, high]
-    text = [f"{low:g}", f"{ticks[1]:g}", f"{uniform:g} = uniform", f"{ticks[3]:g}", f"≥ {high:g}"]
+    return ticks, [f"{low:g}", f"{ticks[1]:g}", f"{uniform:g} = uniform", f"{ticks[3]:g}", f"≥ {high:g}"]
+
+
+def coupling_colorbar(num_classes: int, title: str = "c_ij", below: bool = False) -> dict:
+    """The colour bar of every coupling view; `below`: horizontal under the plot (leaves wide plots their width)."""
+    ticks, text = coupling_ticks(num_classes)
     bar = {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
     if below:
         bar.update(orientation="h", y=-0.02, yanchor="top", len=0.7, title={"text": title, "side": "top"})
@@ -217,83 +222,38 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
     return figure_of([bars], layout)
 
 
-def coupling_tiles_figure(
+def coupling_tiles_spec(
     couplings: np.ndarray, digit: int, iteration: int, *, num_classes: int = 10, selected: int | None = None
-) -> go.Figure:
-    """Couplings (N,) of every primary capsule to parent `digit` as one tile of G x G per type.
+) -> dict:
+    """What the page's tiles element (`capsviz.ui.tiles`) draws: the couplings (N,) of every primary
+    capsule to parent `digit`, one tile of G x G per type, TILE_COLS tiles per row, one empty cell
+    between tiles, so capsule n = t*36 + r*6 + c is cell (t//8 * 7 + r, t%8 * 7 + c).
 
-    Tiles are laid out 8 per row (32 types -> 4 x 8), tile t at (t // 8, t % 8), with one NaN
-    row/column between tiles, so capsule n = t*36 + r*6 + c is cell (t//8 * 7 + r, t%8 * 7 + c).
-    Colour: the diverging scale centred on uniform 1/J over the fixed range `xray.coupling_range`,
-    the same for every digit and iteration. A transparent marker on every cell carries the capsule
-    index (customdata[0]) for click selection; `selected` outlines one capsule.
+    Colour: DIVERGING over the fixed range `xray.coupling_range`, centred on uniform 1/J, the same
+    for every digit and iteration; values above the range show as its top. `selected` is outlined.
+    A Plotly heatmap cannot report a click, and a click layer of 1,152 markers cost the page about
+    0.6 s a stroke (python -m capsviz.bench --sections browser), hence a canvas element.
     """
-    g = PRIMARY_GRID
     values = np.asarray(couplings, dtype=np.float32).reshape(-1)  # (N,)
-    types = values.shape[0] // (g * g)
-    tile_rows = math.ceil(types / TILE_COLS)
-    slots = tile_rows * TILE_COLS
-
-    def tiled(per_capsule: np.ndarray, fill: float) -> np.ndarray:
-        """(N, ...) -> (tile_rows*(G+1) - 1, TILE_COLS*(G+1) - 1, ...) with `fill` in the gaps."""
-        extra = per_capsule.shape[1:]
-        out = np.full((slots, g + 1, g + 1, *extra), fill, dtype=per_capsule.dtype)  # (T', G+1, G+1, ...)
-        out[:types, :g, :g] = per_capsule.reshape(types, g, g, *extra)  # (T, G, G, ...)
-        out = out.reshape(tile_rows, TILE_COLS, g + 1, g + 1, *extra)  # (TR, TC, G+1, G+1, ...)
-        out = out.swapaxes(1, 2)  # (TR, G+1, TC, G+1, ...)
-        out = out.reshape(tile_rows * (g + 1), TILE_COLS * (g + 1), *extra)  # (TR*(G+1), TC*(G+1), ...)
-        return out[:-1, :-1]  # drop the trailing gap row and column
-
-    z = tiled(values, np.nan)  # (27, 55) for 32 types
-    index = _capsule_index(values.shape[0], g)  # (N, 3): type, row, col
-    custom = tiled(index.astype(np.int16), -1)  # (27, 55, 3): type, row, col; int16 keeps the page's payload small
+    g = PRIMARY_GRID
     low, high = xray.coupling_range(num_classes)
-    heatmap = dict(
-        type="heatmap",
-        z=z,
-        customdata=custom,
-        zmin=low,
-        zmax=high,
-        colorscale=DIVERGING,
-        hoverongaps=False,
-        hoverinfo="skip",
-        colorbar=coupling_colorbar(num_classes, f"c_i{digit}", below=True),
-    )
-    cell_y = (index[:, 0] // TILE_COLS) * (g + 1) + index[:, 1]  # (N,)
-    cell_x = (index[:, 0] % TILE_COLS) * (g + 1) + index[:, 2]  # (N,)
-    clicks = dict(
-        type="scatter",
-        x=cell_x,
-        y=cell_y,
-        mode="markers",
-        marker={"symbol": "square", "size": 9, "color": "rgba(0,0,0,0)"},
-        customdata=np.concatenate(  # (N, 5) float32: indices stay exact, couplings are float32 already
-            [np.arange(values.shape[0])[:, None], index, values[:, None]], axis=1, dtype=np.float32
-        ),
-        hovertemplate="capsule %{customdata[0]} (type %{customdata[1]}, row %{customdata[2]}, "
-        "col %{customdata[3]})<br>coupling %{customdata[4]:.4f}; click to inspect<extra></extra>",
-        showlegend=False,
-    )
-    traces = [heatmap, clicks]
-    if selected is not None:
-        traces.append(
-            dict(
-                type="scatter",
-                x=[cell_x[selected]],
-                y=[cell_y[selected]],
-                mode="markers",
-                marker={"symbol": "square-open", "size": 12, "color": SELECTED_COLOR, "line": {"width": 2}},
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
-    title = (
-        f"Couplings to digit {digit}, iteration {iteration}"
-        f"<br><sup>white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}</sup>"
-    )
-    layout = base_layout(title, FIG_HEIGHT + 60, top=60, showlegend=False, **image_axes())
-    layout["margin"] = {**layout["margin"], "b": 70}  # room for the colour bar below
-    return figure_of(traces, layout)
+    ticks, labels = coupling_ticks(num_classes)
+    return {
+        "values": [round(float(v), 5) for v in values],
+        "grid": g,
+        "types": values.shape[0] // (g * g),
+        "columns": TILE_COLS,
+        "low": low,
+        "high": high,
+        "colors": [list(stop) for stop in DIVERGING],
+        "ticks": ticks,
+        "tick_labels": labels,
+        "title": f"Couplings to digit {digit}, iteration {iteration}",
+        "subtitle": f"white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}",
+        "scale_label": f"c_i{digit}: coupling of primary capsule i to digit {digit}",
+        "selected": None if selected is None else int(selected),
+        "file_name": f"capsviz-couplings-digit{digit}-iteration{iteration}.png",
+    }
 
 
 def coupling_matrix_figure(couplings: np.ndarray, iteration: int | None = None) -> go.Figure:

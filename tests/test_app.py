@@ -115,8 +115,9 @@ def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
     assert app.metric[0].value == str(expected_prediction(3))
     lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
     assert len(lengths) == 10
-    for key in ("fig_input", "fig_recon", "fig_tiles", "fig_overlay"):  # the matrix: only when opened
+    for key in ("fig_input", "fig_recon", "fig_overlay"):  # the matrix: only when opened
         figure(app, key)
+    assert len(tiles_data(app)["values"]) == 1152
     sliders = [app.slider(key=state.POSE_DIM.format(d)) for d in range(16)]
     assert all(s.value == 0.0 for s in sliders)
     assert not [c for c in app.get("plotly_chart") if "fig_pose" in c.proto.id]  # decoded only when open
@@ -161,14 +162,15 @@ def test_routing_iterations_change_the_trace(env):
     assert not app.exception
     iteration = app.slider(key=state.ROUTING_ITERATION)
     assert iteration.max == 5 and iteration.value == 5
-    first = heatmap(app, "fig_tiles")
-    tiles = figure(app, "fig_tiles")["data"][0]
-    assert (tiles["zmin"], tiles["zmax"]) == (0.0, pytest.approx(0.2))  # one fixed range, centred on 0.1
+    tiles = tiles_data(app)
+    first = np.array(tiles["values"])
+    assert (tiles["low"], tiles["high"]) == (0.0, pytest.approx(0.2))  # one fixed range, centred on 0.1
+    assert "iteration 5" in tiles["title"]
     app.slider(key=state.ROUTING_ITERATION).set_value(1).run()
-    uniform = heatmap(app, "fig_tiles")
-    assert np.allclose(uniform[~np.isnan(uniform)], 0.1, atol=1e-6)  # iteration 1: couplings all 0.1
-    assert np.nanmax(np.abs(first - 0.1)) > 1e-3  # later iterations have moved away from uniform
-    assert figure(app, "fig_tiles")["data"][0]["zmax"] == pytest.approx(0.2)  # the same range at iteration 1
+    uniform = np.array(tiles_data(app)["values"])
+    assert np.allclose(uniform, 0.1, atol=1e-5)  # iteration 1: couplings all 0.1
+    assert np.abs(first - 0.1).max() > 1e-3  # later iterations have moved away from uniform
+    assert tiles_data(app)["high"] == pytest.approx(0.2)  # the same range at iteration 1
     overlay = figure(app, "fig_overlay")
     assert "36 of 36 positions tied" in overlay["layout"]["title"]["text"]  # ties are ties, no argmax
     assert all(t == "no winner (tie)" for t in overlay["data"][1]["text"])
@@ -216,8 +218,7 @@ def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
     assert len(array(figure(app, "fig_capsule")["data"][0]["y"])) == 8
     assert any("Procedure 1" in md.value for md in app.markdown)
     assert len(app.latex) == 1
-    tiles = figure(app, "fig_tiles")
-    assert len(tiles["data"]) == 3  # heatmap, click layer, the selected capsule's outline
+    assert tiles_data(app)["selected"] == 159  # outlined in the tiles
 
 
 def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(env):
@@ -416,7 +417,7 @@ def test_switching_model_or_routing_iterations_resyncs_every_panel(env):
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("shipped (pretrained)").run()
     assert shown_digits(app) == (shipped_prediction,) * 3
     assert app.slider(key=state.POSE_DIM.format(1)).value == 0.0
-    assert f"digit {shipped_prediction}" in figure(app, "fig_tiles")["layout"]["title"]["text"]
+    assert f"digit {shipped_prediction}" in tiles_data(app)["title"]
     app.selectbox(key=state.ROUTING_DIGIT).set_value((shipped_prediction + 1) % 10).run()
     app.slider(key=state.ROUTING_ITERS).set_value(1).run()
     assert shown_digits(app) == (int(app.metric[0].value),) * 3
@@ -627,9 +628,18 @@ def test_evaluation_is_its_own_phase_with_an_estimate(env):
     assert not app.button(key=state.TRAIN_CANCEL).disabled  # Cancel works while evaluating
 
 
-def live_data(app: AppTest) -> dict:
-    element = next(e for e in app.get("bidi_component") if e.proto.component_name == "capsviz.live_decoder")
+def component_data(app: AppTest, name: str) -> dict:
+    """The data a components v2 element was mounted with."""
+    element = next(e for e in app.get("bidi_component") if e.proto.component_name == name)
     return json.loads(element.proto.json)
+
+
+def live_data(app: AppTest) -> dict:
+    return component_data(app, "capsviz.live_decoder")
+
+
+def tiles_data(app: AppTest) -> dict:
+    return component_data(app, "capsviz.coupling_tiles")
 
 
 def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
@@ -780,3 +790,14 @@ def test_the_coupling_matrix_expander_stays_open_after_clear_and_names_its_itera
     assert expander.proto.expanded
     (matrix,) = [c for c in app.get("plotly_chart") if c.key == "fig_matrix"]
     assert "iteration 3" in json.loads(matrix.proto.spec)["layout"]["title"]["text"]
+
+
+def test_a_tiles_click_report_is_read_as_a_capsule_index():
+    from capsviz.ui.tiles import picked
+
+    class Reported:
+        picked = 500
+
+    assert picked({"picked": 500}) == 500 and picked(Reported()) == 500 and picked({"picked": 7.0}) == 7
+    for junk in (None, {}, {"picked": None}, {"picked": True}, {"picked": "5"}, {"picked": 2.5}):
+        assert picked(junk) is None, junk

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from capsviz import trace_export
 from capsviz.bench.browser import draw_stroke
@@ -119,23 +120,26 @@ def _wait_idle(page) -> None:
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
-CELL_CENTRE = """(n) => {
-  const gd = document.querySelector('.st-key-fig_tiles .js-plotly-plot');
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, cells = gd._fullData[1];  // the click layer
-  const box = gd.getBoundingClientRect();
-  return [box.left + xa._offset + xa.l2p(cells.x[n]), box.top + ya._offset + ya.l2p(cells.y[n])];
-}"""
+TILES = ".st-key-coupling_tiles canvas"
+
+
+def _cell_centre(page, n: int) -> tuple[float, float]:
+    """Capsule n's cell on the tiles canvas: tile t = n // 36 at (t // 8, t % 8), 7 cells apart."""
+    canvas = page.locator(TILES)
+    box = canvas.bounding_box()
+    cell, top = (float(v) for v in canvas.evaluate("c => [c.dataset.cell, c.dataset.top]"))
+    t, r, c = n // 36, n // 6 % 6, n % 6
+    return box["x"] + ((t % 8) * 7 + c + 0.5) * cell, box["y"] + top + ((t // 8) * 7 + r + 0.5) * cell
 
 
 def _click_capsule(page, n: int) -> None:
-    """Click capsule n's cell in the coupling tiles, where the user would."""
-    one_chart = "document.querySelectorAll('.st-key-fig_tiles .js-plotly-plot').length === 1"
-    page.wait_for_function(one_chart, timeout=60_000)  # a rerun under load can briefly show a stale copy
-    tiles = page.locator(".st-key-fig_tiles .js-plotly-plot")
-    tiles.scroll_into_view_if_needed()
+    """Hover, then click capsule n's cell in the coupling tiles, where the user would."""
+    page.locator(TILES).scroll_into_view_if_needed()
     page.wait_for_timeout(300)
-    x, y = page.evaluate(CELL_CENTRE, n)
+    x, y = _cell_centre(page, n)
     page.mouse.move(x, y)
+    status = page.locator(".st-key-coupling_tiles .status").inner_text()
+    assert status.startswith(f"capsule {n} (type {n // 36}, row {n // 6 % 6}, col {n % 6}): coupling 0."), status
     page.mouse.click(x, y)
 
 
@@ -163,12 +167,11 @@ def test_draw_a_digit_and_explore_it(browser, server):
     metric = page.get_by_test_id("stMetricValue").first
     metric.wait_for(timeout=60_000)
     assert metric.inner_text().strip() in {str(d) for d in range(10)}
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
-    for key in ("fig_lengths", "fig_tiles", "fig_overlay", "fig_input", "fig_recon"):
+    for key in ("fig_lengths", "fig_overlay", "fig_input", "fig_recon"):
         assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
-    title = page.evaluate("document.querySelector('.st-key-fig_tiles .js-plotly-plot').layout.title.text")
-    assert "iteration 3" in title
+    assert "iteration 3" in page.locator(TILES).get_attribute("aria-label")
     live = page.locator(".st-key-live_decoder input[type=range]")
     assert live.count() == 16
     _shot(page, "02-drawn.png")
@@ -178,6 +181,10 @@ def test_draw_a_digit_and_explore_it(browser, server):
     inspector.wait_for(timeout=60_000)
     _wait_idle(page)
     assert "Primary capsule 500: type 13, row 5, col 2" in inspector.inner_text()
+    with page.expect_download(timeout=30_000) as saved:  # the tiles' own PNG: everything on the canvas
+        page.locator(".st-key-coupling_tiles button.save").click()
+    canvas_size = page.locator(TILES).evaluate("c => [c.width, c.height]")
+    assert list(Image.open(saved.value.path()).size) == canvas_size
     page.wait_for_function("document.querySelector('.st-key-fig_field .js-plotly-plot') !== null", timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
     inspector.scroll_into_view_if_needed()
@@ -277,8 +284,9 @@ def test_desktop_canvas_tools_and_kept_expander(browser, server):
     _wait_idle(page)
     page.get_by_text("rows are dimensions").wait_for(timeout=60_000)
     page.locator(".st-key-canvas_clear button").click()
+    no_prediction = "document.querySelectorAll('[data-testid=\"stMetricValue\"]').length === 0"
+    page.wait_for_function(no_prediction, timeout=60_000)  # under load the rerun can start after _wait_idle's pause
     _wait_idle(page)
-    assert page.get_by_test_id("stMetricValue").count() == 0
     _draw(page, 6)
     _wait_idle(page)
     page.get_by_text("rows are dimensions").wait_for(timeout=60_000)  # the expander came back open

@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -59,57 +60,30 @@ def test_lengths_figure_without_prediction_has_no_highlight():
     assert viz.HIGHLIGHT not in list(fig.data[0].marker.color)
 
 
-# --- coupling_tiles_figure --------------------------------------------------------------------
+# --- coupling_tiles_spec ----------------------------------------------------------------------
 
 
-def test_tiles_put_each_capsule_in_its_cell_and_gaps_are_nan():
-    couplings = np.zeros(N, dtype=np.float32)
-    probes = [(0, 0, 0), (5, 2, 3), (8, 0, 5), (31, 5, 5), (19, 4, 1)]
-    for k, (t, r, c) in enumerate(probes):
-        couplings[t * 36 + r * 6 + c] = 0.5 + 0.01 * k
-    fig = viz.coupling_tiles_figure(couplings, digit=4, iteration=2)
-    heat = fig.data[0]
-    z = z_of(heat)
-    assert z.shape == (4 * 7 - 1, 8 * 7 - 1)
-    for k, (t, r, c) in enumerate(probes):
-        cell = ((t // 8) * 7 + r, (t % 8) * 7 + c)
-        assert z[cell] == pytest.approx(0.5 + 0.01 * k)
-        assert list(np.asarray(heat.customdata)[cell]) == [t, r, c]
-    gaps = np.zeros(z.shape, dtype=bool)
-    gaps[6::7, :] = True
-    gaps[:, 6::7] = True
-    assert np.isnan(z[gaps]).all()
-    assert not np.isnan(z[~gaps]).any()
-    assert np.count_nonzero(~gaps) == N
-    assert "4" in fig.layout.title.text and "2" in fig.layout.title.text
-    assert fig.layout.yaxis.autorange == "reversed"
-    assert fig.layout.yaxis.scaleanchor == "x"
-    assert "type %{customdata[1]}" in fig.data[1].hovertemplate
+def test_tiles_spec_sends_every_capsule_in_type_major_order_with_its_title():
+    couplings = np.linspace(0, 0.2, N).astype(np.float32)
+    spec = viz.coupling_tiles_spec(couplings, digit=4, iteration=2, selected=5 * 36 + 3 * 6 + 4)
+    assert len(spec["values"]) == N and spec["values"][77] == pytest.approx(couplings[77], abs=1e-5)
+    assert (spec["grid"], spec["types"], spec["columns"]) == (6, 32, 8)  # capsule n = type*36 + row*6 + col
+    assert spec["selected"] == 5 * 36 + 3 * 6 + 4
+    assert spec["title"] == "Couplings to digit 4, iteration 2" and "c_i4" in spec["scale_label"]
+    assert spec["file_name"].endswith(".png") and "digit4" in spec["file_name"]
+    assert viz.coupling_tiles_spec(couplings, 0, 1)["selected"] is None
+    json.dumps(spec)  # what the page receives: plain JSON
 
 
 def test_tiles_colour_scale_is_diverging_centred_on_uniform_and_fixed():
     for values in (np.full(N, 0.2, dtype=np.float32), np.zeros(N), np.full(N, 0.9)):
-        heat = viz.coupling_tiles_figure(values, 0, 1).data[0]
-        assert (heat.zmin, heat.zmax) == (0.0, pytest.approx(0.2))  # never the data's own maximum
-        middle = heat.colorscale[len(heat.colorscale) // 2]
-        assert middle[0] == pytest.approx(0.5)  # the scale's centre is uniform, 1/10
-    ticks = {round(v, 6): t for v, t in zip(heat.colorbar.tickvals, heat.colorbar.ticktext)}
+        spec = viz.coupling_tiles_spec(values, 0, 1)
+        assert (spec["low"], spec["high"]) == (0.0, pytest.approx(0.2))  # never the data's own maximum
+        assert [stop[0] for stop in spec["colors"]] == [0.0, 0.5, 1.0]  # the scale's centre is uniform, 1/10
+    ticks = {round(v, 6): label for v, label in zip(spec["ticks"], spec["tick_labels"])}
     assert ticks[0.1] == "0.1 = uniform" and ticks[0.2] == "≥ 0.2"
-    assert viz.coupling_tiles_figure(np.zeros(N), 0, 1, num_classes=5).data[0].zmax == pytest.approx(0.4)
-
-
-def test_tiles_carry_a_click_layer_with_the_capsule_index_and_outline_the_selected_one():
-    couplings = np.linspace(0, 0.2, N).astype(np.float32)
-    fig = viz.coupling_tiles_figure(couplings, 2, 3, selected=5 * 36 + 3 * 6 + 4)
-    heat, clicks, selected = fig.data
-    z = z_of(heat)
-    custom = np.asarray(clicks.customdata)
-    for n in (0, 77, 1151):
-        assert custom[n, 0] == n
-        assert z[int(clicks.y[n]), int(clicks.x[n])] == pytest.approx(couplings[n])
-    n = 5 * 36 + 3 * 6 + 4
-    assert (selected.x[0], selected.y[0]) == (clicks.x[n], clicks.y[n])
-    assert "click to inspect" in clicks.hovertemplate
+    assert "uniform 0.1" in spec["subtitle"] and "0–0.2" in spec["subtitle"]
+    assert viz.coupling_tiles_spec(np.zeros(N), 0, 1, num_classes=5)["high"] == pytest.approx(0.4)
 
 
 # --- coupling_matrix_figure and image_figure ---------------------------------------------------
@@ -150,7 +124,6 @@ def all_figures():
     lengths = rng.random((R, J)).astype(np.float32)
     return {
         "lengths": viz.lengths_figure(lengths[-1], predicted=1),
-        "tiles": viz.coupling_tiles_figure(couplings[-1, :, 1], 1, 3),
         "matrix": viz.coupling_matrix_figure(couplings[-1]),
         "image": viz.image_figure(rng.random((28, 28))),
     }

@@ -2,8 +2,9 @@
 
 - stroke_to_prediction: mouse-up at the end of a one-stroke digit (a 1, then a 0, alternately,
   after Clear) until the prediction shows that digit.
-- stroke_to_all_figures: the same mouse-up until the last chart on the page (every Plotly figure
-  and the live decoder's canvases) has changed for the last time, once the page is quiet.
+- stroke_to_all_figures: the same mouse-up until the last chart on the page (every Plotly figure,
+  the coupling tiles' canvas and the live decoder's canvases) has changed for the last time, once
+  the page is quiet.
 - slider_to_image: a live pose slider's `input` event until the page has drawn the new decoded
   image (the component's own record, window.__capsvizLive).
 
@@ -35,17 +36,25 @@ ONE_STROKE = {  # digits drawn in a single stroke, in a unit box (x right, y dow
 
 RECORDER = """() => {
   if (window.__bench) return;
-  const bench = window.__bench = { up: null, charts: 0 };
+  // Each chart's last change; which charts are visible is asked only at the end: reading a
+  // chart's geometry inside the observer would force a layout on every mutation and slow the page.
+  const bench = window.__bench = { up: null, changed: new Map() };
+  bench.reset = () => { bench.up = null; bench.changed = new Map(); };
+  bench.last = () => {  // the last change of a chart still on the page and visible (not in a closed expander)
+    let last = 0;
+    for (const [plot, t] of bench.changed) {
+      if (t > last && plot.isConnected && plot.getBoundingClientRect().height > 0
+          && plot.checkVisibility({ visibilityProperty: true })) last = t;
+    }
+    return last;
+  };
   window.addEventListener('mouseup', () => { bench.up = performance.now(); }, true);
   new MutationObserver(records => {
+    const now = performance.now();
     for (const r of records) {
       const node = r.target.nodeType === 1 ? r.target : r.target.parentElement;
       const plot = node && node.closest ? node.closest('.js-plotly-plot') : null;
-      // a visible chart counts, not one in a closed expander
-      if (plot && plot.getBoundingClientRect().height > 0 && plot.checkVisibility({ visibilityProperty: true })) {
-        bench.charts = performance.now();
-        return;
-      }
+      if (plot) bench.changed.set(plot, now);
     }
   }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
 }"""
@@ -118,7 +127,7 @@ def _one_drawing(page, digit: int) -> tuple[float, float]:
         if time.time() > deadline:
             raise BrowserBenchError("the canvas was not cleared within 60 s")
         page.wait_for_timeout(50)
-    page.evaluate("window.__bench.up = null; window.__bench.charts = 0;")
+    page.evaluate("window.__bench.reset()")
     box = canvas.bounding_box()
     draw_stroke(page, box, ONE_STROKE[digit])
     handle = page.wait_for_function(
@@ -132,10 +141,12 @@ def _one_drawing(page, digit: int) -> tuple[float, float]:
     to_prediction = handle.json_value()
     _wait_idle(page)
     page.wait_for_function(
-        f"() => performance.now() - Math.max(window.__bench.charts, window.__bench.up) > {QUIET_MS}", timeout=120_000
+        f"() => performance.now() - Math.max(window.__bench.last(), window.__bench.up) > {QUIET_MS}",
+        polling=100,
+        timeout=120_000,
     )
-    live = page.evaluate("window.__capsvizLive ? window.__capsvizLive.drawnAt || 0 : 0")
-    last = max(page.evaluate("window.__bench.charts"), live)
+    drawn = "[window.__capsvizLive, window.__capsvizTiles].map(m => (m && m.drawnAt) || 0)"  # the canvas elements
+    last = max(page.evaluate("window.__bench.last()"), *page.evaluate(drawn))
     return to_prediction, last - page.evaluate("window.__bench.up")
 
 

@@ -30,14 +30,15 @@ def canvas_drawing(variant: int = 0, size: int = 280) -> Image.Image:
 
 
 def all_figures(result: Inference, ray: xray.RoutingXray, config) -> list:
-    """The figures a new drawing draws (the default Couplings view, last iteration, predicted digit)."""
+    """The figures a new drawing draws (the default Couplings view, last iteration, predicted digit):
+    Plotly figures, and the spec of the tiles the page draws itself."""
     digit = result.predicted
     couplings = ray.couplings[-1]  # (N, J)
     return [
         viz.image_figure(result.image, "model input"),
         viz.image_figure(result.reconstruction, "reconstruction"),
         viz.lengths_figure(result.lengths, digit),
-        viz.coupling_tiles_figure(couplings[:, digit], digit, ray.iterations),
+        viz.coupling_tiles_spec(couplings[:, digit], digit, ray.iterations),  # drawn in the page
         viz_routing.split_overlay_figure(
             ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=ray.iterations
         ),
@@ -69,7 +70,7 @@ def other_routing_figures(result: Inference, ray: xray.RoutingXray, config, caps
         viz_routing.lengths_by_iteration_figure(ray.lengths, chosen=ray.iterations, predicted=digit),
         viz_routing.field_figure(ray.image, xray.receptive_field(config, report.row, report.col), "field"),
         viz_routing.capsule_figure(report.pose, report.vote_lengths),
-        viz.coupling_tiles_figure(ray.couplings[-1, :, digit], digit, ray.iterations, selected=capsule),
+        viz.coupling_tiles_spec(ray.couplings[-1, :, digit], digit, ray.iterations, selected=capsule),
     ]
 
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 from capsviz import routing_accuracy, trace_export, viz, viz_routing, xray
 from capsviz.inference import Inference
-from capsviz.ui import state
+from capsviz.ui import state, tiles
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
@@ -98,15 +98,11 @@ def _picked(key: str) -> list[list]:
     return picked
 
 
-def _on_pick(grid: int) -> None:
+def _on_pick(count: int) -> None:
     """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
-    for custom in _picked(state.ROUTING_TILES):
-        if len(custom) >= 4:  # the click layer: [n, type, row, col, c]
-            st.session_state[state.INSPECT_CAPSULE] = int(custom[0])
-            return
-        if len(custom) == 3 and custom[0] >= 0:  # a heatmap cell
-            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(*map(int, custom), grid)
-            return
+    n = tiles.picked(st.session_state.get(state.ROUTING_TILES))
+    if n is not None and 0 <= n < count:
+        st.session_state[state.INSPECT_CAPSULE] = n
 
 
 def _on_pick_position(grid: int) -> None:
@@ -136,14 +132,13 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
     low, high = xray.coupling_range(config.num_classes)
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(
-            viz.coupling_tiles_figure(
-                couplings[:, digit], digit, iteration, num_classes=config.num_classes, selected=selected
-            ),
-            config=PLOT_CONFIG,
+        spec = viz.coupling_tiles_spec(
+            couplings[:, digit], digit, iteration, num_classes=config.num_classes, selected=selected
+        )
+        tiles.coupling_tiles(
+            spec,
             key=state.ROUTING_TILES,
-            on_select=functools.partial(_on_pick, ray.grid),
-            selection_mode="points",
+            on_pick=functools.partial(_on_pick, couplings.shape[0]),
         )
         st.caption(
             f"Colour is relative to uniform: white = 1/{config.num_classes} (every parent equal), red above, "
