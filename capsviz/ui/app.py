@@ -36,7 +36,7 @@ def main() -> None:
     settings = sidebar()
     st.sidebar.caption(
         ":material/link: The address bar holds this view (input, model, routing iterations, digit): copy it to share "
-        "it or to come back to it. Each chart's camera button saves it as a PNG."
+        "it or to come back to it. Each chart's camera button (the coupling tiles: Save PNG) saves it as a PNG."
     )
     explore, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
     if explore.open:
