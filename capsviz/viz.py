@@ -1,4 +1,5 @@
-"""Plotly figure builders for the explorer: numpy arrays in, `go.Figure` out, nothing else.
+"""Plotly figure builders for the explorer: numpy arrays in, `go.Figure` out (and the JSON spec of
+the coupling tiles, which the page draws itself: `coupling_tiles_spec`).
 
     from capsviz import viz
     fig = viz.lengths_figure(lengths, predicted=3)   # lengths: (J,)
@@ -179,13 +180,10 @@ def coupling_ticks(num_classes: int) -> tuple[list[float], list[str]]:
     return ticks, [f"{low:g}", f"{ticks[1]:g}", f"{uniform:g} = uniform", f"{ticks[3]:g}", f"≥ {high:g}"]
 
 
-def coupling_colorbar(num_classes: int, title: str = "c_ij", below: bool = False) -> dict:
-    """The colour bar of every coupling view; `below`: horizontal under the plot (leaves wide plots their width)."""
+def coupling_colorbar(num_classes: int, title: str = "c_ij") -> dict:
+    """The colour bar of every Plotly coupling view (the tiles draw theirs from `coupling_ticks`)."""
     ticks, text = coupling_ticks(num_classes)
-    bar = {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
-    if below:
-        bar.update(orientation="h", y=-0.02, yanchor="top", len=0.7, title={"text": title, "side": "top"})
-    return bar
+    return {"thickness": 12, "len": 0.9, "tickvals": ticks, "ticktext": text, "title": {"text": title}}
 
 
 def coupling_color(num_classes: int) -> dict:
@@ -231,15 +229,16 @@ def coupling_tiles_spec(
 
     Colour: DIVERGING over the fixed range `xray.coupling_range`, centred on uniform 1/J, the same
     for every digit and iteration; values above the range show as its top. `selected` is outlined.
-    A Plotly heatmap cannot report a click, and a click layer of 1,152 markers cost the page about
-    0.6 s a stroke (python -m capsviz.bench --sections browser), hence a canvas element.
+    Values that are not numbers (a diverged model) are sent as None and drawn grey. A Plotly heatmap
+    cannot report a click; its layer of 1,152 clickable markers made a stroke's last chart arrive
+    about 0.36 s later (docs/bench/tiles-2026-11-23.md), hence a canvas element.
     """
     values = np.asarray(couplings, dtype=np.float32).reshape(-1)  # (N,)
     g = PRIMARY_GRID
     low, high = xray.coupling_range(num_classes)
     ticks, labels = coupling_ticks(num_classes)
     return {
-        "values": [round(float(v), 5) for v in values],
+        "values": [round(float(v), 5) if np.isfinite(v) else None for v in values],
         "grid": g,
         "types": values.shape[0] // (g * g),
         "columns": TILE_COLS,
@@ -249,9 +248,11 @@ def coupling_tiles_spec(
         "ticks": ticks,
         "tick_labels": labels,
         "title": f"Couplings to digit {digit}, iteration {iteration}",
-        "subtitle": f"white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}",
+        "subtitle": f"white = uniform {1 / num_classes:g}; fixed scale {low:g}–{high:g}"
+        + ("" if np.isfinite(values).all() else "; grey = not a number"),
         "scale_label": f"c_i{digit}: coupling of primary capsule i to digit {digit}",
         "selected": None if selected is None else int(selected),
+        "selected_color": SELECTED_COLOR,
         "file_name": f"capsviz-couplings-digit{digit}-iteration{iteration}.png",
     }
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capsviz import trace_export
+from capsviz import trace_export, viz
 from capsviz.bench.browser import draw_stroke
 
 from drawings import STROKES
@@ -132,6 +132,33 @@ def _cell_centre(page, n: int) -> tuple[float, float]:
     return box["x"] + ((t % 8) * 7 + c + 0.5) * cell, box["y"] + top + ((t // 8) * 7 + r + 0.5) * cell
 
 
+PIXEL_AND_VALUE = """(canvas, [x, y, n]) => {
+  const dpr = canvas.width / canvas.getBoundingClientRect().width;
+  const rgba = canvas.getContext('2d').getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data;
+  return [Array.from(rgba.slice(0, 3)), canvas.closest('.tiles').view.data.values[n]];
+}"""
+
+
+def _expected_colour(value: float) -> np.ndarray:
+    """The tiles' diverging scale in Python: 0 -> blue, 0.1 -> white, 0.2 and above -> red."""
+    stops = [(t, np.array([int(c[i : i + 2], 16) for i in (1, 3, 5)])) for t, c in viz.DIVERGING]
+    t = min(max(value / 0.2, 0.0), 1.0)
+    for (t0, c0), (t1, c1) in zip(stops, stops[1:]):
+        if t <= t1:
+            return c0 + (t - t0) / (t1 - t0) * (c1 - c0)
+    return stops[-1][1]
+
+
+def _tile_colours_match_their_values(page, capsules: list[int]) -> None:
+    canvas = page.locator(TILES)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for n in capsules:
+        x, y = _cell_centre(page, n)
+        rgb, value = canvas.evaluate(PIXEL_AND_VALUE, [x - box["x"], y - box["y"], n])
+        assert np.abs(np.array(rgb) - _expected_colour(value)).max() <= 2, (n, rgb, value)
+
+
 def _click_capsule(page, n: int) -> None:
     """Hover, then click capsule n's cell in the coupling tiles, where the user would."""
     page.locator(TILES).scroll_into_view_if_needed()
@@ -167,11 +194,12 @@ def test_draw_a_digit_and_explore_it(browser, server):
     metric = page.get_by_test_id("stMetricValue").first
     metric.wait_for(timeout=60_000)
     assert metric.inner_text().strip() in {str(d) for d in range(10)}
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
+    charts = ("fig_lengths", "fig_overlay", "fig_input", "fig_recon")
+    one_each = f"{list(charts)}.every(k => document.querySelectorAll(`.st-key-${{k}} .js-plotly-plot`).length === 1)"
+    page.wait_for_function(one_each, timeout=60_000)  # under load a rerun can briefly show a stale copy
     assert page.locator("[data-testid='stException']").count() == 0
-    for key in ("fig_lengths", "fig_overlay", "fig_input", "fig_recon"):
-        assert page.locator(f".st-key-{key} .js-plotly-plot").count() == 1, key
     assert "iteration 3" in page.locator(TILES).get_attribute("aria-label")
+    _tile_colours_match_their_values(page, [0, 37, 500, 1151])  # each capsule's cell, in its value's colour
     live = page.locator(".st-key-live_decoder input[type=range]")
     assert live.count() == 16
     _shot(page, "02-drawn.png")
@@ -183,8 +211,15 @@ def test_draw_a_digit_and_explore_it(browser, server):
     assert "Primary capsule 500: type 13, row 5, col 2" in inspector.inner_text()
     with page.expect_download(timeout=30_000) as saved:  # the tiles' own PNG: everything on the canvas
         page.locator(".st-key-coupling_tiles button.save").click()
-    canvas_size = page.locator(TILES).evaluate("c => [c.width, c.height]")
-    assert list(Image.open(saved.value.path()).size) == canvas_size
+    canvas = page.locator(TILES)
+    box = canvas.bounding_box()
+    x, y = _cell_centre(page, 500)
+    rgb, _ = canvas.evaluate(PIXEL_AND_VALUE, [x - box["x"], y - box["y"], 500])
+    png = Image.open(saved.value.path()).convert("RGB")
+    dpr = png.width / box["width"]
+    assert list(png.getpixel((int((x - box["x"]) * dpr), int((y - box["y"]) * dpr)))) == rgb  # the same drawing
+    title = np.asarray(png.crop((0, 0, png.width, int(40 * dpr))).convert("L"))
+    assert title.min() < 100 and title.max() > 200  # with its title: dark text on the light theme's background
     page.wait_for_function("document.querySelector('.st-key-fig_field .js-plotly-plot') !== null", timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
     inspector.scroll_into_view_if_needed()

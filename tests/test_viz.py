@@ -72,7 +72,11 @@ def test_tiles_spec_sends_every_capsule_in_type_major_order_with_its_title():
     assert spec["title"] == "Couplings to digit 4, iteration 2" and "c_i4" in spec["scale_label"]
     assert spec["file_name"].endswith(".png") and "digit4" in spec["file_name"]
     assert viz.coupling_tiles_spec(couplings, 0, 1)["selected"] is None
-    json.dumps(spec)  # what the page receives: plain JSON
+    json.dumps(spec, allow_nan=False)  # what the page receives: plain JSON
+    couplings[3] = np.nan  # a diverged model: no NaN reaches the page's JSON.parse
+    spec = viz.coupling_tiles_spec(couplings, digit=4, iteration=2)
+    assert spec["values"][3] is None and "grey = not a number" in spec["subtitle"]
+    json.dumps(spec, allow_nan=False)
 
 
 def test_tiles_colour_scale_is_diverging_centred_on_uniform_and_fixed():

@@ -59,6 +59,11 @@ RECORDER = """() => {
   }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
 }"""
 
+# the last change of any chart: the Plotly figures, and the canvas elements' own marks
+LAST_CHANGE = (
+    "Math.max(window.__bench.last(), ...[window.__capsvizLive, window.__capsvizTiles].map(m => (m && m.drawnAt) || 0))"
+)
+
 PREDICTION = """() => {
   const el = document.querySelector('[data-testid="stMetricValue"]');
   return el ? el.innerText.trim() : null;
@@ -141,12 +146,11 @@ def _one_drawing(page, digit: int) -> tuple[float, float]:
     to_prediction = handle.json_value()
     _wait_idle(page)
     page.wait_for_function(
-        f"() => performance.now() - Math.max(window.__bench.last(), window.__bench.up) > {QUIET_MS}",
+        f"() => performance.now() - Math.max({LAST_CHANGE}, window.__bench.up) > {QUIET_MS}",
         polling=100,
         timeout=120_000,
     )
-    drawn = "[window.__capsvizLive, window.__capsvizTiles].map(m => (m && m.drawnAt) || 0)"  # the canvas elements
-    last = max(page.evaluate("window.__bench.last()"), *page.evaluate(drawn))
+    last = page.evaluate(f"() => {LAST_CHANGE}")
     return to_prediction, last - page.evaluate("window.__bench.up")
 
 

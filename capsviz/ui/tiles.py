@@ -3,9 +3,9 @@
 A Streamlit components v2 element, inline html/css/js, no build step. Python sends the spec of
 `capsviz.viz.coupling_tiles_spec` (1,152 values and the scale); the page draws the tiles, the
 outline of the inspected capsule and the colour bar on one canvas, so "Save PNG" saves all of it.
-A click reports the capsule index (trigger `picked`); the canvas carries its cell size and tile
-offset (data-cell, data-top) for the browser test, and window.__capsvizTiles the time of its last
-drawing for the benchmark.
+A click reports the capsule index (trigger `picked`); the canvas carries its cell size and the
+tiles' top margin (data-cell, data-top) for the browser test, and window.__capsvizTiles the time
+of its last drawing for the benchmark.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ HTML = '<div class="tiles"></div>'
 
 CSS = """
 .tiles { font-family: var(--st-font, sans-serif); color: var(--st-text-color, #31333f); }
-.tiles canvas { display: block; cursor: pointer; max-width: 100%; }
+.tiles canvas { display: block; cursor: pointer; }
 .tiles .under { display: flex; justify-content: space-between; gap: 0.5rem; align-items: baseline; }
 .tiles .status { font-size: 0.75rem; opacity: 0.8; min-height: 1.2em; }
 .tiles button { font: inherit; font-size: 0.75rem; color: inherit; background: none; cursor: pointer;
@@ -26,11 +26,12 @@ CSS = """
 """
 
 JS = r"""
-const TOP = 44, BAR = 58, MAX_CELL = 14, MIN_CELL = 3;
+const TOP = 44, BAR = 58, MAX_CELL = 14, MIN_CELL = 3, MISSING = '#888888';  // MISSING: a value that is not a number
 
 function rgb(hex) { return [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16)); }
 
-function colour(stops, t) {  // piecewise-linear in RGB, like Plotly's colour scales
+function colour(stops, t) {  // piecewise-linear in RGB, like Plotly's colour scales; beyond the ends: the end colour
+  if (!Number.isFinite(t)) return MISSING;
   t = Math.min(1, Math.max(0, t));
   for (let k = 1; k < stops.length; k++) {
     const [t0, c0] = stops[k - 1], [t1, c1] = stops[k];
@@ -53,13 +54,13 @@ function cellOf(d, n) {  // capsule n -> (type, row, col) and its cell (x, y) in
   return { t, r, c, x: (t % d.columns) * (g + 1) + c, y: Math.floor(t / d.columns) * (g + 1) + r };
 }
 
-function draw(st) {
-  const d = st.data, box = layout(d, st.root.clientWidth || 560), ctx = st.canvas.getContext('2d');
-  const dpr = window.devicePixelRatio || 1, style = getComputedStyle(st.root);
+function draw(view) {
+  const d = view.data, box = layout(d, view.root.clientWidth || 560), ctx = view.canvas.getContext('2d');
+  const dpr = window.devicePixelRatio || 1, style = getComputedStyle(view.root);
   const ink = style.color, font = style.fontFamily;
-  st.box = box;
-  st.canvas.width = Math.round(box.width * dpr); st.canvas.height = Math.round(box.height * dpr);
-  st.canvas.style.width = box.width + 'px'; st.canvas.style.height = box.height + 'px';
+  view.box = box;
+  view.canvas.width = Math.round(box.width * dpr); view.canvas.height = Math.round(box.height * dpr);
+  view.canvas.style.width = box.width + 'px'; view.canvas.style.height = box.height + 'px';
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = style.getPropertyValue('--st-background-color').trim() || '#ffffff';
   ctx.fillRect(0, 0, box.width, box.height);  // the theme's background, so a saved PNG reads the same
@@ -67,14 +68,14 @@ function draw(st) {
   ctx.font = `600 14px ${font}`; ctx.fillText(d.title, 0, 16);
   ctx.font = `11px ${font}`; ctx.fillText(d.subtitle, 0, 34);
   const span = d.high - d.low, cell = box.cell;
-  d.values.forEach((v, n) => {
+  d.values.forEach((v, n) => {  // null: not a number (a diverged model), drawn in MISSING
     const p = cellOf(d, n);
-    ctx.fillStyle = colour(d.colors, (v - d.low) / span);
+    ctx.fillStyle = v === null ? MISSING : colour(d.colors, (v - d.low) / span);
     ctx.fillRect(p.x * cell, TOP + p.y * cell, cell, cell);
   });
   if (d.selected !== null && d.selected >= 0 && d.selected < d.values.length) {
     const p = cellOf(d, d.selected);
-    ctx.lineWidth = 2; ctx.strokeStyle = '#111111';
+    ctx.lineWidth = 2; ctx.strokeStyle = d.selected_color;
     ctx.strokeRect(p.x * cell - 1, TOP + p.y * cell - 1, cell + 2, cell + 2);
     ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff';
     ctx.strokeRect(p.x * cell + 1.5, TOP + p.y * cell + 1.5, cell - 3, cell - 3);
@@ -91,16 +92,17 @@ function draw(st) {
     ctx.fillText(d.tick_labels[k], x, y0 + 25);
   });
   ctx.textAlign = 'left'; ctx.font = `11px ${font}`; ctx.fillText(d.scale_label, 0, y0 + 42);
-  st.canvas.dataset.cell = cell; st.canvas.dataset.top = TOP;
-  st.canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
+  view.canvas.dataset.cell = cell; view.canvas.dataset.top = TOP;
+  view.canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
   const mark = window.__capsvizTiles = window.__capsvizTiles || { draws: 0 };
   mark.draws += 1; mark.drawnAt = performance.now();
 }
 
-function capsuleAt(st, event) {  // the capsule under the pointer, or null over a gap or outside the tiles
-  const d = st.data, box = st.box, rect = st.canvas.getBoundingClientRect();
-  const x = Math.floor((event.clientX - rect.left) / box.cell);
-  const y = Math.floor((event.clientY - rect.top - TOP) / box.cell);
+function capsuleAt(view, event) {  // the capsule under the pointer, or null over a gap or outside the tiles
+  const d = view.data, box = view.box, rect = view.canvas.getBoundingClientRect();
+  const scale = rect.width > 0 ? box.width / rect.width : 1;  // CSS may shrink the canvas
+  const x = Math.floor((event.clientX - rect.left) * scale / box.cell);
+  const y = Math.floor(((event.clientY - rect.top) * scale - TOP) / box.cell);
   if (x < 0 || y < 0 || x >= box.W || y >= box.H) return null;
   const g = box.g, c = x % (g + 1), r = y % (g + 1);
   if (c === g || r === g) return null;
@@ -113,34 +115,35 @@ const HINT = 'Hover a cell to read its coupling; click it to inspect that primar
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
   const root = parentElement.querySelector('.tiles');
-  if (!root.st) {
+  if (!root.view) {
     root.innerHTML = `<canvas role="img"></canvas>
       <div class="under"><span class="status"></span><button type="button" class="save">Save PNG</button></div>`;
-    const st = root.st = { root, canvas: root.querySelector('canvas'), status: root.querySelector('.status') };
-    st.status.textContent = HINT;
-    st.canvas.addEventListener('mousemove', event => {
-      const n = capsuleAt(st, event);
-      if (n === null) { st.status.textContent = HINT; return; }
-      const p = cellOf(st.data, n);
-      st.status.textContent = `capsule ${n} (type ${p.t}, row ${p.r}, col ${p.c}): `
-        + `coupling ${st.data.values[n].toFixed(4)}; click to inspect`;
+    const view = root.view = { root, canvas: root.querySelector('canvas'), status: root.querySelector('.status') };
+    view.status.textContent = HINT;
+    view.canvas.addEventListener('mousemove', event => {
+      const n = capsuleAt(view, event);
+      if (n === null) { view.status.textContent = HINT; return; }
+      const p = cellOf(view.data, n), v = view.data.values[n];
+      view.status.textContent = `capsule ${n} (type ${p.t}, row ${p.r}, col ${p.c}): `
+        + `coupling ${v === null ? 'not a number' : v.toFixed(4)}; click to inspect`;
     });
-    st.canvas.addEventListener('mouseleave', () => { st.status.textContent = HINT; });
-    st.canvas.addEventListener('click', event => {
-      const n = capsuleAt(st, event);
-      if (n !== null) st.pick(n);
+    view.canvas.addEventListener('mouseleave', () => { view.status.textContent = HINT; });
+    view.canvas.addEventListener('click', event => {
+      const n = capsuleAt(view, event);
+      if (n !== null) view.pick(n);
     });
     root.querySelector('.save').addEventListener('click', () => {
       const link = document.createElement('a');
-      link.href = st.canvas.toDataURL('image/png'); link.download = st.data.file_name; link.click();
+      link.href = view.canvas.toDataURL('image/png'); link.download = view.data.file_name; link.click();
     });
-    const resized = () => { if (st.box && layout(st.data, root.clientWidth).cell !== st.box.cell) draw(st); };
+    const resized = () => { if (view.box && layout(view.data, root.clientWidth).cell !== view.box.cell) draw(view); };
     new ResizeObserver(resized).observe(root);  // a new cell size only: the width changes the layout
+    document.fonts.ready.then(() => draw(view));  // the page's font may arrive after the first drawing
   }
-  const st = root.st;
-  st.pick = n => setTriggerValue('picked', n);
-  st.data = data;
-  draw(st);
+  const view = root.view;
+  view.pick = n => setTriggerValue('picked', n);
+  view.data = data;
+  draw(view);
 }
 """
 
@@ -148,8 +151,8 @@ _component = st.components.v2.component("capsviz.coupling_tiles", html=HTML, css
 
 
 def picked(value) -> int | None:
-    """The capsule a click reported, from the element's state in session state (a dict or an object)."""
-    n = value.get("picked") if isinstance(value, dict) else getattr(value, "picked", None)
+    """The capsule a click reported, from the element's state in session state (a dict), or None."""
+    n = value.get("picked") if isinstance(value, dict) else None
     return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and float(n).is_integer() else None
 
 
