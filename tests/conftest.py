@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic MNIST on disk, the real MNIST when present, drawings."""
+"""Shared fixtures: a tiny synthetic MNIST on disk, the real MNIST when present, drawings, and the
+device the model tests run on (CAPSVIZ_TEST_DEVICE=cuda runs them on a GPU; docs/gpu.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
+TEST_DEVICE_VAR = "CAPSVIZ_TEST_DEVICE"
 
 # Every figure the tests draw (here, in AppTest and in servers they start) is validated by Plotly,
 # which the app skips for speed (capsviz.viz.figure_of).
@@ -80,6 +82,41 @@ def mnist_root() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+def test_device_name() -> str:
+    """The device the model, routing, fast-path, checkpoint and training tests run on: cpu unless set."""
+    return os.environ.get(TEST_DEVICE_VAR, "").strip() or "cpu"
+
+
+def pytest_report_header(config) -> str:
+    name = test_device_name()
+    if name.startswith("cuda") and torch.cuda.is_available():
+        name += f" ({torch.cuda.get_device_name(torch.device(name))}, torch {torch.__version__})"
+    return f"capsviz test device ({TEST_DEVICE_VAR}): {name}"
+
+
+@pytest.fixture(scope="session")
+def test_device() -> torch.device:
+    """torch.device from CAPSVIZ_TEST_DEVICE (default cpu); skips the test where it names an absent GPU."""
+    name = test_device_name()
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        pytest.fail(f"{TEST_DEVICE_VAR}={name!r} is not a torch device: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip(f"{TEST_DEVICE_VAR}={name} but torch sees no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        pytest.fail(f"{TEST_DEVICE_VAR}={name!r}: the tests run on cpu or cuda")
+    return device
+
+
+@pytest.fixture(scope="session")
+def cuda_device(test_device) -> torch.device:
+    """The GPU, for checks that only real hardware can make; skipped unless CAPSVIZ_TEST_DEVICE names cuda."""
+    if test_device.type != "cuda":
+        pytest.skip(f"a real-GPU check: runs with {TEST_DEVICE_VAR}=cuda (docs/gpu.md)")
+    return test_device
 
 
 def canvas(size: int = 280, transparent: bool = False) -> np.ndarray:

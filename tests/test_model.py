@@ -1,3 +1,5 @@
+"""CapsNet's shapes, trace and objective; on CAPSVIZ_TEST_DEVICE (cpu unless set: tests/conftest.py)."""
+
 import dataclasses
 
 import pytest
@@ -7,27 +9,32 @@ from capsviz.model import CapsNet, CapsNetConfig
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(test_device):
     torch.manual_seed(0)
-    return CapsNet(CapsNetConfig()).eval()
+    return CapsNet(CapsNetConfig()).eval().to(test_device)
+
+
+def rand(*shape, device):
+    """Uniform images made on the CPU (the same draws on every device), then moved."""
+    return torch.rand(*shape).to(device)
 
 
 def test_parameter_count_matches_the_paper(model):
     assert sum(p.numel() for p in model.parameters()) == 8_215_568
 
 
-def test_layer_shapes_are_the_papers():
+def test_layer_shapes_are_the_papers(test_device):
     config = CapsNetConfig()
     assert config.primary_grid == 6 and config.num_primary == 1152
-    model = CapsNet(config)
+    model = CapsNet(config).to(test_device)
     assert model.digits.weight.shape == (1152, 10, 16, 8)
-    features = torch.relu(model.conv1(torch.rand(2, 1, 28, 28)))
+    features = torch.relu(model.conv1(rand(2, 1, 28, 28, device=test_device)))
     assert features.shape == (2, 256, 20, 20)
     assert model.primary(features).shape == (2, 1152, 8)
 
 
-def test_output_shapes_and_trace(model):
-    x = torch.rand(3, 1, 28, 28)
+def test_output_shapes_and_trace(model, test_device):
+    x = rand(3, 1, 28, 28, device=test_device)
     with torch.no_grad():
         out = model(x, trace=True)
     assert out.lengths.shape == (3, 10)
@@ -45,14 +52,14 @@ def test_output_shapes_and_trace(model):
 
 
 @pytest.mark.parametrize("iterations", [1, 2, 3, 4, 5])
-def test_routing_iterations_can_change_at_inference(model, iterations):
+def test_routing_iterations_can_change_at_inference(model, iterations, test_device):
     with torch.no_grad():
-        out = model(torch.rand(2, 1, 28, 28), routing_iters=iterations, trace=True)
+        out = model(rand(2, 1, 28, 28, device=test_device), routing_iters=iterations, trace=True)
     assert out.trace.iterations == iterations
 
 
-def test_decoder_masks_by_label_when_given_else_by_longest_capsule(model):
-    x = torch.rand(2, 1, 28, 28)
+def test_decoder_masks_by_label_when_given_else_by_longest_capsule(model, test_device):
+    x = rand(2, 1, 28, 28, device=test_device)
     with torch.no_grad():
         out = model(x)
         winner = out.lengths.argmax(1)
@@ -63,25 +70,25 @@ def test_decoder_masks_by_label_when_given_else_by_longest_capsule(model):
         assert not torch.allclose(forced.reconstruction, out.reconstruction)
 
 
-def test_decode_reads_one_pose_as_the_given_class(model):
+def test_decode_reads_one_pose_as_the_given_class(model, test_device):
     with torch.no_grad():
-        out = model(torch.rand(2, 1, 28, 28))
-        classes = torch.tensor([3, 7])
-        pose = out.poses[torch.arange(2), classes]  # (B, 16)
+        out = model(rand(2, 1, 28, 28, device=test_device))
+        classes = torch.tensor([3, 7], device=test_device)
+        pose = out.poses[torch.arange(2, device=test_device), classes]  # (B, 16)
         assert torch.allclose(model.decode(pose, classes), model.reconstruct(out.poses, classes))
         assert model.decode(pose, classes).shape == (2, 1, 28, 28)
 
 
-def test_blank_input_gives_finite_output(model):
+def test_blank_input_gives_finite_output(model, test_device):
     with torch.no_grad():
-        out = model(torch.zeros(1, 1, 28, 28), trace=True)
+        out = model(torch.zeros(1, 1, 28, 28, device=test_device), trace=True)
     for tensor in (out.lengths, out.poses, out.reconstruction, out.trace.couplings):
         assert torch.isfinite(tensor).all()
 
 
-def test_primary_capsules_flatten_type_major(model):
+def test_primary_capsules_flatten_type_major(model, test_device):
     """Capsule n = type * 36 + row * 6 + col holds conv channels type*8 .. type*8+7 at (row, col)."""
-    features = torch.relu(model.conv1(torch.rand(1, 1, 28, 28)))
+    features = torch.relu(model.conv1(rand(1, 1, 28, 28, device=test_device)))
     with torch.no_grad():
         raw = model.primary.conv(features)  # (1, 256, 6, 6)
         caps = model.primary(features)  # (1, 1152, 8)
@@ -99,9 +106,9 @@ def test_config_round_trips_through_a_dict():
         CapsNetConfig.from_dict({**dataclasses.asdict(config), "bogus": 1})
 
 
-def test_training_mode_gradients_reach_every_parameter():
-    model = CapsNet(CapsNetConfig())
-    x, labels = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+def test_training_mode_gradients_reach_every_parameter(test_device):
+    model = CapsNet(CapsNetConfig()).to(test_device)
+    x, labels = rand(2, 1, 28, 28, device=test_device), torch.tensor([1, 2], device=test_device)
     out = model(x, labels=labels)
     (out.lengths.sum() + out.reconstruction.sum()).backward()
     for name, param in model.named_parameters():
@@ -114,16 +121,17 @@ def test_config_rejects_routing_iterations_outside_1_to_5(iterations):
         CapsNetConfig(routing_iters=iterations)
 
 
-def test_the_model_owns_its_objective(model):
+def test_the_model_owns_its_objective(model, test_device):
     """objective() is what the trainer calls: the paper's loss on the label-masked forward, and the lengths."""
     torch.manual_seed(2)
-    x, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 3, 9])
+    x, labels = rand(4, 1, 28, 28, device=test_device), torch.tensor([0, 3, 3, 9], device=test_device)
+    classes = torch.arange(10, device=test_device)
     with torch.no_grad():
         loss, scores = model.objective(x, labels)
         out = model(x, labels=labels)
         lengths = out.lengths
-        margin = (labels == torch.arange(10)[:, None]).T.float() * torch.relu(0.9 - lengths) ** 2
-        margin += 0.5 * (labels != torch.arange(10)[:, None]).T.float() * torch.relu(lengths - 0.1) ** 2
+        margin = (labels == classes[:, None]).T.float() * torch.relu(0.9 - lengths) ** 2
+        margin += 0.5 * (labels != classes[:, None]).T.float() * torch.relu(lengths - 0.1) ** 2
         recon = ((out.reconstruction - x) ** 2).flatten(1).sum(1)
         expected = (margin.sum(1) + 0.0005 * recon).mean()
         assert torch.allclose(loss, expected, atol=1e-6)

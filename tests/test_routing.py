@@ -1,33 +1,35 @@
+"""Squash and dynamic routing; on CAPSVIZ_TEST_DEVICE (cpu unless set: tests/conftest.py)."""
+
 import torch
 
 from capsviz.routing import dynamic_routing, squash
 
 
-def test_squash_zero_vector_is_zero_without_nan():
-    s = torch.zeros(3, 16, requires_grad=True)
+def test_squash_zero_vector_is_zero_without_nan(test_device):
+    s = torch.zeros(3, 16, device=test_device, requires_grad=True)
     v = squash(s)
     v.sum().backward()
-    assert torch.equal(v, torch.zeros(3, 16))
+    assert torch.equal(v, torch.zeros(3, 16, device=test_device))
     assert torch.isfinite(s.grad).all()
 
 
-def test_squash_matches_equation_1():
-    s = torch.tensor([[3.0, 4.0]])  # |s| = 5
+def test_squash_matches_equation_1(test_device):
+    s = torch.tensor([[3.0, 4.0]], device=test_device)  # |s| = 5
     expected = (25 / 26) * s / 5
     assert torch.allclose(squash(s), expected, atol=1e-6)
 
 
-def test_squash_keeps_direction_and_length_below_one():
-    s = torch.randn(100, 8) * torch.logspace(-3, 3, 100)[:, None]
+def test_squash_keeps_direction_and_length_below_one(test_device):
+    s = (torch.randn(100, 8) * torch.logspace(-3, 3, 100)[:, None]).to(test_device)
     v = squash(s)
     lengths = v.norm(dim=-1)
     assert (lengths < 1).all() and (lengths >= 0).all()
     cosine = torch.nn.functional.cosine_similarity(v, s, dim=-1)
-    assert torch.allclose(cosine, torch.ones(100), atol=1e-5)
+    assert torch.allclose(cosine, torch.ones(100, device=test_device), atol=1e-5)
 
 
-def test_couplings_sum_to_one_over_parents_and_trace_has_each_iteration():
-    votes = torch.randn(4, 50, 10, 16)
+def test_couplings_sum_to_one_over_parents_and_trace_has_each_iteration(test_device):
+    votes = torch.randn(4, 50, 10, 16).to(test_device)
     for iterations in range(1, 6):
         poses, trace = dynamic_routing(votes, iterations, trace=True)
         assert trace.couplings.shape == (4, iterations, 50, 10)
@@ -38,34 +40,34 @@ def test_couplings_sum_to_one_over_parents_and_trace_has_each_iteration():
         assert torch.equal(trace.poses[:, -1], poses)
 
 
-def test_logits_start_at_zero_so_first_couplings_are_uniform():
-    _, trace = dynamic_routing(torch.randn(2, 30, 10, 16), 3, trace=True)
-    assert torch.equal(trace.logits[:, 0], torch.zeros(2, 30, 10))
-    assert torch.allclose(trace.couplings[:, 0], torch.full((2, 30, 10), 0.1))
+def test_logits_start_at_zero_so_first_couplings_are_uniform(test_device):
+    _, trace = dynamic_routing(torch.randn(2, 30, 10, 16).to(test_device), 3, trace=True)
+    assert torch.equal(trace.logits[:, 0], torch.zeros(2, 30, 10, device=test_device))
+    assert torch.allclose(trace.couplings[:, 0], torch.full((2, 30, 10), 0.1, device=test_device))
 
 
-def test_softmax_is_over_parents_not_children():
+def test_softmax_is_over_parents_not_children(test_device):
     # Child 0 agrees strongly with parent 0; after routing it must couple mostly to parent 0,
     # while child 1 (whose votes for parent 0 are zero) stays with parent 1.
     votes = torch.zeros(1, 2, 2, 4)
     votes[0, 0, 0] = torch.tensor([5.0, 0, 0, 0])
     votes[0, 1, 1] = torch.tensor([0, 5.0, 0, 0])
-    _, trace = dynamic_routing(votes, 3, trace=True)
+    _, trace = dynamic_routing(votes.to(test_device), 3, trace=True)
     final = trace.couplings[0, -1]  # (N=2, J=2)
     assert final[0, 0] > 0.7 and final[1, 1] > 0.7
-    assert torch.allclose(final.sum(dim=1), torch.ones(2))
+    assert torch.allclose(final.sum(dim=1), torch.ones(2, device=test_device))
 
 
-def test_hand_computed_single_iteration():
-    votes = torch.tensor([[[[1.0, 0.0]], [[0.0, 3.0]]]])  # (B=1, N=2, J=1, D=2)
+def test_hand_computed_single_iteration(test_device):
+    votes = torch.tensor([[[[1.0, 0.0]], [[0.0, 3.0]]]], device=test_device)  # (B=1, N=2, J=1, D=2)
     poses, _ = dynamic_routing(votes, 1)
-    s = torch.tensor([1.0, 3.0])  # couplings are 1 with a single parent
+    s = torch.tensor([1.0, 3.0], device=test_device)  # couplings are 1 with a single parent
     expected = (10 / 11) * s / 10**0.5
     assert torch.allclose(poses[0, 0], expected, atol=1e-6)
 
 
-def test_routing_is_per_example_not_shared_across_the_batch():
-    votes = torch.randn(5, 40, 10, 16)
+def test_routing_is_per_example_not_shared_across_the_batch(test_device):
+    votes = torch.randn(5, 40, 10, 16).to(test_device)
     together, trace = dynamic_routing(votes, 3, trace=True)
     for i in range(5):
         alone, alone_trace = dynamic_routing(votes[i : i + 1], 3, trace=True)
@@ -73,8 +75,8 @@ def test_routing_is_per_example_not_shared_across_the_batch():
         assert torch.allclose(trace.couplings[i], alone_trace.couplings[0], atol=1e-6)
 
 
-def test_gradient_flows_only_through_the_final_weighted_sum():
-    votes = torch.randn(2, 20, 10, 16, requires_grad=True)
+def test_gradient_flows_only_through_the_final_weighted_sum(test_device):
+    votes = torch.randn(2, 20, 10, 16).to(test_device).requires_grad_(True)
     poses, trace = dynamic_routing(votes, 3, trace=True)
     poses.pow(2).sum().backward()
     # Same loss with the last couplings frozen as constants: gradients must match.
@@ -85,7 +87,7 @@ def test_gradient_flows_only_through_the_final_weighted_sum():
     assert torch.allclose(votes.grad, frozen.grad, atol=1e-6)
 
 
-def test_zero_votes_give_zero_poses_without_nan():
-    poses, trace = dynamic_routing(torch.zeros(1, 10, 10, 16), 3, trace=True)
-    assert torch.equal(poses, torch.zeros(1, 10, 16))
+def test_zero_votes_give_zero_poses_without_nan(test_device):
+    poses, trace = dynamic_routing(torch.zeros(1, 10, 10, 16, device=test_device), 3, trace=True)
+    assert torch.equal(poses, torch.zeros(1, 10, 16, device=test_device))
     assert torch.isfinite(trace.couplings).all()
