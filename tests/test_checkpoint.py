@@ -1,3 +1,5 @@
+"""Checkpoints: round trips (on CAPSVIZ_TEST_DEVICE, cpu unless set: tests/conftest.py) and bad files."""
+
 import json
 import struct
 
@@ -31,23 +33,26 @@ def outputs(model, x):
     return out.lengths, out.reconstruction, out.trace.couplings
 
 
-def test_round_trip_rebuilds_the_same_model(tmp_path, small_model):
+def test_round_trip_rebuilds_the_same_model(tmp_path, small_model, test_device):
+    small_model.to(test_device)
     path = save_checkpoint(tmp_path / "a.safetensors", small_model, {"test_accuracy": 0.5, "epochs": 2})
-    model, card = load_checkpoint(path)
+    model, card = load_checkpoint(path, test_device)
     assert model.config == SMALL
     assert card == {"test_accuracy": 0.5, "epochs": 2}
     assert read_card(path) == card
-    x = torch.rand(2, 1, 28, 28)
+    x = torch.rand(2, 1, 28, 28).to(test_device)
+    assert all(p.device == x.device for p in model.parameters())
     for a, b in zip(outputs(small_model, x), outputs(model, x)):
         assert torch.equal(a, b)
     assert not model.training
 
 
-def test_half_precision_storage_loads_as_float32(tmp_path, small_model):
+def test_half_precision_storage_loads_as_float32(tmp_path, small_model, test_device):
+    small_model.to(test_device)
     path = save_checkpoint(tmp_path / "h.safetensors", small_model, half=True)
-    model, _ = load_checkpoint(path)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    x = torch.rand(2, 1, 28, 28)
+    model, _ = load_checkpoint(path, test_device)
+    assert all(p.dtype == torch.float32 and p.device == test_device for p in model.parameters())
+    x = torch.rand(2, 1, 28, 28).to(test_device)
     assert torch.allclose(outputs(small_model, x)[0], outputs(model, x)[0], atol=1e-3)
 
 
@@ -76,15 +81,15 @@ def test_the_shipped_checkpoint_is_never_overwritten(small_model):
         save_checkpoint(SHIPPED_CHECKPOINT, small_model)
 
 
-def test_optimizer_state_round_trip(tmp_path, small_model):
-    small_model.train()
+def test_optimizer_state_round_trip(tmp_path, small_model, test_device):
+    small_model.to(test_device).train()
     optimizer = torch.optim.Adam(small_model.parameters(), lr=1e-3)
-    x, labels = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    x, labels = torch.rand(2, 1, 28, 28).to(test_device), torch.tensor([1, 2], device=test_device)
     out = small_model(x, labels=labels)
     (out.lengths.sum() + out.reconstruction.sum()).backward()
     optimizer.step()
     path = save_checkpoint(tmp_path / "t.safetensors", small_model, {"epochs": 3}, optimizer=optimizer)
-    model, card, state = load_training_state(path)
+    model, card, state = load_training_state(path, test_device)
     assert state.epoch == 3
     restored = torch.optim.Adam(model.parameters(), lr=1e-3)
     restore_optimizer(restored, model, state.optimizer)

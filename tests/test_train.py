@@ -1,3 +1,5 @@
+"""The trainer end to end on a tiny synthetic MNIST; on CAPSVIZ_TEST_DEVICE (cpu unless set: tests/conftest.py)."""
+
 import json
 import threading
 
@@ -6,7 +8,7 @@ import torch
 
 from capsviz.checkpoint import load_checkpoint
 from capsviz.data import load_mnist
-from capsviz.device import resolve_device
+from capsviz.device import device_description, resolve_device
 from capsviz.model import CapsNetConfig
 from capsviz.train import Callback, TrainConfig, evaluate, train
 
@@ -32,12 +34,18 @@ def splits(synthetic_root):
     return load_mnist(synthetic_root, train=True), load_mnist(synthetic_root, train=False)
 
 
-def config(**overrides):
-    values = dict(epochs=2, batch_size=32, lr=3e-3, seed=0, device="cpu", eval_batch_size=20)
-    return TrainConfig(**{**values, **overrides})
+@pytest.fixture
+def config(test_device):
+    """TrainConfig(**overrides) of a short run on the test device."""
+
+    def make(**overrides):
+        values = dict(epochs=2, batch_size=32, lr=3e-3, seed=0, device=str(test_device), eval_batch_size=20)
+        return TrainConfig(**{**values, **overrides})
+
+    return make
 
 
-def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits):
+def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits, config, test_device):
     recorder = Recorder()
     result = train(*splits, tmp_path, config(), model_config=TINY, callbacks=[recorder])
     assert result.status == "finished"
@@ -47,20 +55,21 @@ def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits):
     log = json.loads((tmp_path / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
     assert (tmp_path / "log.csv").read_text().startswith("epoch,epochs,train_loss")
-    model, card = load_checkpoint(result.checkpoint)
+    model, card = load_checkpoint(result.checkpoint, test_device)
     assert card["epochs"] == 2 and card["test_accuracy"] == recorder.epochs[-1].test_accuracy
-    assert card["seed"] == 0 and card["device"].startswith("CPU") and card["wall_seconds"] > 0
+    assert card["seed"] == 0 and card["device"] == device_description(test_device) and card["wall_seconds"] > 0
+    assert card["device"].startswith("CPU") == (test_device.type == "cpu")
     assert evaluate(model, splits[1])[0] == pytest.approx(card["test_accuracy"])
 
 
-def test_a_tiny_model_learns_the_synthetic_task(tmp_path, splits):
+def test_a_tiny_model_learns_the_synthetic_task(tmp_path, splits, config):
     result = train(*splits, tmp_path, config(epochs=6), model_config=TINY)
     first, last = result.history[0], result.history[-1]
     assert last.train_loss < first.train_loss
     assert last.test_accuracy >= 0.5  # chance is 0.1
 
 
-def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits):
+def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits, config):
     stop = threading.Event()
     recorder = Recorder(stop_after_batches=4, stop=stop)  # cancel midway through epoch 2
     result = train(*splits, tmp_path, config(epochs=3), model_config=TINY, callbacks=[recorder], stop=stop)
@@ -70,7 +79,7 @@ def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits):
     assert card["epochs"] == 1
 
 
-def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits):
+def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits, config):
     straight = train(*splits, tmp_path / "straight", config(epochs=3), model_config=TINY)
     train(*splits, tmp_path / "split", config(epochs=1), model_config=TINY)
     resumed = train(*splits, tmp_path / "split", config(epochs=3), resume=tmp_path / "split" / "last.safetensors")
@@ -82,7 +91,7 @@ def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits):
         assert torch.allclose(pa, pb, atol=1e-5), name
 
 
-def test_routing_iterations_are_a_model_config_option(tmp_path, splits):
+def test_routing_iterations_are_a_model_config_option(tmp_path, splits, config):
     result = train(*splits, tmp_path, config(epochs=1), model_config=CapsNetConfig(routing_iters=2))
     model, card = load_checkpoint(result.checkpoint)
     assert model.config.routing_iters == 2 and card["model_config"]["routing_iters"] == 2
@@ -97,7 +106,7 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
-def test_reports_every_few_batches_average_over_their_window(tmp_path, splits):
+def test_reports_every_few_batches_average_over_their_window(tmp_path, splits, config):
     """report_every=2 (the GPU default is 25): callbacks at batches 2 and 3 (the epoch's last),
     each with the mean of its window; the epoch's loss is the mean over all batches."""
     recorder = Recorder()
@@ -124,17 +133,17 @@ class EvalRecorder(Callback):
         self.epochs.append(info)
 
 
-def test_evaluation_on_a_subset_reports_its_progress(tmp_path, splits):
+def test_evaluation_on_a_subset_reports_its_progress(tmp_path, splits, config, test_device):
     recorder = EvalRecorder()
     result = train(*splits, tmp_path, config(epochs=1, eval_limit=30), model_config=TINY, callbacks=[recorder])
     assert recorder.evals == [(20, 30), (30, 30)]  # eval_batch_size 20 over the first 30 of 40 test images
     _, card = load_checkpoint(result.checkpoint)
     assert card["test_images"] == 30
-    model, _ = load_checkpoint(result.checkpoint)
+    model, _ = load_checkpoint(result.checkpoint, test_device)
     assert evaluate(model, splits[1].head(30))[0] == pytest.approx(card["test_accuracy"])
 
 
-def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_path, splits):
+def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_path, splits, config):
     stop = threading.Event()
     recorder = EvalRecorder(stop=stop, stop_at=20)  # cancel after the first evaluation batch of epoch 1
     result = train(*splits, tmp_path, config(epochs=2), model_config=TINY, callbacks=[recorder], stop=stop)
