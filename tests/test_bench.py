@@ -76,6 +76,21 @@ def test_bench_without_data_says_what_to_do(tmp_path):
     assert "MNIST is not in" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_bench_without_the_app_packages_skips_what_needs_them(tmp_path):
+    """As on the GPU machine (no streamlit, plotly or playwright): those sections say why, nothing crashes."""
+    out = tmp_path / "bench.json"
+    blocked = "import sys; sys.modules.update(dict.fromkeys(['streamlit', 'plotly', 'playwright']))"
+    code = f"{blocked}; from capsviz.bench.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    args = ["--device", "cpu", "--sections", "interaction,app,browser", "--json", str(out)]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=OFFLINE_ENV)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["interaction"] == {"skipped": "plotly.graph_objects is not installed"}
+    assert results["app"] == {"skipped": "streamlit is not installed"}
+    assert "not installed" in results["browser"]["skipped"]
+    assert "| interaction | skipped: plotly.graph_objects is not installed |" in done.stdout
+
+
 def test_a_failing_worker_is_reported_by_its_method(tmp_path, monkeypatch):
     """Each method trains in its own process; an error there names the method and why."""
     for name, value in OFFLINE_ENV.items():  # the worker inherits this process's environment

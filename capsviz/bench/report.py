@@ -83,7 +83,9 @@ def markdown(results: dict) -> str:
             k = kernels[name]
             row(label, f"{k[ours] * 1000:.0f} ms", f"{k[theirs] * 1000:.0f} ms", f"{k[theirs] / k[ours]:.2f}x")
     interaction = results.get("interaction")
-    if interaction:
+    if interaction and "skipped" in interaction:
+        row("interaction", f"skipped: {interaction['skipped']}")
+    elif interaction:
         labels = {
             "preprocess": "drawing → 28x28 (to_mnist)",
             "inference_with_trace": "one image through the model with the full routing trace",
