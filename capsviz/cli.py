@@ -539,7 +539,7 @@ def _routing_accuracy(args) -> int:
 
 def _robustness(args) -> int:
     from capsviz import robustness
-    from capsviz.device import resolve_device
+    from capsviz.device import device_description, resolve_device
     from capsviz.routing_accuracy import display_path
 
     device = resolve_device(args.device)
@@ -561,7 +561,7 @@ def _robustness(args) -> int:
     command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
     command += f" --sweep-limit {args.sweep_limit}" if args.sweep_limit else ""
     result = robustness.report(
-        entries, split, seed=args.seed, command=command, device=str(device), sweep_limit=args.sweep_limit
+        entries, split, seed=args.seed, command=command, device=device_description(device), sweep_limit=args.sweep_limit
     )
     if out_dir is not None:
         for name, data in robustness.files(result).items():

@@ -140,7 +140,7 @@ def report(
         "format": FORMAT,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "hardware": f"{device}; {platform.machine()} {platform.processor() or ''}".strip(),
+        "hardware": f"{device}, {platform.machine()}",  # e.g. "CPU (AMD EPYC 7B13, 2 threads), x86_64"
         "torch": torch.__version__,
         "test_images": len(split),
         "sweep_images": sweep_images(len(split), sweep_limit),  # the sweeps read the first ones
