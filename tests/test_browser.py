@@ -217,6 +217,7 @@ def test_draw_a_digit_and_explore_it(browser, server):
     rgb, _ = canvas.evaluate(PIXEL_AND_VALUE, [x - box["x"], y - box["y"], 500])
     png = Image.open(saved.value.path()).convert("RGB")
     dpr = png.width / box["width"]
+    assert dpr >= 1.99  # at 2x at least on this 1x page, as Plotly's exports are
     assert list(png.getpixel((int((x - box["x"]) * dpr), int((y - box["y"]) * dpr)))) == rgb  # the same drawing
     title = np.asarray(png.crop((0, 0, png.width, int(40 * dpr))).convert("L"))
     assert title.min() < 100 and title.max() > 200  # with its title: dark text on the light theme's background

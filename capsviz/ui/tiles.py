@@ -54,13 +54,22 @@ function cellOf(d, n) {  // capsule n -> (type, row, col) and its cell (x, y) in
   return { t, r, c, x: (t % d.columns) * (g + 1) + c, y: Math.floor(t / d.columns) * (g + 1) + r };
 }
 
-function draw(view) {
-  const d = view.data, box = layout(d, view.root.clientWidth || 560), ctx = view.canvas.getContext('2d');
-  const dpr = window.devicePixelRatio || 1, style = getComputedStyle(view.root);
-  const ink = style.color, font = style.fontFamily;
+function draw(view, canvas = view.canvas, dpr = window.devicePixelRatio || 1) {
+  const d = view.data, box = layout(d, view.root.clientWidth || 560), ctx = canvas.getContext('2d');
+  const style = getComputedStyle(view.root);
+  canvas.width = Math.round(box.width * dpr); canvas.height = Math.round(box.height * dpr);
+  if (canvas !== view.canvas) return paint(ctx, d, box, dpr, style);  // an export: nothing else
   view.box = box;
-  view.canvas.width = Math.round(box.width * dpr); view.canvas.height = Math.round(box.height * dpr);
-  view.canvas.style.width = box.width + 'px'; view.canvas.style.height = box.height + 'px';
+  canvas.style.width = box.width + 'px'; canvas.style.height = box.height + 'px';
+  paint(ctx, d, box, dpr, style);
+  canvas.dataset.cell = box.cell; canvas.dataset.top = TOP;
+  canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
+  const mark = window.__capsvizTiles = window.__capsvizTiles || { draws: 0 };
+  mark.draws += 1; mark.drawnAt = performance.now();
+}
+
+function paint(ctx, d, box, dpr, style) {  // title, cells, outline and colour bar
+  const ink = style.color, font = style.fontFamily;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = style.getPropertyValue('--st-background-color').trim() || '#ffffff';
   ctx.fillRect(0, 0, box.width, box.height);  // the theme's background, so a saved PNG reads the same
@@ -92,10 +101,6 @@ function draw(view) {
     ctx.fillText(d.tick_labels[k], x, y0 + 25);
   });
   ctx.textAlign = 'left'; ctx.font = `11px ${font}`; ctx.fillText(d.scale_label, 0, y0 + 42);
-  view.canvas.dataset.cell = cell; view.canvas.dataset.top = TOP;
-  view.canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
-  const mark = window.__capsvizTiles = window.__capsvizTiles || { draws: 0 };
-  mark.draws += 1; mark.drawnAt = performance.now();
 }
 
 function capsuleAt(view, event) {  // the capsule under the pointer, or null over a gap or outside the tiles
@@ -133,8 +138,10 @@ export default function (component) {
       if (n !== null) view.pick(n);
     });
     root.querySelector('.save').addEventListener('click', () => {
+      const sharp = document.createElement('canvas');  // at 2x at least, as Plotly's PNGs are
+      draw(view, sharp, Math.max(2, window.devicePixelRatio || 1));
       const link = document.createElement('a');
-      link.href = view.canvas.toDataURL('image/png'); link.download = view.data.file_name; link.click();
+      link.href = sharp.toDataURL('image/png'); link.download = view.data.file_name; link.click();
     });
     const resized = () => { if (view.box && layout(view.data, root.clientWidth).cell !== view.box.cell) draw(view); };
     new ResizeObserver(resized).observe(root);  // a new cell size only: the width changes the layout
