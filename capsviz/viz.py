@@ -172,6 +172,27 @@ def image_trace(image: np.ndarray) -> dict:
     )
 
 
+def tile_grid(tiles: np.ndarray, columns: int) -> np.ndarray:
+    """(T, h, w) tiles as one image, `columns` per row in reading order, one-pixel NaN gaps between them.
+
+    A heatmap with hoverongaps=False shows the gaps as blank; tile i's centre column is
+    `tile_centre(i % columns, w)` and its centre row `tile_centre(i // columns, h)`.
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)  # (T, h, w)
+    t, h, w = tiles.shape
+    rows = math.ceil(t / columns)
+    grid = np.full((rows, h + 1, columns, w + 1), np.nan, dtype=np.float32)  # each tile with its gap
+    flat = np.full((rows * columns, h, w), np.nan, dtype=np.float32)
+    flat[:t] = tiles
+    grid[:, :h, :, :w] = flat.reshape(rows, columns, h, w).transpose(0, 2, 1, 3)
+    return grid.reshape(rows * (h + 1), columns * (w + 1))[:-1, :-1]  # (rows*(h+1) - 1, columns*(w+1) - 1)
+
+
+def tile_centre(k: int, size: int) -> float:
+    """The centre coordinate of the k-th tile of `size` pixels along one axis of a `tile_grid`."""
+    return k * (size + 1) + (size - 1) / 2
+
+
 def coupling_ticks(num_classes: int) -> tuple[list[float], list[str]]:
     """The coupling scale's ticks: its ends, uniform 1/J and the midpoints, with labels."""
     low, high = xray.coupling_range(num_classes)
@@ -333,10 +354,8 @@ def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int |
     """
     images = np.asarray(images, dtype=np.float32)  # (J, H, W)
     j, h, w = images.shape
-    strip = np.full((h, j * (w + 1) - 1), np.nan, dtype=np.float32)  # (H, J*(W+1) - 1)
-    for d in range(j):
-        strip[:, d * (w + 1) : d * (w + 1) + w] = images[d]
-    centres = [d * (w + 1) + (w - 1) / 2 for d in range(j)]
+    strip = tile_grid(images, columns=j)  # (H, J*(W+1) - 1)
+    centres = [tile_centre(d, w) for d in range(j)]
     labels = [f"<b>{d}</b>" if d == predicted else str(d) for d in range(j)]
     labels = [f"{label}<br>{float(lengths[d]):.2f}" for d, label in enumerate(labels)]
     trace = {**image_trace(strip), "hoverongaps": False}
@@ -352,13 +371,7 @@ def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=
 
     Each tile keeps its own values on one shared colour scale from 0 to the largest value.
     """
-    tiles = np.asarray(tiles, dtype=np.float32)  # (T, h, w)
-    t, h, w = tiles.shape
-    rows = math.ceil(t / columns)
-    z = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
-    for i in range(t):
-        r, c = divmod(i, columns)
-        z[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tiles[i]
+    z = tile_grid(tiles, columns)  # (rows*(h+1) - 1, columns*(w+1) - 1)
     top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
     heatmap = dict(
         type="heatmap",

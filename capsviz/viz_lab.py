@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.viz import HIGHLIGHT, base_layout, figure_of, image_axes, image_trace
+from capsviz.viz import HIGHLIGHT, base_layout, figure_of, image_axes, image_trace, tile_centre, tile_grid
 
 CAPSNET_COLOR = "#1f77b4"
 CNN_COLOR = "#ff7f0e"
@@ -141,12 +141,11 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
 
 def pair_figure(before: np.ndarray, after: np.ndarray) -> go.Figure:
     """The input (H, W) and its transformed version (H, W) side by side in one chart, a one-pixel gap between."""
-    h, w = before.shape
-    pair = np.full((h, 2 * w + 1), np.nan, dtype=np.float32)  # (H, 2W + 1)
-    pair[:, :w], pair[:, w + 1 :] = before, after
+    w = before.shape[1]
+    pair = tile_grid(np.stack([before, after]), columns=2)  # (H, 2W + 1)
     axes = image_axes()
     axes["xaxis"].update(
-        showticklabels=True, tickmode="array", tickvals=[(w - 1) / 2, w + 1 + (w - 1) / 2], side="top",
+        showticklabels=True, tickmode="array", tickvals=[tile_centre(0, w), tile_centre(1, w)], side="top",
         ticktext=["input", "transformed"],
     )  # fmt: skip
     layout = base_layout("", PAIR_HEIGHT, **axes)
@@ -158,19 +157,15 @@ def strip_figure(inputs: np.ndarray, reconstructions: np.ndarray, values: np.nda
     """Two rows of N tiles: the moved inputs (N, H, W) over their reconstructions (N, H, W), labelled by value."""
     inputs = np.asarray(inputs, dtype=np.float32)
     n, h, w = inputs.shape
-    strip = np.full((2 * h + 1, n * (w + 1) - 1), np.nan, dtype=np.float32)  # one-pixel NaN gaps between tiles
-    for i in range(n):
-        strip[:h, i * (w + 1) : i * (w + 1) + w] = inputs[i]
-        strip[h + 1 :, i * (w + 1) : i * (w + 1) + w] = np.clip(reconstructions[i], 0, 1)
+    strip = tile_grid(np.concatenate([inputs, np.clip(reconstructions, 0, 1)]), columns=n)  # (2H + 1, N*(W+1) - 1)
     axes = image_axes()
-    centres = [i * (w + 1) + (w - 1) / 2 for i in range(n)]
+    centres = [tile_centre(i, w) for i in range(n)]
     axes["xaxis"].update(
         showticklabels=True, tickmode="array", tickvals=centres, ticktext=[f"{v:g}" for v in values], side="bottom",
         title={"text": label},
     )  # fmt: skip
-    axes["yaxis"].update(
-        showticklabels=True, tickmode="array", tickvals=[(h - 1) / 2, h + (h - 1) / 2], ticktext=["input", "decoded"]
-    )
+    rows = [tile_centre(0, h), tile_centre(1, h)]
+    axes["yaxis"].update(showticklabels=True, tickmode="array", tickvals=rows, ticktext=["input", "decoded"])
     layout = base_layout("Moved inputs (top), decoded (below)", STRIP_HEIGHT, **axes)
     layout["margin"] = {**layout["margin"], "b": 50, "l": 60}
     return figure_of([{**image_trace(strip), "hoverongaps": False}], layout)

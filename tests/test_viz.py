@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from capsviz import viz
+from capsviz import viz, viz_lab
 
 N, J, R = 1152, 10, 3
 
@@ -190,6 +190,26 @@ def test_tiles_figure_lays_tiles_out_with_gaps():
     assert z.shape == (2 * 3 - 1, 2 * 3 - 1)
     assert np.array_equal(z[0:2, 3:5], tiles[1]) and np.array_equal(z[3:5, 0:2], tiles[2])
     assert np.isnan(z[2]).all() and np.isnan(z[3:5, 3:5]).all()
+
+
+def test_tile_grid_puts_tiles_in_reading_order_and_its_centres_on_them():
+    tiles = np.arange(3 * 2 * 3, dtype=np.float32).reshape(3, 2, 3)  # (T=3, h=2, w=3)
+    z = viz.tile_grid(tiles, columns=2)
+    assert z.shape == (2 * 3 - 1, 2 * 4 - 1)
+    assert np.array_equal(z[0:2, 0:3], tiles[0]) and np.array_equal(z[0:2, 4:7], tiles[1])
+    assert np.array_equal(z[3:5, 0:3], tiles[2]) and np.isnan(z[3:5, 4:7]).all()  # no 4th tile: blank
+    assert np.isnan(z[2]).all() and np.isnan(z[:, 3]).all()  # the gaps
+    assert [viz.tile_centre(k, 3) for k in range(2)] == [np.mean([0, 1, 2]), np.mean([4, 5, 6])]
+
+
+def test_the_lab_strip_labels_sit_on_their_rows_and_columns():
+    inputs, decoded = np.zeros((3, 4, 5)), np.ones((3, 4, 5))
+    fig = viz_lab.strip_figure(inputs, decoded, np.array([-1.0, 0.0, 1.0]), label="shift")
+    z = np.asarray(fig.data[0].z)
+    rows = [np.flatnonzero((z == value).any(axis=1)).mean() for value in (0.0, 1.0)]
+    assert list(fig.layout.yaxis.tickvals) == rows and list(fig.layout.yaxis.ticktext) == ["input", "decoded"]
+    columns = [np.flatnonzero(~np.isnan(z[0]))[5 * k : 5 * k + 5].mean() for k in range(3)]
+    assert list(fig.layout.xaxis.tickvals) == columns and list(fig.layout.xaxis.ticktext) == ["-1", "0", "1"]
 
 
 def test_poses_figure_is_symmetric_around_zero():
