@@ -11,6 +11,8 @@ state after iteration r is what an r-iteration run computes (`capsviz.routing_ac
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import io
 import json
@@ -18,6 +20,7 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
@@ -68,12 +71,15 @@ def measure(
     """Accuracy per readout and condition: {"1": {"mnist": a, "affine": a, "rotation": [a, ...], ...}, ...}.
 
     MNIST and the affNIST-like set use the whole split; the sweeps its first `sweep_limit` images (all by default).
+    Each readout also keeps which affNIST-like images it got right ("affine_correct", `pack`), so that two
+    models or two routing counts can be compared image by image (`paired`).
     """
     device = next(model.parameters()).device
     counts, tests = readouts(model), conditions()
     swept = sweep_images(len(split), sweep_limit)
     maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
     correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
+    affine_hits = torch.zeros(len(counts), len(split), dtype=torch.bool)  # (K, N)
     was_training = model.training
     model.eval()
     for start in range(0, len(split), batch_size):
@@ -89,7 +95,10 @@ def measure(
                 moved = x
             else:
                 moved = affine.warp(x[:n], affine.sweep_maps(name, value, n))
-            correct[:, t] += (predictions(model, moved, counts) == labels[:n]).sum(1).cpu()
+            hits = (predictions(model, moved, counts) == labels[:n]).cpu()  # (K, n)
+            correct[:, t] += hits.sum(1)
+            if name == "affine":
+                affine_hits[:, start : start + n] = hits
         if on_batch is not None:
             on_batch(min(start + batch_size, len(split)), len(split))
     model.train(was_training)
@@ -98,12 +107,73 @@ def measure(
     result = {}
     for k, count in enumerate(counts):
         row = dict(zip([n for n, _ in tests], accuracy[k][:2]))
+        row["affine_correct"] = pack(affine_hits[k].numpy())
         at = 2
         for name, values in affine.SWEEPS.items():
             row[name] = accuracy[k][at : at + len(values)]
             at += len(values)
         result["none" if count is None else str(count)] = row
     return result
+
+
+def pack(hits: np.ndarray) -> str:
+    """(N,) bools -> base64 of their bits (N = 10,000: 1,668 characters)."""
+    return base64.b64encode(np.packbits(hits.astype(bool)).tobytes()).decode("ascii")
+
+
+def unpack(text, n: int) -> np.ndarray | None:
+    """`pack`'s text -> (n,) bools, or None for anything that is not n packed bits (a report is user data)."""
+    size = (n + 7) // 8  # bytes
+    if not isinstance(text, str) or len(text) != 4 * ((size + 2) // 3):  # checked before decoding anything
+        return None
+    try:
+        raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
+    except (binascii.Error, ValueError):
+        return None
+    return np.unpackbits(raw)[:n].astype(bool) if len(raw) == size else None
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Readout a against readout b on the same N images (bools): the accuracy gap in points and its
+    paired standard error; only the images where exactly one is right carry the difference."""
+    n = len(a)  # > 0
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    gap = (only_a - only_b) / n  # the mean of a_i - b_i = accuracy(a) - accuracy(b)
+    variance = max(only_a + only_b - n * gap**2, 0.0) / (n * max(n - 1, 1))  # of that mean
+    return {
+        "accuracy_a": float(a.mean()),
+        "accuracy_b": float(b.mean()),
+        "only_a": only_a,
+        "only_b": only_b,
+        "points": 100 * gap,
+        "standard_error": 100 * float(np.sqrt(variance)),
+    }
+
+
+def comparisons(models: list, n) -> list[dict]:
+    """Paired comparisons on the affNIST-like set, from a report's models: each CapsNet at its trained
+    routing against each CNN, then each other routing count against the trained one. Rows whose
+    per-image record is missing or malformed (an older or hand-edited report) are left out."""
+    if not isinstance(n, int) or n <= 0:
+        return []
+    rows = []
+    capsnets = [m for m in models if isinstance(m, dict) and m.get("kind") == "capsnet"]
+    cnns = [m for m in models if isinstance(m, dict) and m.get("kind") == "cnn"]
+    for capsnet in capsnets:
+        main = unpack(capsnet.get("affine_correct"), n)
+        if main is None:
+            continue
+        trained, name = capsnet.get("routing_iters"), capsnet.get("name")
+        for cnn in cnns:
+            other = unpack(cnn.get("affine_correct"), n)
+            if other is not None:
+                rows.append({"a": f"{name} r={trained}", "b": str(cnn.get("name")), **paired(main, other)})
+        by_routing = capsnet.get("by_routing") if isinstance(capsnet.get("by_routing"), dict) else {}
+        for routing, values in by_routing.items():
+            bits = unpack(values.get("affine_correct"), n) if isinstance(values, dict) else None
+            if routing != str(trained) and bits is not None:
+                rows.append({"a": f"{name} r={routing}", "b": f"{name} r={trained}", **paired(bits, main)})
+    return rows
 
 
 def sweep_images(total: int, sweep_limit: int | None) -> int:
@@ -124,6 +194,7 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
         "routing_iters": trained,
         "mnist": main["mnist"],
         "affine": main["affine"],
+        "affine_correct": main["affine_correct"],  # which affNIST-like images it got right (`pack`)
         "sweeps": {name: main[name] for name in affine.SWEEPS},
     }
     if trained is not None:
@@ -172,6 +243,23 @@ def markdown(result: dict) -> str:
         for routing, values in _rows(entry):
             row = [entry["name"], entry["kind"], f"{entry['params']:,}", routing]
             lines.append("| " + " | ".join(row + [f"{values['mnist']:.2%}", f"{values['affine']:.2%}"]) + " |")
+    paired_rows = comparisons(result["models"], result["test_images"])
+    if paired_rows:
+        lines += [
+            "",
+            f"Paired on the affNIST-like set (the same {result['test_images']} images; only those exactly one of the "
+            "two gets right carry the difference; standard error of the mean per-image difference):",
+            "",
+            "| a | b | accuracy of a | accuracy of b | right only by a | right only by b | a - b (points) "
+            "| standard error | in standard errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in paired_rows:
+            sizes = row["points"] / row["standard_error"] if row["standard_error"] > 0 else 0.0
+            lines.append(
+                f"| {row['a']} | {row['b']} | {row['accuracy_a']:.2%} | {row['accuracy_b']:.2%} | {row['only_a']} | "
+                f"{row['only_b']} | {row['points']:+.2f} | {row['standard_error']:.2f} | {sizes:+.1f} |"
+            )
     for name, points in result["sweep_values"].items():
         lines += ["", f"{name.capitalize()} alone (accuracy on the first {result['sweep_images']} test images):", ""]
         lines.append("| model | routing | " + " | ".join(f"{v:g}" for v in points) + " |")

@@ -145,6 +145,29 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     assert list(table["routing iterations"]) == ["1", "3 (trained with)"]
     assert list(table["affNIST-like"]) == ["75.00%", "81.23%"]
     assert any("2026-11-23T06:30:00+00:00" in c.value and "10000 MNIST test images" in c.value for c in app.caption)
+    assert not any("Measured gap" in m.value for m in app.markdown)  # no per-image record, no CNN: no gap claimed
+
+    caps_hits, cnn_hits = np.arange(10000) < 8123, np.arange(10000) < 8000
+    cnn_hits[9000:9050] = True  # right only by the CNN on 50 images, only by CapsNet on 123
+    entry["affine_correct"] = robustness.pack(caps_hits)
+    baseline = {"name": "cnn_mnist", "kind": "cnn", "params": 1, "checkpoint": str(lab_env / "cnn.safetensors")}
+    baseline |= {"mnist": 0.99, "affine": 0.805, "affine_correct": robustness.pack(cnn_hits)}
+    path.write_text(json.dumps(result | {"models": [entry, baseline]}))
+    app.run()
+    gap = robustness.paired(caps_hits, cnn_hits)
+    line = next(m.value for m in app.markdown if "Measured gap" in m.value)
+    assert f"{gap['points']:+.2f}" == "+0.73" and "**+0.73 points**" in line and "81.23% − cnn_mnist 80.50%" in line
+    assert f"standard error {gap['standard_error']:.2f}" in line and "123 images right only by CapsNet" in line
+    assert f"ahead by {gap['points'] / gap['standard_error']:.1f} standard errors" in line
+    baseline["affine_correct"] = robustness.pack(caps_hits)
+    path.write_text(json.dumps(result | {"models": [entry, baseline]}))
+    app.run()
+    assert "+0.00 points" in next(m.value for m in app.markdown if "Measured gap" in m.value)
+    assert "no measured difference" in next(m.value for m in app.markdown if "Measured gap" in m.value)
+    baseline["affine_correct"] = "not bits"
+    path.write_text(json.dumps(result | {"models": [entry, baseline]}))
+    app.run()
+    assert not app.exception and not any("Measured gap" in m.value for m in app.markdown)
 
 
 def test_explore_keeps_its_widgets_through_a_detour_to_the_lab(lab_env):

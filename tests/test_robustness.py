@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -38,7 +39,9 @@ def test_measure_agrees_with_evaluate_and_with_a_hand_run_of_the_transforms(tiny
         x = to_float(split.images)
         with torch.no_grad():
             moved = affine.affine_set(x, seed=3)
-            assert main["affine"] == pytest.approx((model.scores(moved).argmax(1) == split.labels).double().mean())
+            hits = (model.scores(moved).argmax(1) == split.labels).numpy()
+            assert main["affine"] == pytest.approx(hits.mean())
+            assert np.array_equal(robustness.unpack(main["affine_correct"], len(split)), hits)  # image by image
             turned = affine.warp(x, affine.sweep_maps("rotation", -60.0, len(split)))
             assert main["rotation"][0] == pytest.approx(
                 (model.scores(turned).argmax(1) == split.labels).double().mean()
@@ -72,6 +75,33 @@ def test_markdown_shows_every_model_and_readout(tiny_models, synthetic_root):
     assert f"| cnn | cnn | {entries[1]['params']:,} | - |" in table and "4 MNIST test images" in table
     assert result["affine_shrunk"] == 4  # the synthetic digits' noise inks the whole frame: all are shrunk
     assert set(robustness.files(result)) == {"robustness.md", "robustness.json", "sweeps.png"}
+    paired = [line for line in table.splitlines() if line.startswith("| caps r=")]
+    assert [line.split(" | ")[:2] for line in paired] == [
+        ["| caps r=3", "cnn"],
+        ["| caps r=1", "caps r=3"],
+        ["| caps r=5", "caps r=3"],
+    ]
+
+
+def test_packed_hits_round_trip_and_anything_else_is_refused():
+    hits = np.random.default_rng(0).random(10_000) < 0.9
+    text = robustness.pack(hits)
+    assert len(text) == 1_668 and np.array_equal(robustness.unpack(text, 10_000), hits)
+    for n in (1, 7, 8, 9):
+        assert np.array_equal(robustness.unpack(robustness.pack(hits[:n]), n), hits[:n])
+    for bad in (None, 7, "", text[:-4], text + "AAAA", "!" * len(text), text.replace(text[10], "*")):
+        assert robustness.unpack(bad, 10_000) is None
+    assert robustness.unpack(text, 10**15) is None  # a crafted count allocates nothing: the length is checked first
+
+
+def test_the_paired_gap_counts_only_the_images_one_model_alone_gets_right():
+    a = np.array([1, 1, 1, 0, 0, 1, 1, 1], dtype=bool)
+    b = np.array([1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
+    row = robustness.paired(a, b)
+    assert (row["only_a"], row["only_b"]) == (2, 1) and row["points"] == pytest.approx(100 * (a.mean() - b.mean()))
+    d = a.astype(float) - b.astype(float)
+    assert row["standard_error"] == pytest.approx(100 * d.std(ddof=1) / np.sqrt(len(d)))
+    assert robustness.paired(a, a) == {**robustness.paired(a, a), "points": 0.0, "standard_error": 0.0}
 
 
 def capsviz(*args):
