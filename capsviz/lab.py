@@ -207,12 +207,13 @@ def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list
     return (chosen or result["models"]), missing
 
 
-def affine_gap(entries: list[dict], test_images) -> dict | None:
-    """The measured size of the paper's claim on our set: the first CapsNet (at its trained routing) against
-    the first CNN, image by image (`robustness.paired`); None when the report cannot say."""
+def affine_gaps(entries: list[dict], test_images) -> tuple[dict | None, list[dict]]:
+    """The measured size of the paper's claim on our set, image by image (`robustness.comparisons`): the first
+    CapsNet at its trained routing against the first CNN (None when the report cannot say), and what other
+    routing counts change against the trained one."""
     rows = robustness.comparisons(entries, test_images)
-    cnns = {str(e.get("name")) for e in entries if e.get("kind") == "cnn"}
-    return next((row for row in rows if row["b"] in cnns), None)
+    against_cnn = next((row for row in rows if row["against"] == "cnn"), None)
+    return against_cnn, [row for row in rows if row["against"] == "routing"]
 
 
 def _digest(path: Path) -> str | None:

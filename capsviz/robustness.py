@@ -167,12 +167,28 @@ def comparisons(models: list, n) -> list[dict]:
         for cnn in cnns:
             other = unpack(cnn.get("affine_correct"), n)
             if other is not None:
-                rows.append({"a": f"{name} r={trained}", "b": str(cnn.get("name")), **paired(main, other)})
+                rows.append(
+                    {
+                        "against": "cnn",
+                        "routing": [trained, None],
+                        "a": f"{name} r={trained}",
+                        "b": str(cnn.get("name")),
+                        **paired(main, other),
+                    }
+                )
         by_routing = capsnet.get("by_routing") if isinstance(capsnet.get("by_routing"), dict) else {}
         for routing, values in by_routing.items():
             bits = unpack(values.get("affine_correct"), n) if isinstance(values, dict) else None
             if routing != str(trained) and bits is not None:
-                rows.append({"a": f"{name} r={routing}", "b": f"{name} r={trained}", **paired(bits, main)})
+                rows.append(
+                    {
+                        "against": "routing",
+                        "routing": [routing, trained],
+                        "a": f"{name} r={routing}",
+                        "b": f"{name} r={trained}",
+                        **paired(bits, main),
+                    }
+                )
     return rows
 
 

@@ -158,7 +158,14 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     line = next(m.value for m in app.markdown if "Measured gap" in m.value)
     assert f"{gap['points']:+.2f}" == "+0.73" and "**+0.73 points**" in line and "81.23% − cnn_mnist 80.50%" in line
     assert f"standard error {gap['standard_error']:.2f}" in line and "123 images right only by CapsNet" in line
-    assert f"ahead by {gap['points'] / gap['standard_error']:.1f} standard errors" in line
+    assert f"{gap['points'] / gap['standard_error']:.1f} standard errors from zero" in line
+    assert not any("What routing adds" in m.value for m in app.markdown)  # the 1-iteration readout has no record
+    entry["by_routing"]["1"]["affine_correct"] = robustness.pack(np.arange(10000) < 7500)
+    path.write_text(json.dumps(result | {"models": [entry, baseline]}))
+    app.run()
+    routing = robustness.paired(np.arange(10000) < 7500, caps_hits)
+    line = next(m.value for m in app.markdown if "What routing adds" in m.value)
+    assert f"1 iteration against 3: **{routing['points']:+.2f} points**" in line and "-6.23" in line
     baseline["affine_correct"] = robustness.pack(caps_hits)
     path.write_text(json.dumps(result | {"models": [entry, baseline]}))
     app.run()

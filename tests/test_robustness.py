@@ -75,6 +75,7 @@ def test_markdown_shows_every_model_and_readout(tiny_models, synthetic_root):
     assert f"| cnn | cnn | {entries[1]['params']:,} | - |" in table and "4 MNIST test images" in table
     assert result["affine_shrunk"] == 4  # the synthetic digits' noise inks the whole frame: all are shrunk
     assert set(robustness.files(result)) == {"robustness.md", "robustness.json", "sweeps.png"}
+    assert [row["against"] for row in robustness.comparisons(result["models"], 4)] == ["cnn", "routing", "routing"]
     paired = [line for line in table.splitlines() if line.startswith("| caps r=")]
     assert [line.split(" | ")[:2] for line in paired] == [
         ["| caps r=3", "cnn"],
