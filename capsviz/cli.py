@@ -561,7 +561,12 @@ def _robustness(args) -> int:
     command += (f" --limit {args.limit}" if args.limit else "") + (f" --seed {args.seed}" if args.seed else "")
     command += f" --sweep-limit {args.sweep_limit}" if args.sweep_limit else ""
     result = robustness.report(
-        entries, split, seed=args.seed, command=command, device=device_description(device), sweep_limit=args.sweep_limit
+        entries,
+        split,
+        seed=args.seed,
+        command=command,
+        hardware=device_description(device),
+        sweep_limit=args.sweep_limit,
     )
     if out_dir is not None:
         for name, data in robustness.files(result).items():

@@ -16,7 +16,7 @@ import binascii
 import datetime as dt
 import io
 import json
-import platform
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,8 +121,10 @@ def pack(hits: np.ndarray) -> str:
     return base64.b64encode(np.packbits(hits.astype(bool)).tobytes()).decode("ascii")
 
 
-def unpack(text, n: int) -> np.ndarray | None:
+def unpack(text: object, n: object) -> np.ndarray | None:
     """`pack`'s text -> (n,) bools, or None for anything that is not n packed bits (a report is user data)."""
+    if not _count(n):
+        return None
     size = (n + 7) // 8  # bytes
     if not isinstance(text, str) or len(text) != 4 * ((size + 2) // 3):  # checked before decoding anything
         return None
@@ -140,56 +142,51 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
     only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
     gap = (only_a - only_b) / n  # the mean of a_i - b_i = accuracy(a) - accuracy(b)
     variance = max(only_a + only_b - n * gap**2, 0.0) / (n * max(n - 1, 1))  # of that mean
+    error = 100 * float(np.sqrt(variance))
     return {
         "accuracy_a": float(a.mean()),
         "accuracy_b": float(b.mean()),
         "only_a": only_a,
         "only_b": only_b,
         "points": 100 * gap,
-        "standard_error": 100 * float(np.sqrt(variance)),
+        "standard_error": error,
+        # gap / error; a gap with no spread (every image favours one side) is infinitely many
+        "standard_errors": 100 * gap / error if error > 0 else (0.0 if gap == 0 else math.copysign(math.inf, gap)),
     }
 
 
-def comparisons(models: list, n) -> list[dict]:
+def comparisons(models: object, n: object) -> list[dict]:
     """Paired comparisons on the affNIST-like set, from a report's models: each CapsNet at its trained
-    routing against each CNN, then each other routing count against the trained one. Rows whose
-    per-image record is missing or malformed (an older or hand-edited report) are left out."""
-    if not isinstance(n, int) or n <= 0:
+    routing against each CNN ("against": "cnn"), then the CapsNet read with each other routing count
+    against its trained one ("routing"). Rows whose per-image record is missing or malformed (an older or
+    hand-edited report) are left out; nothing in the report can make this raise."""
+    if not isinstance(models, list) or not _count(n):
         return []
     rows = []
     capsnets = [m for m in models if isinstance(m, dict) and m.get("kind") == "capsnet"]
     cnns = [m for m in models if isinstance(m, dict) and m.get("kind") == "cnn"]
     for capsnet in capsnets:
-        main = unpack(capsnet.get("affine_correct"), n)
-        if main is None:
+        main, trained = unpack(capsnet.get("affine_correct"), n), capsnet.get("routing_iters")
+        if main is None or not _count(trained):
             continue
-        trained, name = capsnet.get("routing_iters"), capsnet.get("name")
+        name = str(capsnet.get("name"))
         for cnn in cnns:
             other = unpack(cnn.get("affine_correct"), n)
             if other is not None:
-                rows.append(
-                    {
-                        "against": "cnn",
-                        "routing": [trained, None],
-                        "a": f"{name} r={trained}",
-                        "b": str(cnn.get("name")),
-                        **paired(main, other),
-                    }
-                )
+                label = str(cnn.get("name"))
+                rows.append({"against": "cnn", "a": f"{name} r={trained}", "b": label, **paired(main, other)})
         by_routing = capsnet.get("by_routing") if isinstance(capsnet.get("by_routing"), dict) else {}
         for routing, values in by_routing.items():
             bits = unpack(values.get("affine_correct"), n) if isinstance(values, dict) else None
             if routing != str(trained) and bits is not None:
-                rows.append(
-                    {
-                        "against": "routing",
-                        "routing": [routing, trained],
-                        "a": f"{name} r={routing}",
-                        "b": f"{name} r={trained}",
-                        **paired(bits, main),
-                    }
-                )
+                a, b = f"{name} r={routing}", f"{name} r={trained}"
+                rows.append({"against": "routing", "a": a, "b": b, **paired(bits, main)})
     return rows
+
+
+def _count(value: object) -> bool:
+    """A positive int, and not a bool (JSON's true would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def sweep_images(total: int, sweep_limit: int | None) -> int:
@@ -219,7 +216,7 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
 
 
 def report(
-    entries: list[dict], split: Split, *, seed: int, command: str, device: str, sweep_limit: int | None = None
+    entries: list[dict], split: Split, *, seed: int, command: str, hardware: str, sweep_limit: int | None = None
 ) -> dict:
     """The whole run's JSON: when, where and how it was measured, the sweep values, every model."""
     shrunk = int((affine.shrink_factors(to_float(split.images), seed=seed) < 1).sum())
@@ -227,7 +224,7 @@ def report(
         "format": FORMAT,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "hardware": f"{device}, {platform.machine()}",  # e.g. "CPU (AMD EPYC 7B13, 2 threads), x86_64"
+        "hardware": hardware,  # `device_description`, as cards and the bench name it
         "torch": torch.__version__,
         "test_images": len(split),
         "sweep_images": sweep_images(len(split), sweep_limit),  # the sweeps read the first ones
@@ -271,11 +268,9 @@ def markdown(result: dict) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in paired_rows:
-            sizes = row["points"] / row["standard_error"] if row["standard_error"] > 0 else 0.0
-            lines.append(
-                f"| {row['a']} | {row['b']} | {row['accuracy_a']:.2%} | {row['accuracy_b']:.2%} | {row['only_a']} | "
-                f"{row['only_b']} | {row['points']:+.2f} | {row['standard_error']:.2f} | {sizes:+.1f} |"
-            )
+            cells = [row["a"], row["b"], f"{row['accuracy_a']:.2%}", f"{row['accuracy_b']:.2%}", row["only_a"]]
+            cells += [row["only_b"], f"{row['points']:+.2f}", f"{row['standard_error']:.2f}"]
+            lines.append("| " + " | ".join(map(str, cells)) + f" | {row['standard_errors']:+.1f} |")
     for name, points in result["sweep_values"].items():
         lines += ["", f"{name.capitalize()} alone (accuracy on the first {result['sweep_images']} test images):", ""]
         lines.append("| model | routing | " + " | ".join(f"{v:g}" for v in points) + " |")

@@ -159,18 +159,27 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     assert f"{gap['points']:+.2f}" == "+0.73" and "**+0.73 points**" in line and "81.23% − cnn_mnist 80.50%" in line
     assert f"standard error {gap['standard_error']:.2f}" in line and "123 images right only by CapsNet" in line
     assert f"{gap['points'] / gap['standard_error']:.1f} standard errors from zero" in line
-    assert not any("What routing adds" in m.value for m in app.markdown)  # the 1-iteration readout has no record
+    assert not any("Routing iterations at reading" in m.value for m in app.markdown)  # r=1 has no record
     entry["by_routing"]["1"]["affine_correct"] = robustness.pack(np.arange(10000) < 7500)
     path.write_text(json.dumps(result | {"models": [entry, baseline]}))
     app.run()
     routing = robustness.paired(np.arange(10000) < 7500, caps_hits)
-    line = next(m.value for m in app.markdown if "What routing adds" in m.value)
-    assert f"1 iteration against 3: **{routing['points']:+.2f} points**" in line and "-6.23" in line
+    line = next(m.value for m in app.markdown if "Routing iterations at reading" in m.value)
+    assert f"capsnet_mnist r=1 − capsnet_mnist r=3: **{routing['points']:+.2f} points**" in line and "-6.23" in line
     baseline["affine_correct"] = robustness.pack(caps_hits)
     path.write_text(json.dumps(result | {"models": [entry, baseline]}))
     app.run()
     assert "+0.00 points" in next(m.value for m in app.markdown if "Measured gap" in m.value)
-    assert "no measured difference" in next(m.value for m in app.markdown if "Measured gap" in m.value)
+    assert "not distinguishable from no difference" in next(m.value for m in app.markdown if "Measured gap" in m.value)
+    cnn_hits = caps_hits.copy()
+    cnn_hits[:10], cnn_hits[9000:9020] = False, True  # right only by CapsNet on 10 images, only by the CNN on 20
+    baseline["affine_correct"] = robustness.pack(cnn_hits)
+    path.write_text(json.dumps(result | {"models": [entry, baseline]}))
+    app.run()
+    gap = robustness.paired(caps_hits, cnn_hits)
+    assert 1 < abs(gap["standard_errors"]) < 2 and gap["standard_error"] > 0  # between one and two: still noise
+    line = next(m.value for m in app.markdown if "Measured gap" in m.value)
+    assert f"**{gap['points']:+.2f} points**" in line and "not distinguishable from no difference" in line
     baseline["affine_correct"] = "not bits"
     path.write_text(json.dumps(result | {"models": [entry, baseline]}))
     app.run()

@@ -8,6 +8,7 @@ itself (`state.LAB_SECONDS`, shown in the tab and read by `python -m capsviz.ben
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -39,10 +40,11 @@ THICKNESS_HELP = (
     "about 2 px thicker), -1 a 3x3 grey erosion (the minimum: thinner); values in between blend linearly with the "
     "input."
 )
+PAPER_AFFNIST = {"capsnet": 0.79, "cnn": 0.66}  # Sabour et al. 2017, section 5.2
 PAPER_NOTE = (
     "The paper (Sabour et al. 2017, section 5.2) trained both models on MNIST digits placed at random on a 40x40 "
-    "background: a CapsNet with 99.23% on that expanded MNIST test set reached **79%** on affNIST, a CNN with a "
-    "similar number of parameters and 99.22% only **66%**."
+    f"background: a CapsNet with 99.23% on that expanded MNIST test set reached **{PAPER_AFFNIST['capsnet']:.0%}** "
+    f"on affNIST, a CNN with a similar number of parameters and 99.22% only **{PAPER_AFFNIST['cnn']:.0%}**."
 )
 OURS_NOTE = (
     "Ours differ: both models are trained with shifts of up to 2 pixels on the 28x28 frame, and our affNIST-like set "
@@ -322,30 +324,37 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
 
 def _gap_line(gap: dict) -> str:
     """The measured size of the paper's claim on our set, with its noise: the effect next to the table."""
+    paper = 100 * (PAPER_AFFNIST["capsnet"] - PAPER_AFFNIST["cnn"])
     return (
         f"**Measured gap on the affNIST-like set:** {gap['a']} {gap['accuracy_a']:.2%} − {gap['b']} "
-        f"{gap['accuracy_b']:.2%} = {_difference(gap)}, paired: {gap['only_a']:,} images right only by CapsNet, "
-        f"{gap['only_b']:,} only by the CNN. The paper: +13 points on affNIST."
+        f"{gap['accuracy_b']:.2%} = {_difference(gap)}. Paired: {_images(gap['only_a'])} right only by CapsNet, "
+        f"{_images(gap['only_b'])} only by the CNN. The standard error covers which test images were drawn, not "
+        f"retraining: each model is one training run. The paper: {paper:+.0f} points on affNIST."
     )
 
 
 def _routing_line(rows: list[dict]) -> str:
-    """What routing adds on the same set: each other routing count against the trained one."""
-    parts = [f"{_iterations(a)} against {b}: {_difference(row)}" for row in rows for a, b in [row["routing"]]]
-    return "**What routing adds there:** " + "; ".join(parts) + "."
+    """The CapsNet read with other routing counts than it was trained with, against its trained count."""
+    parts = [f"{row['a']} − {row['b']}: {_difference(row)}" for row in rows]
+    return (
+        "**Routing iterations at reading, on the affNIST-like set** (one model trained with one count and read "
+        "with others; not a model trained without routing): " + "; ".join(parts) + "."
+    )
 
 
-def _iterations(count) -> str:
-    return f"{count} iteration{'' if str(count) == '1' else 's'}"
+def _images(count: int) -> str:
+    return f"{count:,} image{'' if count == 1 else 's'}"
 
 
 def _difference(row: dict) -> str:
-    """'**+0.34 points** (standard error 0.20): within two standard errors, no measured difference', or how many
-    standard errors from zero it is."""
-    sizes = row["points"] / row["standard_error"] if row["standard_error"] > 0 else 0.0
-    verdict = f"{abs(sizes):.1f} standard errors from zero"
+    """'**+0.34 points** (standard error 0.20): within two standard errors of zero, ...', or how far from zero."""
+    sizes = row["standard_errors"]
     if abs(sizes) < 2:
-        verdict = "within two standard errors, no measured difference"
+        verdict = "within two standard errors of zero: not distinguishable from no difference"
+    elif math.isinf(sizes):
+        verdict = "every image favours one side, no spread to measure"
+    else:
+        verdict = f"{abs(sizes):.1f} standard errors from zero"
     return f"**{row['points']:+.2f} points** (standard error {row['standard_error']:.2f}): {verdict}"
 
 

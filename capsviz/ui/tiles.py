@@ -54,18 +54,24 @@ function cellOf(d, n) {  // capsule n -> (type, row, col) and its cell (x, y) in
   return { t, r, c, x: (t % d.columns) * (g + 1) + c, y: Math.floor(t / d.columns) * (g + 1) + r };
 }
 
-function draw(view, canvas = view.canvas, dpr = window.devicePixelRatio || 1) {
-  const d = view.data, box = layout(d, view.root.clientWidth || 560), ctx = canvas.getContext('2d');
-  const style = getComputedStyle(view.root);
-  canvas.width = Math.round(box.width * dpr); canvas.height = Math.round(box.height * dpr);
-  if (canvas !== view.canvas) return paint(ctx, d, box, dpr, style);  // an export: nothing else
+function draw(view) {
+  const d = view.data, box = layout(d, view.root.clientWidth || 560), canvas = view.canvas;
+  const dpr = window.devicePixelRatio || 1;
   view.box = box;
+  canvas.width = Math.round(box.width * dpr); canvas.height = Math.round(box.height * dpr);
   canvas.style.width = box.width + 'px'; canvas.style.height = box.height + 'px';
-  paint(ctx, d, box, dpr, style);
+  paint(canvas.getContext('2d'), d, box, dpr, getComputedStyle(view.root));
   canvas.dataset.cell = box.cell; canvas.dataset.top = TOP;
   canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
   const mark = window.__capsvizTiles = window.__capsvizTiles || { draws: 0 };
   mark.draws += 1; mark.drawnAt = performance.now();
+}
+
+function exported(view) {  // the drawing on screen, on its own canvas at 2x at least (as Plotly's PNGs are)
+  const box = view.box, dpr = Math.max(2, window.devicePixelRatio || 1), canvas = document.createElement('canvas');
+  canvas.width = Math.round(box.width * dpr); canvas.height = Math.round(box.height * dpr);
+  paint(canvas.getContext('2d'), view.data, box, dpr, getComputedStyle(view.root));
+  return canvas;
 }
 
 function paint(ctx, d, box, dpr, style) {  // title, cells, outline and colour bar
@@ -138,10 +144,8 @@ export default function (component) {
       if (n !== null) view.pick(n);
     });
     root.querySelector('.save').addEventListener('click', () => {
-      const sharp = document.createElement('canvas');  // at 2x at least, as Plotly's PNGs are
-      draw(view, sharp, Math.max(2, window.devicePixelRatio || 1));
       const link = document.createElement('a');
-      link.href = sharp.toDataURL('image/png'); link.download = view.data.file_name; link.click();
+      link.href = exported(view).toDataURL('image/png'); link.download = view.data.file_name; link.click();
     });
     const resized = () => { if (view.box && layout(view.data, root.clientWidth).cell !== view.box.cell) draw(view); };
     new ResizeObserver(resized).observe(root);  // a new cell size only: the width changes the layout
