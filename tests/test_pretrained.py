@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from capsviz import registry
+from capsviz import registry, robustness
 from capsviz.checkpoint import PRETRAINED_DIR, SHIPPED_CHECKPOINT, load_checkpoint, read_card, read_config
 from capsviz.cnn import CNNConfig
 from capsviz.model import CapsNetConfig
@@ -94,3 +94,10 @@ def test_the_shipped_robustness_report_describes_the_shipped_bytes():
         entry, card = entries[path.name], read_card(path)
         assert entry["sha256"] == sha256_of(path), f"{path.name} changed since its robustness run: rerun it"
         assert round(entry["mnist"] * 10_000) == 10_000 - card["test_errors"]
+        hits = robustness.unpack(entry["affine_correct"], 10_000)  # the paired comparisons' per-image record
+        assert hits is not None and hits.sum() == round(entry["affine"] * 10_000)
+    assert [(row["a"], row["b"]) for row in robustness.comparisons(report["models"], 10_000)] == [
+        ("capsnet_mnist r=3", "cnn_mnist"),
+        ("capsnet_mnist r=1", "capsnet_mnist r=3"),
+        ("capsnet_mnist r=5", "capsnet_mnist r=3"),
+    ]
