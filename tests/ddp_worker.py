@@ -17,7 +17,9 @@ from capsviz.distributed import Distributed  # noqa: E402
 from capsviz.model import CapsNetConfig  # noqa: E402
 from capsviz.train import TrainConfig, train  # noqa: E402
 
-TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+TINY = CapsNetConfig(  # conftest.TINY_CAPSNET, repeated: this script imports no test code
+    conv_channels=16, primary_types=4, decoder_hidden=(32, 64)
+)
 
 if __name__ == "__main__":
     rank, world, init_file, root, out = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:6]

@@ -41,10 +41,8 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
-from conftest import REPO
+from conftest import REPO, TINY_CAPSNET
 from drawings import draw_digit
-
-TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 
 
 def rewrite(path: Path, change) -> None:
@@ -70,7 +68,7 @@ def tiny_config(**overrides) -> TrainConfig:
 def good_run(tmp_path_factory, splits):
     """A healthy one-epoch run of the tiny model: its last.safetensors holds weights + Adam state."""
     out = tmp_path_factory.mktemp("good_run")
-    train(*splits, out, tiny_config(), model_config=TINY)
+    train(*splits, out, tiny_config(), model_config=TINY_CAPSNET)
     return out / "last.safetensors"
 
 
@@ -112,7 +110,7 @@ def test_1_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_pa
 
 @pytest.mark.parametrize("where", ["weights", "optimizer"])
 def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, where):
-    model = CapsNet(TINY)
+    model = CapsNet(TINY_CAPSNET)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
     optimizer.step()
@@ -134,7 +132,7 @@ def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, 
 def test_2_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, tmp_path):
     shipped = tmp_path / "pretrained" / "capsnet_mnist.safetensors"
     shipped.parent.mkdir()
-    save_checkpoint(shipped, CapsNet(TINY), {"test_accuracy": 0.9946})
+    save_checkpoint(shipped, CapsNet(TINY_CAPSNET), {"test_accuracy": 0.9946})
     card = shipped.with_suffix(".json")
     card.write_text('{"test_accuracy": 0.9946}\n')
     before = shipped.read_bytes(), card.read_bytes()
@@ -218,7 +216,7 @@ def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_cop
     ],
 )
 def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, value, message):
-    model = CapsNet(TINY)
+    model = CapsNet(TINY_CAPSNET)
     tensors = {
         f"optimizer/{name}/{key}": torch.zeros(()) if key == "step" else torch.zeros_like(p)
         for name, p in model.named_parameters()
@@ -287,7 +285,7 @@ def nothing_is_allocated(monkeypatch):
     monkeypatch.setitem(registry.MODELS, "capsnet", (MetaOnly, CapsNetConfig))
 
 
-TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY).named_parameters()}
+TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY_CAPSNET).named_parameters()}
 
 
 @pytest.mark.parametrize(
@@ -305,7 +303,7 @@ TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY).named_parameters
 def test_4_every_config_field_is_bounded_before_anything_is_built(
     tmp_path, nothing_is_allocated, field, value, message
 ):
-    config = {**TINY.to_dict(), field: value}
+    config = {**TINY_CAPSNET.to_dict(), field: value}
     path = sparse_file(tmp_path / "huge.safetensors", crafted(config, TINY_SHAPES))
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
@@ -328,7 +326,7 @@ def test_4_a_cnn_config_is_bounded_too(tmp_path, field, value, message):
 
 
 def test_4_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_is_allocated):
-    config = {**TINY.to_dict(), "primary_types": 128, "primary_dim": 32, "digit_dim": 64, "num_classes": 100}
+    config = {**TINY_CAPSNET.to_dict(), "primary_types": 128, "primary_dim": 32, "digit_dim": 64, "num_classes": 100}
     path = sparse_file(tmp_path / "big.safetensors", crafted(config, TINY_SHAPES))
     with pytest.raises(CheckpointError, match="parameters; capsviz allows"):
         load_checkpoint(path)
@@ -336,17 +334,17 @@ def test_4_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_
 
 def test_4_header_shapes_are_checked_against_the_config_before_allocating(tmp_path, nothing_is_allocated):
     shapes = {**TINY_SHAPES, "digits.weight": [1152, 10, 16, 8 * 10**6]}  # 2.9 TB declared, sparse on disk
-    path = sparse_file(tmp_path / "liar.safetensors", crafted(TINY.to_dict(), shapes))
+    path = sparse_file(tmp_path / "liar.safetensors", crafted(TINY_CAPSNET.to_dict(), shapes))
     with pytest.raises(CheckpointError, match=r"digits.weight has shape \(1152, 10, 16, 8000000\)"):
         load_checkpoint(path)
-    data = crafted(TINY.to_dict(), {**TINY_SHAPES, "conv1.weight": [16, 1, 9]})  # the same from uploaded bytes
+    data = crafted(TINY_CAPSNET.to_dict(), {**TINY_SHAPES, "conv1.weight": [16, 1, 9]})  # the same from uploaded bytes
     with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(16, 1, 9\)"):
         load_checkpoint(data + bytes(declared_size(data) - len(data)))
 
 
 def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, nothing_is_allocated):
     shapes = {**TINY_SHAPES, "optimizer/conv1.weight/exp_avg": [10**9]}
-    path = sparse_file(tmp_path / "adam.safetensors", crafted(TINY.to_dict(), shapes))
+    path = sparse_file(tmp_path / "adam.safetensors", crafted(TINY_CAPSNET.to_dict(), shapes))
     with pytest.raises(CheckpointError, match="matches no parameter"):
         load_checkpoint(path)
 
@@ -354,13 +352,13 @@ def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, noth
 @pytest.mark.parametrize("size", [2 * 2**30, 12 * 2**30])
 def test_5_a_huge_file_is_refused_from_its_header_alone(tmp_path, nothing_is_allocated, size):
     """A valid tiny checkpoint padded (sparsely) to 2 GB or 12 GB: only the header is read."""
-    path = sparse_file(tmp_path / "padded.safetensors", crafted(TINY.to_dict(), TINY_SHAPES), size)
+    path = sparse_file(tmp_path / "padded.safetensors", crafted(TINY_CAPSNET.to_dict(), TINY_SHAPES), size)
     with pytest.raises(CheckpointError, match=f"is {size} bytes, but its header describes only"):
         load_checkpoint(path)
 
 
 def test_5_a_file_shorter_than_its_header_declares_is_refused(tmp_path, nothing_is_allocated):
-    prefix = crafted(TINY.to_dict(), TINY_SHAPES)
+    prefix = crafted(TINY_CAPSNET.to_dict(), TINY_SHAPES)
     path = sparse_file(tmp_path / "short.safetensors", prefix, declared_size(prefix) - 1)
     with pytest.raises(CheckpointError, match="is truncated"):
         load_checkpoint(path)
@@ -494,7 +492,7 @@ def test_13_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     fresh.write_bytes(b"a write in progress")
     os.utime(stale, (0, 0))  # killed long ago
-    save_checkpoint(target, CapsNet(TINY))
+    save_checkpoint(target, CapsNet(TINY_CAPSNET))
     assert not stale.exists() and fresh.exists()
 
 
@@ -741,7 +739,7 @@ def test_4_crafted_metadata_is_a_checkpoint_error_not_a_crash(header, message):
 
 def test_2_a_cnn_never_replaces_the_shipped_capsnet(tmp_path, synthetic_root, monkeypatch, capsys):
     shipped = tmp_path / "capsnet_mnist.safetensors"
-    save_checkpoint(shipped, CapsNet(TINY), {"test_accuracy": 0.9946})
+    save_checkpoint(shipped, CapsNet(TINY_CAPSNET), {"test_accuracy": 0.9946})
     before = shipped.read_bytes()
     cnn = save_checkpoint(tmp_path / "cnn.safetensors", registry.build(CNNConfig()), {})
     monkeypatch.setattr(cli, "SHIPPED_CHECKPOINT", shipped)
@@ -761,7 +759,7 @@ def test_4_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, c
 def test_10_routing_accuracy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     code = cli.main(["routing-accuracy", "--checkpoint", str(save_checkpoint(tmp_path / "m.safetensors",
-                     CapsNet(TINY))), "--out", str(tmp_path / "missing" / "r.json")])  # fmt: skip
+                     CapsNet(TINY_CAPSNET))), "--out", str(tmp_path / "missing" / "r.json")])  # fmt: skip
     assert code == 2 and "writable folder" in capsys.readouterr().err
 
 
@@ -770,5 +768,5 @@ def test_13_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
     stale.mkdir()
     (stale / "capsnet_mnist.safetensors").write_bytes(b"half an export")
     os.utime(stale, (0, 0))
-    save_checkpoint(tmp_path / "capsnet_mnist.safetensors", CapsNet(TINY))
+    save_checkpoint(tmp_path / "capsnet_mnist.safetensors", CapsNet(TINY_CAPSNET))
     assert not stale.exists()

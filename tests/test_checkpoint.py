@@ -16,15 +16,15 @@ from capsviz.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.model import CapsNet
 
-SMALL = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+from conftest import TINY_CAPSNET
 
 
 @pytest.fixture
 def small_model():
     torch.manual_seed(0)
-    return CapsNet(SMALL).eval()
+    return CapsNet(TINY_CAPSNET).eval()
 
 
 def outputs(model, x):
@@ -37,7 +37,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, small_model, test_device):
     small_model.to(test_device)
     path = save_checkpoint(tmp_path / "a.safetensors", small_model, {"test_accuracy": 0.5, "epochs": 2})
     model, card = load_checkpoint(path, test_device)
-    assert model.config == SMALL
+    assert model.config == TINY_CAPSNET
     assert card == {"test_accuracy": 0.5, "epochs": 2}
     assert read_card(path) == card
     x = torch.rand(2, 1, 28, 28).to(test_device)
@@ -59,7 +59,7 @@ def test_half_precision_storage_loads_as_float32(tmp_path, small_model, test_dev
 def test_load_from_bytes_like_an_upload(tmp_path, small_model):
     path = save_checkpoint(tmp_path / "a.safetensors", small_model)
     model, _ = load_checkpoint(path.read_bytes())
-    assert model.config == SMALL
+    assert model.config == TINY_CAPSNET
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, small_model, monkeypatch):
@@ -99,7 +99,7 @@ def test_optimizer_state_round_trip(tmp_path, small_model, test_device):
         assert torch.equal(old["exp_avg_sq"], new["exp_avg_sq"])
         assert float(old["step"]) == float(new["step"])
     # the same file still loads as a plain model
-    assert load_checkpoint(path)[0].config == SMALL
+    assert load_checkpoint(path)[0].config == TINY_CAPSNET
 
 
 def test_a_plain_checkpoint_cannot_be_resumed(tmp_path, small_model):

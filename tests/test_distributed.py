@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from capsviz.model import CapsNetConfig
+from conftest import TINY_CAPSNET
 
-TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 
@@ -34,7 +33,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path, synthetic_root):
     from capsviz.model import CapsNet
 
     torch.manual_seed(0)
-    assert not torch.equal(CapsNet(TINY).state_dict()["digits.weight"], zero["digits.weight"])
+    assert not torch.equal(CapsNet(TINY_CAPSNET).state_dict()["digits.weight"], zero["digits.weight"])
 
 
 def test_torchrun_entry_point(tmp_path, synthetic_root):

@@ -25,14 +25,14 @@ from capsviz.checkpoint import (
 from capsviz.conv import StridedConv2d, UnfoldConv2d
 from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.losses import capsule_loss
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.model import CapsNet
 from capsviz.preprocess import to_mnist
 from capsviz.train import TrainConfig, TrainStep
 
+from conftest import TINY_CAPSNET
 from drawings import draw_digit
 
 CPU = torch.device("cpu")
-TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
 
 
 def forward_backward(model, fast, device, x, labels):
@@ -156,7 +156,7 @@ def test_bf16_autocast_gives_the_shipped_model_the_same_answers(test_device):
 
 def test_fused_adam_takes_the_same_step(test_device):
     torch.manual_seed(0)
-    model = CapsNet(TINY).to(test_device)
+    model = CapsNet(TINY_CAPSNET).to(test_device)
     other = copy.deepcopy(model)
     for p, q in zip(model.parameters(), other.parameters()):
         p.grad = torch.randn_like(p)
@@ -173,7 +173,7 @@ def test_adam_state_keeps_the_parameters_memory_format_across_resume(tmp_path, t
     """Fused Adam treats state and parameter as flat arrays: after a resume, the saved
     state must come back in each parameter's layout (all-NHWC convs, as on CUDA)."""
     torch.manual_seed(0)
-    model = CapsNet(TINY).to(test_device)
+    model = CapsNet(TINY_CAPSNET).to(test_device)
     FAST.prepare(model, torch.device("cuda"))
     optimizer = FAST.optimizer(model.parameters(), 1e-3)
     for p in model.parameters():
@@ -208,7 +208,7 @@ def test_compiled_train_step_matches_eager(test_device):
     losses = {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        model = CapsNet(TINY).to(test_device)
+        model = CapsNet(TINY_CAPSNET).to(test_device)
         config = TrainConfig(fast=dataclasses.replace(FAST, compile=compiled))
         step = TrainStep(model, device=test_device, config=config)
         generator = torch.Generator().manual_seed(0)

@@ -16,8 +16,9 @@ import torch
 from capsviz import memory
 from capsviz.data import load_mnist
 from capsviz.fastpath import FAST, PLAIN
-from capsviz.model import CapsNetConfig
 from capsviz.train import Callback, TrainConfig, train
+
+from conftest import TINY_CAPSNET
 
 BLOCK = 16 * 2**20  # floats: a 64 MiB tensor, far above glibc's mmap threshold
 PAGES = BLOCK * 4 // 4096
@@ -142,11 +143,10 @@ def test_training_on_the_cpu_keeps_memory_while_it_runs(tmp_path, synthetic_root
             self.seen.append(memory.users())
 
     splits = load_mnist(synthetic_root, train=True), load_mnist(synthetic_root, train=False)
-    tiny = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
     for fast, expected in ((FAST, 1), (PLAIN, 0)):
         users = Users()
         config = TrainConfig(epochs=1, batch_size=64, device="cpu", fast=fast)
-        train(*splits, tmp_path / str(expected), config, model_config=tiny, callbacks=[users])
+        train(*splits, tmp_path / str(expected), config, model_config=TINY_CAPSNET, callbacks=[users])
         assert users.seen and set(users.seen) == {expected}
         assert memory.users() == 0
     assert "freed memory kept" in FAST.describe(torch.device("cpu"))

@@ -7,6 +7,8 @@ import torch
 
 from capsviz.model import CapsNet, CapsNetConfig
 
+from conftest import TINY_CAPSNET
+
 
 @pytest.fixture(scope="module")
 def model(test_device):
@@ -155,8 +157,7 @@ def test_routing_is_chosen_by_name_from_the_routers_table(monkeypatch):
 
     monkeypatch.setitem(routing.ROUTERS, "uniform", uniform)
     torch.manual_seed(0)
-    small = dict(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
-    model = CapsNet(CapsNetConfig(routing="uniform", **small))
+    model = CapsNet(dataclasses.replace(TINY_CAPSNET, routing="uniform"))
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         votes = model.digits.votes(model.primary(torch.relu(model.conv1(x))))  # (B, N, J, D)

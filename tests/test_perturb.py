@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.model import CapsNet
 from capsviz.perturb import (
     PAPER_RANGE,
     PAPER_STEP,
@@ -16,11 +16,13 @@ from capsviz.perturb import (
     perturbation_grid,
 )
 
+from conftest import TINY_CAPSNET
+
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return CapsNet(CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))).eval()
+    return CapsNet(TINY_CAPSNET).eval()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from capsviz import registry
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint, read_card, save_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
 
+from conftest import TINY_CAPSNET
+
 
 def rewrite_metadata(src, dst, **changes):
     """Copy a checkpoint with its metadata changed (a value of None drops the key)."""
@@ -58,7 +60,7 @@ def test_a_checkpoint_without_a_kind_loads_as_a_capsnet(tmp_path):
     model, card = load_checkpoint(kindless)
     assert type(model) is CapsNet and model.config == CapsNetConfig() and card["test_accuracy"] > 0.99
     torch.manual_seed(0)
-    small = CapsNet(CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64)))
+    small = CapsNet(TINY_CAPSNET)
     path = save_checkpoint(tmp_path / "new.safetensors", small)
     old = rewrite_metadata(path, tmp_path / "old.safetensors", kind=None)
     assert type(load_checkpoint(old)[0]) is CapsNet
@@ -66,7 +68,7 @@ def test_a_checkpoint_without_a_kind_loads_as_a_capsnet(tmp_path):
 
 def test_an_unknown_kind_is_refused_with_a_clear_message(tmp_path):
     torch.manual_seed(0)
-    small = CapsNet(CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64)))
+    small = CapsNet(TINY_CAPSNET)
     path = save_checkpoint(tmp_path / "a.safetensors", small, {"epochs": 1})
     strange = rewrite_metadata(path, tmp_path / "b.safetensors", kind="transformer")
     with pytest.raises(CheckpointError, match=r"kind 'transformer'.*knows capsnet"):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 pytest.importorskip("streamlit")
 
 from capsviz.checkpoint import CheckpointError  # noqa: E402
 from capsviz.cnn import CNN  # noqa: E402
-from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
+from capsviz.model import CapsNet  # noqa: E402
 from capsviz.ui.resources import LoadedModel  # noqa: E402
 from capsviz.ui.sidebar import explorable  # noqa: E402
 
-SMALL = dict(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+from conftest import TINY_CAPSNET  # noqa: E402
 
 
 def loaded(model) -> LoadedModel:
@@ -20,7 +22,7 @@ def loaded(model) -> LoadedModel:
 
 
 def test_a_small_mnist_capsnet_is_explorable():
-    model = CapsNet(CapsNetConfig(**SMALL))
+    model = CapsNet(TINY_CAPSNET)
     assert explorable(loaded(model)).model is model
 
 
@@ -28,8 +30,8 @@ def test_a_small_mnist_capsnet_is_explorable():
     ("model", "reason"),
     [
         (CNN(), "it holds a cnn model"),
-        (CapsNet(CapsNetConfig(**SMALL, num_classes=5)), "it classifies 5 classes of 28x28x1 input"),
-        (CapsNet(CapsNetConfig(**SMALL, digit_dim=8)), "its capsules are 8-D on a 6x6 primary grid"),
+        (CapsNet(replace(TINY_CAPSNET, num_classes=5)), "it classifies 5 classes of 28x28x1 input"),
+        (CapsNet(replace(TINY_CAPSNET, digit_dim=8)), "its capsules are 8-D on a 6x6 primary grid"),
     ],
 )
 def test_what_the_views_cannot_show_is_refused_with_the_reason(model, reason):

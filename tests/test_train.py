@@ -12,7 +12,7 @@ from capsviz.device import device_description, resolve_device
 from capsviz.model import CapsNetConfig
 from capsviz.train import Callback, TrainConfig, evaluate, train
 
-TINY = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
+from conftest import TINY_CAPSNET
 
 
 class Recorder(Callback):
@@ -47,7 +47,7 @@ def config(test_device):
 
 def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits, config, test_device):
     recorder = Recorder()
-    result = train(*splits, tmp_path, config(), model_config=TINY, callbacks=[recorder])
+    result = train(*splits, tmp_path, config(), model_config=TINY_CAPSNET, callbacks=[recorder])
     assert result.status == "finished"
     assert len(recorder.batches) == 2 * 3 and recorder.batches[0].num_batches == 3
     assert [e.epoch for e in recorder.epochs] == [1, 2]
@@ -63,7 +63,7 @@ def test_training_reports_through_callbacks_and_writes_logs(tmp_path, splits, co
 
 
 def test_a_tiny_model_learns_the_synthetic_task(tmp_path, splits, config):
-    result = train(*splits, tmp_path, config(epochs=6), model_config=TINY)
+    result = train(*splits, tmp_path, config(epochs=6), model_config=TINY_CAPSNET)
     first, last = result.history[0], result.history[-1]
     assert last.train_loss < first.train_loss
     assert last.test_accuracy >= 0.5  # chance is 0.1
@@ -72,7 +72,7 @@ def test_a_tiny_model_learns_the_synthetic_task(tmp_path, splits, config):
 def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits, config):
     stop = threading.Event()
     recorder = Recorder(stop_after_batches=4, stop=stop)  # cancel midway through epoch 2
-    result = train(*splits, tmp_path, config(epochs=3), model_config=TINY, callbacks=[recorder], stop=stop)
+    result = train(*splits, tmp_path, config(epochs=3), model_config=TINY_CAPSNET, callbacks=[recorder], stop=stop)
     assert result.status == "cancelled"
     assert [e.epoch for e in recorder.epochs] == [1]
     _, card = load_checkpoint(tmp_path / "last.safetensors")
@@ -80,8 +80,8 @@ def test_cancel_keeps_the_last_complete_checkpoint(tmp_path, splits, config):
 
 
 def test_resume_continues_exactly_where_a_run_stopped(tmp_path, splits, config):
-    straight = train(*splits, tmp_path / "straight", config(epochs=3), model_config=TINY)
-    train(*splits, tmp_path / "split", config(epochs=1), model_config=TINY)
+    straight = train(*splits, tmp_path / "straight", config(epochs=3), model_config=TINY_CAPSNET)
+    train(*splits, tmp_path / "split", config(epochs=1), model_config=TINY_CAPSNET)
     resumed = train(*splits, tmp_path / "split", config(epochs=3), resume=tmp_path / "split" / "last.safetensors")
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     a, _ = load_checkpoint(straight.checkpoint)
@@ -110,7 +110,7 @@ def test_reports_every_few_batches_average_over_their_window(tmp_path, splits, c
     """report_every=2 (the GPU default is 25): callbacks at batches 2 and 3 (the epoch's last),
     each with the mean of its window; the epoch's loss is the mean over all batches."""
     recorder = Recorder()
-    train(*splits, tmp_path, config(epochs=1, report_every=2), model_config=TINY, callbacks=[recorder])
+    train(*splits, tmp_path, config(epochs=1, report_every=2), model_config=TINY_CAPSNET, callbacks=[recorder])
     assert [b.batch for b in recorder.batches] == [2, 3]
     epoch = recorder.epochs[0]
     sizes = [64, 32]  # 96 images in batches of 32: windows of 2 and 1 batches
@@ -135,7 +135,7 @@ class EvalRecorder(Callback):
 
 def test_evaluation_on_a_subset_reports_its_progress(tmp_path, splits, config, test_device):
     recorder = EvalRecorder()
-    result = train(*splits, tmp_path, config(epochs=1, eval_limit=30), model_config=TINY, callbacks=[recorder])
+    result = train(*splits, tmp_path, config(epochs=1, eval_limit=30), model_config=TINY_CAPSNET, callbacks=[recorder])
     assert recorder.evals == [(20, 30), (30, 30)]  # eval_batch_size 20 over the first 30 of 40 test images
     _, card = load_checkpoint(result.checkpoint)
     assert card["test_images"] == 30
@@ -146,7 +146,7 @@ def test_evaluation_on_a_subset_reports_its_progress(tmp_path, splits, config, t
 def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_path, splits, config):
     stop = threading.Event()
     recorder = EvalRecorder(stop=stop, stop_at=20)  # cancel after the first evaluation batch of epoch 1
-    result = train(*splits, tmp_path, config(epochs=2), model_config=TINY, callbacks=[recorder], stop=stop)
+    result = train(*splits, tmp_path, config(epochs=2), model_config=TINY_CAPSNET, callbacks=[recorder], stop=stop)
     assert result.status == "cancelled"
     assert recorder.evals == [(20, 40)] and recorder.epochs == []
     assert not (tmp_path / "last.safetensors").exists()
