@@ -347,6 +347,44 @@ def training_figure(
     return figure_of(traces, base_layout("", FIG_HEIGHT, top=30, showlegend=False, **panels))
 
 
+PAPER_TEST_ERROR = 0.25  # %: the paper's MNIST test error with 3 routing iterations and 2-px shifts
+
+
+def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
+    """A card's test error after each epoch (%, axis from 0), the shipped last epoch marked, the paper's 0.25%."""
+    errors = 100.0 * (1.0 - np.asarray(test_accuracy, dtype=np.float64))  # (E,)
+    epochs = np.arange(1, errors.shape[0] + 1)
+    curve = dict(
+        type="scatter",
+        x=epochs,
+        y=errors,
+        mode="lines+markers",
+        marker={"size": 4, "color": BAR_COLOR},
+        line={"color": BAR_COLOR, "width": LINE_WIDTH},
+        hovertemplate="epoch %{x}<br>test error %{y:.2f}%<extra></extra>",
+    )
+    shipped = dict(
+        type="scatter",
+        x=epochs[-1:],
+        y=errors[-1:],
+        mode="markers",
+        marker={"size": 9, "color": HIGHLIGHT},
+        hovertemplate="epoch %{x}, shipped<br>test error %{y:.2f}%<extra></extra>",
+    )
+    paper = _hline(PAPER_TEST_ERROR, f"paper: {PAPER_TEST_ERROR}%", REFERENCE_LINE_COLOR, left=True)
+    top = max(float(errors.max()), PAPER_TEST_ERROR) * 1.1 if errors.size else 1.0
+    layout = base_layout(
+        "",
+        IMAGE_HEIGHT,
+        showlegend=False,
+        xaxis={"title": {"text": "epoch"}, "range": [0.5, max(len(epochs), 1) + 0.5]},
+        yaxis={"title": {"text": "test error, %"}, "range": [0.0, top]},
+        shapes=[paper[0]],
+        annotations=[paper[1]],
+    )
+    return figure_of([curve, shipped], layout)
+
+
 def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int | None = None) -> go.Figure:
     """(J, H, W) images side by side, one per digit, each labelled with its digit and capsule length.
 

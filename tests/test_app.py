@@ -110,6 +110,19 @@ def test_starts_with_the_shipped_model_and_a_draw_a_digit_state(env):
     assert app.slider(key=state.ROUTING_ITERS).value == 3
 
 
+def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(env):
+    app = start()
+    assert not [c for c in app.get("plotly_chart") if "fig_card_curve" in c.proto.id]  # built only when opened
+    app.session_state[state.CARD_CURVE_OPEN] = True  # what opening the expander in the browser reports
+    app.run()
+    card = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
+    curve, shipped = figure(app, "fig_card_curve")["data"]
+    expected = [100 * (1 - a) for a in card["test_accuracy_per_epoch"]]
+    assert array(curve["y"]) == pytest.approx(expected) and len(expected) == card["epochs"]
+    assert array(shipped["y"]) == pytest.approx(expected[-1:])
+    assert any(f"{expected[-1]:.2f}%" in c.value for c in app.sidebar.caption)
+
+
 def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
     app = draw(start(), 3)
     assert app.metric[0].value == str(expected_prediction(3))

@@ -326,6 +326,10 @@ def test_desktop_canvas_tools_and_kept_expander(browser, server):
     _draw(page, 6)
     _wait_idle(page)
     page.get_by_text("rows are dimensions").wait_for(timeout=60_000)  # the expander came back open
+    page.get_by_text("Test error after each epoch").click()  # the shipped card's curve, in the sidebar
+    page.get_by_text("The axis starts at 0").wait_for(timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "sidebar-curve-1440x900.png")
     assert not errors, errors
 
 

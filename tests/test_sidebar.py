@@ -12,7 +12,7 @@ from capsviz.checkpoint import CheckpointError  # noqa: E402
 from capsviz.cnn import CNN  # noqa: E402
 from capsviz.model import CapsNet  # noqa: E402
 from capsviz.ui.resources import LoadedModel  # noqa: E402
-from capsviz.ui.sidebar import explorable  # noqa: E402
+from capsviz.ui.sidebar import MAX_CURVE_EPOCHS, epoch_accuracies, explorable  # noqa: E402
 
 from conftest import TINY_CAPSNET  # noqa: E402
 
@@ -37,3 +37,26 @@ def test_a_small_mnist_capsnet_is_explorable():
 def test_what_the_views_cannot_show_is_refused_with_the_reason(model, reason):
     with pytest.raises(CheckpointError, match=reason):
         explorable(loaded(model))
+
+
+def test_a_cards_curve_is_its_logged_accuracies():
+    assert epoch_accuracies({"test_accuracy_per_epoch": [0.98, 1]}) == [0.98, 1.0]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        "0.9,0.95",
+        [0.99],
+        [0.9, "0.95"],
+        [0.9, True],
+        [0.9, float("nan")],
+        [0.9, 1.5],
+        [0.9, -0.1],
+        [0.5] * (MAX_CURVE_EPOCHS + 1),
+    ],
+)
+def test_a_card_without_a_drawable_curve_gets_none(values):
+    """A card is the user's file: one point, strings, NaN, values outside 0-1 or an endless list draw nothing."""
+    assert epoch_accuracies({"test_accuracy_per_epoch": values}) is None

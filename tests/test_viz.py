@@ -130,6 +130,7 @@ def all_figures():
         "lengths": viz.lengths_figure(lengths[-1], predicted=1),
         "matrix": viz.coupling_matrix_figure(couplings[-1]),
         "image": viz.image_figure(rng.random((28, 28))),
+        "epochs": viz.epoch_errors_figure([0.9895, 0.9908, 0.9955]),
     }
 
 
@@ -182,6 +183,15 @@ def test_margin_labels_read_on_light_and_dark_themes(background):
 def test_training_accuracy_axis_spans_0_to_100_percent():
     fig = viz.training_figure([(1, 0.8)], [(1, 0.089)], batches_total=10)
     assert tuple(fig.layout.yaxis2.range) == (0.0, 1.0) and fig.layout.yaxis2.tickformat == ".0%"
+
+
+def test_epoch_errors_are_percent_from_zero_with_the_last_epoch_marked():
+    fig = viz.epoch_errors_figure([0.9895, 0.9908, 0.9955])
+    curve, shipped = fig.data
+    assert list(curve.x) == [1, 2, 3] and list(curve.y) == pytest.approx([1.05, 0.92, 0.45])
+    assert list(shipped.x) == [3] and list(shipped.y) == pytest.approx([0.45])
+    assert fig.layout.yaxis.range[0] == 0.0 and fig.layout.yaxis.range[1] >= 1.05  # every point on the axis
+    assert fig.layout.shapes[0].y0 == viz.PAPER_TEST_ERROR and "paper" in fig.layout.annotations[0].text
 
 
 def test_tiles_figure_lays_tiles_out_with_gaps():

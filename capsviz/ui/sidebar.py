@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import streamlit as st
 
-from capsviz import registry
+from capsviz import registry, viz
 from capsviz.checkpoint import CheckpointError
 from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state
@@ -19,11 +20,13 @@ from capsviz.ui.resources import (
     run_checkpoints,
     shipped_model,
 )
+from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 
 SHIPPED = "shipped (pretrained)"
 UPLOAD = "upload a checkpoint..."
 RUN_PREFIX = "run: "
 MAX_CHECKPOINT_MB = 64
+MAX_CURVE_EPOCHS = 10_000  # a card is the user's file: plot no more than this
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,28 @@ def _card(loaded: LoadedModel) -> None:
     if isinstance(card.get("wall_seconds"), (int, float)):
         lines.append(f"training time: {card['wall_seconds'] / 60:.0f} min")
     st.markdown("  \n".join(lines))
+    per_epoch = epoch_accuracies(card)
+    if per_epoch is not None:
+        curve = kept_expander("Test error after each epoch", key=state.CARD_CURVE_OPEN)
+        if curve.open:  # built only when shown
+            with curve:
+                st.plotly_chart(viz.epoch_errors_figure(per_epoch), config=PLOT_CONFIG, key="fig_card_curve")
+                st.caption(
+                    "Logged on the test images after each epoch and never used to choose one: the model loaded "
+                    f"is the last epoch (red), at {100 * (1 - per_epoch[-1]):.2f}%. The axis starts at 0."
+                )
+
+
+def epoch_accuracies(card: dict) -> list[float] | None:
+    """The card's logged test accuracy per epoch, or None where there is no curve to draw (fewer than 2, or not
+    accuracies)."""
+    values = card.get("test_accuracy_per_epoch")
+    if not isinstance(values, list) or not 2 <= len(values) <= MAX_CURVE_EPOCHS:
+        return None
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not numbers or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 def _accuracy_line(accuracy: float, test_images) -> str:

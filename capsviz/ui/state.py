@@ -48,6 +48,7 @@ VIEW_ID = "view_id"  # which (model, input, routing iterations) the per-input wi
 POSE_GRID = "pose_grid"  # (input, model, digit) -> the Figure 4 PNG, computed once
 POSE_GRID_OPEN = "pose_grid_open"
 ROUTING_MATRIX_OPEN = "routing_matrix_open"
+CARD_CURVE_OPEN = "card_curve_open"
 POSE_SECONDS = "pose_seconds"  # how long the pose fragment's last run took, server side
 
 TRAIN_EPOCHS = "train_epochs"
