@@ -351,7 +351,7 @@ PAPER_TEST_ERROR = 0.25  # %: the paper's MNIST test error with 3 routing iterat
 
 
 def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
-    """A card's test error after each epoch (%, axis from 0), the shipped last epoch marked, the paper's 0.25%."""
+    """A card's test error after each epoch (%, axis from 0), the last (loaded) epoch marked, the paper's 0.25%."""
     errors = 100.0 * (1.0 - np.asarray(test_accuracy, dtype=np.float64))  # (E,)
     epochs = np.arange(1, errors.shape[0] + 1)
     curve = dict(
@@ -363,26 +363,26 @@ def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
         line={"color": BAR_COLOR, "width": LINE_WIDTH},
         hovertemplate="epoch %{x}<br>test error %{y:.2f}%<extra></extra>",
     )
-    shipped = dict(
+    last = dict(
         type="scatter",
         x=epochs[-1:],
         y=errors[-1:],
         mode="markers",
         marker={"size": 9, "color": HIGHLIGHT},
-        hovertemplate="epoch %{x}, shipped<br>test error %{y:.2f}%<extra></extra>",
+        hovertemplate="epoch %{x}, the one loaded<br>test error %{y:.2f}%<extra></extra>",
     )
     paper = _hline(PAPER_TEST_ERROR, f"paper: {PAPER_TEST_ERROR}%", REFERENCE_LINE_COLOR, left=True)
-    top = max(float(errors.max()), PAPER_TEST_ERROR) * 1.1 if errors.size else 1.0
+    top = max(float(errors.max()), PAPER_TEST_ERROR) * 1.1
     layout = base_layout(
         "",
         IMAGE_HEIGHT,
         showlegend=False,
-        xaxis={"title": {"text": "epoch"}, "range": [0.5, max(len(epochs), 1) + 0.5]},
+        xaxis={"title": {"text": "epoch"}, "range": [0.5, len(epochs) + 0.5]},
         yaxis={"title": {"text": "test error, %"}, "range": [0.0, top]},
         shapes=[paper[0]],
         annotations=[paper[1]],
     )
-    return figure_of([curve, shipped], layout)
+    return figure_of([curve, last], layout)
 
 
 def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int | None = None) -> go.Figure:

@@ -19,7 +19,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, save_checkpoint  # noqa: E402
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card, save_checkpoint  # noqa: E402
 from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
@@ -115,7 +115,7 @@ def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(en
     assert not [c for c in app.get("plotly_chart") if "fig_card_curve" in c.proto.id]  # built only when opened
     app.session_state[state.CARD_CURVE_OPEN] = True  # what opening the expander in the browser reports
     app.run()
-    card = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
+    card = read_card(SHIPPED_CHECKPOINT)  # the card embedded in the weights, which the sidebar reads
     curve, shipped = figure(app, "fig_card_curve")["data"]
     expected = [100 * (1 - a) for a in card["test_accuracy_per_epoch"]]
     assert array(curve["y"]) == pytest.approx(expected) and len(expected) == card["epochs"]
