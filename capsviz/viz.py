@@ -127,6 +127,12 @@ def _hline(y: float, label: str, color: str, left: bool = False, axes: str = "")
     return shape, annotation
 
 
+def vline(x: float, color: str) -> dict:
+    """A dotted vertical line over the whole plot height (a layout shape)."""
+    line = {"color": color, "width": 1, "dash": "dot"}
+    return {"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1, "line": line}
+
+
 def two_panels(titles: tuple[str, str], spacing: float) -> dict:
     """Layout of two side-by-side subplots (x/y and x2/y2), titled like make_subplots does."""
     width = (1.0 - spacing) / 2
@@ -350,8 +356,11 @@ def training_figure(
 PAPER_TEST_ERROR = 0.25  # %: the paper's MNIST test error with 3 routing iterations and 2-px shifts
 
 
-def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
-    """A card's test error after each epoch (%, axis from 0), the last (loaded) epoch marked, the paper's 0.25%."""
+def epoch_errors_figure(test_accuracy: list[float], run_start: int | None = None) -> go.Figure:
+    """A card's test error after each epoch (%, axis from 0), the last (loaded) epoch marked, the paper's 0.25%.
+
+    run_start: the first epoch of the last run, where it continued earlier ones: a dotted line before it.
+    """
     errors = 100.0 * (1.0 - np.asarray(test_accuracy, dtype=np.float64))  # (E,)
     epochs = np.arange(1, errors.shape[0] + 1)
     curve = dict(
@@ -372,6 +381,21 @@ def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
         hovertemplate="epoch %{x}, the one loaded<br>test error %{y:.2f}%<extra></extra>",
     )
     paper = _hline(PAPER_TEST_ERROR, f"paper: {PAPER_TEST_ERROR}%", REFERENCE_LINE_COLOR, left=True)
+    shapes, annotations = [paper[0]], [paper[1]]
+    if run_start is not None:
+        shapes.append(vline(run_start - 0.5, REFERENCE_LINE_COLOR))
+        label = {
+            "xref": "x",
+            "yref": "paper",
+            "x": run_start - 0.5,
+            "y": 1,
+            "text": f"last run: {run_start}-{len(epochs)}",
+            "showarrow": False,
+            "xanchor": "left",
+            "yanchor": "top",
+            "font": {"size": 10, "color": REFERENCE_LINE_COLOR},
+        }
+        annotations.append(label)
     top = max(float(errors.max()), PAPER_TEST_ERROR) * 1.1
     layout = base_layout(
         "",
@@ -379,8 +403,8 @@ def epoch_errors_figure(test_accuracy: list[float]) -> go.Figure:
         showlegend=False,
         xaxis={"title": {"text": "epoch"}, "range": [0.5, len(epochs) + 0.5]},
         yaxis={"title": {"text": "test error, %"}, "range": [0.0, top]},
-        shapes=[paper[0]],
-        annotations=[paper[1]],
+        shapes=shapes,
+        annotations=annotations,
     )
     return figure_of([curve, last], layout)
 

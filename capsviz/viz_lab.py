@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.viz import HIGHLIGHT, base_layout, figure_of, image_axes, image_trace, tile_centre, tile_grid
+from capsviz.viz import (
+    HIGHLIGHT,
+    base_layout,
+    figure_of,
+    image_axes,
+    image_trace,
+    tile_centre,
+    tile_grid,
+    vline,
+)
 
 CAPSNET_COLOR = "#1f77b4"
 CNN_COLOR = "#ff7f0e"
@@ -82,7 +91,7 @@ def sweep_figure(
     )
     layout = base_layout(f"Score for digit {digit} along the sweep", SWEEP_HEIGHT, showlegend=True, legend=LEGEND)
     layout.update(xaxis={"title": {"text": label}, "fixedrange": True}, yaxis=SCORE_AXIS)
-    layout["shapes"] = [_vline(current)]
+    layout["shapes"] = [vline(current, CURRENT_COLOR)]
     layout["margin"] = {**layout["margin"], "l": 50, "b": BOTTOM}
     return figure_of(traces, layout)
 
@@ -98,19 +107,6 @@ def _line(values: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict
         marker={"size": 5},
         hovertemplate=f"{name}<br>%{{x:g}}: %{{y:.3f}}<extra></extra>",
     )
-
-
-def _vline(x: float) -> dict:
-    return {
-        "type": "line",
-        "xref": "x",
-        "yref": "paper",
-        "x0": x,
-        "x1": x,
-        "y0": 0,
-        "y1": 1,
-        "line": {"color": CURRENT_COLOR, "width": 1, "dash": "dot"},
-    }
 
 
 def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, label: str, current: float) -> go.Figure:
@@ -134,7 +130,7 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
         xaxis={"title": {"text": label}, "fixedrange": True},
         yaxis={"title": {"text": "pose component"}, "fixedrange": True},
     )
-    layout["shapes"] = [_vline(current)]
+    layout["shapes"] = [vline(current, CURRENT_COLOR)]
     layout["margin"] = {**layout["margin"], "l": 60, "b": 50}
     return figure_of(traces, layout)
 

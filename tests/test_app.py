@@ -121,6 +121,10 @@ def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(en
     assert array(curve["y"]) == pytest.approx(expected) and len(expected) == card["epochs"]
     assert array(shipped["y"]) == pytest.approx(expected[-1:])
     assert any(f"{expected[-1]:.2f}%" in c.value for c in app.sidebar.caption)
+    first = card["epochs"] - card["epochs_this_run"] + 1  # the shipped model continued earlier runs
+    assert figure(app, "fig_card_curve")["layout"]["shapes"][1]["x0"] == first - 0.5
+    assert any(f"Epochs {first}-{card['epochs']} are the run" in c.value for c in app.sidebar.caption)
+    assert any(c.value == f"The card's note: {card['note']}" for c in app.sidebar.caption)
 
 
 def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):

@@ -194,6 +194,14 @@ def test_epoch_errors_are_percent_from_zero_with_the_last_epoch_marked():
     assert fig.layout.shapes[0].y0 == viz.PAPER_TEST_ERROR and "paper" in fig.layout.annotations[0].text
 
 
+def test_epoch_errors_mark_where_the_last_run_began():
+    fig = viz.epoch_errors_figure([0.98, 0.99, 0.991, 0.992], run_start=3)
+    line, label = fig.layout.shapes[1], fig.layout.annotations[1]
+    assert line.x0 == line.x1 == 2.5 and (line.y0, line.y1) == (0, 1) and line.yref == "paper"
+    assert label.x == 2.5 and label.text == "last run: 3-4"
+    assert len(viz.epoch_errors_figure([0.98, 0.99]).layout.shapes) == 1  # one run: only the paper's line
+
+
 def test_tiles_figure_lays_tiles_out_with_gaps():
     tiles = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
     z = np.asarray(viz.tiles_figure(tiles, "t", columns=2).data[0].z)
