@@ -15,12 +15,13 @@ What it changes, and why (timings: `python -m capsviz.bench`):
 - channels_last (NHWC) convolutions on CUDA, where cuDNN's tensor-core kernels want it.
   The CPU keeps NCHW, the layout `capsviz.conv`'s layers are fastest in
   (`python -m capsviz.bench --sections kernels` times them against oneDNN's NCHW and NHWC).
-- bf16 autocast on CUDA for the convolutions and the decoder. Routing always runs in
+- bf16 autocast on CUDA for the convolutions and the decoder. Routing's tensors stay
   float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
   over 1152 votes. Off on the CPU, where AVX2 has no bf16 arithmetic.
 - TF32 matmuls and convolutions on CUDA, switched on only inside `precision()`, so other
-  code in the process (the plain path, the reference, the app) keeps PyTorch's defaults;
-  Adam with fused=True (one kernel for all parameters).
+  code in the process (the plain path, the reference, the app) keeps PyTorch's defaults.
+  Inside it, routing's float32 matmuls use TF32 too (10-bit mantissa products, float32 sums).
+- Adam with fused=True (one kernel for all parameters).
 - `torch.compile` of the model + loss on request (`--compile`): it fuses the routing's
   element-wise work but costs a compile at start; the benchmark measures both.
 - On the CPU, malloc keeps freed memory for the next step instead of returning it to the
