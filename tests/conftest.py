@@ -3,6 +3,7 @@ device the model tests run on (CAPSVIZ_TEST_DEVICE=cuda runs them on a GPU; docs
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 from pathlib import Path
@@ -18,6 +19,11 @@ from capsviz.model import CapsNet, CapsNetConfig
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
 TEST_DEVICE_VAR = "CAPSVIZ_TEST_DEVICE"
+# capsviz.ui is the app's: the GPU machine (docs/gpu.md command C) has no streamlit or plotly.
+NEEDS_APP = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("streamlit", "plotly")),
+    reason="the app's packages (streamlit, plotly) are not installed",
+)
 
 # Every figure the tests draw (here, in AppTest and in servers they start) is validated by Plotly,
 # which the app skips for speed (capsviz.viz.figure_of).

@@ -41,7 +41,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
-from conftest import REPO, TINY_CAPSNET
+from conftest import NEEDS_APP, REPO, TINY_CAPSNET
 from drawings import draw_digit
 
 
@@ -547,6 +547,7 @@ def test_6_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     assert to_mnist(buffer.getvalue()) is not None
 
 
+@NEEDS_APP
 def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tmp_path):
     from streamlit.testing.v1 import AppTest
 
@@ -627,6 +628,7 @@ def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
 # --- 7. trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
 
 
+@NEEDS_APP
 def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, monkeypatch):
     from capsviz.ui.training import TrainingJob, run_job
 
@@ -637,6 +639,7 @@ def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, m
     assert job.batches_done == 0 and not job.epochs
 
 
+@NEEDS_APP
 def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_path):
     from capsviz.ui.training import TrainingJob
 
@@ -649,6 +652,7 @@ def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_
     assert job.abandoned()
 
 
+@NEEDS_APP
 def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
     from capsviz.ui.training import JobRegistry, TrainingJob
 
@@ -660,6 +664,7 @@ def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
     assert jobs.admit(third) and jobs.active() == [second, third]
 
 
+@NEEDS_APP
 def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -683,6 +688,7 @@ def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp
         job_registry.clear()
 
 
+@NEEDS_APP
 def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
     from capsviz.ui.training import prune_runs
 
@@ -699,6 +705,7 @@ def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
 # --- 12. the server is safe by default -----------------------------------------------------------
 
 
+@NEEDS_APP
 def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     from capsviz.ui.inputs import MAX_UPLOAD_MB

@@ -16,7 +16,7 @@ from capsviz.bench.training import BenchWorkerError, Method, Worker
 from capsviz.fastpath import FAST
 from capsviz.model import CapsNet
 
-from conftest import OFFLINE_ENV
+from conftest import NEEDS_APP, OFFLINE_ENV
 
 
 def test_reference_routes_to_the_same_capsules_as_capsviz_on_the_same_weights():
@@ -40,6 +40,7 @@ def test_reference_softmax_is_over_the_parents():
     assert torch.allclose(couplings.sum(dim=2), torch.ones(2, 5, 1))
 
 
+@NEEDS_APP  # without them: test_bench_without_the_app_packages_skips_what_needs_them
 def test_bench_command_prints_the_table_and_writes_json(tmp_path, synthetic_root):
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "capsviz.bench", "--device", "cpu", "--data-root", str(synthetic_root)]
