@@ -388,11 +388,11 @@ def epoch_errors_figure(test_accuracy: list[float], run_start: int | None = None
             "xref": "x",
             "yref": "paper",
             "x": run_start - 0.5,
-            "y": 1,
+            "y": 0,  # at the foot: the modebar covers the top
             "text": f"last run: {run_start}-{len(epochs)}",
             "showarrow": False,
             "xanchor": "left",
-            "yanchor": "top",
+            "yanchor": "bottom",
             "font": {"size": 10, "color": REFERENCE_LINE_COLOR},
         }
         annotations.append(label)

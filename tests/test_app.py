@@ -23,6 +23,7 @@ from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card, s
 from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
+from capsviz.ui.card import plain  # noqa: E402
 from capsviz.ui.inputs import SAMPLE, UPLOAD  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
@@ -123,8 +124,10 @@ def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(en
     assert any(f"{expected[-1]:.2f}%" in c.value for c in app.sidebar.caption)
     first = card["epochs"] - card["epochs_this_run"] + 1  # the shipped model continued earlier runs
     assert figure(app, "fig_card_curve")["layout"]["shapes"][1]["x0"] == first - 0.5
-    assert any(f"Epochs {first}-{card['epochs']} are the run" in c.value for c in app.sidebar.caption)
-    assert any(c.value == f"The card's note: {card['note']}" for c in app.sidebar.caption)
+    assert any(
+        f"these weights: epochs {first}-{card['epochs']} (learning rate cosine" in c.value for c in app.sidebar.caption
+    )
+    assert any(c.value == f"The card's note: {plain(card['note'], len(card['note']))}" for c in app.sidebar.caption)
 
 
 def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
@@ -319,6 +322,35 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     app.run()
     assert not app.exception
     assert any("5 classes" in e.value and "MNIST needs 10" in e.value for e in app.sidebar.error)
+
+
+def test_a_crafted_card_shows_question_marks_not_a_crash_or_markup(env):
+    """Found by a review: a huge JSON integer crashed the page; a bool showed as 100%; strings went in whole."""
+    run = env / "runs" / "20260101-000000-crafted" / "last.safetensors"
+    torch.manual_seed(0)
+    card = {
+        "test_accuracy": True,
+        "epochs": 10**400,
+        "wall_seconds": 10**400,
+        "device": "![x](https://example.invalid/t.png)" + "A" * 1_000_000,
+        "test_accuracy_per_epoch": [0.5, 0.6, 0.7],
+        "epochs_this_run": 1,
+        "lr_schedule": "cosine",
+        "lr": 10**400,
+        "note": "",
+    }
+    save_checkpoint(run, CapsNet(CapsNetConfig()), card)
+    app = start()
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("run: 20260101-000000-crafted").run()
+    app.session_state[state.CARD_CURVE_OPEN] = True
+    app.run()
+    assert not app.exception
+    text = " ".join(md.value for md in app.sidebar.markdown)
+    assert "test accuracy: not measured" in text and "? epochs" in text and "training time" not in text
+    assert "](" not in text and len(text) < 1_000
+    caption = " ".join(c.value for c in app.sidebar.caption)
+    assert "The run that wrote these weights: epoch 3." in caption and "epochs 1-2, left of the dotted line." in caption
+    assert "The card's note" not in caption  # an empty note shows nothing
 
 
 def start_small_training(epochs: int):
