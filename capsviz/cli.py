@@ -35,6 +35,7 @@ from capsviz.train import (
 )
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
+MNIST_TEST_IMAGES = 10_000  # what a shipped model's card is measured on
 
 
 class UsageError(ValueError):
@@ -63,6 +64,7 @@ NON_NEGATIVE_INT = _number(int, low=0)
 POSITIVE = _number(float, low=0, low_open=True)
 NON_NEGATIVE = _number(float, low=0)
 DECAY = _number(float, low=0, low_open=True, high=1)
+THREADS = _number(int, low=1, high=4 * (os.cpu_count() or 1))  # far more threads than cores crashed OpenMP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
     t.add_argument("--limit", type=POSITIVE_INT, default=None, help="use only the first N train and test images")
     t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    t.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for torch")
+    t.add_argument("--threads", type=THREADS, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
     t.add_argument(
         "--plain", action="store_true", help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.fastpath)"
@@ -213,6 +215,9 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
             read_config(source)  # a foreign or broken checkpoint is refused before any work
         except CheckpointError as exc:
             parser.error(str(exc))
+    last = Path(args.out) / "last.safetensors"
+    if last.exists() and not (args.resume and Path(args.resume).resolve() == last.resolve()):
+        parser.error(f"--out {args.out} already holds a run: continue it with --resume {last}, or pick another --out")
     try:
         check_run_folder(Path(args.out))
     except RunFolderError as exc:
@@ -428,12 +433,10 @@ def _export(args) -> int:
     from capsviz.train import evaluate
 
     model, card = _load_mnist_model(args.checkpoint)
+    out = Path(args.out)
+    _check_export_out(out, model)
     earlier = read_earlier_card(args.continues) if args.continues else None
     test_split = load_mnist(args.data_root, train=False)  # before anything is written
-    out = Path(args.out)
-    kind = registry.kind_of(model)
-    if out.resolve() == SHIPPED_CHECKPOINT.resolve() and kind != registry.LEGACY_KIND:
-        raise UsageError(f"the shipped checkpoint is the explorer's CapsNet; give a {kind} its own --out")
     history = card.pop("history", [])
     per_epoch = [round(h["test_accuracy"], 4) for h in history if isinstance(h, dict) and "test_accuracy" in h]
     identity = {
@@ -467,6 +470,11 @@ def _export(args) -> int:
             test_errors=n - round(accuracy * n),
             measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
         )
+        if _shipped_folder(out) and n != MNIST_TEST_IMAGES:
+            raise UsageError(
+                f"a shipped model is measured on the {MNIST_TEST_IMAGES:,} MNIST test images, this data root has "
+                f"{n:,}: {out} was left as it was"
+            )
         save_checkpoint(weights, shipped, card, half=args.half)
         atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode())
         os.replace(weights, out)
@@ -479,6 +487,31 @@ def _export(args) -> int:
     return 0
 
 
+def _shipped_folder(out: Path) -> bool:
+    """Whether `out` would land among the shipped models and reports (pretrained/)."""
+    return out.resolve().parent == SHIPPED_CHECKPOINT.resolve().parent
+
+
+def _check_export_out(out: Path, model) -> None:
+    """Refuse, before any measurement, an --out that would replace what it should not."""
+    if out.suffix != ".safetensors" or out.is_dir():
+        raise UsageError(f"--out {out} must be a .safetensors file name (the card is written beside it as .json)")
+    kind = registry.kind_of(model)
+    if out.resolve() == SHIPPED_CHECKPOINT.resolve():
+        why = registry.explorer_mismatch(model)
+        if why is not None:
+            raise UsageError(f"the shipped checkpoint is the explorer's CapsNet and {why}: give a {kind} its own --out")
+    if out.exists():
+        try:
+            existing = registry.kind_of(read_config(out))
+        except CheckpointError:
+            raise UsageError(
+                f"--out {out} exists and is not a capsviz model checkpoint: refusing to replace it"
+            ) from None
+        if existing != kind:
+            raise UsageError(f"--out {out} holds a {existing} model; give a {kind} its own --out")
+
+
 def _trace(args) -> int:
     """One image, preprocessed as `predict` does, through the model with every iteration recorded."""
     from capsviz import trace_export
@@ -487,6 +520,8 @@ def _trace(args) -> int:
 
     model, _ = _load_mnist_model(args.checkpoint)
     _require_routing(model, args.checkpoint)
+    if _shipped_folder(Path(args.out)):
+        raise UsageError(f"--out {args.out} is among the shipped models (pretrained/); write a trace elsewhere")
     try:
         x = to_mnist(open_image(args.image))
     except ValueError as exc:
@@ -525,6 +560,8 @@ def _routing_accuracy(args) -> int:
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    if args.limit and _shipped_folder(out):
+        raise UsageError(f"a --limit measurement does not replace the shipped report {out}: give --out")
     split = load_mnist(args.data_root, train=False).head(args.limit)
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:

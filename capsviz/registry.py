@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from capsviz.cnn import CNN, CNNConfig
-from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.model import PAPER, CapsNet, CapsNetConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "capsnet": (CapsNet, CapsNetConfig),
@@ -54,6 +54,21 @@ def mnist_mismatch(config) -> str | None:
     if shape == (10, 28, 1):
         return None
     return f"it classifies {shape[0]} classes of {shape[1]}x{shape[1]}x{shape[2]} input; MNIST needs 10 of 28x28x1"
+
+
+def explorer_mismatch(model: nn.Module) -> str | None:
+    """Why the explorer's views cannot show `model` (they assume an MNIST CapsNet with the paper's 16-D digit
+    capsules on a 6x6 primary grid), or None when they can."""
+    if not isinstance(model, CapsNet):
+        return f"it holds a {kind_of(model)} model; this explorer shows CapsNets"
+    config = model.config
+    why = mnist_mismatch(config)
+    if why is None and (config.digit_dim, config.primary_grid) != (PAPER.digit_dim, PAPER.primary_grid):
+        why = (
+            f"its capsules are {config.digit_dim}-D on a {config.primary_grid}x{config.primary_grid} primary grid; "
+            f"the views need {PAPER.digit_dim}-D on {PAPER.primary_grid}x{PAPER.primary_grid}"
+        )
+    return why
 
 
 def build(config) -> nn.Module:

@@ -324,6 +324,26 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert any("5 classes" in e.value and "MNIST needs 10" in e.value for e in app.sidebar.error)
 
 
+def test_a_chosen_run_that_was_pruned_says_so_and_a_vanishing_file_is_skipped(env):
+    """Found by a review: another session's training prunes old runs; this one fell back without a word."""
+    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5})
+    (env / "runs" / "20260102-000000-vanish").mkdir()
+    (env / "runs" / "20260102-000000-vanish" / "last.safetensors").symlink_to(env / "deleted.safetensors")
+    app = start()  # the listing meets a file whose stat fails, as when a prune races it: skipped
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).options == [
+        "shipped (pretrained)", "run: 20260101-000000-abcdef", "upload a checkpoint..."
+    ]  # fmt: skip
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("run: 20260101-000000-abcdef").run()
+    run.unlink()
+    run.parent.rmdir()
+    app.run()
+    assert not app.exception
+    assert any("20260101-000000-abcdef is no longer in the runs folder" in w.value for w in app.sidebar.warning)
+    assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == "shipped (pretrained)"
+
+
 def test_a_crafted_card_shows_question_marks_not_a_crash_or_markup(env):
     """Found by a review: a huge JSON integer crashed the page; a bool showed as 100%; strings went in whole."""
     run = env / "runs" / "20260101-000000-crafted" / "last.safetensors"

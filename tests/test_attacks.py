@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -777,3 +778,91 @@ def test_13_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
     os.utime(stale, (0, 0))
     save_checkpoint(tmp_path / "capsnet_mnist.safetensors", CapsNet(TINY_CAPSNET))
     assert not stale.exists()
+
+
+# Found by the read-only review of session 10: commands that replaced what they should not.
+
+
+@pytest.fixture
+def shipped_folder(tmp_path, monkeypatch) -> Path:
+    """A stand-in for pretrained/: the shipped CapsNet, its card, the CNN baseline and a routing report."""
+    folder = tmp_path / "pretrained"
+    shipped = save_checkpoint(folder / "capsnet_mnist.safetensors", CapsNet(TINY_CAPSNET), {"test_accuracy": 0.99})
+    save_checkpoint(folder / "cnn_mnist.safetensors", registry.build(CNNConfig()), {})
+    for name in ("capsnet_mnist.json", "capsnet_mnist.routing.json"):
+        (folder / name).write_text('{"test_images": 10000}\n')
+    monkeypatch.setattr(cli, "SHIPPED_CHECKPOINT", shipped)
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("capsnet_mnist.safetensors", "measured on the 10,000 MNIST test images, this data root has 40"),
+        ("cnn_mnist.safetensors", "holds a cnn model; give a capsnet its own --out"),
+        ("capsnet_mnist", "must be a .safetensors file name"),
+        ("capsnet_mnist.json", "must be a .safetensors file name"),
+    ],
+)
+def test_export_never_replaces_a_shipped_file_with_a_partial_or_foreign_one(
+    good_run, synthetic_root, shipped_folder, name, message, capsys
+):
+    before = _contents(shipped_folder)
+    code = cli.main(["export", str(good_run), "--out", str(shipped_folder / name), "--data-root", str(synthetic_root)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert _contents(shipped_folder) == before  # no file changed, none left behind
+
+
+def test_export_refuses_a_capsnet_the_explorer_cannot_show_as_the_shipped_one(
+    synthetic_root, shipped_folder, tmp_path, capsys
+):
+    eight = save_checkpoint(tmp_path / "d8.safetensors", CapsNet(replace(TINY_CAPSNET, digit_dim=8)), {})
+    before = _contents(shipped_folder)
+    code = cli.main(["export", str(eight), "--out", str(cli.SHIPPED_CHECKPOINT), "--data-root", str(synthetic_root)])
+    assert code == 2 and "the views need 16-D" in capsys.readouterr().err
+    assert _contents(shipped_folder) == before
+
+
+def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("capsviz.train.evaluate", lambda *a, **k: pytest.fail("measured first"))
+    folder = tmp_path / "a.safetensors"
+    folder.mkdir()
+    foreign = tmp_path / "trace.safetensors"
+    foreign.write_bytes(b"not a checkpoint")
+    for out, message in ((folder, "must be a .safetensors file name"), (foreign, "not a capsviz model checkpoint")):
+        assert cli.main(["export", str(good_run), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert foreign.read_bytes() == b"not a checkpoint"
+
+
+def test_trace_and_a_partial_routing_report_stay_out_of_the_shipped_folder(shipped_folder, capsys, monkeypatch):
+    monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
+    before = _contents(shipped_folder)
+    image = shipped_folder.parent / "seven.png"
+    draw_digit(7).save(image)
+    trace = ["trace", str(image), "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
+    assert cli.main([*trace, "--out", str(shipped_folder / "cnn_mnist.safetensors")]) == 2
+    assert "among the shipped models" in capsys.readouterr().err
+    assert cli.main(["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT), "--limit", "5"]) == 2
+    assert "does not replace the shipped report" in capsys.readouterr().err
+    assert _contents(shipped_folder) == before
+
+
+def test_train_into_a_folder_that_holds_a_run_is_refused_unless_it_resumes_it(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    assert tiny_train(synthetic_root, out, "--epochs", "1").returncode == 0
+    before = (out / "last.safetensors").read_bytes()
+    again = tiny_train(synthetic_root, out, "--epochs", "1")
+    assert again.returncode == 2 and f"--resume {out / 'last.safetensors'}" in again.stderr
+    assert (out / "last.safetensors").read_bytes() == before
+    resumed = tiny_train(synthetic_root, out, "--epochs", "2", "--resume", out / "last.safetensors")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_threads_far_beyond_the_cores_are_refused(tmp_path):
+    result = tiny_train(tmp_path, tmp_path / "run", "--threads", "100000")
+    assert result.returncode == 2 and "--threads" in result.stderr and "Traceback" not in result.stderr

@@ -51,8 +51,13 @@ def runs_dir() -> Path:
 
 def run_checkpoints() -> list[Path]:
     """Checkpoints of finished or interrupted runs, newest first."""
-    found = runs_dir().glob("*/last.safetensors")
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    found = []
+    for path in runs_dir().glob("*/last.safetensors"):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except OSError:  # pruned by another session between the listing and now
+            continue
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")

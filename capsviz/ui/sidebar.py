@@ -8,7 +8,6 @@ import streamlit as st
 
 from capsviz import registry
 from capsviz.checkpoint import CheckpointError
-from capsviz.model import PAPER, CapsNet
 from capsviz.ui import card, state
 from capsviz.ui.resources import (
     LoadedModel,
@@ -42,9 +41,15 @@ def sidebar() -> Settings:
         device = resolve(st.selectbox("Device", available_devices(), key=state.DEVICE))
         runs = {run_option(p.parent.name): p for p in run_checkpoints()}
         options = [SHIPPED, *runs, UPLOAD]
-        if st.session_state.get(state.CHECKPOINT_CHOICE) not in options:
+        gone = st.session_state.get(state.CHECKPOINT_CHOICE)
+        if gone not in options:
             st.session_state[state.CHECKPOINT_CHOICE] = SHIPPED
         choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
+        if isinstance(gone, str) and gone.startswith(RUN_PREFIX) and gone not in options:
+            st.warning(
+                f"{gone.removeprefix(RUN_PREFIX)} is no longer in the runs folder (the app keeps its newest "
+                "runs only, and deletes older ones when a training starts): showing the shipped model."
+            )
         loaded = _load_choice(choice, runs, device)
         card.show(loaded)
     return Settings(loaded, device)
@@ -52,15 +57,7 @@ def sidebar() -> Settings:
 
 def explorable(loaded: LoadedModel) -> LoadedModel:
     """The views assume a CapsNet that reads MNIST, with the paper's 16-D digit capsules and 6x6 primary grid."""
-    if not isinstance(loaded.model, CapsNet):
-        raise CheckpointError(f"it holds a {registry.kind_of(loaded.model)} model; this explorer shows CapsNets")
-    config = loaded.model.config
-    why = registry.mnist_mismatch(config)
-    if why is None and (config.digit_dim, config.primary_grid) != (PAPER.digit_dim, PAPER.primary_grid):
-        why = (
-            f"its capsules are {config.digit_dim}-D on a {config.primary_grid}x{config.primary_grid} primary grid; "
-            f"the views need {PAPER.digit_dim}-D on {PAPER.primary_grid}x{PAPER.primary_grid}"
-        )
+    why = registry.explorer_mismatch(loaded.model)
     if why is not None:
         raise CheckpointError(why)
     return loaded
