@@ -31,6 +31,7 @@ MAX_INPUT_PIXELS = 4096 * 4096  # refused before decoding (64 MB as RGBA); JPEGs
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16/32-bit greyscale: scaled, never clipped at 255
 INK_THRESHOLD = 0.25  # fraction of the ink contrast that counts as ink for the bounding box
 MIN_CONTRAST = 0.15  # weaker than this between ink and background: blank
+POLARITY_PERCENTILE = 0.5  # ink is the side (darkest or lightest 0.5% of pixels) furthest from the background
 MIN_INK_PIXELS = 12  # fewer ink pixels than this (at input resolution): blank
 MIN_INK_FRACTION = 1e-4
 SPECK_FRACTION = 0.02  # connected ink blobs under 2% of all ink are specks
@@ -110,10 +111,12 @@ def _unit_float(pil: Image.Image) -> Image.Image:
 def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     """(H, W) float32 in [0, 1]: 1 where there is ink, 0 on the background, whatever the polarity.
 
-    With transparency (e.g. a canvas with a transparent background) the alpha channel is
-    the ink. Otherwise the background level is the median of the border pixels: a light
-    border means dark ink on paper, so the greyscale is inverted. The background level is
-    then subtracted and the contrast stretched to [0, 1].
+    Strokes on a transparent background (e.g. a canvas: under half the picture opaque) have
+    their alpha channel as the ink; a mostly opaque picture has its transparent parts filled
+    with its own paper colour. Otherwise the background level is the median of the border
+    pixels, and the ink is whichever side of it the picture reaches further: darker (ink on
+    paper, however dim the paper: the greyscale is inverted) or lighter (chalk on a board).
+    The background level is then subtracted and the contrast stretched to [0, 1].
     """
     pil = load_image(image)
     if pil.mode in WIDE_MODES:
@@ -124,15 +127,19 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     if pil.mode in ("RGBA", "LA", "PA") or (pil.mode == "P" and "transparency" in pil.info):
         rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[:, :, 3]
-        if (alpha < 0.5).mean() > 0.01:  # a real transparent background
+        opaque = alpha >= 0.5
+        if 0.01 < 1.0 - opaque.mean() and opaque.mean() < 0.5:  # strokes on a transparent background
             return _stretch(alpha, floor=0.0)  # ink wherever something was drawn, in any colour
-        grey = _luminance(rgba[:, :, :3]) * alpha  # composite onto black
+        luminance = _luminance(rgba[:, :, :3])
+        paper = float(np.median(luminance[opaque])) if opaque.any() else 0.0
+        grey = luminance * alpha + paper * (1.0 - alpha)  # transparent corners take the paper's colour
     elif pil.mode == "F":
         grey = np.asarray(pil, dtype=np.float32)
     else:
         grey = np.asarray(pil.convert("L"), dtype=np.float32) / 255.0
     background = _border_median(grey)
-    ink = grey if background < 0.5 else 1.0 - grey
+    darkest, lightest = np.percentile(grey, [POLARITY_PERCENTILE, 100 - POLARITY_PERCENTILE])
+    ink = 1.0 - grey if background - darkest > lightest - background else grey
     return _stretch(ink, floor=_border_median(ink))
 
 

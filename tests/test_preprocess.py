@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from capsviz.preprocess import (
     center_of_mass_paste,
@@ -245,3 +245,35 @@ def test_photo_orientation_tag_is_honoured():
     for x in (from_bytes, from_pil):
         similarity = torch.nn.functional.cosine_similarity(x.flatten(), expected.flatten(), dim=0)
         assert similarity > 0.9
+
+
+def _seven(background, ink, mode: str = "L") -> Image.Image:
+    image = Image.new(mode, (300, 300), background)
+    ImageDraw.Draw(image).line([(90, 80), (210, 80), (130, 230)], fill=ink, width=20)
+    return image
+
+
+@pytest.mark.parametrize("paper", [200, 128, 100, 60])
+def test_dark_ink_on_dim_paper_is_ink_however_dim_the_paper(paper):
+    """Found by a review: paper below mid-grey (an indoor photo) was taken for a dark board, the digit for blank."""
+    reference = to_mnist(_seven(0, 255))  # white on black, as MNIST
+    photo = io.BytesIO()
+    _seven(paper, max(paper - 100, 0)).save(photo, format="JPEG", quality=90)
+    x = to_mnist(photo.getvalue())
+    assert x is not None and torch.abs(x - reference).mean() < 0.02
+
+
+def test_light_ink_on_a_light_grey_board_is_still_light_ink():
+    x = to_mnist(_seven(150, 250))  # chalk a little lighter than a light board: the chalk is the ink
+    assert x is not None and torch.abs(x - to_mnist(_seven(0, 255))).mean() < 0.02
+
+
+def test_a_sticker_with_transparent_corners_is_read_by_its_ink_not_its_outline():
+    """Found by a review: any transparency made alpha the ink, so a clipped photo became a white blob."""
+    sticker = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    ImageDraw.Draw(sticker).rounded_rectangle([20, 20, 280, 280], radius=60, fill=(255, 255, 255, 255))
+    ImageDraw.Draw(sticker).line([(90, 80), (210, 80), (130, 230)], fill=(0, 0, 0, 255), width=20)
+    x = to_mnist(sticker)
+    assert x is not None and torch.abs(x - to_mnist(_seven(0, 255))).mean() < 0.02
+    strokes = _seven((0, 0, 0, 0), (255, 0, 0, 255), mode="RGBA")  # red strokes on a transparent canvas
+    assert torch.abs(to_mnist(strokes) - to_mnist(_seven(0, 255))).mean() < 0.02
