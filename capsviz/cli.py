@@ -405,6 +405,21 @@ def read_earlier_card(path: str) -> dict:
     return card
 
 
+def counted_twice(history: list, earlier: dict) -> bool:
+    """Whether the earlier card is this run's own start (an export of it before it was resumed): its curve and
+    wall time are those of the first epochs of this run's history."""
+    k = len(earlier["test_accuracy_per_epoch"])
+    rows = [h for h in history[:k] if isinstance(h, dict)]
+    if k == 0 or len(rows) < k:
+        return False
+    try:
+        same_curve = [round(h["test_accuracy"], 4) for h in rows] == earlier["test_accuracy_per_epoch"]
+        seconds = sum(h["seconds"] for h in rows)
+    except (KeyError, TypeError):  # not a history this trainer wrote: nothing to compare
+        return False
+    return same_curve and abs(seconds - earlier["wall_seconds"]) <= 0.1  # the card rounds to 0.1 s
+
+
 def continued_card(card: dict, earlier: dict) -> dict:
     """This run's card counted on top of the earlier one: all epochs, the whole curve, the total wall time."""
     this_run = card.get("epochs", len(card["test_accuracy_per_epoch"]))
@@ -455,6 +470,11 @@ def _export(args) -> int:
         "test_accuracy_per_epoch": per_epoch or card.get("test_accuracy_per_epoch", []),  # a re-export keeps it
     }
     if earlier is not None:
+        if counted_twice(history, earlier):
+            raise UsageError(
+                f"--continues {args.continues}: this run's own history already holds that card's "
+                f"{earlier['epochs']} epoch(s) (a resumed run counts them itself); export it without --continues"
+            )
         card = continued_card(card, earlier)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", suffix=".tmp", dir=out.parent))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import ENV, tiny_train
+from cli_runs import ENV, capsviz, tiny_train
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -866,3 +866,18 @@ def test_train_into_a_folder_that_holds_a_run_is_refused_unless_it_resumes_it(sy
 def test_threads_far_beyond_the_cores_are_refused(tmp_path):
     result = tiny_train(tmp_path, tmp_path / "run", "--threads", "100000")
     assert result.returncode == 2 and "--threads" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_refuses_to_count_a_resumed_runs_own_epochs_twice(synthetic_root, tmp_path):
+    """Found by a review: export --continues of the run's own earlier export doubled its epochs."""
+    out = tmp_path / "run"
+    assert tiny_train(synthetic_root, out, "--epochs", "1").returncode == 0
+    first = tmp_path / "first.safetensors"
+    assert capsviz("export", out / "last.safetensors", "--out", first, "--data-root", synthetic_root).returncode == 0
+    assert tiny_train(synthetic_root, out, "--epochs", "2", "--resume", out / "last.safetensors").returncode == 0
+    both = tmp_path / "both.safetensors"
+    twice = capsviz("export", out / "last.safetensors", "--out", both, "--data-root", synthetic_root,
+                    "--continues", first.with_suffix(".json"))  # fmt: skip
+    assert twice.returncode == 2 and "already holds that card's 1 epoch(s)" in twice.stderr and not both.exists()
+    once = capsviz("export", out / "last.safetensors", "--out", both, "--data-root", synthetic_root)
+    assert once.returncode == 0 and json.loads(both.with_suffix(".json").read_text())["epochs"] == 2
