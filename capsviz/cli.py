@@ -21,7 +21,14 @@ from pathlib import Path
 import torch
 
 from capsviz import registry
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, atomic_write, load_checkpoint, read_config
+from capsviz.checkpoint import (
+    SHIPPED_CHECKPOINT,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    read_card,
+    read_config,
+)
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.model import MAX_ROUTING_ITERS
@@ -215,6 +222,8 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
             read_config(source)  # a foreign or broken checkpoint is refused before any work
         except CheckpointError as exc:
             parser.error(str(exc))
+    if args.resume:
+        _check_same_run(parser, args)
     last = Path(args.out) / "last.safetensors"
     if last.exists() and not (args.resume and Path(args.resume).resolve() == last.resolve()):
         parser.error(f"--out {args.out} already holds a run: continue it with --resume {last}, or pick another --out")
@@ -222,6 +231,19 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
         check_run_folder(Path(args.out))
     except RunFolderError as exc:
         parser.error(str(exc))
+
+
+def _check_same_run(parser, args) -> None:
+    """A resumed run keeps its batch size, seed and training images: its card records one value of each."""
+    card = read_card(args.resume)
+    for option, key, value in (("--batch-size", "batch_size", args.batch_size), ("--seed", "seed", args.seed)):
+        if key in card and card[key] != value:
+            parser.error(
+                f"{args.resume} was trained with {option} {card[key]}; resume it with the same value "
+                f"(or start a new run from its weights with --init)"
+            )
+    if args.limit and "train_images" in card and card["train_images"] != args.limit:
+        parser.error(f"{args.resume} was trained on {card['train_images']} images; --limit {args.limit} differs")
 
 
 def _train(args) -> int:

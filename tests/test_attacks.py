@@ -881,3 +881,18 @@ def test_export_refuses_to_count_a_resumed_runs_own_epochs_twice(synthetic_root,
     assert twice.returncode == 2 and "already holds that card's 1 epoch(s)" in twice.stderr and not both.exists()
     once = capsviz("export", out / "last.safetensors", "--out", both, "--data-root", synthetic_root)
     assert once.returncode == 0 and json.loads(both.with_suffix(".json").read_text())["epochs"] == 2
+
+
+def test_resume_keeps_the_runs_batch_size_seed_and_images(synthetic_root, tmp_path):
+    """Found by a review: a resume with another batch size rewrote the card's batch_size for the whole run."""
+    out = tmp_path / "run"
+    assert tiny_train(synthetic_root, out, "--epochs", "1").returncode == 0
+    before = (out / "last.safetensors").read_bytes()
+    last = out / "last.safetensors"
+    for change, message in ((("--batch-size", "16"), "--batch-size 32"), (("--seed", "5"), "--seed 0")):
+        result = capsviz("train", "--epochs", "2", "--limit", 64, "--device", "cpu", "--data-root", synthetic_root,
+                         "--out", out, "--resume", last, "--batch-size", 32, *change)  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr
+    fewer = tiny_train(synthetic_root, out, "--epochs", "2", "--resume", last, "--limit", "48")
+    assert fewer.returncode == 2 and "trained on 64 images" in fewer.stderr
+    assert last.read_bytes() == before
