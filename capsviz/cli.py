@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
     t.add_argument("--epochs", type=POSITIVE_INT, default=10)
-    t.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    t.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="default 128, or the resumed run's")
     t.add_argument("--lr", type=POSITIVE, default=1e-3)
     t.add_argument("--lr-decay", type=DECAY, default=0.96, help="learning-rate factor per epoch, in (0, 1]")
     t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
     t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
     t.add_argument("--limit", type=POSITIVE_INT, default=None, help="use only the first N train and test images")
-    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="default 0, or the resumed run's")
     t.add_argument("--threads", type=THREADS, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
     t.add_argument(
@@ -222,8 +222,8 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
             read_config(source)  # a foreign or broken checkpoint is refused before any work
         except CheckpointError as exc:
             parser.error(str(exc))
-    if args.resume:
-        _check_same_run(parser, args)
+    card = read_card(args.resume) if args.resume else {}
+    _check_same_run(parser, args, card)
     last = Path(args.out) / "last.safetensors"
     if last.exists() and not (args.resume and Path(args.resume).resolve() == last.resolve()):
         parser.error(f"--out {args.out} already holds a run: continue it with --resume {last}, or pick another --out")
@@ -233,15 +233,17 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error(str(exc))
 
 
-def _check_same_run(parser, args) -> None:
-    """A resumed run keeps its batch size, seed and training images: its card records one value of each."""
-    card = read_card(args.resume)
-    for option, key, value in (("--batch-size", "batch_size", args.batch_size), ("--seed", "seed", args.seed)):
-        if key in card and card[key] != value:
+def _check_same_run(parser, args, card: dict) -> None:
+    """A resumed run keeps its batch size, seed and training images (its card records one value of each):
+    unset, they are the run's; set to another value, refused."""
+    for option, key, default in (("--batch-size", "batch_size", 128), ("--seed", "seed", 0)):
+        given, recorded = getattr(args, key), card.get(key)
+        if given is not None and recorded is not None and given != recorded:
             parser.error(
-                f"{args.resume} was trained with {option} {card[key]}; resume it with the same value "
+                f"{args.resume} was trained with {option} {recorded}; resume it with the same value "
                 f"(or start a new run from its weights with --init)"
             )
+        setattr(args, key, given if given is not None else recorded if type(recorded) is int else default)
     if args.limit and "train_images" in card and card["train_images"] != args.limit:
         parser.error(f"{args.resume} was trained on {card['train_images']} images; --limit {args.limit} differs")
 

@@ -201,7 +201,7 @@ def test_2_export_refuses_a_malformed_earlier_card_before_writing(good_run, synt
 
 def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
     rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
-    result = tiny_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2)
+    result = tiny_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2, "--limit", 96)
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "optimizer tensor optimizer/conv1.weight/exp_avg (3,) matches no parameter" in result.stderr
 

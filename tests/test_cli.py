@@ -5,6 +5,8 @@ import json
 import pytest
 from cli_runs import capsviz, tiny_train
 
+from capsviz.checkpoint import read_card
+
 from drawings import draw_digit
 
 
@@ -33,6 +35,7 @@ def test_train_resume_continues(trained, synthetic_root, tmp_path):
     log = json.loads((resumed / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
     assert "epoch 1/" not in result.stdout  # epoch 1 was not trained again
+    assert read_card(resumed / "last.safetensors")["seed"] == 3  # unset on resume: the run's own seed
 
 
 def test_evaluate_json(trained, synthetic_root):
