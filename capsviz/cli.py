@@ -29,7 +29,7 @@ from capsviz.checkpoint import (
     read_card,
     read_config,
 )
-from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.data import MNIST_TEST_IMAGES, DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.train import (
@@ -42,7 +42,6 @@ from capsviz.train import (
 )
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
-MNIST_TEST_IMAGES = 10_000  # what a shipped model's card is measured on
 
 
 class UsageError(ValueError):
@@ -235,17 +234,23 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
 
 def _check_same_run(parser, args, card: dict) -> None:
     """A resumed run keeps its batch size, seed and training images (its card records one value of each):
-    unset, they are the run's; set to another value, refused."""
-    for option, key, default in (("--batch-size", "batch_size", 128), ("--seed", "seed", 0)):
+    unset, they are the run's; set to another value, refused (the images once the data is read)."""
+    from capsviz.train import TrainConfig
+
+    defaults = TrainConfig()
+    for option, key in (("--batch-size", "batch_size"), ("--seed", "seed")):
         given, recorded = getattr(args, key), card.get(key)
         if given is not None and recorded is not None and given != recorded:
             parser.error(
                 f"{args.resume} was trained with {option} {recorded}; resume it with the same value "
                 f"(or start a new run from its weights with --init)"
             )
-        setattr(args, key, given if given is not None else recorded if type(recorded) is int else default)
-    if args.limit and "train_images" in card and card["train_images"] != args.limit:
-        parser.error(f"{args.resume} was trained on {card['train_images']} images; --limit {args.limit} differs")
+        setattr(
+            args, key, given if given is not None else recorded if type(recorded) is int else getattr(defaults, key)
+        )
+    args.resumed_images = card.get("train_images") if type(card.get("train_images")) is int else None
+    if args.limit is None:
+        args.limit = args.resumed_images  # the run's own training set (and test images, as --limit cut both)
 
 
 def _train(args) -> int:
@@ -272,6 +277,11 @@ def _train(args) -> int:
     try:
         train_split = load_mnist(args.data_root, train=True).head(args.limit)
         test_split = load_mnist(args.data_root, train=False).head(args.limit)
+        if args.resumed_images is not None and len(train_split) != args.resumed_images:
+            raise UsageError(
+                f"{args.resume} was trained on {args.resumed_images:,} images; this data root and --limit give "
+                f"{len(train_split):,}"
+            )
         callbacks = [_Progress()] if place.is_main else []
         result = train(
             train_split,
@@ -532,8 +542,8 @@ def _export(args) -> int:
 
 
 def _shipped_folder(out: Path) -> bool:
-    """Whether `out` would land among the shipped models and reports (pretrained/)."""
-    return out.resolve().parent == SHIPPED_CHECKPOINT.resolve().parent
+    """Whether `out` would land among the shipped models and reports (in pretrained/, at any depth)."""
+    return out.resolve().is_relative_to(SHIPPED_CHECKPOINT.resolve().parent)
 
 
 def _check_export_out(out: Path, model) -> None:
@@ -604,9 +614,12 @@ def _routing_accuracy(args) -> int:
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    partial = f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not replace {out}: give --out"
     if args.limit and _shipped_folder(out):
-        raise UsageError(f"a --limit measurement does not replace the shipped report {out}: give --out")
+        raise UsageError(partial)
     split = load_mnist(args.data_root, train=False).head(args.limit)
+    if len(split) != MNIST_TEST_IMAGES and _shipped_folder(out):
+        raise UsageError(partial)
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"

@@ -31,7 +31,6 @@ MAX_INPUT_PIXELS = 4096 * 4096  # refused before decoding (64 MB as RGBA); JPEGs
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16/32-bit greyscale: scaled, never clipped at 255
 INK_THRESHOLD = 0.25  # fraction of the ink contrast that counts as ink for the bounding box
 MIN_CONTRAST = 0.15  # weaker than this between ink and background: blank
-POLARITY_PERCENTILE = 0.5  # ink is the side (darkest or lightest 0.5% of pixels) furthest from the background
 MIN_INK_PIXELS = 12  # fewer ink pixels than this (at input resolution): blank
 MIN_INK_FRACTION = 1e-4
 SPECK_FRACTION = 0.02  # connected ink blobs under 2% of all ink are specks
@@ -111,12 +110,14 @@ def _unit_float(pil: Image.Image) -> Image.Image:
 def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     """(H, W) float32 in [0, 1]: 1 where there is ink, 0 on the background, whatever the polarity.
 
-    Strokes on a transparent background (e.g. a canvas: under half the picture opaque) have
-    their alpha channel as the ink; a mostly opaque picture has its transparent parts filled
-    with its own paper colour. Otherwise the background level is the median of the border
-    pixels, and the ink is whichever side of it the picture reaches further: darker (ink on
-    paper, however dim the paper: the greyscale is inverted) or lighter (chalk on a board).
-    The background level is then subtracted and the contrast stretched to [0, 1].
+    Strokes on a transparent background (a canvas: under half the picture opaque, or all of
+    one colour) have their alpha channel as the ink; a mostly opaque picture with contrast of
+    its own (a clipped photo) has its transparent parts filled with its paper colour.
+    Otherwise the background level is the median of the border pixels: a light border means
+    dark ink on paper (the greyscale is inverted), a dark one light ink, unless nothing in
+    the picture stands out on that side while something does on the other (dark ink on dim
+    paper, chalk on a light board). The background level is then subtracted and the
+    contrast stretched to [0, 1].
     """
     pil = load_image(image)
     if pil.mode in WIDE_MODES:
@@ -128,9 +129,9 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[:, :, 3]
         opaque = alpha >= 0.5
-        if 0.01 < 1.0 - opaque.mean() and opaque.mean() < 0.5:  # strokes on a transparent background
-            return _stretch(alpha, floor=0.0)  # ink wherever something was drawn, in any colour
         luminance = _luminance(rgba[:, :, :3])
+        if (alpha < 0.5).mean() > 0.01 and (opaque.mean() < 0.5 or _spread(luminance[opaque]) < MIN_CONTRAST):
+            return _stretch(alpha, floor=0.0)  # strokes on a transparent background: ink in any colour
         paper = float(np.median(luminance[opaque])) if opaque.any() else 0.0
         grey = luminance * alpha + paper * (1.0 - alpha)  # transparent corners take the paper's colour
     elif pil.mode == "F":
@@ -138,9 +139,28 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
     else:
         grey = np.asarray(pil.convert("L"), dtype=np.float32) / 255.0
     background = _border_median(grey)
-    darkest, lightest = np.percentile(grey, [POLARITY_PERCENTILE, 100 - POLARITY_PERCENTILE])
-    ink = 1.0 - grey if background - darkest > lightest - background else grey
+    darker = int((grey < background - MIN_CONTRAST).sum())  # pixels that could be dark ink
+    lighter = int((grey > background + MIN_CONTRAST).sum())  # or light ink
+    dark_ink = background >= 0.5  # a light border: ink on paper; a dark one: chalk on a board
+    if dark_ink and darker < _few(lighter):  # nothing darker than this paper: light ink on a light board
+        dark_ink = False
+    elif not dark_ink and lighter < _few(darker):  # nothing lighter: dark ink on dim paper
+        dark_ink = True
+    ink = 1.0 - grey if dark_ink else grey
     return _stretch(ink, floor=_border_median(ink))
+
+
+def _few(pixels: int) -> int:
+    """Under this many pixels on the border's side of the picture, against `pixels` on the other: no ink there."""
+    return max(MIN_INK_PIXELS, pixels // 20)
+
+
+def _spread(values: np.ndarray) -> float:
+    """The range of the middle 98% of `values` (0 for none): how much contrast a region holds."""
+    if values.size == 0:
+        return 0.0
+    low, high = np.percentile(values, [1, 99])
+    return float(high - low)
 
 
 def drop_specks(ink: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.card import plain  # noqa: E402
 from capsviz.ui.inputs import SAMPLE, UPLOAD  # noqa: E402
+from capsviz.ui.resources import run_checkpoints  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
 
@@ -324,24 +325,43 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert any("5 classes" in e.value and "MNIST needs 10" in e.value for e in app.sidebar.error)
 
 
-def test_a_chosen_run_that_was_pruned_says_so_and_a_vanishing_file_is_skipped(env):
+def test_a_chosen_run_that_was_pruned_says_so(env):
     """Found by a review: another session's training prunes old runs; this one fell back without a word."""
     run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
     torch.manual_seed(0)
     save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5})
-    (env / "runs" / "20260102-000000-vanish").mkdir()
-    (env / "runs" / "20260102-000000-vanish" / "last.safetensors").symlink_to(env / "deleted.safetensors")
-    app = start()  # the listing meets a file whose stat fails, as when a prune races it: skipped
-    assert app.selectbox(key=state.CHECKPOINT_CHOICE).options == [
-        "shipped (pretrained)", "run: 20260101-000000-abcdef", "upload a checkpoint..."
-    ]  # fmt: skip
+    app = start()
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("run: 20260101-000000-abcdef").run()
     run.unlink()
     run.parent.rmdir()
     app.run()
     assert not app.exception
-    assert any("20260101-000000-abcdef is no longer in the runs folder" in w.value for w in app.sidebar.warning)
+    gone = plain("20260101-000000-abcdef")  # as typed: markdown escaped
+    assert any(f"{gone} is no longer in the runs folder" in w.value for w in app.sidebar.warning)
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == "shipped (pretrained)"
+
+
+def test_a_share_link_to_a_run_that_never_existed_shows_the_shipped_model_without_a_story(env):
+    app = start_with({"model": "run:[click](https://example.invalid) never existed"})  # what share.restore reads
+    assert not app.exception and not app.sidebar.warning
+    assert app.sidebar.markdown[0].value.startswith("**shipped \\(pretrained\\)**")
+
+
+def test_the_runs_list_skips_a_file_that_vanishes_while_it_is_listed(env, monkeypatch):
+    """Found by a review: another session's prune between the listing and the stat raised FileNotFoundError."""
+    kept, vanishing = (env / "runs" / name / "last.safetensors" for name in ("20260101-000000-kept", "vanish"))
+    for path in (kept, vanishing):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    real_stat = Path.stat
+
+    def stat(path, *args, **kwargs):
+        if path == vanishing:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    assert run_checkpoints() == [kept]
 
 
 def test_a_crafted_card_shows_question_marks_not_a_crash_or_markup(env):

@@ -33,6 +33,7 @@ from capsviz.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_training_state,
+    read_card,
     restore_optimizer,
     save_checkpoint,
 )
@@ -839,16 +840,21 @@ def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tm
     assert foreign.read_bytes() == b"not a checkpoint"
 
 
-def test_trace_and_a_partial_routing_report_stay_out_of_the_shipped_folder(shipped_folder, capsys, monkeypatch):
+def test_trace_and_a_partial_routing_report_stay_out_of_the_shipped_folder(
+    shipped_folder, synthetic_root, capsys, monkeypatch
+):
     monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     before = _contents(shipped_folder)
     image = shipped_folder.parent / "seven.png"
     draw_digit(7).save(image)
     trace = ["trace", str(image), "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
-    assert cli.main([*trace, "--out", str(shipped_folder / "cnn_mnist.safetensors")]) == 2
-    assert "among the shipped models" in capsys.readouterr().err
-    assert cli.main(["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT), "--limit", "5"]) == 2
-    assert "does not replace the shipped report" in capsys.readouterr().err
+    for out in (shipped_folder / "cnn_mnist.safetensors", shipped_folder / "traces" / "seven.safetensors"):
+        assert cli.main([*trace, "--out", str(out)]) == 2
+        assert "among the shipped models" in capsys.readouterr().err
+    measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
+    for partial in (["--limit", "5"], ["--data-root", str(synthetic_root)]):  # 5 or 40 test images, not 10,000
+        assert cli.main([*measure, *partial]) == 2
+        assert "fewer than the 10,000 test images does not replace" in capsys.readouterr().err
     assert _contents(shipped_folder) == before
 
 
@@ -896,3 +902,8 @@ def test_resume_keeps_the_runs_batch_size_seed_and_images(synthetic_root, tmp_pa
     fewer = tiny_train(synthetic_root, out, "--epochs", "2", "--resume", last, "--limit", "48")
     assert fewer.returncode == 2 and "trained on 64 images" in fewer.stderr
     assert last.read_bytes() == before
+    unset = capsviz("train", "--epochs", "2", "--device", "cpu", "--data-root", synthetic_root, "--out", out,
+                    "--resume", last)  # fmt: skip
+    assert unset.returncode == 0, unset.stderr  # the run's batch size, seed and 64 of the 96 images
+    card = read_card(last)
+    assert (card["batch_size"], card["seed"], card["train_images"], card["epochs"]) == (32, 0, 64, 2)

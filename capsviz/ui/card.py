@@ -13,6 +13,7 @@ import re
 import streamlit as st
 
 from capsviz import viz
+from capsviz.data import MNIST_TEST_IMAGES
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
@@ -20,7 +21,6 @@ from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 MAX_CURVE_EPOCHS = 10_000  # plot no more epochs than this
 MAX_NOTE_CHARS = 5_000  # show no more of the note than this
 MAX_FIELD_CHARS = 100  # nor of a one-line field (device, name)
-MNIST_TEST_IMAGES = 10_000
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")  # what st.markdown would read as markup
 
 

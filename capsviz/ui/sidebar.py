@@ -41,16 +41,19 @@ def sidebar() -> Settings:
         device = resolve(st.selectbox("Device", available_devices(), key=state.DEVICE))
         runs = {run_option(p.parent.name): p for p in run_checkpoints()}
         options = [SHIPPED, *runs, UPLOAD]
-        gone = st.session_state.get(state.CHECKPOINT_CHOICE)
-        if gone not in options:
+        previous = st.session_state.get(state.CHECKPOINT_CHOICE)
+        if previous not in options:
             st.session_state[state.CHECKPOINT_CHOICE] = SHIPPED
         choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
-        if isinstance(gone, str) and gone.startswith(RUN_PREFIX) and gone not in options:
+        shown = st.session_state.pop(state.RUN_SHOWN, None)  # the run this session showed last, if any
+        if shown is not None and shown == previous and previous not in options:
             st.warning(
-                f"{gone.removeprefix(RUN_PREFIX)} is no longer in the runs folder (the app keeps its newest "
-                "runs only, and deletes older ones when a training starts): showing the shipped model."
+                f"{card.plain(previous.removeprefix(RUN_PREFIX))} is no longer in the runs folder (the app keeps "
+                "its newest runs only, and deletes older ones when a training starts): showing the shipped model."
             )
         loaded = _load_choice(choice, runs, device)
+        if loaded.label in runs:
+            st.session_state[state.RUN_SHOWN] = loaded.label
         card.show(loaded)
     return Settings(loaded, device)
 
