@@ -644,6 +644,10 @@ def _robustness(args) -> int:
     paths = list({path.resolve(): display_path(path) for path in given}.values())  # each file once
     models = [(path, *_load_mnist_model(path, device)) for path in paths]  # every file checked before measuring
     split = load_mnist(args.data_root, train=False).head(args.limit)
+    if out_dir is not None and len(split) != MNIST_TEST_IMAGES and _shipped_folder(out_dir / "robustness.json"):
+        raise UsageError(
+            f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not go into {out_dir}"
+        )
     entries = []
     for path, model, card in models:
         print(f"measuring {path} on {len(split)} images ...", file=sys.stderr, flush=True)

@@ -840,7 +840,7 @@ def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tm
     assert foreign.read_bytes() == b"not a checkpoint"
 
 
-def test_trace_and_a_partial_routing_report_stay_out_of_the_shipped_folder(
+def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(
     shipped_folder, synthetic_root, capsys, monkeypatch
 ):
     monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
@@ -851,6 +851,9 @@ def test_trace_and_a_partial_routing_report_stay_out_of_the_shipped_folder(
     for out in (shipped_folder / "cnn_mnist.safetensors", shipped_folder / "traces" / "seven.safetensors"):
         assert cli.main([*trace, "--out", str(out)]) == 2
         assert "among the shipped models" in capsys.readouterr().err
+    monkeypatch.setattr("capsviz.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
+    robust = ["robustness", "--data-root", str(synthetic_root), "--out-dir", str(shipped_folder)]
+    assert cli.main(robust) == 2 and "fewer than the 10,000 test images" in capsys.readouterr().err
     measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
     for partial in (["--limit", "5"], ["--data-root", str(synthetic_root)]):  # 5 or 40 test images, not 10,000
         assert cli.main([*measure, *partial]) == 2
