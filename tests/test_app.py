@@ -25,7 +25,7 @@ from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.card import plain  # noqa: E402
 from capsviz.ui.inputs import SAMPLE, UPLOAD  # noqa: E402
-from capsviz.ui.resources import run_checkpoints  # noqa: E402
+from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
 
@@ -403,6 +403,33 @@ def start_small_training(epochs: int):
     app.button(key=state.TRAIN_START).click().run()
     assert not app.exception
     return app, app.session_state[state.TRAIN_JOB]
+
+
+def test_a_run_another_session_shows_survives_the_prune_a_training_starts(env, monkeypatch):
+    """Found by a review: starting a training deleted old app runs even while another session showed one."""
+    monkeypatch.setenv("CAPSVIZ_KEEP_RUNS", "1")  # the new run only: every older app run may go
+    shown, other = (env / "runs" / name for name in ("20260101-000000-abcdef", "20260102-000000-abcdef"))
+    torch.manual_seed(0)
+    for run in (shown, other):
+        save_checkpoint(run / "last.safetensors", CapsNet(CapsNetConfig()), {"test_accuracy": 0.5})
+    viewer = start()
+    viewer.selectbox(key=state.CHECKPOINT_CHOICE).set_value(f"run: {shown.name}").run()
+    _, job = start_small_training(epochs=1)  # another session
+    job.thread.join(timeout=300)
+    assert shown.is_dir() and not other.exists()
+    viewer.run()
+    assert not viewer.exception and viewer.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {shown.name}"
+
+
+def test_open_runs_forget_the_sessions_that_closed():
+    runs = OpenRuns()
+    alive = {"a": True, "b": True}
+    runs.show("a", Path("runs/x"), lambda: alive["a"])
+    runs.show("b", Path("runs/y"), lambda: alive["b"])
+    assert runs.folders() == {Path("runs/x"), Path("runs/y")}
+    alive["b"] = False
+    runs.show("a", None, lambda: True)  # a switched to the shipped model
+    assert runs.folders() == set()
 
 
 def test_train_in_the_app_then_switch_to_the_new_model(env):

@@ -840,9 +840,7 @@ def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tm
     assert foreign.read_bytes() == b"not a checkpoint"
 
 
-def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(
-    shipped_folder, synthetic_root, capsys, monkeypatch
-):
+def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folder, synthetic_root, capsys, monkeypatch):
     monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     before = _contents(shipped_folder)
     image = shipped_folder.parent / "seven.png"

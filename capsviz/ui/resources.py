@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,46 @@ def run_checkpoints() -> list[Path]:
         except OSError:  # pruned by another session between the listing and now
             continue
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def session_watch() -> Callable[[], bool]:
+    """A thread-safe "is this browser session still connected?"; always True without a server."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():  # AppTest or a bare script: no browser to lose
+        return lambda: True
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
+
+
+class OpenRuns:
+    """The run folders that browser sessions are showing, so that a prune another session starts keeps them."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[Path, Callable[[], bool]]] = {}  # session id -> (run folder, is it alive?)
+        self._lock = threading.Lock()
+
+    def show(self, session: str, folder: Path | None, alive: Callable[[], bool]) -> None:
+        """`session` now shows the run in `folder` (None: no run)."""
+        with self._lock:
+            if folder is None:
+                self._open.pop(session, None)
+            else:
+                self._open[session] = (folder, alive)
+
+    def folders(self) -> set[Path]:
+        """The folders shown by sessions still connected (closed ones are forgotten here)."""
+        with self._lock:
+            self._open = {s: (folder, alive) for s, (folder, alive) in self._open.items() if alive()}
+            return {folder for folder, _ in self._open.values()}
+
+
+@st.cache_resource
+def open_runs() -> OpenRuns:
+    """One per server process (cache_resource is shared by all sessions)."""
+    return OpenRuns()
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")

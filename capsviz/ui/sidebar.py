@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import streamlit as st
@@ -14,8 +15,10 @@ from capsviz.ui.resources import (
     available_devices,
     model_from_bytes,
     model_from_file,
+    open_runs,
     resolve,
     run_checkpoints,
+    session_watch,
     shipped_model,
 )
 
@@ -52,7 +55,10 @@ def sidebar() -> Settings:
                 "its newest runs only, and deletes older ones when a training starts): showing the shipped model."
             )
         loaded = _load_choice(choice, runs, device)
-        if loaded.label in runs:
+        run = runs[loaded.label].parent if loaded.label in runs else None
+        viewer = st.session_state.setdefault(state.VIEWER, uuid.uuid4().hex)  # this browser session, by a token
+        open_runs().show(viewer, run, session_watch())  # kept from other sessions' prunes while shown
+        if run is not None:
             st.session_state[state.RUN_SHOWN] = loaded.label
         card.show(loaded)
     return Settings(loaded, device)

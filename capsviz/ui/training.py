@@ -8,8 +8,8 @@ folder and can be made the session's active model.
 What a server spends on trainings is bounded: a training stops when its browser session
 has been gone for $CAPSVIZ_ABANDONED_SECONDS (default 30: a closed tab, not a network
 blip), at most $CAPSVIZ_MAX_TRAININGS run at once on the server (default 2), and the runs
-folder keeps the newest $CAPSVIZ_KEEP_RUNS app runs (default 10; runs made with the
-command line are never touched).
+folder keeps the newest $CAPSVIZ_KEEP_RUNS app runs (default 10, and any a session is
+training or showing; runs made with the command line are never touched).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state
-from capsviz.ui.resources import available_devices, runs_dir, torch_threads
+from capsviz.ui.resources import available_devices, open_runs, runs_dir, session_watch, torch_threads
 from capsviz.ui.sidebar import run_option
 from capsviz.ui.widgets import PLOT_CONFIG
 
@@ -205,18 +205,6 @@ def prune_runs(folder: Path, keep: int, protect: set[Path] = frozenset()) -> lis
     return doomed
 
 
-def session_watch() -> Callable[[], bool]:
-    """A thread-safe "is this browser session still connected?" for the worker; always True without a server."""
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is None or not Runtime.exists():  # AppTest or a bare script: no browser to lose
-        return lambda: True
-    runtime, session_id = Runtime.instance(), ctx.session_id
-    return lambda: runtime.is_active_session(session_id)
-
-
 def start_job(
     config: TrainConfig,
     limit: int,
@@ -239,7 +227,8 @@ def start_job(
     if not jobs.admit(job):
         return None
     torch_threads()
-    prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), {j.out_dir for j in jobs.active()})
+    in_use = {j.out_dir for j in jobs.active()} | open_runs().folders()  # training, or shown by a session
+    prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), in_use)
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()
     return job
