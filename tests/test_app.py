@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -419,6 +420,16 @@ def test_a_run_another_session_shows_survives_the_prune_a_training_starts(env, m
     assert shown.is_dir() and not other.exists()
     viewer.run()
     assert not viewer.exception and viewer.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {shown.name}"
+
+
+def test_a_finished_run_whose_folder_was_pruned_says_so(env):
+    app, job = start_small_training(epochs=1)
+    job.thread.join(timeout=300)
+    assert job.status == "finished", job.error
+    shutil.rmtree(job.out_dir)  # what another session's prune does once this session shows another model
+    app.run()
+    assert not app.exception and not app.success
+    assert any("checkpoint is gone" in w.value for w in app.warning)
 
 
 def test_open_runs_forget_the_sessions_that_closed():

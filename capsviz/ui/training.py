@@ -352,8 +352,13 @@ def draw_job(job: TrainingJob) -> None:
             key=state.TRAIN_DOWNLOAD,
             help="About a third of the run's checkpoint, which also holds Adam's state; loads back as a checkpoint.",
         )
-    elif job.status == "cancelled":
+    elif job.status == "cancelled" and not job.epochs:
         st.warning("Cancelled before the first epoch was evaluated: nothing was saved.")
+    elif job.epochs:  # it was saved: another session's training pruned it since
+        st.warning(
+            f"This run's checkpoint is gone from `{job.out_dir}`: the app keeps only its newest runs, and a "
+            "training started since removed it."
+        )
 
 
 def weights_only(checkpoint: Path) -> bytes:
