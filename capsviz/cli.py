@@ -614,12 +614,9 @@ def _routing_accuracy(args) -> int:
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
-    partial = f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not replace {out}: give --out"
-    if args.limit and _shipped_folder(out):
-        raise UsageError(partial)
     split = load_mnist(args.data_root, train=False).head(args.limit)
     if len(split) != MNIST_TEST_IMAGES and _shipped_folder(out):
-        raise UsageError(partial)
+        raise UsageError(f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not replace {out}")
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"

@@ -129,8 +129,8 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[:, :, 3]
         opaque = alpha >= 0.5
-        luminance = _luminance(rgba[:, :, :3])
-        if (alpha < 0.5).mean() > 0.01 and (opaque.mean() < 0.5 or _spread(luminance[opaque]) < MIN_CONTRAST):
+        luminance = _luminance(rgba[:, :, :3])  # (H, W)
+        if (~opaque).mean() > 0.01 and (opaque.mean() < 0.5 or _spread(luminance[opaque]) < MIN_CONTRAST):
             return _stretch(alpha, floor=0.0)  # strokes on a transparent background: ink in any colour
         paper = float(np.median(luminance[opaque])) if opaque.any() else 0.0
         grey = luminance * alpha + paper * (1.0 - alpha)  # transparent corners take the paper's colour

@@ -853,7 +853,8 @@ def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folde
     robust = ["robustness", "--data-root", str(synthetic_root), "--out-dir", str(shipped_folder)]
     assert cli.main(robust) == 2 and "fewer than the 10,000 test images" in capsys.readouterr().err
     measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
-    for partial in (["--limit", "5"], ["--data-root", str(synthetic_root)]):  # 5 or 40 test images, not 10,000
+    for partial in (["--limit", "5"], []):  # 5 or 40 test images, not 10,000
+        partial += ["--data-root", str(synthetic_root)]
         assert cli.main([*measure, *partial]) == 2
         assert "fewer than the 10,000 test images does not replace" in capsys.readouterr().err
     assert _contents(shipped_folder) == before

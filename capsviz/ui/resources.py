@@ -81,13 +81,13 @@ class OpenRuns:
         self._open: dict[str, tuple[Path, Callable[[], bool]]] = {}  # session id -> (run folder, is it alive?)
         self._lock = threading.Lock()
 
-    def show(self, session: str, folder: Path | None, alive: Callable[[], bool]) -> None:
-        """`session` now shows the run in `folder` (None: no run)."""
+    def show(self, session: str, folder: Path | None, alive: Callable[[], bool]) -> Path | None:
+        """`session` now shows the run in `folder` (None: no run); returns the folder it showed before, if any."""
         with self._lock:
-            if folder is None:
-                self._open.pop(session, None)
-            else:
+            before = self._open.pop(session, (None, None))[0]
+            if folder is not None:
                 self._open[session] = (folder, alive)
+            return before
 
     def folders(self) -> set[Path]:
         """The folders shown by sessions still connected (closed ones are forgotten here)."""

@@ -44,22 +44,18 @@ def sidebar() -> Settings:
         device = resolve(st.selectbox("Device", available_devices(), key=state.DEVICE))
         runs = {run_option(p.parent.name): p for p in run_checkpoints()}
         options = [SHIPPED, *runs, UPLOAD]
-        previous = st.session_state.get(state.CHECKPOINT_CHOICE)
-        if previous not in options:
+        if st.session_state.get(state.CHECKPOINT_CHOICE) not in options:
             st.session_state[state.CHECKPOINT_CHOICE] = SHIPPED
         choice = st.selectbox("Checkpoint", options, key=state.CHECKPOINT_CHOICE)
-        shown = st.session_state.pop(state.RUN_SHOWN, None)  # the run this session showed last, if any
-        if shown is not None and shown == previous and previous not in options:
-            st.warning(
-                f"{card.plain(previous.removeprefix(RUN_PREFIX))} is no longer in the runs folder (the app keeps "
-                "its newest runs only, and deletes older ones when a training starts): showing the shipped model."
-            )
         loaded = _load_choice(choice, runs, device)
         run = runs[loaded.label].parent if loaded.label in runs else None
         viewer = st.session_state.setdefault(state.VIEWER, uuid.uuid4().hex)  # this browser session, by a token
-        open_runs().show(viewer, run, session_watch())  # kept from other sessions' prunes while shown
-        if run is not None:
-            st.session_state[state.RUN_SHOWN] = loaded.label
+        before = open_runs().show(viewer, run, session_watch())  # kept from other sessions' prunes while shown
+        if before is not None and before not in {path.parent for path in runs.values()}:
+            st.warning(
+                f"{card.plain(before.name)} is no longer in the runs folder (the app keeps its newest runs only, "
+                "and deletes older ones when a training starts): showing the shipped model."
+            )
         card.show(loaded)
     return Settings(loaded, device)
 

@@ -23,8 +23,7 @@ GALLERY_CHECK = "gallery_check"
 GALLERY_MORE_CHECK = "gallery_more_check"
 
 CHECKPOINT_CHOICE = "checkpoint_choice"
-RUN_SHOWN = "run_shown"  # the run the sidebar loaded last, to say so if it is pruned
-VIEWER = "viewer"  # a token for this session in the server-wide list of runs shown
+VIEWER = "viewer"  # a token for this session in the server-wide list of runs shown (say if one vanishes)
 CHECKPOINT_UPLOAD = "checkpoint_upload"
 ROUTING_ITERS = "routing_iters"
 DEVICE = "device"
