@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=THREADS, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
     t.add_argument(
-        "--plain", action="store_true", help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.fastpath)"
+        "--plain",
+        action="store_true",
+        help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.speed.fastpath)",
     )
 
     e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images")
@@ -127,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         "its epochs, per-epoch test accuracies and wall time are counted in",
     )
 
-    tr = commands.add_parser("trace", help="write one image's full routing trace (safetensors; capsviz.trace_export)")
+    tr = commands.add_parser(
+        "trace", help="write one image's full routing trace (safetensors; capsviz.analysis.trace_export)"
+    )
     tr.add_argument("image")
     tr.add_argument("--out", required=True, help="the .safetensors file to write")
     tr.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
@@ -254,8 +258,8 @@ def _check_same_run(parser, args, card: dict) -> None:
 
 
 def _train(args) -> int:
-    from capsviz import distributed
-    from capsviz.fastpath import FAST, PLAIN
+    from capsviz.speed import distributed
+    from capsviz.speed.fastpath import FAST, PLAIN
     from capsviz.train import TrainConfig, train
 
     if args.threads:
@@ -477,8 +481,8 @@ def _export(args) -> int:
     import datetime as dt
     import tempfile
 
+    from capsviz.analysis.routing_accuracy import display_path
     from capsviz.checkpoint import atomic_write, save_checkpoint
-    from capsviz.routing_accuracy import display_path
     from capsviz.train import evaluate
 
     model, card = _load_mnist_model(args.checkpoint)
@@ -568,9 +572,9 @@ def _check_export_out(out: Path, model) -> None:
 
 def _trace(args) -> int:
     """One image, preprocessed as `predict` does, through the model with every iteration recorded."""
-    from capsviz import trace_export
+    from capsviz.analysis import trace_export
+    from capsviz.analysis.xray import xray
     from capsviz.preprocess import open_image, to_mnist
-    from capsviz.xray import xray
 
     model, _ = _load_mnist_model(args.checkpoint)
     _require_routing(model, args.checkpoint)
@@ -606,7 +610,7 @@ def _require_routing(model, checkpoint) -> None:
 
 
 def _routing_accuracy(args) -> int:
-    from capsviz import routing_accuracy
+    from capsviz.analysis import routing_accuracy
     from capsviz.device import resolve_device
 
     model, _ = _load_mnist_model(args.checkpoint, resolve_device(args.device))
@@ -629,9 +633,9 @@ def _routing_accuracy(args) -> int:
 
 
 def _robustness(args) -> int:
-    from capsviz import robustness
+    from capsviz.analysis import robustness
+    from capsviz.analysis.routing_accuracy import display_path
     from capsviz.device import device_description, resolve_device
-    from capsviz.routing_accuracy import display_path
 
     device = resolve_device(args.device)
     out_dir = Path(args.out_dir) if args.out_dir else None

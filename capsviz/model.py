@@ -8,8 +8,8 @@
 Shape letters are those of `capsviz.routing`: B batch, N = 1152 primary capsules,
 J = 10 digit capsules, D = 16 pose dimensions, I = 8 primary capsule size.
 
-The convolutions are plain nn.Conv2d; the training fast path (`capsviz.fastpath`) swaps in
-faster CPU training layers with the same parameters and state dict keys (`capsviz.conv`).
+The convolutions are plain nn.Conv2d; the training fast path (`capsviz.speed.fastpath`) swaps in
+faster CPU training layers with the same parameters and state dict keys (`capsviz.speed.conv`).
 
 Primary capsules are flattened type-major: capsule n = type * 36 + row * 6 + col, so
 `n` reshapes to (32 types, 6, 6) positions; the app relies on this layout.
@@ -168,7 +168,7 @@ class DigitCaps(nn.Module):
     def forward(
         self, u: torch.Tensor, iterations: int, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None]:
-        with torch.autocast(u.device.type, enabled=False):  # routing stays float32 (capsviz.fastpath)
+        with torch.autocast(u.device.type, enabled=False):  # routing stays float32 (capsviz.speed.fastpath)
             return self.route(self.votes(u.float()), iterations, trace=trace)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from capsviz import distributed, registry
+from capsviz import registry
 from capsviz.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -38,9 +38,10 @@ from capsviz.checkpoint import (
 )
 from capsviz.data import Split, batches, random_shift, to_float
 from capsviz.device import device_description, resolve_device
-from capsviz.distributed import Distributed
-from capsviz.fastpath import FAST, FastPath
 from capsviz.model import CapsNetConfig
+from capsviz.speed import distributed
+from capsviz.speed.distributed import Distributed
+from capsviz.speed.fastpath import FAST, FastPath
 
 
 @dataclass
@@ -55,7 +56,7 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 500
     eval_limit: int = 0  # evaluate on the first N test images only (a lesson's quick run); 0: all of them
-    fast: FastPath = FAST  # capsviz.fastpath; PLAIN for the straightforward path
+    fast: FastPath = FAST  # capsviz.speed.fastpath; PLAIN for the straightforward path
     report_every: int = 0  # batches per BatchEnd callback (and GPU sync); 0: 1 on the CPU, 25 on CUDA
 
     def __post_init__(self) -> None:
@@ -218,10 +219,10 @@ def train(
     default), or the checkpoint's model with `resume` / `init`; returns when the last epoch is
     done or `stop` is set.
 
-    Under torchrun (`place` from `capsviz.distributed`), every rank trains on its shard of
+    Under torchrun (`place` from `capsviz.speed.distributed`), every rank trains on its shard of
     each epoch and only rank 0 evaluates, calls the callbacks and writes files; `stop` is
     for single-process runs (the app). On the CPU, freed memory is kept for reuse while it
-    runs (`capsviz.memory`).
+    runs (`capsviz.speed.memory`).
     """
     device = resolve_device(config.device)
     with config.fast.retained_memory(device):

@@ -26,7 +26,7 @@ NEEDS_APP = pytest.mark.skipif(
 )
 
 # Every figure the tests draw (here, in AppTest and in servers they start) is validated by Plotly,
-# which the app skips for speed (capsviz.viz.figure_of).
+# which the app skips for speed (capsviz.figures.viz.figure_of).
 os.environ["CAPSVIZ_VALIDATE_FIGURES"] = "1"
 
 # No test may download anything: subprocesses get every proxy pointed at a closed local

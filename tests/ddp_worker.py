@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capsviz.data import load_mnist  # noqa: E402
-from capsviz.distributed import Distributed  # noqa: E402
 from capsviz.model import CapsNetConfig  # noqa: E402
+from capsviz.speed.distributed import Distributed  # noqa: E402
 from capsviz.train import TrainConfig, train  # noqa: E402
 
 TINY = CapsNetConfig(  # conftest.TINY_CAPSNET, repeated: this script imports no test code

@@ -1,10 +1,10 @@
-"""capsviz.affine: hand-computed cases, determinism, and ink kept inside the frame."""
+"""capsviz.analysis.affine: hand-computed cases, determinism, and ink kept inside the frame."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from capsviz import affine
+from capsviz.analysis import affine
 from capsviz.data import load_mnist, to_float
 
 

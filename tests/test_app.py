@@ -244,7 +244,7 @@ def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
 
 
 def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(env):
-    from capsviz import routing_accuracy
+    from capsviz.analysis import routing_accuracy
 
     run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
     torch.manual_seed(0)
@@ -626,7 +626,7 @@ def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
     png = next(b for b in app.get("download_button") if b.key == "pose_grid_download").proto
     assert "figure4" in png.label.lower() or "PNG" in png.label
     assert any("rows are dimensions" in c for image in app.get("image") for c in image.captions)
-    from capsviz import perturb
+    from capsviz.analysis import perturb
 
     cached = app.session_state[state.POSE_GRID][1]
     picture = Image.open(io.BytesIO(cached))
@@ -792,8 +792,8 @@ def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
 
 
 def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
+    from capsviz.analysis.mistakes import misclassified
     from capsviz.data import load_mnist
-    from capsviz.mistakes import misclassified
 
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
@@ -868,7 +868,7 @@ def test_a_broken_link_is_ignored(env):
 
 
 def test_the_guided_path_shows_each_stage_for_this_input(env):
-    from capsviz import stages
+    from capsviz.analysis import stages
 
     app = draw(start(), 3)
     control = app.get("button_group")[0]

@@ -16,13 +16,13 @@ pytest.importorskip("streamlit")
 
 from test_app import array, draw, figure, heatmap, open_tab, start  # noqa: E402
 
-from capsviz import lab, robustness  # noqa: E402
+from capsviz.analysis import lab, robustness  # noqa: E402
 from capsviz.checkpoint import save_checkpoint  # noqa: E402
 from capsviz.cnn import CNN, CNNConfig  # noqa: E402
+from capsviz.figures.viz_lab import CAPSNET_NAME, CNN_NAME  # noqa: E402
 from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.inputs import SAMPLE  # noqa: E402
-from capsviz.viz_lab import CAPSNET_NAME, CNN_NAME  # noqa: E402
 
 LAB = "Claims lab"
 

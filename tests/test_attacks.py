@@ -766,7 +766,7 @@ def test_4_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, c
 
 
 def test_10_routing_accuracy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
+    monkeypatch.setattr("capsviz.analysis.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     code = cli.main(["routing-accuracy", "--checkpoint", str(save_checkpoint(tmp_path / "m.safetensors",
                      CapsNet(TINY_CAPSNET))), "--out", str(tmp_path / "missing" / "r.json")])  # fmt: skip
     assert code == 2 and "writable folder" in capsys.readouterr().err
@@ -841,7 +841,7 @@ def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tm
 
 
 def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folder, synthetic_root, capsys, monkeypatch):
-    monkeypatch.setattr("capsviz.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
+    monkeypatch.setattr("capsviz.analysis.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     before = _contents(shipped_folder)
     image = shipped_folder.parent / "seven.png"
     draw_digit(7).save(image)
@@ -849,7 +849,7 @@ def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folde
     for out in (shipped_folder / "cnn_mnist.safetensors", shipped_folder / "traces" / "seven.safetensors"):
         assert cli.main([*trace, "--out", str(out)]) == 2
         assert "among the shipped models" in capsys.readouterr().err
-    monkeypatch.setattr("capsviz.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
+    monkeypatch.setattr("capsviz.analysis.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
     robust = ["robustness", "--data-root", str(synthetic_root), "--out-dir", str(shipped_folder)]
     assert cli.main(robust) == 2 and "fewer than the 10,000 test images" in capsys.readouterr().err
     measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from capsviz import memory
 from capsviz.bench.reference import ReferenceCapsNet, softmax_over_parents
 from capsviz.bench.training import BenchWorkerError, Method, Worker
-from capsviz.fastpath import FAST
 from capsviz.model import CapsNet
+from capsviz.speed import memory
+from capsviz.speed.fastpath import FAST
 
 from conftest import NEEDS_APP, OFFLINE_ENV
 

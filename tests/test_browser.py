@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capsviz import trace_export, viz
+from capsviz.analysis import trace_export
 from capsviz.bench.browser import draw_stroke
+from capsviz.figures import viz
 
 from drawings import STROKES
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from capsviz.browser_decoder import decode_like_the_browser, decoder_arrays
+from capsviz.analysis.browser_decoder import decode_like_the_browser, decoder_arrays
+from capsviz.analysis.perturb import decode_pose, dimension_effects
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
-from capsviz.perturb import decode_pose, dimension_effects
 
 
 def test_the_shipped_decoder_travels_exactly_and_decodes_like_the_model():

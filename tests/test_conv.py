@@ -1,4 +1,4 @@
-"""capsviz.conv: the CPU training convolutions give nn.Conv2d's values and gradients."""
+"""capsviz.speed.conv: the CPU training convolutions give nn.Conv2d's values and gradients."""
 
 import copy
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from capsviz.conv import StridedConv2d, UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad, swap_in
 from capsviz.losses import capsule_loss
 from capsviz.model import CapsNet
+from capsviz.speed.conv import StridedConv2d, UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad, swap_in
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The fast training path computes what the plain path computes (capsviz.fastpath).
+"""The fast training path computes what the plain path computes (capsviz.speed.fastpath).
 
 CI has no GPU: the CUDA choices are checked as far as the CPU allows (the all-NHWC layout
 runs on CPU tensors too; bf16 autocast is checked with the CPU's autocast). With
@@ -22,11 +22,11 @@ from capsviz.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from capsviz.conv import StridedConv2d, UnfoldConv2d
-from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.losses import capsule_loss
 from capsviz.model import CapsNet
 from capsviz.preprocess import to_mnist
+from capsviz.speed.conv import StridedConv2d, UnfoldConv2d
+from capsviz.speed.fastpath import FAST, PLAIN, FastPath
 from capsviz.train import TrainConfig, TrainStep
 
 from conftest import TINY_CAPSNET

@@ -1,15 +1,16 @@
-"""The Claims lab's computations (capsviz.lab): transforms against hand-checked cases, shapes, sweeps, files."""
+"""The Claims lab's computations (capsviz.analysis.lab): transforms against hand-checked cases, shapes, sweeps,
+files."""
 
 import json
 
 import pytest
 import torch
 
-from capsviz import affine, lab, robustness
+from capsviz.analysis import affine, lab, robustness
+from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import save_checkpoint
 from capsviz.cnn import CNN
 from capsviz.model import CapsNet
-from capsviz.routing_accuracy import sha256_of
 
 from conftest import TINY_CAPSNET, TINY_CNN
 

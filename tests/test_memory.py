@@ -1,4 +1,4 @@
-"""capsviz.memory: freed blocks stay in the heap while training on the CPU, and only then.
+"""capsviz.speed.memory: freed blocks stay in the heap while training on the CPU, and only then.
 
 Counted in page faults, not in seconds: a block the kernel maps in again is faulted page by
 page, a block reused from the heap is not."""
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from capsviz import memory
 from capsviz.data import load_mnist
-from capsviz.fastpath import FAST, PLAIN
+from capsviz.speed import memory
+from capsviz.speed.fastpath import FAST, PLAIN
 from capsviz.train import Callback, TrainConfig, train
 
 from conftest import TINY_CAPSNET
@@ -47,7 +47,7 @@ def steady_state_faults() -> int:
 
 FRESH_PROCESS = f"""
 import json, resource, torch
-from capsviz import memory
+from capsviz.speed import memory
 
 def step():
     a = torch.ones({BLOCK})

@@ -1,7 +1,7 @@
 import torch
 
+from capsviz.analysis.mistakes import Mistake, find_misclassified, misclassified
 from capsviz.data import Split
-from capsviz.mistakes import Mistake, find_misclassified, misclassified
 
 
 class FixedModel(torch.nn.Module):

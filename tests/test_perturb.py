@@ -5,8 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from capsviz.model import CapsNet
-from capsviz.perturb import (
+from capsviz.analysis.perturb import (
     PAPER_RANGE,
     PAPER_STEP,
     decode_pose,
@@ -15,6 +14,7 @@ from capsviz.perturb import (
     perturb,
     perturbation_grid,
 )
+from capsviz.model import CapsNet
 
 from conftest import TINY_CAPSNET
 
@@ -128,7 +128,7 @@ def test_grid_to_png_places_tiles_and_grey_gaps():
 
 
 def test_labelled_grid_keeps_the_tiles_and_adds_labels():
-    from capsviz.perturb import grid_to_png, grid_values, labelled_grid_png
+    from capsviz.analysis.perturb import grid_to_png, grid_values, labelled_grid_png
 
     grid = np.random.default_rng(0).random((16, 11, 28, 28)).astype(np.float32)
     plain = np.asarray(Image.open(io.BytesIO(grid_to_png(grid))))

@@ -1,4 +1,4 @@
-"""capsviz.robustness and `python -m capsviz robustness`: readouts, the measurement, the report, the CLI."""
+"""capsviz.analysis.robustness and `python -m capsviz robustness`: readouts, the measurement, the report, the CLI."""
 
 import base64
 import json
@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from capsviz import affine, robustness
+from capsviz.analysis import affine, robustness
+from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import save_checkpoint
 from capsviz.data import load_mnist, to_float
-from capsviz.routing_accuracy import sha256_of
 from capsviz.train import evaluate
 
 from conftest import OFFLINE_ENV

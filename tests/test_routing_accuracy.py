@@ -1,4 +1,4 @@
-"""capsviz.routing_accuracy: one pass measures every iteration count, and the JSON names its checkpoint."""
+"""capsviz.analysis.routing_accuracy: one pass measures every iteration count, and the JSON names its checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from capsviz import routing_accuracy
+from capsviz.analysis import routing_accuracy
 from capsviz.checkpoint import save_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.train import evaluate

@@ -1,4 +1,4 @@
-"""capsviz.trace_export and `python -m capsviz trace`: the exported trace round-trips and tells the truth."""
+"""capsviz.analysis.trace_export and `python -m capsviz trace`: the exported trace round-trips and tells the truth."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from capsviz import trace_export
+from capsviz.analysis import trace_export
+from capsviz.analysis.xray import xray
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from capsviz.preprocess import to_mnist
-from capsviz.xray import xray
 
 from conftest import OFFLINE_ENV
 from drawings import draw_digit

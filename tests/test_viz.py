@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from capsviz import viz, viz_lab
+from capsviz.figures import viz, viz_lab
 
 N, J, R = 1152, 10, 3
 

@@ -1,11 +1,12 @@
-"""capsviz.viz_routing: the routing X-ray figures show exactly the numbers they are given."""
+"""capsviz.figures.viz_routing: the routing X-ray figures show exactly the numbers they are given."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from capsviz import viz, viz_routing, xray
+from capsviz.analysis import xray
+from capsviz.figures import viz, viz_routing
 from capsviz.model import CapsNetConfig
 
 G, J = 6, 10

@@ -1,4 +1,4 @@
-"""capsviz.xray: the receptive field by perturbation, and every summary against a hand-computed case."""
+"""capsviz.analysis.xray: the receptive field by perturbation, and every summary against a hand-computed case."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from capsviz import xray
+from capsviz.analysis import xray
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.routing import squash
 
@@ -185,7 +185,7 @@ def test_xray_of_a_real_model_matches_its_forward_pass(small_model):
 
 
 def test_inference_read_from_the_xray_equals_a_direct_run(small_model):
-    from capsviz.inference import from_xray, infer
+    from capsviz.analysis.inference import from_xray, infer
 
     torch.manual_seed(3)
     x = torch.rand(1, 28, 28)

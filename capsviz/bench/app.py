@@ -75,7 +75,7 @@ def app_latency(repeat: int = 8) -> dict:
 
 def lab_latency(app, repeat: int = 8) -> dict:
     """The Claims lab's fragment, server side, on the drawing the app holds: see the module docstring."""
-    from capsviz.lab import SWEEPS, baseline_checkpoint
+    from capsviz.analysis.lab import SWEEPS, baseline_checkpoint
 
     app.session_state[state.TABS] = "Claims lab"  # lazy tabs: open the lab the way a click does
     _timed_run(app)

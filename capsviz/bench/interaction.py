@@ -3,7 +3,7 @@ routing trace, the routing X-ray of every iteration (once per input), one decode
 pose-slider move), and the figures for one input.
 
 The figures are the ones `capsviz.ui.views` places for one input, built from the same
-`capsviz.inference.Inference`.
+`capsviz.analysis.inference.Inference`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from capsviz import perturb, viz, viz_routing, xray
+from capsviz.analysis import perturb, xray
+from capsviz.analysis.inference import Inference, infer
 from capsviz.bench.timing import median_seconds
-from capsviz.inference import Inference, infer
+from capsviz.figures import viz, viz_routing
 from capsviz.model import CapsNet
 from capsviz.preprocess import to_mnist
 

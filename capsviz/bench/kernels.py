@@ -1,4 +1,4 @@
-"""The layer-level choices of the CPU training path (`capsviz.conv`), each timed against oneDNN.
+"""The layer-level choices of the CPU training path (`capsviz.speed.conv`), each timed against oneDNN.
 
 - PrimaryCaps weight gradient and input gradient (batch B, 256 -> 256 channels, 9x9,
   stride 2, 20x20 input): oneDNN's convolution backward against the polyphase versions.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from capsviz.bench.timing import seconds
-from capsviz.conv import UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad
+from capsviz.speed.conv import UnfoldConv2d, polyphase_input_grad, polyphase_weight_grad
 
 
 def kernel_latency(device: torch.device, *, batch_size: int = 128, repeat: int = 5) -> dict:

@@ -11,7 +11,7 @@ otherwise it is 60,000 images / throughput, marked estimated.
 
 On the CPU the reference runs twice: as a plain script runs (glibc's defaults), which is
 the reference the ratio is taken against, and with the freed memory kept as capsviz's fast
-path keeps it (`capsviz.memory`), to show how much of the ratio that setting alone gives.
+path keeps it (`capsviz.speed.memory`), to show how much of the ratio that setting alone gives.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from capsviz import memory
 from capsviz.bench.reference import ReferenceTrainer
 from capsviz.bench.timing import seconds, synchronize
 from capsviz.data import Split, batches, load_mnist
-from capsviz.fastpath import FAST, PLAIN, FastPath
 from capsviz.model import CapsNet
+from capsviz.speed import memory
+from capsviz.speed.fastpath import FAST, PLAIN, FastPath
 from capsviz.train import TrainConfig, TrainStep
 
 EPOCH_IMAGES = 60_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from capsviz.inference import from_xray
+from capsviz.analysis.inference import from_xray
 from capsviz.model import MAX_ROUTING_ITERS, PAPER
 from capsviz.ui import canvas, inputs, share, state
 from capsviz.ui.guide import guided_path

@@ -12,8 +12,8 @@ import re
 
 import streamlit as st
 
-from capsviz import viz
 from capsviz.data import MNIST_TEST_IMAGES
+from capsviz.figures import viz
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander

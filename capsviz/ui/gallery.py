@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import streamlit as st
 
+from capsviz.analysis.mistakes import Mistake, misclassified
 from capsviz.data import Split
-from capsviz.mistakes import Mistake, misclassified
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel
 

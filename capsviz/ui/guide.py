@@ -6,8 +6,9 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from capsviz import stages, viz
-from capsviz.inference import Inference
+from capsviz.analysis import stages
+from capsviz.analysis.inference import Inference
+from capsviz.figures import viz
 from capsviz.model import CapsNet
 from capsviz.ui import state
 from capsviz.ui.widgets import PLOT_CONFIG

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from capsviz.mistakes import find_misclassified
+from capsviz.analysis.mistakes import find_misclassified
 from capsviz.model import PAPER
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.ui import canvas, state

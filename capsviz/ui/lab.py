@@ -2,7 +2,7 @@
 
 The input is the one the Explore tab shows (drawing, MNIST image or upload; it remembers it
 here with `remember_input`), so the lab has no input widgets of its own. What it computes is
-`capsviz.lab`'s; the body is a fragment, so a slider move reruns only the lab and times
+`capsviz.analysis.lab`'s; the body is a fragment, so a slider move reruns only the lab and times
 itself (`state.LAB_SECONDS`, shown in the tab and read by `python -m capsviz.bench`).
 """
 
@@ -15,8 +15,10 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from capsviz import lab, registry, viz_lab
+from capsviz import registry
+from capsviz.analysis import lab
 from capsviz.checkpoint import CheckpointError
+from capsviz.figures import viz_lab
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
@@ -49,8 +51,8 @@ PAPER_NOTE = (
 OURS_NOTE = (
     "Ours differ: both models are trained with shifts of up to 2 pixels on the 28x28 frame, and our affNIST-like set "
     "is not affNIST: the same ranges of rotation, shear and scale, but on the 28x28 frame (not 40x40), with "
-    "translations that keep the ink inside it and bilinear resampling (`capsviz/affine.py`). Compare the gap between "
-    "the models, not the numbers."
+    "translations that keep the ink inside it and bilinear resampling (`capsviz/analysis/affine.py`). "
+    "Compare the gap between the models, not the numbers."
 )
 
 
@@ -115,7 +117,7 @@ def _reset() -> None:
 
 
 def _transform() -> lab.Transform:
-    """The sliders, two to a row (phones read them in order); the ranges are the sweeps' (`capsviz.lab.SWEEPS`)."""
+    """The sliders, two to a row (phones read them in order); the ranges are the sweeps' (`lab.SWEEPS`)."""
     values = {}
     for i, name in enumerate(lab.NAMES):
         if i % 2 == 0:

@@ -1,7 +1,7 @@
 """The pose sliders with a decoder that runs in the page: the image follows the slider while it moves.
 
 A Streamlit components v2 element, inline html/css/js, no build step. The decoder's weights
-(capsviz.browser_decoder) are sent once per model and page, kept by the page in a module-level
+(capsviz.analysis.browser_decoder) are sent once per model and page, kept by the page in a module-level
 cache; the component asks for them again (a trigger) when it does not have them. On every
 slider `input` event it decodes in plain JavaScript and redraws on the next animation frame:
 the unperturbed image, the perturbed one and their difference. When a slider is released, it
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from capsviz import perturb
-from capsviz.browser_decoder import decoder_arrays
+from capsviz.analysis import perturb
+from capsviz.analysis.browser_decoder import decoder_arrays
 from capsviz.model import CapsNet
 from capsviz.ui import state
 

@@ -3,7 +3,7 @@
 The trace of every iteration (up to 5) is computed once per (model, input) and kept in the
 session (`state.ROUTING_XRAY`); the sidebar's iteration count only slices it, so moving a
 slider or clicking a capsule reruns figures, never the model. Only the chosen view is drawn.
-All numbers come from `capsviz.xray`; all figures from `capsviz.viz` and `capsviz.viz_routing`.
+All numbers come from `capsviz.analysis.xray`; all figures from `capsviz.figures.viz` and `capsviz.figures.viz_routing`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from capsviz import routing_accuracy, trace_export, viz, viz_routing, xray
-from capsviz.inference import Inference
+from capsviz.analysis import routing_accuracy, trace_export, xray
+from capsviz.analysis.inference import Inference
+from capsviz.figures import viz, viz_routing
 from capsviz.ui import state, tiles
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel

@@ -31,7 +31,7 @@ DEVICE = "device"
 ROUTING_ITERATION = "routing_iteration"
 ROUTING_DIGIT = "routing_digit"
 ROUTING_VIEW = "routing_view"
-ROUTING_XRAY = "routing_xray"  # (model, input) -> capsviz.xray.RoutingXray of every iteration, computed once
+ROUTING_XRAY = "routing_xray"  # (model, input) -> capsviz.analysis.xray.RoutingXray of every iteration, computed once
 ROUTING_TILES = "coupling_tiles"  # the coupling tiles element (capsviz.ui.tiles): a click picks the inspected capsule
 ROUTING_OVERLAY = "fig_overlay"  # the split overlay: a click picks that position (same capsule type)
 ROUTING_EXPORT = "routing_export"
@@ -75,12 +75,12 @@ GUIDE_STAGE = "guide_stage"
 
 TABS = "tabs"  # the open tab's label (lazy tabs: only the open tab's code runs)
 LAB_INPUT = "lab_input"  # the Explore tab's last ModelInput, which the Claims lab transforms
-LAB_PARAM = "lab_{}"  # .format(name) for each capsviz.lab.Transform field: the lab's sliders
+LAB_PARAM = "lab_{}"  # .format(name) for each capsviz.analysis.lab.Transform field: the lab's sliders
 LAB_RESET = "lab_reset"
 LAB_SWEEP_OF = "lab_sweep_of"
 LAB_DIGIT = "lab_digit"
 LAB_DIGIT_FOR = "lab_digit_for"  # the input the digit chooser was last set for
-LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.lab.Reading): the sweep, once per setting
+LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.analysis.lab.Reading): the sweep, once per setting
 LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
 
 # A widget's state is dropped on a run that does not draw it: a closed tab's widgets keep theirs by these lists

@@ -1,7 +1,7 @@
 """The coupling tiles, drawn in the page: one canvas, hover a cell to read it, click it to inspect it.
 
 A Streamlit components v2 element, inline html/css/js, no build step. Python sends the spec of
-`capsviz.viz.coupling_tiles_spec` (1,152 values and the scale); the page draws the tiles, the
+`capsviz.figures.viz.coupling_tiles_spec` (1,152 values and the scale); the page draws the tiles, the
 outline of the inspected capsule and the colour bar on one canvas, so "Save PNG" saves all of it.
 A click reports the capsule index (trigger `picked`); the canvas carries its cell size and the
 tiles' top margin (data-cell, data-top) for the browser test, and window.__capsvizTiles the time
@@ -168,5 +168,5 @@ def picked(value) -> int | None:
 
 
 def coupling_tiles(spec: dict, *, key: str, on_pick: Callable[[], None]) -> None:
-    """Mount the tiles for `spec` (`capsviz.viz.coupling_tiles_spec`); `on_pick` runs when a cell is clicked."""
+    """Mount the tiles for `spec` (`capsviz.figures.viz.coupling_tiles_spec`); `on_pick` runs when a cell is clicked."""
     _component(key=key, data=spec, on_picked_change=on_pick)

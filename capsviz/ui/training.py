@@ -28,9 +28,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from capsviz import viz
 from capsviz.checkpoint import load_checkpoint, save_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.figures import viz
 from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
 from capsviz.ui import state

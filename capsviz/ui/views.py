@@ -12,8 +12,9 @@ import time
 import numpy as np
 import streamlit as st
 
-from capsviz import perturb, viz
-from capsviz.inference import CONFIDENT_LENGTH, Inference
+from capsviz.analysis import perturb
+from capsviz.analysis.inference import CONFIDENT_LENGTH, Inference
+from capsviz.figures import viz
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER, CapsNet
 from capsviz.ui import state

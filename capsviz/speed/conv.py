@@ -16,7 +16,7 @@ im2col: unfold the 9x9 patches, one batched matmul.
 The values are those of nn.Conv2d up to float rounding (tests/test_conv.py); only the
 speed differs: `python -m capsviz.bench --sections kernels` times each against oneDNN.
 Elsewhere (CUDA, CPU autocast, inference, frozen weights) both layers are a plain nn.Conv2d.
-Models are written with nn.Conv2d; `swap_in(model)` (called by `capsviz.fastpath` on the CPU)
+Models are written with nn.Conv2d; `swap_in(model)` (called by `capsviz.speed.fastpath` on the CPU)
 gives each convolution that qualifies its faster class, keeping its parameters.
 """
 

@@ -1,10 +1,10 @@
-"""Plotly figures of the routing X-ray (`capsviz.xray`): arrays in, `go.Figure` out, nothing else.
+"""Plotly figures of the routing X-ray (`capsviz.analysis.xray`): arrays in, `go.Figure` out, nothing else.
 
     fig = viz_routing.split_overlay_figure(image, xray.position_split(couplings, 6), centres, iteration=3)
 
 Couplings always use one diverging scale centred on uniform (1/J), over the same fixed range
 for every digit and iteration (`coupling_scale`); values beyond it show at its end colour and
-the colour bar says so. Shape letters are those of `capsviz.xray`.
+the colour bar says so. Shape letters are those of `capsviz.analysis.xray`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz import xray
-from capsviz.viz import (
+from capsviz.analysis import xray
+from capsviz.figures.viz import (
     BAR_COLOR,
     DIGIT_COLORS,
     FIG_HEIGHT,

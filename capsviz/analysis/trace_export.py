@@ -30,8 +30,8 @@ import numpy as np
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
+from capsviz.analysis.xray import RoutingXray
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, atomic_write
-from capsviz.xray import RoutingXray
 
 FORMAT = "capsviz-routing-trace"
 KEYS = {

@@ -2,7 +2,7 @@
 
     result = infer(model, x, routing_iters=3)   # x: (1, 28, 28) from capsviz.preprocess.to_mnist
 
-    result = from_xray(model, ray)              # the same, read from a capsviz.xray.RoutingXray
+    result = from_xray(model, ray)              # the same, read from a capsviz.analysis.xray.RoutingXray
 
 The app reads it from the input's X-ray (computed once per input) on every script run: one
 decoder call, no convolution; the benchmark times both (`python -m capsviz.bench`).
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from capsviz.analysis.xray import RoutingXray
 from capsviz.model import CapsNet
-from capsviz.xray import RoutingXray
 
 # A capsule longer than this says its digit is present: halfway between the margin loss's m- = 0.1 and m+ = 0.9.
 CONFIDENT_LENGTH = 0.5

@@ -9,11 +9,11 @@
         ...
 
 What it changes, and why (timings: `python -m capsviz.bench`):
-- On the CPU, conv1 and PrimaryCaps train through `capsviz.conv` (im2col for conv1, stride-1
+- On the CPU, conv1 and PrimaryCaps train through `capsviz.speed.conv` (im2col for conv1, stride-1
   convolutions for PrimaryCaps' gradients, both faster than oneDNN's): `prepare` swaps those
   classes into the model, whose own layers are plain nn.Conv2d (same parameters, same state dict).
 - channels_last (NHWC) convolutions on CUDA, where cuDNN's tensor-core kernels want it.
-  The CPU keeps NCHW, the layout `capsviz.conv`'s layers are fastest in
+  The CPU keeps NCHW, the layout `capsviz.speed.conv`'s layers are fastest in
   (`python -m capsviz.bench --sections kernels` times them against oneDNN's NCHW and NHWC).
 - bf16 autocast on CUDA for the convolutions and the decoder. Routing's tensors stay
   float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
@@ -25,7 +25,7 @@ What it changes, and why (timings: `python -m capsviz.bench`):
 - `torch.compile` of the model + loss on request (`--compile`): it fuses the routing's
   element-wise work but costs a compile at start; the benchmark measures both.
 - On the CPU, malloc keeps freed memory for the next step instead of returning it to the
-  kernel and page-faulting it back (`capsviz.memory`, entered by `train` around its loop).
+  kernel and page-faulting it back (`capsviz.speed.memory`, entered by `train` around its loop).
 Not part of this class but of the same path on both settings: MNIST stays on the device as
 uint8 and is shifted there (`capsviz.data`), and routing runs as batched matmuls over one
 parent-major copy of the votes (`capsviz.routing`).
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from capsviz import conv, memory
+from capsviz.speed import conv, memory
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class FastPath:
     compile: bool = False
     fused_adam: bool = True
     tf32: bool = True  # CUDA only
-    retain_memory: bool = True  # CPU only, glibc only (capsviz.memory)
-    cpu_convs: bool = True  # CPU only: capsviz.conv's training layers
+    retain_memory: bool = True  # CPU only, glibc only (capsviz.speed.memory)
+    cpu_convs: bool = True  # CPU only: capsviz.speed.conv's training layers
 
     def uses_bf16(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.bf16 is None else self.bf16
@@ -65,7 +65,7 @@ class FastPath:
         return self.cpu_convs and device.type == "cpu"
 
     def prepare(self, model: nn.Module, device: torch.device) -> None:
-        """On the CPU, swap in `capsviz.conv`'s training layers; on CUDA, put the convolution
+        """On the CPU, swap in `capsviz.speed.conv`'s training layers; on CUDA, put the convolution
         weights (only those) into channels_last."""
         if self.uses_cpu_convs(device):
             conv.swap_in(model)
@@ -88,7 +88,7 @@ class FastPath:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def retained_memory(self, device: torch.device):
-        """On the CPU, keep freed blocks in the heap while inside (see `capsviz.memory`)."""
+        """On the CPU, keep freed blocks in the heap while inside (see `capsviz.speed.memory`)."""
         if device.type != "cpu" or not self.retain_memory:
             return contextlib.nullcontext(False)
         return memory.retained_memory()
@@ -108,7 +108,7 @@ class FastPath:
     def describe(self, device: torch.device) -> str:
         parts = ["bf16 autocast" if self.uses_bf16(device) else "float32"]
         if self.uses_cpu_convs(device):
-            parts.append("capsviz.conv convolutions")
+            parts.append("capsviz.speed.conv convolutions")
         if self.uses_channels_last(device):
             parts.append("channels_last")
         if self.compile:

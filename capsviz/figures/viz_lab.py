@@ -1,4 +1,4 @@
-"""Plotly figure builders for the Claims lab: numpy arrays in, `go.Figure` out (see `capsviz.lab`).
+"""Plotly figure builders for the Claims lab: numpy arrays in, `go.Figure` out (see `capsviz.analysis.lab`).
 
 CapsNet's score is a capsule length and the CNN's a softmax probability: both lie in 0..1 but
 they are different quantities (lengths need not sum to 1), so every chart names which is which.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.viz import (
+from capsviz.figures.viz import (
     HIGHLIGHT,
     base_layout,
     figure_of,

@@ -5,7 +5,7 @@
 
 One pass over the test set with the most iterations measures every count at once: the
 state after iteration r of a 5-iteration run is exactly what an r-iteration run computes
-(`capsviz.xray`; tests/test_routing_accuracy.py checks it against separate runs). The JSON
+(`capsviz.analysis.xray`; tests/test_routing_accuracy.py checks it against separate runs). The JSON
 names the checkpoint by its sha256, so the app shows it only next to the weights it measured.
 """
 

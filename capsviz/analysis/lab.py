@@ -1,13 +1,13 @@
 """What the Claims lab computes: one input moved by the user's transform, read by CapsNet and a CNN.
 
-    from capsviz import lab
+    from capsviz.analysis import lab
     t = lab.Transform(rotation=30.0, thickness=0.5)
     moved = lab.transformed(x, [t])                             # x (1, 28, 28) -> (1, 1, 28, 28)
     now = lab.read(capsnet, cnn, moved, routing_iters=3)        # both models' scores for it
     points = lab.sweep(t, "rotation")                           # t with rotation over SWEEPS["rotation"]
     along = lab.read(capsnet, cnn, lab.transformed(x, points), routing_iters=3)   # one pass per model
 
-The geometry is `capsviz.affine`'s (forward 3x3 maps in pixels, bilinear resampling): the lab
+The geometry is `capsviz.analysis.affine`'s (forward 3x3 maps in pixels, bilinear resampling): the lab
 builds its map as shift . (rotation . shear . scale about the frame's centre). Thickness comes
 first, on the untransformed strokes: a 3x3 grey dilation (thicker, +1) or erosion (thinner, -1),
 blended linearly with the input for values in between (`thicken`). No streamlit here.
@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsviz import affine, registry, robustness
+from capsviz import registry
+from capsviz.analysis import affine, robustness
+from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
-from capsviz.routing_accuracy import sha256_of
 
 BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
 ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of pretrained/robustness.json

@@ -3,7 +3,7 @@
 Each of a digit capsule's 16 pose dimensions is nudged by -0.25 .. 0.25 in steps of 0.05 and
 the nudged pose is fed to the decoder with the other nine capsules masked out:
 
-    from capsviz.perturb import perturbation_grid, grid_to_png
+    from capsviz.analysis.perturb import perturbation_grid, grid_to_png
     grid = perturbation_grid(model, pose, digit)   # (16, 11, 28, 28), one batched decode
     png = grid_to_png(grid)                        # bytes, 16 rows x 11 columns of digits
 

@@ -1,7 +1,7 @@
 """Plotly figure builders for the explorer: numpy arrays in, `go.Figure` out (and the JSON spec of
 the coupling tiles, which the page draws itself: `coupling_tiles_spec`).
 
-    from capsviz import viz
+    from capsviz.figures import viz
     fig = viz.lengths_figure(lengths, predicted=3)   # lengths: (J,)
 
 Every builder is a pure function; the UI only places the figures. Visual constants (colours,
@@ -21,7 +21,7 @@ import os
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz import xray
+from capsviz.analysis import xray
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER
 

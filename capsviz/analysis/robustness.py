@@ -3,10 +3,10 @@
     python -m capsviz robustness [--json] [--data-root DIR] [--limit N] [--checkpoint PATH ...] [--out-dir DIR]
 
 Every shipped model in pretrained/ and every --checkpoint given is measured on the same images:
-the MNIST test set as it is, its affNIST-like version (`capsviz.affine`, seed 0) and each point
+the MNIST test set as it is, its affNIST-like version (`capsviz.analysis.affine`, seed 0) and each point
 of `affine.SWEEPS`. The test set is never augmented otherwise and selects nothing. A CapsNet is
 read after 1, 3 and 5 routing iterations (and its trained count) from one 5-iteration pass: the
-state after iteration r is what an r-iteration run computes (`capsviz.routing_accuracy`).
+state after iteration r is what an r-iteration run computes (`capsviz.analysis.routing_accuracy`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from capsviz import affine, registry
+from capsviz import registry
+from capsviz.analysis import affine
+from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR
 from capsviz.data import Split, to_float
-from capsviz.routing_accuracy import sha256_of
 
 ROUTING = (1, 3, 5)
 FORMAT = "capsviz-robustness"
@@ -247,7 +248,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"Measured {result['date']} on {result['hardware']} (torch {result['torch']}) with `{result['command']}`, "
         f"{result['test_images']} MNIST test images, affine seed {result['seed']} "
-        f"({result['affine_shrunk']} of them shrunk to keep their ink in the frame; `capsviz.affine`).",
+        f"({result['affine_shrunk']} of them shrunk to keep their ink in the frame; `capsviz.analysis.affine`).",
         "",
         "| model | kind | parameters | routing iterations | MNIST test | affNIST-like |",
         "|---|---|---:|---:|---:|---:|",

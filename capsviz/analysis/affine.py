@@ -1,6 +1,6 @@
 """Affine transforms of 28x28 digits, an affNIST-like test set and one-transform sweeps, all in torch.
 
-    from capsviz import affine
+    from capsviz.analysis import affine
     x = to_float(split.images)                                 # (B, 1, 28, 28) in [0, 1]
     moved = affine.affine_set(x, seed=0)                       # the affNIST-like set: same seed, same images
     turned = affine.warp(x, affine.centred(affine.linear(rotation=torch.full((B,), 30.0))))

@@ -1,0 +1,1 @@
+"""Figures: Plotly builders, arrays in and `go.Figure` out; no streamlit."""

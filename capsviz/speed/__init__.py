@@ -1,0 +1,1 @@
+"""Speed: the CPU training fast path, its convolutions and allocator setting, and multi-process training."""
