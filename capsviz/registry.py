@@ -7,7 +7,7 @@
 A model kind is a config dataclass (`to_dict()`, `from_dict(dict)`, `num_classes`) and an
 nn.Module built from it that has `config`, `objective(x, targets) -> (loss, scores)` (the
 trainer calls it) and `scores(x) -> (B, classes)` (evaluate and predict call it; the argmax
-is the prediction). Adding one is one file and one line in MODELS (README, "Adding a model").
+is the prediction). Adding one is one file and one line in MODELS (docs/architecture.md, "Adding a model").
 """
 
 from __future__ import annotations

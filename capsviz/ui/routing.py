@@ -73,7 +73,7 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
             mime="application/octet-stream",
             key=state.ROUTING_EXPORT,
             help="Input, primary capsules, votes, couplings, logits, poses, lengths and agreements of every "
-            "iteration (safetensors; keys and shapes in the README). `python -m capsviz trace IMAGE` writes the same.",
+            "iteration (safetensors; keys and shapes in docs/cli.md). `python -m capsviz trace IMAGE` writes the same.",
         )
     if view == COUPLINGS:
         couplings_view(ray, config, digit, iteration)

@@ -1,7 +1,7 @@
 """How capsviz is served: the settings `.streamlit/config.toml` ships and `capsviz app` passes.
 
 Safe by default: only this machine can connect, uploads stop at the app's own largest limit,
-and the browser sees no tracebacks. The README's "Serving a classroom" opens it deliberately.
+and the browser sees no tracebacks. docs/guarantees.md ("Serving a classroom") opens it deliberately.
 
     capsviz app                                    # http://localhost:8501
     capsviz app --server.address 0.0.0.0           # any later streamlit flag overrides these
