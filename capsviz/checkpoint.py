@@ -13,14 +13,10 @@ carry the optimizer state under `optimizer/...` keys so `--resume` can continue 
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
-import shutil
 import struct
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +27,7 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from capsviz import registry
+from capsviz.files import atomic_write
 from capsviz.model import MAX_PARAMETERS
 
 FORMAT = "capsviz-checkpoint"
@@ -44,7 +41,6 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 ADAM_REQUIRED = {"step", "exp_avg", "exp_avg_sq"}
 ADAM_SLOTS = ADAM_REQUIRED | {"max_exp_avg_sq"}  # amsgrad
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a checkpoint may hold
-STALE_TMP_SECONDS = 600  # a temporary file this old belongs to a write that was killed
 
 
 class CheckpointError(ValueError):
@@ -72,13 +68,26 @@ def save_checkpoint(
     path = Path(path)
     if path.resolve() == SHIPPED_CHECKPOINT and not allow_shipped:
         raise CheckpointError(f"refusing to overwrite the shipped checkpoint {path}")
+    atomic_write(path, checkpoint_bytes(model, card, optimizer=optimizer, half=half, name=str(path)))
+    return path
+
+
+def checkpoint_bytes(
+    model: nn.Module,
+    card: dict | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    half: bool = False,
+    name: str = "the checkpoint",
+) -> bytes:
+    """The safetensors bytes `save_checkpoint` writes (to write together with other files, or to measure)."""
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if optimizer is not None:
         tensors.update(_optimizer_tensors(model, optimizer))
     bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if bad:  # a diverged run must not replace its last good checkpoint
-        raise CheckpointError(f"refusing to write {path}: {', '.join(bad[:3])} hold non-finite values (NaN or inf)")
+        raise CheckpointError(f"refusing to write {name}: {', '.join(bad[:3])} hold non-finite values (NaN or inf)")
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -86,8 +95,7 @@ def save_checkpoint(
         "config": json.dumps(model.config.to_dict()),
         "card": json.dumps(card or {}),
     }
-    atomic_write(path, save_tensors(tensors, metadata=metadata))
-    return path
+    return save_tensors(tensors, metadata=metadata)
 
 
 def load_checkpoint(source: str | os.PathLike | bytes, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -173,37 +181,6 @@ def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> di
                     tensor = value.detach().to("cpu", torch.float32).reshape(value.shape).contiguous()
                     out[f"{OPTIMIZER_PREFIX}{by_param[id(param)]}/{key}"] = tensor
     return out
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file + fsync + rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary files of writes that were killed (older than STALE_TMP_SECONDS) are deleted."""
-    cutoff = time.time() - STALE_TMP_SECONDS
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            if stale.stat().st_mtime < cutoff:  # a file, or a killed export's staging folder
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        except OSError:
-            pass  # another writer's, or already gone
 
 
 def _name(source) -> str:

@@ -24,21 +24,26 @@ from capsviz import registry
 from capsviz.checkpoint import (
     SHIPPED_CHECKPOINT,
     CheckpointError,
-    atomic_write,
     load_checkpoint,
     read_card,
     read_config,
 )
 from capsviz.data import MNIST_TEST_IMAGES, DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
+from capsviz.files import clean_stale, replace_together
 from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.train import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_SEED,
     BatchEnd,
     Callback,
     EpochEnd,
     NonFiniteLossError,
     RunFolderError,
+    check_no_other_run,
     check_run_folder,
+    resumed_settings,
 )
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
@@ -67,6 +72,9 @@ def _number(kind, *, low: float, low_open: bool = False, high: float | None = No
 
 POSITIVE_INT = _number(int, low=1)
 NON_NEGATIVE_INT = _number(int, low=0)
+EPOCHS = _number(int, low=1, high=MAX_EPOCHS)
+BATCH_SIZE = _number(int, low=1, high=MAX_BATCH_SIZE)
+SEED = _number(int, low=0, high=MAX_SEED)
 POSITIVE = _number(float, low=0, low_open=True)
 NON_NEGATIVE = _number(float, low=0)
 DECAY = _number(float, low=0, low_open=True, high=1)
@@ -80,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
-    t.add_argument("--epochs", type=POSITIVE_INT, default=10)
-    t.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="default 128, or the resumed run's")
+    t.add_argument("--epochs", type=EPOCHS, default=10)
+    t.add_argument("--batch-size", type=BATCH_SIZE, default=None, help="default 128, or the resumed run's")
     t.add_argument("--lr", type=POSITIVE, default=1e-3)
     t.add_argument("--lr-decay", type=DECAY, default=0.96, help="learning-rate factor per epoch, in (0, 1]")
     t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
     t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
     t.add_argument("--limit", type=POSITIVE_INT, default=None, help="use only the first N train and test images")
-    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="default 0, or the resumed run's")
+    t.add_argument("--seed", type=SEED, default=None, help="default 0, or the resumed run's")
     t.add_argument("--threads", type=THREADS, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
     t.add_argument(
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the sweeps read only the first N test images (MNIST and the affine set read all; the report says so)",
     )
-    rb.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="the affNIST-like set's seed")
+    rb.add_argument("--seed", type=SEED, default=0, help="the affNIST-like set's seed")
     rb.add_argument("--out-dir", default=None, help="also write robustness.md, robustness.json and sweeps.png there")
     rb.add_argument("--json", action="store_true")
 
@@ -215,29 +223,24 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
     if args.resume and args.init:
         parser.error("--resume continues a run, --init starts a new one from weights: give one of them")
     source = args.resume or args.init
-    if source:
-        if args.model or args.preset or args.routing_iters:
-            parser.error(
-                "--model, --preset and --routing-iters describe a new model; with --resume or --init it comes from "
-                f"the checkpoint {source}, its routing iterations included"
-            )
-        try:
-            read_config(source)  # a foreign or broken checkpoint is refused before any work
-        except CheckpointError as exc:
-            parser.error(str(exc))
-    card = read_card(args.resume) if args.resume else {}
-    _check_same_run(parser, args, card)
-    last = Path(args.out) / "last.safetensors"
-    if last.exists() and not (args.resume and Path(args.resume).resolve() == last.resolve()):
-        parser.error(f"--out {args.out} already holds a run: continue it with --resume {last}, or pick another --out")
+    if source and (args.model or args.preset or args.routing_iters):
+        parser.error(
+            "--model, --preset and --routing-iters describe a new model; with --resume or --init it comes from "
+            f"the checkpoint {source}, its routing iterations included"
+        )
     try:
+        if source:
+            read_config(source)  # a foreign or broken checkpoint is refused before any work
+        card = resumed_settings(read_card(args.resume), args.resume) if args.resume else {}
+        check_no_other_run(Path(args.out), args.resume)  # again under the run's lock (`train`)
         check_run_folder(Path(args.out))
-    except RunFolderError as exc:
+    except (CheckpointError, RunFolderError) as exc:
         parser.error(str(exc))
+    _check_same_run(parser, args, card)
 
 
 def _check_same_run(parser, args, card: dict) -> None:
-    """A resumed run keeps its batch size, seed and training images (its card records one value of each):
+    """A resumed run keeps its batch size, seed and training images (`resumed_settings` of its card):
     unset, they are the run's; set to another value, refused (the images once the data is read)."""
     from capsviz.train import TrainConfig
 
@@ -249,10 +252,8 @@ def _check_same_run(parser, args, card: dict) -> None:
                 f"{args.resume} was trained with {option} {recorded}; resume it with the same value "
                 f"(or start a new run from its weights with --init)"
             )
-        setattr(
-            args, key, given if given is not None else recorded if type(recorded) is int else getattr(defaults, key)
-        )
-    args.resumed_images = card.get("train_images") if type(card.get("train_images")) is int else None
+        setattr(args, key, given if given is not None else recorded if recorded is not None else getattr(defaults, key))
+    args.resumed_images = card.get("train_images")
     if args.limit is None:
         args.limit = args.resumed_images  # the run's own training set (and test images, as --limit cut both)
 
@@ -433,10 +434,10 @@ def read_earlier_card(path: str) -> dict:
     per_epoch = card.get("test_accuracy_per_epoch") if isinstance(card, dict) else None
     ok = (
         isinstance(per_epoch, list)
-        and all(type(a) in (int, float) and 0 <= a <= 1 for a in per_epoch)
+        and all(map(_accuracy, per_epoch))
         and type(card.get("epochs")) is int
         and card["epochs"] == len(per_epoch)
-        and type(card.get("wall_seconds")) in (int, float)
+        and _seconds(card.get("wall_seconds"))
     )
     if not ok:
         raise UsageError(f"--continues {path}: a card needs epochs, wall_seconds and one test accuracy per epoch")
@@ -474,24 +475,49 @@ def continued_card(card: dict, earlier: dict) -> dict:
 def _export(args) -> int:
     """Write weights without optimizer state, measure them on MNIST test, write the card beside.
 
-    Everything is written to temporary files in the destination folder first; only when the
-    measurement succeeded are the weights and then the card renamed into place, so a failed
-    export leaves the destination (the shipped model, by default) untouched.
+    The weights are measured from their bytes in memory; only when the measurement succeeded are
+    they and the card written together (`replace_together`), so a failed export leaves the
+    destination (the shipped model, by default) untouched. The card inside the weights is the one
+    every capsviz reader takes; the .json beside is its copy.
     """
-    import datetime as dt
-    import tempfile
-
     from capsviz.analysis.routing_accuracy import display_path
-    from capsviz.checkpoint import atomic_write, save_checkpoint
+    from capsviz.checkpoint import checkpoint_bytes
     from capsviz.train import evaluate
 
     model, card = _load_mnist_model(args.checkpoint)
     out = Path(args.out)
     _check_export_out(out, model)
+    _clean_before_writing(out, out.with_suffix(".json"))
+    card = _export_card(args, out, model, card)  # every field it reads checked, before any work
+    test_split = load_mnist(args.data_root, train=False)
+    shipped, _ = load_checkpoint(checkpoint_bytes(model, card, half=args.half))  # float16 -> float32 as shipped
+    accuracy, n = evaluate(shipped, test_split)
+    card.update(
+        test_accuracy=accuracy,
+        test_images=n,
+        test_errors=n - round(accuracy * n),
+        measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
+    )
+    if _shipped_folder(out) and n != MNIST_TEST_IMAGES:
+        raise UsageError(
+            f"a shipped model is measured on the {MNIST_TEST_IMAGES:,} MNIST test images, this data root has "
+            f"{n:,}: {out} was left as it was"
+        )
+    weights = checkpoint_bytes(shipped, card, half=args.half, name=str(out))
+    replace_together({out: weights, out.with_suffix(".json"): (json.dumps(card, indent=2) + "\n").encode()})
+    print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
+    return 0
+
+
+def _export_card(args, out: Path, model, card: dict) -> dict:
+    """The exported card: the run's card without its history, named after `out`, counted on top of
+    --continues's card."""
+    import datetime as dt
+
+    check_run_card(card, args.checkpoint)
     earlier = read_earlier_card(args.continues) if args.continues else None
-    test_split = load_mnist(args.data_root, train=False)  # before anything is written
     history = card.pop("history", [])
-    per_epoch = [round(h["test_accuracy"], 4) for h in history if isinstance(h, dict) and "test_accuracy" in h]
+    per_epoch = [round(h["test_accuracy"], 4) for h in history if "test_accuracy" in h]
     identity = {
         "name": out.stem,
         "model": model.config.describe(),
@@ -507,42 +533,46 @@ def _export(args) -> int:
         "selection": "final epoch; the test set was never used for selection or early stopping",
         "test_accuracy_per_epoch": per_epoch or card.get("test_accuracy_per_epoch", []),  # a re-export keeps it
     }
-    if earlier is not None:
-        if counted_twice(history, earlier):
-            raise UsageError(
-                f"--continues {args.continues}: this run's own history already holds that card's "
-                f"{earlier['epochs']} epoch(s) (a resumed run counts them itself); export it without --continues"
-            )
-        card = continued_card(card, earlier)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", suffix=".tmp", dir=out.parent))
-    weights, card_file = staged / out.name, staged / out.with_suffix(".json").name
-    try:
-        # measure what is shipped: write, reload (float16 -> float32), evaluate
-        save_checkpoint(weights, model, card, half=args.half)
-        shipped, _ = load_checkpoint(weights)
-        accuracy, n = evaluate(shipped, test_split)
-        card.update(
-            test_accuracy=accuracy,
-            test_images=n,
-            test_errors=n - round(accuracy * n),
-            measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
+    if earlier is None:
+        return card
+    if counted_twice(history, earlier):
+        raise UsageError(
+            f"--continues {args.continues}: this run's own history already holds that card's "
+            f"{earlier['epochs']} epoch(s) (a resumed run counts them itself); export it without --continues"
         )
-        if _shipped_folder(out) and n != MNIST_TEST_IMAGES:
-            raise UsageError(
-                f"a shipped model is measured on the {MNIST_TEST_IMAGES:,} MNIST test images, this data root has "
-                f"{n:,}: {out} was left as it was"
+    return continued_card(card, earlier)
+
+
+def check_run_card(card: dict, path) -> None:
+    """The fields `export` reads from a run's card (those it has), checked: a CheckpointError names the field."""
+    history, per_epoch = card.get("history", []), card.get("test_accuracy_per_epoch", [])
+    checks = {
+        "history": isinstance(history, list)
+        and all(isinstance(h, dict) and _accuracy(h.get("test_accuracy", 0)) for h in history),
+        "test_accuracy_per_epoch": isinstance(per_epoch, list) and all(map(_accuracy, per_epoch)),
+        "epochs": type(card.get("epochs", 0)) is int and card.get("epochs", 0) >= 0,
+        "wall_seconds": _seconds(card.get("wall_seconds", 0)),
+    }
+    for field, ok in checks.items():
+        if not ok:
+            raise CheckpointError(
+                f"{path} has an unreadable card: its '{field}' is {str(card[field])[:60]!r}, not what a run writes"
             )
-        save_checkpoint(weights, shipped, card, half=args.half)
-        atomic_write(card_file, (json.dumps(card, indent=2) + "\n").encode())
-        os.replace(weights, out)
-        os.replace(card_file, out.with_suffix(".json"))
-    finally:
-        for leftover in staged.iterdir():
-            leftover.unlink()
-        staged.rmdir()
-    print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
-    return 0
+
+
+def _accuracy(value) -> bool:
+    return type(value) in (int, float) and 0 <= value <= 1
+
+
+def _seconds(value) -> bool:
+    return type(value) in (int, float) and 0 <= value < math.inf
+
+
+def _clean_before_writing(*outputs: Path) -> None:
+    """Temporaries and staging folders that killed writes left beside `outputs` go (or are finished)."""
+    for out in outputs:
+        if out.parent.is_dir():
+            clean_stale(out.parent, (out.name,))
 
 
 def _shipped_folder(out: Path) -> bool:
@@ -580,6 +610,7 @@ def _trace(args) -> int:
     _require_routing(model, args.checkpoint)
     if _shipped_folder(Path(args.out)):
         raise UsageError(f"--out {args.out} is among the shipped models (pretrained/); write a trace elsewhere")
+    _clean_before_writing(Path(args.out))
     try:
         x = to_mnist(open_image(args.image))
     except ValueError as exc:
@@ -618,6 +649,7 @@ def _routing_accuracy(args) -> int:
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    _clean_before_writing(out)
     split = load_mnist(args.data_root, train=False).head(args.limit)
     if len(split) != MNIST_TEST_IMAGES and _shipped_folder(out):
         raise UsageError(f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not replace {out}")
@@ -644,11 +676,15 @@ def _robustness(args) -> int:
     given = [*robustness.shipped_models(), *map(Path, args.checkpoint)]
     paths = list({path.resolve(): display_path(path) for path in given}.values())  # each file once
     models = [(path, *_load_mnist_model(path, device)) for path in paths]  # every file checked before measuring
+    for path, _, card in models:
+        robustness.model_name(card, path)  # a name the tables can hold, before any measurement
     split = load_mnist(args.data_root, train=False).head(args.limit)
     if out_dir is not None and len(split) != MNIST_TEST_IMAGES and _shipped_folder(out_dir / "robustness.json"):
         raise UsageError(
             f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not go into {out_dir}"
         )
+    if out_dir is not None:
+        _clean_before_writing(*(out_dir / name for name in robustness.FILES))
     entries = []
     for path, model, card in models:
         print(f"measuring {path} on {len(split)} images ...", file=sys.stderr, flush=True)
@@ -668,8 +704,7 @@ def _robustness(args) -> int:
         sweep_limit=args.sweep_limit,
     )
     if out_dir is not None:
-        for name, data in robustness.files(result).items():
-            atomic_write(out_dir / name, data)
+        replace_together({out_dir / name: data for name, data in robustness.files(result).items()})
     print(json.dumps(result) if args.json else robustness.markdown(result))
     return 0
 

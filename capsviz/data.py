@@ -20,6 +20,7 @@ import torch
 ENV_VAR = "CAPSVIZ_DATA"
 SHIFT = 2  # pixels, the paper's only augmentation
 MNIST_TEST_IMAGES = 10_000  # what a shipped model is measured on
+MNIST_TRAIN_IMAGES = 60_000
 
 
 class DataUnavailableError(RuntimeError):

@@ -12,6 +12,7 @@ log only: it never selects a model or stops a run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -20,7 +21,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -30,18 +31,23 @@ from torch import nn
 from capsviz import registry
 from capsviz.checkpoint import (
     CheckpointError,
-    atomic_write,
+    checkpoint_bytes,
     load_checkpoint,
     load_training_state,
     restore_optimizer,
-    save_checkpoint,
 )
-from capsviz.data import Split, batches, random_shift, to_float
+from capsviz.data import MNIST_TRAIN_IMAGES, Split, batches, random_shift, to_float
 from capsviz.device import device_description, resolve_device
+from capsviz.files import FolderBusyError, atomic_write, clean_stale, exclusive, replace_together
 from capsviz.model import CapsNetConfig
 from capsviz.speed import distributed
 from capsviz.speed.distributed import Distributed
 from capsviz.speed.fastpath import FAST, FastPath
+
+RUN_FILES = ("last.safetensors", "log.json", "log.csv")  # what a run folder holds, written together
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = MNIST_TRAIN_IMAGES  # a larger batch cannot be filled
+MAX_SEED = 2**32 - 1  # the per-epoch generators' seeds (seed * 100_003 + ...) stay within 64 bits
 
 
 @dataclass
@@ -61,9 +67,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse a run that cannot be meant before any work: each problem in one clear sentence."""
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, high in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE), ("eval_batch_size", None)):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1 or (high is not None and value > high):
+                most = f" of at most {high:,}" if high is not None else ""
+                raise ValueError(f"{name} must be a positive integer{most}, got {value!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"the learning rate must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
@@ -72,8 +80,10 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'exp' or 'cosine', got {self.lr_schedule!r}")
         if not (math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr):
             raise ValueError(f"the minimum learning rate must be in [0, lr={self.lr}], got {self.lr_min!r}")
-        if self.seed < 0 or self.report_every < 0 or self.eval_limit < 0:
-            raise ValueError("seed, report_every and eval_limit must not be negative")
+        if type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        if self.report_every < 0 or self.eval_limit < 0:
+            raise ValueError("report_every and eval_limit must not be negative")
 
 
 @dataclass
@@ -225,7 +235,7 @@ def train(
     runs (`capsviz.speed.memory`).
     """
     device = resolve_device(config.device)
-    with config.fast.retained_memory(device):
+    with _run_folder(Path(out_dir), place, resume), config.fast.retained_memory(device):
         return _train(
             train_split,
             test_split,
@@ -255,13 +265,13 @@ def _train(
     init: str | Path | None,
     place: Distributed,
 ) -> TrainResult:
-    if place.is_main:
-        check_run_folder(out_dir)
     start_epoch, history = 0, []
     if resume:
         model, card, state = load_training_state(resume, device)
         start_epoch = state.epoch
         history = _history(card, resume)
+        if history and place.is_main and _same_file(resume, out_dir / "last.safetensors"):
+            _write_logs(out_dir, history)  # the run's logs, rebuilt from its card (a kill may have lost them)
         model.train()
     elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
         model, _ = load_checkpoint(init, device)
@@ -353,13 +363,49 @@ def _train(
         history.append(info)
         card = _card(config, model, device, history, len(train_split), len(test_split))
         card["processes"] = place.world_size
-        save_checkpoint(checkpoint, model, card, optimizer=step.optimizer)
-        _write_logs(out_dir, history)
+        files = {checkpoint: checkpoint_bytes(model, card, optimizer=step.optimizer, name=str(checkpoint))}
+        replace_together({**files, **_logs(out_dir, history)})  # a checkpoint never without its logs
         result.checkpoint = checkpoint
         for callback in callbacks:
             callback.on_epoch_end(info)
         place.barrier()
     return result
+
+
+@contextlib.contextmanager
+def _run_folder(out_dir: Path, place: Distributed, resume) -> Iterator[None]:
+    """The run folder, held by this run alone (rank 0's lock) and cleared of killed writes' temporaries."""
+    if not place.is_main:
+        yield
+        return
+    check_run_folder(out_dir)
+    try:
+        with exclusive(out_dir, "--out"):
+            clean_stale(out_dir, RUN_FILES)
+            check_no_other_run(out_dir, resume)  # under the lock: a run that finished meanwhile is seen
+            yield
+    except FolderBusyError as exc:
+        raise RunFolderError(str(exc)) from None
+
+
+def clean_run_folders(root: Path) -> None:
+    """Every run folder under `root` loses what killed writes left (a server's runs are never written again)."""
+    for folder in root.iterdir() if root.is_dir() else ():
+        if folder.is_dir():
+            clean_stale(folder, RUN_FILES)
+
+
+def check_no_other_run(out_dir: Path, resume) -> None:
+    """A folder holds one run: a new run never replaces it, only `resume` of its own checkpoint continues it."""
+    last = out_dir / "last.safetensors"
+    if last.exists() and not (resume and _same_file(resume, last)):
+        raise RunFolderError(
+            f"--out {out_dir} already holds a run: continue it with --resume {last}, or pick another --out"
+        )
+
+
+def _same_file(a, b) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def check_run_folder(out_dir: Path) -> None:
@@ -383,16 +429,44 @@ def _check_finite(loss: float, epoch: int, batch: int, checkpoint: Path) -> None
         )
 
 
+def resumed_settings(card: dict, source) -> dict:
+    """The batch size, seed and number of training images a resumed card records (those it has), checked with
+    the bounds of a new run; a CheckpointError names the field otherwise. Its history is checked too."""
+    _history(card, source)
+    bounds = {"batch_size": (1, MAX_BATCH_SIZE), "seed": (0, MAX_SEED), "train_images": (1, MNIST_TRAIN_IMAGES)}
+    settings = {}
+    for key, (low, high) in bounds.items():
+        value = card.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= high):
+            raise CheckpointError(
+                f"{source} has an unreadable card: '{key}' is {str(value)[:40]!r}, not an integer from {low} to {high}"
+            )
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
 def _history(card: dict, source) -> list[EpochEnd]:
     """The per-epoch history of a resumed card, or a CheckpointError saying what is malformed."""
     rows = card.get("history", [])
     names = {f.name for f in fields(EpochEnd)}
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == names for r in rows):
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == names and _epoch_row(r) for r in rows):
         raise CheckpointError(f"{source} has an unreadable card: its 'history' is not a list of epoch records")
     if len(rows) != card.get("epochs", 0):
         epochs = card.get("epochs")
         raise CheckpointError(f"{source} has an unreadable card: {len(rows)} history rows for {epochs} epochs")
     return [EpochEnd(**r) for r in rows]
+
+
+def _epoch_row(row: dict) -> bool:
+    """Whether a history row holds what `EpochEnd` says: finite numbers, whole epochs, the checkpoint's name."""
+    numbers = [v for k, v in row.items() if k != "checkpoint"]
+    whole = type(row["epoch"]) is int and type(row["epochs"]) is int
+    return whole and isinstance(row["checkpoint"], str) and all(_finite(v) for v in numbers)
+
+
+def _finite(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _card(
@@ -427,11 +501,16 @@ def _card(
     }
 
 
-def _write_logs(out_dir: Path, history: list[EpochEnd]) -> None:
+def _logs(out_dir: Path, history: list[EpochEnd]) -> dict[Path, bytes]:
+    """log.json and log.csv of `history`."""
     rows = [asdict(h) for h in history]
-    atomic_write(out_dir / "log.json", json.dumps(rows, indent=2).encode())
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(out_dir / "log.csv", text.getvalue().encode())
+    return {out_dir / "log.json": json.dumps(rows, indent=2).encode(), out_dir / "log.csv": text.getvalue().encode()}
+
+
+def _write_logs(out_dir: Path, history: list[EpochEnd]) -> None:
+    for path, data in _logs(out_dir, history).items():
+        atomic_write(path, data)

@@ -909,3 +909,244 @@ def test_resume_keeps_the_runs_batch_size_seed_and_images(synthetic_root, tmp_pa
     assert unset.returncode == 0, unset.stderr  # the run's batch size, seed and 64 of the 96 images
     card = read_card(last)
     assert (card["batch_size"], card["seed"], card["train_images"], card["epochs"]) == (32, 0, 64, 2)
+
+
+# --- checkpoints and cards: what a card says is checked before any work -----------------------------
+
+
+def with_card(path: Path, change) -> Path:
+    """Rewrite a checkpoint's card in place with `change(card)`, keeping its tensors."""
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    card = json.loads(metadata["card"])
+    change(card)
+    save_file(tensors, str(path), metadata={**metadata, "card": json.dumps(card)})
+    return path
+
+
+@pytest.mark.parametrize("name", [5, ["a", "b"], "x" * 201])
+def test_robustness_refuses_a_card_name_the_tables_cannot_hold_before_measuring(tmp_path, monkeypatch, capsys, name):
+    model = save_checkpoint(tmp_path / "m.safetensors", registry.build(CNNConfig()), {"name": name})
+    monkeypatch.setattr("capsviz.analysis.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
+    assert cli.main(["robustness", "--checkpoint", str(model), "--data-root", str(tmp_path)]) == 2
+    assert "'name'" in capsys.readouterr().err
+
+
+def test_a_model_name_with_a_bar_and_a_newline_stays_in_its_table_cell():
+    from capsviz.analysis import robustness
+
+    def result(name: str) -> dict:
+        sweeps = {"rotation": [0.5, 0.25]}
+        entry = {"name": name, "kind": "cnn", "params": 10, "mnist": 0.9, "affine": 0.5, "sweeps": sweeps}
+        about = {"date": "d", "hardware": "h", "torch": "t", "command": "c `x`", "seed": 0, "affine_shrunk": 0}
+        return {**about, "test_images": 4, "sweep_values": {"rotation": [0, 10]}, "sweep_images": 4, "models": [entry]}
+
+    plain = robustness.markdown(result("plain")).splitlines()
+    crafted = robustness.markdown(result("a | b\n| injected | row |")).splitlines()
+    assert [line.count(" | ") for line in crafted] == [line.count(" | ") for line in plain]  # no row, no column more
+    assert "`` c `x` ``" in crafted[0]  # a backtick in the command stays inside its code span
+
+
+@pytest.mark.parametrize(
+    "card, field",
+    [
+        ({"history": 5}, "'history'"),
+        ({"history": [{"test_accuracy": "high"}]}, "'history'"),
+        ({"epochs": "3"}, "'epochs'"),
+        ({"wall_seconds": "long"}, "'wall_seconds'"),
+        ({"test_accuracy_per_epoch": ["high"]}, "'test_accuracy_per_epoch'"),
+    ],
+)
+def test_export_refuses_a_run_card_it_cannot_read_before_any_work(tmp_path, monkeypatch, capsys, card, field):
+    run = save_checkpoint(tmp_path / "run.safetensors", CapsNet(TINY_CAPSNET), card)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"epochs": 1, "wall_seconds": 2.0, "test_accuracy_per_epoch": [0.5]}))
+    monkeypatch.setattr(cli, "load_mnist", lambda *a, **k: pytest.fail("read the test set first"))
+    out = tmp_path / "out.safetensors"
+    assert cli.main(["export", str(run), "--out", str(out), "--continues", str(earlier)]) == 2
+    assert field in capsys.readouterr().err and not out.exists()
+
+
+# --- arguments: a resumed card's settings have the bounds of the options ------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value", [("batch_size", 0), ("batch_size", 10**30), ("seed", -5), ("seed", "5"), ("train_images", 0)]
+)
+def test_resume_of_a_card_with_settings_out_of_bounds_is_refused_before_any_work(
+    run_copy, tmp_path, monkeypatch, capsys, key, value
+):
+    with_card(run_copy, lambda card: card.update({key: value}))
+    monkeypatch.setattr(cli, "load_mnist", lambda *a, **k: pytest.fail("read the data first"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", "--resume", str(run_copy), "--epochs", "2", "--out", str(tmp_path / "r")])
+    assert stopped.value.code == 2 and f"'{key}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--seed"])
+def test_a_batch_size_or_seed_beyond_what_a_run_can_use_is_refused(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", option, str(10**30), "--out", str(tmp_path / "r")])
+    assert stopped.value.code == 2 and "out of range" in capsys.readouterr().err
+
+
+# --- runs: one writer per run folder; kills leave nothing behind --------------------------------------
+
+
+def holding_the_lock(folder: Path) -> subprocess.Popen:
+    """Another process that holds `folder`'s run lock until it is killed."""
+    code = ("import sys, time; from pathlib import Path; from capsviz.files import exclusive\n"
+            "with exclusive(Path(sys.argv[1]), '--out'):\n    print('held', flush=True); time.sleep(120)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_second_training_into_a_run_folder_in_use_is_refused_naming_the_holder(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = holding_the_lock(out)
+    try:
+        args = ["--epochs", "1", "--batch-size", "32", "--limit", "64", "--device", "cpu"]
+        args += ["--data-root", str(synthetic_root)]
+        assert cli.main(["train", *args, "--out", str(out)]) == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+        assert not (out / "last.safetensors").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed, its lock file is left with its pid: the next run takes it over
+    assert str(holder.pid) in (out / ".capsviz.lock").read_text()
+    assert cli.main(["train", *args, "--out", str(out)]) == 0
+    assert (out / "last.safetensors").exists() and not (out / ".capsviz.lock").exists()
+
+
+def test_a_run_that_finished_while_another_waited_is_never_replaced(good_run, splits, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.safetensors").write_bytes(good_run.read_bytes())  # written after the command line's own check
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(*splits, out, tiny_config())
+    assert (out / "last.safetensors").read_bytes() == good_run.read_bytes()
+
+
+def killed_after_replacing(suffix: str, *args) -> subprocess.CompletedProcess:
+    """`python -m capsviz ARGS`, killed (no cleanup runs) right after it renames a file ending in `suffix`."""
+    code = ("import os, runpy, sys\nreal, suffix = os.replace, sys.argv[1]\n"
+            "def replace(src, dst):\n    real(src, dst)\n"
+            "    if str(dst).endswith(suffix):\n        os._exit(137)\n"
+            "os.replace = replace\nsys.argv = ['capsviz', *sys.argv[2:]]\n"
+            "runpy.run_module('capsviz', run_name='__main__')")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, suffix, *map(str, args)], capture_output=True, text=True, env=ENV
+    )
+    assert done.returncode == 137, done.stderr
+    return done
+
+
+def test_a_training_killed_between_its_checkpoint_and_its_logs_loses_no_log(synthetic_root, splits, tmp_path):
+    out = tmp_path / "run"
+    killed_after_replacing("last.safetensors", "train", "--epochs", 1, "--batch-size", 32, "--limit", 64,
+                           "--device", "cpu", "--data-root", synthetic_root, "--out", out)  # fmt: skip
+    last = out / "last.safetensors"
+    assert read_card(last)["epochs"] == 1
+    result = train(*splits, out, tiny_config(epochs=1), resume=last)  # nothing left to train
+    assert result.checkpoint is None
+    assert [row["epoch"] for row in json.loads((out / "log.json").read_text())] == [1]
+    assert (out / "log.csv").read_text().count("\n") == 2
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_temporaries_of_killed_writers_are_removed_when_a_run_starts(run_copy, splits, tmp_path):
+    from capsviz.train import clean_run_folders
+
+    out = tmp_path / "run"
+    out.mkdir()
+    last = out / "last.safetensors"
+    last.write_bytes(run_copy.read_bytes())
+    pid = dead_pid()
+    left = [out / f".last.safetensors.capsviz-{pid}-abc.tmp", out / f".log.json.capsviz-{pid}-def.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")  # written a moment ago, by a process that is gone
+    staging = out / f".last.safetensors.capsviz-{pid}-ghi.tmp"
+    staging.mkdir()
+    (staging / "last.safetensors").write_bytes(b"staged before the kill")
+    train(*splits, out, tiny_config(epochs=1), resume=last)
+    assert sorted(p.name for p in out.iterdir()) == ["last.safetensors", "log.csv", "log.json"]
+    app_run = tmp_path / "runs" / "20260101-000000-abcdef"
+    app_run.mkdir(parents=True)
+    (app_run / left[0].name).write_bytes(b"98 MB of a killed server's epoch")
+    clean_run_folders(tmp_path / "runs")  # the app, before it starts a training
+    assert list(app_run.iterdir()) == []
+
+
+def test_a_killed_export_never_pairs_its_weights_with_the_old_card(good_run, synthetic_root, tmp_path):
+    out = tmp_path / "model.safetensors"
+    base = ["export", good_run, "--data-root", synthetic_root]
+    assert capsviz(*base, "--out", out, "--note", "first").returncode == 0
+    killed_after_replacing("model.safetensors", *base, "--out", out, "--note", "second")
+    assert read_card(out)["note"] == "second"  # every reader takes the card inside the weights
+    staged = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert staged  # what the kill left
+    assert cli.main([*map(str, base), "--out", str(tmp_path / "other.safetensors")]) == 0  # any write command
+    assert json.loads(out.with_suffix(".json").read_text()) == read_card(out)  # finished, not left half
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- report files: the three files of a robustness report are replaced together ---------------------
+
+
+@pytest.fixture
+def tiny_robustness(tmp_path, synthetic_root, monkeypatch) -> list[str]:
+    """`robustness` arguments that measure one tiny CapsNet (not the shipped models) on 8 images."""
+    monkeypatch.setattr("capsviz.analysis.robustness.shipped_models", lambda: [])
+    model = save_checkpoint(tmp_path / "tiny.safetensors", CapsNet(TINY_CAPSNET), {})
+    return ["robustness", "--checkpoint", str(model), "--data-root", str(synthetic_root), "--limit", "8"]
+
+
+robustness_files = ("robustness.md", "robustness.json", "sweeps.png")
+
+
+def test_robustness_replaces_none_of_its_files_when_one_cannot_be_written(
+    tiny_robustness, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in robustness_files:
+        (out / name).write_text(f"old {name}")
+    real_fsync = os.fsync
+
+    def full_disk_at_the_png(fd):
+        if "sweeps.png" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_at_the_png)
+    assert cli.main([*tiny_robustness, "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "sweeps.png" in err and "nothing was replaced" in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == {name: f"old {name}" for name in robustness_files}
+
+
+def test_a_robustness_run_killed_between_renames_is_finished_by_the_next_write(tiny_robustness, tmp_path):
+    from capsviz.files import clean_stale
+
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in robustness_files:
+        (out / name).write_text(f"old {name}")
+    killed_after_replacing("robustness.md", *tiny_robustness, "--sweep-limit", 2, "--out-dir", out)  # all models
+    assert (out / "robustness.json").read_text() == "old robustness.json"
+    clean_stale(out)  # what every write command into the folder does first
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["date"] in (out / "robustness.md").read_text()
+    assert (out / "sweeps.png").read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

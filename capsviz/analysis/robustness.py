@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +29,13 @@ from torch import nn
 from capsviz import registry
 from capsviz.analysis import affine
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.checkpoint import PRETRAINED_DIR
+from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.data import Split, to_float
 
 ROUTING = (1, 3, 5)
 FORMAT = "capsviz-robustness"
+FILES = ("robustness.md", "robustness.json", "sweeps.png")  # what --out-dir holds (`files`)
+MAX_NAME = 200  # characters of a model's name in the tables
 
 
 def shipped_models() -> list[Path]:
@@ -200,7 +203,7 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
     trained = getattr(model.config, "routing_iters", None)
     main = by_readout["none" if trained is None else str(trained)]
     entry = {
-        "name": card.get("name") or Path(checkpoint).stem,
+        "name": model_name(card, checkpoint),
         "kind": registry.kind_of(model),
         "params": sum(p.numel() for p in model.parameters()),
         "checkpoint": checkpoint,
@@ -214,6 +217,30 @@ def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict)
     if trained is not None:
         entry["by_routing"] = by_readout
     return entry
+
+
+def model_name(card: dict, checkpoint) -> str:
+    """The card's name (the file's stem without one); a CheckpointError for one the tables cannot hold."""
+    name = card.get("name")
+    if name is None or name == "":
+        return Path(checkpoint).stem
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise CheckpointError(
+            f"{checkpoint}: its card's 'name' is {str(name)[:40]!r}, not a text of at most {MAX_NAME} characters"
+        )
+    return name
+
+
+def _cell(text: object) -> str:
+    """`text` as one Markdown table cell: no line breaks, `|` and backslashes escaped."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _code(text: object) -> str:
+    """`text` as one inline code span, whatever backticks it holds."""
+    text = " ".join(str(text).split())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def report(
@@ -246,7 +273,7 @@ def _rows(entry: dict) -> list[tuple[str, dict]]:
 def markdown(result: dict) -> str:
     """The report as Markdown: one summary table, then one table per sweep (accuracy in %)."""
     lines = [
-        f"Measured {result['date']} on {result['hardware']} (torch {result['torch']}) with `{result['command']}`, "
+        f"Measured {result['date']} on {result['hardware']} (torch {result['torch']}) with {_code(result['command'])}, "
         f"{result['test_images']} MNIST test images, affine seed {result['seed']} "
         f"({result['affine_shrunk']} of them shrunk to keep their ink in the frame; `capsviz.analysis.affine`).",
         "",
@@ -255,7 +282,7 @@ def markdown(result: dict) -> str:
     ]
     for entry in result["models"]:
         for routing, values in _rows(entry):
-            row = [entry["name"], entry["kind"], f"{entry['params']:,}", routing]
+            row = [_cell(entry["name"]), entry["kind"], f"{entry['params']:,}", routing]
             lines.append("| " + " | ".join(row + [f"{values['mnist']:.2%}", f"{values['affine']:.2%}"]) + " |")
     paired_rows = comparisons(result["models"], result["test_images"])
     if paired_rows:
@@ -269,7 +296,8 @@ def markdown(result: dict) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in paired_rows:
-            cells = [row["a"], row["b"], f"{row['accuracy_a']:.2%}", f"{row['accuracy_b']:.2%}", row["only_a"]]
+            cells = [_cell(row["a"]), _cell(row["b"]), f"{row['accuracy_a']:.2%}", f"{row['accuracy_b']:.2%}"]
+            cells += [row["only_a"]]
             cells += [row["only_b"], f"{row['points']:+.2f}", f"{row['standard_error']:.2f}"]
             lines.append("| " + " | ".join(map(str, cells)) + f" | {row['standard_errors']:+.1f} |")
     for name, points in result["sweep_values"].items():
@@ -279,7 +307,7 @@ def markdown(result: dict) -> str:
         for entry in result["models"]:
             for routing, values in _rows(entry):
                 cells = [f"{a:.1%}" for a in values[name]]
-                lines.append(f"| {entry['name']} | {routing} | " + " | ".join(cells) + " |")
+                lines.append(f"| {_cell(entry['name'])} | {routing} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

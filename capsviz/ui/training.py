@@ -32,7 +32,7 @@ from capsviz.checkpoint import load_checkpoint, save_checkpoint
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.figures import viz
 from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
-from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, train
+from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, clean_run_folders, train
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, open_runs, runs_dir, session_watch, torch_threads
 from capsviz.ui.sidebar import run_option
@@ -228,6 +228,7 @@ def start_job(
         return None
     torch_threads()
     in_use = {j.out_dir for j in jobs.active()} | open_runs().folders()  # training, or shown by a session
+    clean_run_folders(runs_dir())
     prune_runs(runs_dir(), max(_env_count(KEEP_RUNS_ENV, KEEP_RUNS) - 1, 0), in_use)
     job.thread = threading.Thread(target=run_job, args=(job,), daemon=True, name=f"capsviz-train-{job.out_dir.name}")
     job.thread.start()
