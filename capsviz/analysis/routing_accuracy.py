@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from capsviz.checkpoint import atomic_write
 from capsviz.data import Split, to_float
+from capsviz.files import atomic_write
 from capsviz.model import MAX_ROUTING_ITERS, CapsNet
 
 SUFFIX = ".routing.json"

@@ -31,7 +31,8 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from capsviz.analysis.xray import RoutingXray
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, atomic_write
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError
+from capsviz.files import atomic_write
 
 FORMAT = "capsviz-routing-trace"
 KEYS = {
