@@ -27,8 +27,8 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from capsviz import registry
+from capsviz.configs import MAX_PARAMETERS
 from capsviz.files import atomic_write
-from capsviz.model import MAX_PARAMETERS
 
 FORMAT = "capsviz-checkpoint"
 VERSION = "1"
@@ -249,9 +249,7 @@ def _check_shapes(header: dict, config, name: str) -> None:
         params = dict(registry.build(config).named_parameters())
     count = sum(p.numel() for p in params.values())
     if count > MAX_PARAMETERS:
-        raise CheckpointError(
-            f"{name} describes a model of {count:,} parameters; capsviz loads at most {MAX_PARAMETERS:,}"
-        )
+        raise CheckpointError(f"{name} describes a model of {count:,} parameters; capsviz allows {MAX_PARAMETERS:,}")
     found = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     weights = {k: v for k, v in found.items() if not k.startswith(OPTIMIZER_PREFIX)}
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))

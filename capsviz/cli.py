@@ -28,10 +28,10 @@ from capsviz.checkpoint import (
     read_card,
     read_config,
 )
+from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import MNIST_TEST_IMAGES, DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.files import clean_stale, replace_together
-from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.train import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsviz.configs import config_from_dict
+from capsviz.configs import INPUT_BOUNDS, check_bounds, config_from_dict
 
-BOUNDS = {"num_classes": (2, 100), "input_size": (8, 64), "in_channels": (1, 4), "kernel_size": (1, 15)}
 WIDTH_BOUNDS = {"conv_channels": (6, 1024), "hidden": (4, 8192)}  # (most layers, widest layer)
 
 
@@ -51,10 +50,7 @@ class CNNConfig:
     PRESETS: ClassVar[dict[str, CNNConfig]]
 
     def __post_init__(self) -> None:
-        for name, (low, high) in BOUNDS.items():  # a checkpoint cannot make capsviz allocate without limit
-            value = getattr(self, name)
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        check_bounds(self, INPUT_BOUNDS)  # capsviz.configs: a checkpoint cannot make capsviz allocate without limit
         for name, (layers, width) in WIDTH_BOUNDS.items():
             value = getattr(self, name)
             if not (isinstance(value, tuple) and len(value) <= layers and all(type(w) is int for w in value)):

@@ -22,27 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from capsviz.configs import config_from_dict
+from capsviz.configs import CAPSNET_BOUNDS, MAX_DECODER_HIDDEN, check_bounds, config_from_dict
 from capsviz.losses import capsule_loss
 from capsviz.routing import ROUTERS, RoutingTrace, router, squash
-
-MAX_ROUTING_ITERS = 5
-# Bounds on every config field (inclusive), so a checkpoint cannot make capsviz allocate what it declares
-# without limit; MAX_PARAMETERS is about 6x the paper's model.
-CONFIG_BOUNDS = {
-    "num_classes": (2, 100),
-    "input_size": (8, 64),
-    "in_channels": (1, 4),
-    "conv_channels": (1, 1024),
-    "kernel_size": (1, 15),
-    "primary_types": (1, 128),
-    "primary_dim": (1, 32),
-    "primary_stride": (1, 4),
-    "digit_dim": (1, 64),
-    "routing_iters": (1, MAX_ROUTING_ITERS),
-}
-MAX_DECODER_HIDDEN = 4096
-MAX_PARAMETERS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -65,10 +47,7 @@ class CapsNetConfig:
     def __post_init__(self) -> None:
         if self.routing not in ROUTERS:
             raise ValueError(f"routing must be one of {', '.join(sorted(ROUTERS))}, got {self.routing!r}")
-        for name, (low, high) in CONFIG_BOUNDS.items():
-            value = getattr(self, name)
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        check_bounds(self, CAPSNET_BOUNDS)  # capsviz.configs: before anything is sized from the fields
         hidden = self.decoder_hidden
         if not (
             isinstance(hidden, tuple)
@@ -80,8 +59,6 @@ class CapsNetConfig:
             raise ValueError(
                 f"input_size {self.input_size} is too small for two {self.kernel_size}x{self.kernel_size} convs"
             )
-        if self.num_parameters > MAX_PARAMETERS:
-            raise ValueError(f"this config has {self.num_parameters:,} parameters; capsviz allows {MAX_PARAMETERS:,}")
 
     @property
     def primary_grid(self) -> int:
@@ -96,18 +73,6 @@ class CapsNetConfig:
     def receptive_field(self) -> int:
         """Input pixels one primary capsule sees along each axis: conv1's window grown by PrimaryCaps'."""
         return 2 * self.kernel_size - 1
-
-    @property
-    def num_parameters(self) -> int:
-        """Counted from the config alone, before anything is allocated (equals the built model's count)."""
-        k, c, t, i = self.kernel_size, self.conv_channels, self.primary_types, self.primary_dim
-        h1, h2 = self.decoder_hidden
-        conv1 = self.in_channels * c * k * k + c
-        primary = c * t * i * k * k + t * i
-        digits = self.num_primary * self.num_classes * self.digit_dim * i
-        pixels = self.in_channels * self.input_size**2
-        decoder = (self.num_classes * self.digit_dim + 1) * h1 + (h1 + 1) * h2 + (h2 + 1) * pixels
-        return conv1 + primary + digits + decoder
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import Split, to_float
 from capsviz.files import atomic_write
-from capsviz.model import MAX_ROUTING_ITERS, CapsNet
+from capsviz.model import CapsNet
 
 SUFFIX = ".routing.json"
 FORMAT = "capsviz-routing-accuracy"

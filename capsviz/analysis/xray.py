@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from capsviz.model import MAX_ROUTING_ITERS, CapsNet, CapsNetConfig
+from capsviz.configs import MAX_ROUTING_ITERS
+from capsviz.model import CapsNet, CapsNetConfig
 
 TIE_TOLERANCE = 1e-6  # couplings closer than this are a tie: "no winner"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from capsviz.analysis.inference import from_xray
-from capsviz.model import MAX_ROUTING_ITERS, PAPER
+from capsviz.configs import MAX_ROUTING_ITERS
+from capsviz.model import PAPER
 from capsviz.ui import canvas, inputs, share, state
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import DRAW, SAMPLE, model_input

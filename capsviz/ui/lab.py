@@ -18,8 +18,8 @@ import streamlit as st
 from capsviz import registry
 from capsviz.analysis import lab
 from capsviz.checkpoint import CheckpointError
+from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.figures import viz_lab
-from capsviz.model import MAX_ROUTING_ITERS
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file

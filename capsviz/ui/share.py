@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from capsviz.model import MAX_ROUTING_ITERS
+from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.ui import state
 
 SHIPPED = "shipped"

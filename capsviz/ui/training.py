@@ -29,9 +29,10 @@ from pathlib import Path
 import streamlit as st
 
 from capsviz.checkpoint import load_checkpoint, save_checkpoint
+from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.figures import viz
-from capsviz.model import MAX_ROUTING_ITERS, PAPER, CapsNetConfig
+from capsviz.model import PAPER, CapsNetConfig
 from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, clean_run_folders, train
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, open_runs, runs_dir, session_watch, torch_threads
