@@ -333,7 +333,7 @@ def _routing_option(kind: str, routing_iters: int | None) -> dict:
     """{"routing_iters": n} when given; refused for a kind without routing."""
     if routing_iters is None:
         return {}
-    if "routing_iters" not in {f.name for f in dataclasses.fields(registry.classes(kind)[1])}:
+    if not registry.has_routing(registry.classes(kind)[1]):
         raise UsageError(f"--routing-iters applies to a CapsNet; a {kind} model has no routing")
     return {"routing_iters": routing_iters}
 
@@ -376,7 +376,7 @@ def _evaluate(args) -> int:
     if args.json:
         report = {"accuracy": accuracy, "n": n, "errors": n - round(accuracy * n), "checkpoint": str(args.checkpoint)}
         report["kind"] = kind
-        if hasattr(model.config, "routing_iters"):
+        if registry.has_routing(model):
             report["routing_iters"] = args.routing_iters or model.config.routing_iters
         print(json.dumps(report))
     else:
@@ -413,7 +413,7 @@ def _predict(args) -> int:
             shown = "blank (draw a digit)" if entry["label"] is None else entry["label"]
             print(f"{path}: {shown}")
     if args.json:
-        if kind == "capsnet":  # a CapsNet's scores are its capsule lengths, under their older key too
+        if registry.has_routing(model):  # a CapsNet's scores are its capsule lengths, under their older key too
             results = [{**entry, "lengths": entry["scores"]} for entry in results]
         print(json.dumps(results))
     return 1 if failed == len(args.images) else 0
@@ -636,7 +636,7 @@ def _load_mnist_model(path, device="cpu"):
 
 
 def _require_routing(model, checkpoint) -> None:
-    if not hasattr(model.config, "routing_iters"):
+    if not registry.has_routing(model):
         raise UsageError(f"{checkpoint} holds a {registry.kind_of(model)} model: it has no routing to trace or sweep")
 
 

@@ -3,6 +3,7 @@
     from capsviz import registry
     model = registry.build(CapsNetConfig())          # the model a config describes
     registry.kind_of(model)                          # "capsnet": what a checkpoint records
+    registry.has_routing(model)                      # True: it takes routing_iters
 
 A model kind is a config dataclass (`to_dict()`, `from_dict(dict)`, `num_classes`) and an
 nn.Module built from it that has `config`, `objective(x, targets) -> (loss, scores)` (the
@@ -11,6 +12,10 @@ is the prediction). Adding one is one file and one line in MODELS (docs/architec
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 
 from torch import nn
 
@@ -43,6 +48,23 @@ def kind_of(model_or_config) -> str:
     raise UnknownKindError(f"{type(model_or_config).__name__} is not a registered model or config (capsviz.registry)")
 
 
+def has_routing(model_or_config) -> bool:
+    """Whether a model, its config or its config class routes capsules: its config has `routing_iters`."""
+    config = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
+    return any(f.name == "routing_iters" for f in fields(config))
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode for the block; its training mode comes back afterwards, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def load_config(kind: str, data: dict):
     """The config of `kind` from a checkpoint's JSON (ValueError for fields it does not have)."""
     return classes(kind)[1].from_dict(data)
@@ -59,7 +81,7 @@ def mnist_mismatch(config) -> str | None:
 def explorer_mismatch(model: nn.Module) -> str | None:
     """Why the explorer's views cannot show `model` (they assume an MNIST CapsNet with the paper's 16-D digit
     capsules on a 6x6 primary grid), or None when they can."""
-    if not isinstance(model, CapsNet):
+    if not has_routing(model):
         return f"it holds a {kind_of(model)} model; this explorer shows CapsNets"
     config = model.config
     why = mnist_mismatch(config)

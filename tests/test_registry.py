@@ -11,7 +11,7 @@ from capsviz import registry
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpoint, read_card, save_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
 
-from conftest import TINY_CAPSNET
+from conftest import TINY_CAPSNET, TINY_CNN
 
 
 def rewrite_metadata(src, dst, **changes):
@@ -88,3 +88,9 @@ def test_the_registry_refuses_what_it_does_not_know():
         registry.classes("nope")
     with pytest.raises(registry.UnknownKindError, match="not a registered"):
         registry.kind_of(torch.nn.Linear(2, 2))
+
+
+def test_has_routing_answers_for_a_model_its_config_and_its_config_class():
+    capsnet, cnn = CapsNet(TINY_CAPSNET), registry.build(TINY_CNN)
+    assert [registry.has_routing(x) for x in (capsnet, TINY_CAPSNET, CapsNetConfig)] == [True] * 3
+    assert [registry.has_routing(x) for x in (cnn, TINY_CNN, type(TINY_CNN))] == [False] * 3

@@ -44,7 +44,7 @@ def shipped_models() -> list[Path]:
 
 def readouts(model: nn.Module) -> list[int | None]:
     """The routing counts a model is read at: None for a model without routing."""
-    trained = getattr(model.config, "routing_iters", None)
+    trained = model.config.routing_iters if registry.has_routing(model) else None
     return [None] if trained is None else sorted({*ROUTING, trained})
 
 
@@ -200,7 +200,7 @@ def sweep_images(total: int, sweep_limit: int | None) -> int:
 
 def model_entry(model: nn.Module, card: dict, checkpoint: str, by_readout: dict) -> dict:
     """One model's JSON: name, kind, params, mnist and affine (at its trained routing), sweeps, every readout."""
-    trained = getattr(model.config, "routing_iters", None)
+    trained = model.config.routing_iters if registry.has_routing(model) else None
     main = by_readout["none" if trained is None else str(trained)]
     entry = {
         "name": model_name(card, checkpoint),
