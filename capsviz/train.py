@@ -197,18 +197,16 @@ def evaluate(
     `on_batch(done, total)` reports progress.
     """
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct = seen = 0
-    for images, labels in batches(split, batch_size, shuffle=False):
-        if stop is not None and stop.is_set():
-            break
-        x = to_float(images.to(device))
-        correct += (model.scores(x, **options).argmax(1).cpu() == labels.cpu()).sum().item()
-        seen += labels.shape[0]
-        if on_batch is not None:
-            on_batch(seen, len(split))
-    model.train(was_training)
+    with registry.evaluating(model):
+        for images, labels in batches(split, batch_size, shuffle=False):
+            if stop is not None and stop.is_set():
+                break
+            x = to_float(images.to(device))
+            correct += (model.scores(x, **options).argmax(1).cpu() == labels.cpu()).sum().item()
+            seen += labels.shape[0]
+            if on_batch is not None:
+                on_batch(seen, len(split))
     return correct / max(seen, 1), seen
 
 

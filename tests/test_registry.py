@@ -94,3 +94,12 @@ def test_has_routing_answers_for_a_model_its_config_and_its_config_class():
     capsnet, cnn = CapsNet(TINY_CAPSNET), registry.build(TINY_CNN)
     assert [registry.has_routing(x) for x in (capsnet, TINY_CAPSNET, CapsNetConfig)] == [True] * 3
     assert [registry.has_routing(x) for x in (cnn, TINY_CNN, type(TINY_CNN))] == [False] * 3
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluating_gives_the_training_mode_back_even_after_an_error(training):
+    model = CapsNet(TINY_CAPSNET).train(training)
+    with pytest.raises(RuntimeError, match="interrupted"), registry.evaluating(model):
+        assert not model.training and not model.digits.training
+        raise RuntimeError("interrupted")
+    assert model.training is training and model.digits.training is training

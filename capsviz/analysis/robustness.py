@@ -84,28 +84,28 @@ def measure(
     maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
     correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
     affine_hits = torch.zeros(len(counts), len(split), dtype=torch.bool)  # (K, N)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(split), batch_size):
-        x = to_float(split.images[start : start + batch_size]).to(device)  # (B, 1, 28, 28)
-        labels = split.labels[start : start + batch_size].to(device)  # (B,)
-        for t, (name, value) in enumerate(tests):
-            n = len(x) if name in ("mnist", "affine") else max(0, min(len(x), swept - start))  # sweeps: first `swept`
-            if n == 0:
-                continue
-            if name == "affine":
-                moved = affine.warp(x, maps[start : start + batch_size])
-            elif name == "mnist":
-                moved = x
-            else:
-                moved = affine.warp(x[:n], affine.sweep_maps(name, value, n))
-            hits = (predictions(model, moved, counts) == labels[:n]).cpu()  # (K, n)
-            correct[:, t] += hits.sum(1)
-            if name == "affine":
-                affine_hits[:, start : start + n] = hits
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(split)), len(split))
-    model.train(was_training)
+    with registry.evaluating(model):
+        for start in range(0, len(split), batch_size):
+            x = to_float(split.images[start : start + batch_size]).to(device)  # (B, 1, 28, 28)
+            labels = split.labels[start : start + batch_size].to(device)  # (B,)
+            for t, (name, value) in enumerate(tests):
+                n = (
+                    len(x) if name in ("mnist", "affine") else max(0, min(len(x), swept - start))
+                )  # sweeps: first `swept`
+                if n == 0:
+                    continue
+                if name == "affine":
+                    moved = affine.warp(x, maps[start : start + batch_size])
+                elif name == "mnist":
+                    moved = x
+                else:
+                    moved = affine.warp(x[:n], affine.sweep_maps(name, value, n))
+                hits = (predictions(model, moved, counts) == labels[:n]).cpu()  # (K, n)
+                correct[:, t] += hits.sum(1)
+                if name == "affine":
+                    affine_hits[:, start : start + n] = hits
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(split)), len(split))
     seen = torch.tensor([len(split)] * 2 + [swept] * (len(tests) - 2), dtype=torch.double)  # (T,)
     accuracy = (correct.double() / seen.clamp(min=1)).tolist()  # (K, T)
     result = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from capsviz import registry
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import Split, to_float
 from capsviz.files import atomic_write
@@ -54,16 +55,13 @@ def correct_per_iteration(
     """How many of `split` the model gets right after 1..iterations routing iterations."""
     device = next(model.parameters()).device
     correct = torch.zeros(iterations, dtype=torch.long)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with registry.evaluating(model), torch.no_grad():
         for start in range(0, len(split), batch_size):
             images = to_float(split.images[start : start + batch_size].to(device))  # (B, 1, H, W)
             labels = split.labels[start : start + batch_size].to(device)
             _, trace, _ = model.encode(images, iterations, trace=True)
             predicted = trace.poses.norm(dim=-1).argmax(dim=-1)  # (B, R, J) -> (B, R)
             correct += (predicted == labels[:, None]).sum(dim=0).cpu()
-    model.train(was_training)
     return correct.tolist()
 
 
