@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from capsviz.data import Split
+from capsviz.data import Split, to_float
 from capsviz.model import CapsNet
 
 SEARCH_BATCH = 250
@@ -31,7 +31,7 @@ class Mistake:
 def _predict(model: CapsNet, images: torch.Tensor, routing_iters: int) -> torch.Tensor:
     """(b, 28, 28) uint8 -> (b,) predicted digits, on the model's device."""
     device = next(model.parameters()).device
-    x = images.float().div(255).unsqueeze(1).to(device)  # (b, 1, 28, 28)
+    x = to_float(images).to(device)  # (b, 1, 28, 28)
     with torch.no_grad():
         return model(x, routing_iters=routing_iters).lengths.argmax(1).cpu()
 

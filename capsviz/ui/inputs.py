@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from capsviz.analysis.mistakes import find_misclassified
+from capsviz.data import to_float
 from capsviz.model import PAPER
 from capsviz.preprocess import open_image, to_mnist
 from capsviz.ui import canvas, state
@@ -162,7 +163,7 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
         return ModelInput(None, message="No misclassified image found in the images searched; try again.")
     label = int(split.labels[index])
     st.caption(f"MNIST test image #{index}, labelled **{label}**")
-    x = split.images[index].float().div(255).unsqueeze(0)  # (1, 28, 28), already MNIST-made
+    x = to_float(split.images[index : index + 1])[0]  # (1, 28, 28), already MNIST-made
     return ModelInput(x, label=label, index=index)
 
 

@@ -19,6 +19,7 @@ from capsviz import registry
 from capsviz.analysis import lab
 from capsviz.checkpoint import CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
+from capsviz.data import to_float
 from capsviz.figures import viz_lab
 from capsviz.ui import state
 from capsviz.ui.inputs import ModelInput
@@ -102,7 +103,7 @@ def current_input() -> tuple[ModelInput | None, str | None]:
     split, _ = mnist_test()  # without MNIST, the Explore tab says why when a test image is asked for
     if split is None:
         return None, "Draw, pick or upload a digit on the Explore tab first: the lab moves that digit."
-    x = split.images[FALLBACK_INDEX].float().div(255).unsqueeze(0)  # (1, 28, 28)
+    x = to_float(split.images[FALLBACK_INDEX : FALLBACK_INDEX + 1])[0]  # (1, 28, 28)
     label = int(split.labels[FALLBACK_INDEX])
     fallback = ModelInput(x, label=label, index=FALLBACK_INDEX)
     return fallback, (
