@@ -6,6 +6,10 @@ Dimension letters used in shape comments throughout capsviz:
     I  child capsule size, 8
     R  routing iterations
 
+`paper_routing` is Procedure 1 written as the paper writes it, one einsum per line; the
+router the model runs, `dynamic_routing`, computes the same values in a faster parent-major
+form (tests/test_routing.py compares the two).
+
 Routers: `ROUTERS` at the bottom names each routing algorithm; `CapsNetConfig.routing`
 picks one by name. A router maps (votes (B, N, J, D), iterations, trace) to (poses (B, J, D),
 RoutingTrace or None). Another algorithm is one function here and one entry in `ROUTERS`.
@@ -53,6 +57,20 @@ class RoutingTrace:
         return self.couplings.shape[1]
 
 
+def paper_routing(u_hat: torch.Tensor, r: int) -> torch.Tensor:
+    """Procedure 1 in the paper's notation: votes u_hat_j|i (B, N, J, D) -> parent capsules v_j (B, J, D).
+
+    The readable reference for `dynamic_routing`: same forward values, gradients through every iteration.
+    """
+    b = u_hat.new_zeros(u_hat.shape[:3])  # b_ij = 0 for every child i and parent j: (B, N, J)
+    for _ in range(r):
+        c = torch.softmax(b, dim=2)  # c_i = softmax(b_i), Eq. 3, over the parents j: (B, N, J)
+        s = torch.einsum("bij,bijd->bjd", c, u_hat)  # s_j = sum_i c_ij u_hat_j|i: (B, J, D)
+        v = squash(s)  # v_j = squash(s_j), Eq. 1: (B, J, D)
+        b = b + torch.einsum("bijd,bjd->bij", u_hat, v)  # b_ij <- b_ij + u_hat_j|i . v_j: (B, N, J)
+    return v
+
+
 def dynamic_routing(
     votes: torch.Tensor, iterations: int, trace: bool = False
 ) -> tuple[torch.Tensor, RoutingTrace | None]:
@@ -74,17 +92,19 @@ def dynamic_routing(
         last = r == iterations - 1
         couplings = torch.softmax(logits, dim=1)  # (B, J, N), sums to 1 over the J parents
         used_votes = votes if last else votes_const
-        s = torch.matmul(couplings.unsqueeze(2), used_votes).squeeze(2)  # (B, J, 1, N) @ (B, J, N, D) -> (B, J, D)
+        # (B, J, 1, N) @ (B, J, N, D) -> (B, J, D)
+        s = torch.matmul(couplings.unsqueeze(2), used_votes).squeeze(2)
         poses = squash(s)  # (B, J, D)
         if trace:
             recorded.append((couplings.detach(), logits.detach(), poses.detach()))
         if not last:
-            # (B, J, 1, D) @ (B, J, D, N): the votes enter transposed, which BLAS reads in place
-            agreement = torch.matmul(poses.detach().unsqueeze(2), votes_const.transpose(-1, -2)).squeeze(2)  # (B, J, N)
+            # (B, J, 1, D) @ (B, J, D, N) -> (B, J, N): the votes enter transposed, which BLAS reads in place
+            agreement = torch.matmul(poses.detach().unsqueeze(2), votes_const.transpose(-1, -2)).squeeze(2)
             logits = logits + agreement
     if not trace:
         return poses, None
-    couplings_r, logits_r, poses_r = (torch.stack(t, dim=1) for t in zip(*recorded))  # (B, R, J, N), (B, R, J, D)
+    # couplings and logits (B, R, J, N), poses (B, R, J, D)
+    couplings_r, logits_r, poses_r = (torch.stack(t, dim=1) for t in zip(*recorded))
     return poses, RoutingTrace(
         couplings=couplings_r.transpose(2, 3).contiguous(),  # (B, R, N, J)
         logits=logits_r.transpose(2, 3).contiguous(),  # (B, R, N, J)
@@ -92,7 +112,8 @@ def dynamic_routing(
     )
 
 
-Router = Callable[..., tuple[torch.Tensor, RoutingTrace | None]]  # (votes, iterations, trace=...) -> (v, trace)
+# (votes, iterations, trace=...) -> (v, trace)
+Router = Callable[..., tuple[torch.Tensor, RoutingTrace | None]]
 
 ROUTERS: dict[str, Router] = {
     "dynamic": dynamic_routing,  # the paper's routing by agreement (Procedure 1)
