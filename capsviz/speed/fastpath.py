@@ -8,30 +8,9 @@
             out = model(fast.input(x), labels=labels)
         ...
 
-What it changes, and why (timings: `python -m capsviz.bench`):
-- On the CPU, conv1 and PrimaryCaps train through `capsviz.speed.conv` (im2col for conv1, stride-1
-  convolutions for PrimaryCaps' gradients, both faster than oneDNN's): `prepare` swaps those
-  classes into the model, whose own layers are plain nn.Conv2d (same parameters, same state dict).
-- channels_last (NHWC) convolutions on CUDA, where cuDNN's tensor-core kernels want it.
-  The CPU keeps NCHW, the layout `capsviz.speed.conv`'s layers are fastest in
-  (`python -m capsviz.bench --sections kernels` times them against oneDNN's NCHW and NHWC).
-- bf16 autocast on CUDA for the convolutions and the decoder. Routing's tensors stay
-  float32 (`DigitCaps` turns autocast off): couplings are softmaxes of agreements summed
-  over 1152 votes. Off on the CPU, where AVX2 has no bf16 arithmetic.
-- TF32 matmuls and convolutions on CUDA, switched on only inside `precision()`, so other
-  code in the process (the plain path, the reference, the app) keeps PyTorch's defaults.
-  Inside it, routing's float32 matmuls use TF32 too (10-bit mantissa products, float32 sums).
-- Adam with fused=True (one kernel for all parameters).
-- `torch.compile` of the model + loss on request (`--compile`): it fuses the routing's
-  element-wise work but costs a compile at start; the benchmark measures both.
-- On the CPU, malloc keeps freed memory for the next step instead of returning it to the
-  kernel and page-faulting it back (`capsviz.speed.memory`, entered by `train` around its loop).
-Not part of this class but of the same path on both settings: MNIST stays on the device as
-uint8 and is shifted there (`capsviz.data`), and routing runs as batched matmuls over one
-parent-major copy of the votes (`capsviz.routing`).
-
-`PLAIN` turns all of it off (PyTorch's defaults, nn.Conv2d's own kernels): tests/test_fastpath.py
-checks both give the same outputs and gradients on the same weights and inputs.
+Each field is one speed choice, for one device, that leaves the outputs unchanged (what each
+does and why: docs/architecture.md; timings: `python -m capsviz.bench`). `PLAIN` turns them
+all off: tests/test_fastpath.py checks both give the same outputs and gradients.
 """
 
 from __future__ import annotations
@@ -47,11 +26,11 @@ from capsviz.speed import conv, memory
 
 @dataclass(frozen=True)
 class FastPath:
-    channels_last: bool = True
-    bf16: bool | None = None  # None: on CUDA only
-    compile: bool = False
+    channels_last: bool = True  # CUDA only: NHWC convolutions, what cuDNN's tensor cores want
+    bf16: bool | None = None  # autocast of convolutions and decoder; None: on CUDA only (routing stays float32)
+    compile: bool = False  # torch.compile of model + loss: fused routing, paid for by a compile at start
     fused_adam: bool = True
-    tf32: bool = True  # CUDA only
+    tf32: bool = True  # CUDA only, and only inside precision(): other code keeps PyTorch's defaults
     retain_memory: bool = True  # CPU only, glibc only (capsviz.speed.memory)
     cpu_convs: bool = True  # CPU only: capsviz.speed.conv's training layers
 

@@ -1,26 +1,15 @@
 """Keep freed memory in the process while training on the CPU (Linux with glibc only).
 
-A CPU training step allocates and frees tensors of tens of megabytes: the votes (B, J, N, D)
-and their gradient are 94 MB at batch 128. glibc's malloc serves a block that large with a
-fresh mmap and gives it back to the kernel on free, so every step page-faults the same
-memory in again, each page zeroed by the kernel. Raising malloc's mmap and trim thresholds
-keeps freed blocks in the heap for the next step to reuse; PyTorch's caching allocator
-does the same on CUDA. `python -m capsviz.bench` times the reference both ways, so what
-the setting gives is visible apart from capsviz's own changes.
+Freed blocks of tens of megabytes (the votes and their gradient) would otherwise go back to
+the kernel and be page-faulted in again, zeroed, every step; raising malloc's mmap and trim
+thresholds keeps them for reuse, as PyTorch's caching allocator does on CUDA (how glibc
+behaves and how the reset works: docs/architecture.md).
 
     with retained_memory() as kept:   # what FastPath.retained_memory(cpu) enters around training
         ...                           # kept: whether the setting is in effect
-    # on exit (of the last user) the heap is trimmed, so a long-lived process (the app)
-    # returns the memory, and the thresholds are reset to the highest values glibc's own
-    # dynamic adjustment reaches (mmap 32 MiB, trim 64 MiB on 64-bit): glibc cannot be put
-    # back into that adjustment once a threshold has been set, so this is a reset, not a
-    # restore, and it overrides MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ if set.
 
-The setting is process-wide; nested and concurrent users (two app sessions training) are
-counted, and only the last one out resets it. It helps the thread that allocates from
-glibc's main arena most: a training thread of the app may be given another arena, where
-blocks above 64 MB are still mapped per allocation. Elsewhere (macOS, Windows, musl) it
-does nothing and says so by yielding False.
+Process-wide: nested and concurrent users are counted, and the last one out trims the heap
+and resets the thresholds. Elsewhere (macOS, Windows, musl) it does nothing and yields False.
 """
 
 from __future__ import annotations

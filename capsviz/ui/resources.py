@@ -22,9 +22,8 @@ from capsviz.device import resolve_device
 from capsviz.model import CapsNet
 
 RUNS_ENV = "CAPSVIZ_RUNS"
-# One torch thread per server by default: the app's work is small batches, and on a small CPU
-# shared with other work (a second session, a training, another program) two threads that wait
-# on each other made one input's routing 220 ms instead of 18, and a lesson's training 2.3x slower.
+# Few torch threads: the app's batches are small, and threads waiting on each other on a shared CPU
+# slow every session (docs/architecture.md).
 THREADS_ENV = "CAPSVIZ_THREADS"
 THREADS = max(1, (os.cpu_count() or 2) // 2)  # 1 on a 2-core machine: sessions and trainings share the cores
 
