@@ -1,4 +1,4 @@
-"""The explorer refuses, with a reason, a checkpoint its views cannot show (capsviz.ui.sidebar.explorable)."""
+"""The explorer refuses, with a reason, a checkpoint its views cannot show (capsviz.ui.sidebar.require_explorable)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from capsviz.checkpoint import CheckpointError  # noqa: E402
 from capsviz.cnn import CNN  # noqa: E402
 from capsviz.model import CapsNet  # noqa: E402
 from capsviz.ui.resources import LoadedModel  # noqa: E402
-from capsviz.ui.sidebar import explorable  # noqa: E402
+from capsviz.ui.sidebar import require_explorable  # noqa: E402
 
 from conftest import TINY_CAPSNET  # noqa: E402
 
@@ -23,7 +23,7 @@ def loaded(model) -> LoadedModel:
 
 def test_a_small_mnist_capsnet_is_explorable():
     model = CapsNet(TINY_CAPSNET)
-    assert explorable(loaded(model)).model is model
+    assert require_explorable(loaded(model)).model is model
 
 
 @pytest.mark.parametrize(
@@ -36,4 +36,4 @@ def test_a_small_mnist_capsnet_is_explorable():
 )
 def test_what_the_views_cannot_show_is_refused_with_the_reason(model, reason):
     with pytest.raises(CheckpointError, match=reason):
-        explorable(loaded(model))
+        require_explorable(loaded(model))

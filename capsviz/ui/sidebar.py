@@ -60,7 +60,7 @@ def sidebar() -> Settings:
     return Settings(loaded, device)
 
 
-def explorable(loaded: LoadedModel) -> LoadedModel:
+def require_explorable(loaded: LoadedModel) -> LoadedModel:
     """The views assume a CapsNet that reads MNIST, with the paper's 16-D digit capsules and 6x6 primary grid."""
     why = registry.explorer_mismatch(loaded.model)
     if why is not None:
@@ -71,7 +71,7 @@ def explorable(loaded: LoadedModel) -> LoadedModel:
 def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
     if choice in runs:
         try:
-            return explorable(model_from_file(runs[choice], device, choice))
+            return require_explorable(model_from_file(runs[choice], device, choice))
         except CheckpointError as exc:
             st.error(f"That run's checkpoint cannot be used: {exc}. Using the shipped model.")
     elif choice == UPLOAD:
@@ -85,7 +85,7 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
                 )
             else:
                 try:
-                    return explorable(model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}"))
+                    return require_explorable(model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}"))
                 except CheckpointError as exc:
                     st.error(f"Rejected: {exc}. Using the shipped model.")
         else:
@@ -96,7 +96,7 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
 def shipped(device: str) -> LoadedModel:
     """The shipped model; without it the page stops with the reason and the fix."""
     try:
-        return explorable(shipped_model(device))
+        return require_explorable(shipped_model(device))
     except (CheckpointError, OSError) as exc:
         st.error(
             f"The shipped model could not be loaded: {exc}. Restore `pretrained/` from the repository "
