@@ -266,8 +266,8 @@ def _train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_config = _model_config(args)
-    place = distributed.from_env()  # set by torchrun; a single process otherwise
-    device = distributed.setup(args.device, place) if place.enabled else args.device
+    ddp = distributed.from_env()  # set by torchrun; a single process otherwise
+    device = distributed.setup(args.device, ddp) if ddp.enabled else args.device
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -287,7 +287,7 @@ def _train(args) -> int:
                 f"{args.resume} was trained on {args.resumed_images:,} images; this data root and --limit give "
                 f"{len(train_split):,}"
             )
-        callbacks = [_Progress()] if place.is_main else []
+        callbacks = [_Progress()] if ddp.is_main else []
         result = train(
             train_split,
             test_split,
@@ -297,11 +297,11 @@ def _train(args) -> int:
             callbacks=callbacks,
             resume=args.resume,
             init=args.init,
-            place=place,
+            ddp=ddp,
         )
     finally:
         distributed.shutdown()
-    if not place.is_main:
+    if not ddp.is_main:
         return 0
     if result.checkpoint is None:
         print(f"{result.status}: nothing to do (the run already has {args.epochs} epochs)")

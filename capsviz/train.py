@@ -154,12 +154,12 @@ class TrainStep:
     """
 
     def __init__(
-        self, model: nn.Module, *, device: torch.device, config: TrainConfig, place: Distributed = distributed.SINGLE
+        self, model: nn.Module, *, device: torch.device, config: TrainConfig, ddp: Distributed = distributed.SINGLE
     ):
         self.fast, self.device = config.fast, device
         self.fast.prepare(model, device)
         self.optimizer = self.fast.optimizer(model.parameters(), config.lr)
-        self.loss_fn = distributed.wrap(model, device, place)  # (x, labels) -> (loss, scores): model.objective
+        self.loss_fn = distributed.wrap(model, device, ddp)  # (x, labels) -> (loss, scores): model.objective
         if self.fast.compile:
             self.loss_fn = torch.compile(self.loss_fn)
 
@@ -221,19 +221,19 @@ def train(
     stop: threading.Event | None = None,
     resume: str | Path | None = None,
     init: str | Path | None = None,
-    place: Distributed = distributed.SINGLE,
+    ddp: Distributed = distributed.SINGLE,
 ) -> TrainResult:
     """Train the model `model_config` describes (any kind in `capsviz.registry`; a CapsNet by
     default), or the checkpoint's model with `resume` / `init`; returns when the last epoch is
     done or `stop` is set.
 
-    Under torchrun (`place` from `capsviz.speed.distributed`), every rank trains on its shard of
+    Under torchrun (`ddp` from `capsviz.speed.distributed`), every rank trains on its shard of
     each epoch and only rank 0 evaluates, calls the callbacks and writes files; `stop` is
     for single-process runs (the app). On the CPU, freed memory is kept for reuse while it
     runs (`capsviz.speed.memory`).
     """
     device = resolve_device(config.device)
-    with _run_folder(Path(out_dir), place, resume), config.fast.retained_memory(device):
+    with _run_folder(Path(out_dir), ddp, resume), config.fast.retained_memory(device):
         return _train(
             train_split,
             test_split,
@@ -245,7 +245,7 @@ def train(
             stop=stop,
             resume=resume,
             init=init,
-            place=place,
+            ddp=ddp,
         )
 
 
@@ -261,14 +261,14 @@ def _train(
     stop: threading.Event | None,
     resume: str | Path | None,
     init: str | Path | None,
-    place: Distributed,
+    ddp: Distributed,
 ) -> TrainResult:
     start_epoch, history = 0, []
     if resume:
         model, card, state = load_training_state(resume, device)
         start_epoch = state.epoch
         history = _history(card, resume)
-        if history and place.is_main and _same_file(resume, out_dir / "last.safetensors"):
+        if history and ddp.is_main and _same_file(resume, out_dir / "last.safetensors"):
             _write_logs(out_dir, history)  # the run's logs, rebuilt from its card (a kill may have lost them)
         model.train()
     elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
@@ -278,17 +278,17 @@ def _train(
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
             torch.manual_seed(config.seed)
             model = registry.build(model_config or CapsNetConfig()).to(device)
-    step = TrainStep(model, device=device, config=config, place=place)
+    step = TrainStep(model, device=device, config=config, ddp=ddp)
     if resume:
         restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     if config.eval_limit:
         test_split = test_split.head(config.eval_limit)
     train_split, test_split = train_split.to(device), test_split.to(device)
-    callbacks = list(callbacks) if place.is_main else []
+    callbacks = list(callbacks) if ddp.is_main else []
     checkpoint = out_dir / "last.safetensors"
     result = TrainResult("finished", history, None, model)  # .checkpoint is set once an epoch is written
-    batch_size = max(1, config.batch_size // place.world_size)  # --batch-size is the global batch
-    shard_size = len(train_split) // place.world_size if place.enabled else len(train_split)
+    batch_size = max(1, config.batch_size // ddp.world_size)  # --batch-size is the global batch
+    shard_size = len(train_split) // ddp.world_size if ddp.enabled else len(train_split)
     report_every = config.report_every or (25 if device.type == "cuda" else 1)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -296,24 +296,24 @@ def _train(
         lr = lr_at(config, epoch)
         step.set_lr(lr)
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
-        shifts = (
+        shift_generator = (
             generator
-            if not place.enabled
-            else torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7_919 * place.rank)
+            if not ddp.enabled
+            else torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7_919 * ddp.rank)
         )
         model.train()
         num_batches = -(-shard_size // batch_size)
         epoch_loss = epoch_correct = window_loss = window_correct = torch.zeros((), device=device)
         seen = window_seen = 0
         window_start = time.perf_counter()
-        shard = (place.rank, place.world_size)
+        shard = (ddp.rank, ddp.world_size)
         for index, (images, labels) in enumerate(
             batches(train_split, batch_size, shuffle=True, generator=generator, shard=shard), start=1
         ):
             if stop is not None and stop.is_set():
                 result.status = "cancelled"
                 return result
-            loss, correct = step(images, labels, shifts)
+            loss, correct = step(images, labels, shift_generator)
             n = labels.shape[0]
             window_loss, window_correct, window_seen = window_loss + loss * n, window_correct + correct, window_seen + n
             if index % report_every and index != num_batches:
@@ -333,8 +333,8 @@ def _train(
                 callback.on_batch_end(info)
             window_loss = window_correct = torch.zeros((), device=device)
             window_seen, window_start = 0, time.perf_counter()
-        if not place.is_main:
-            place.barrier()  # rank 0 evaluates and writes; the others wait for it
+        if not ddp.is_main:
+            ddp.barrier()  # rank 0 evaluates and writes; the others wait for it
             continue
         test_accuracy, evaluated = evaluate(
             model,
@@ -360,20 +360,20 @@ def _train(
         _check_finite(info.train_loss, epoch, num_batches, checkpoint)
         history.append(info)
         card = _card(config, model, device, history, len(train_split), len(test_split))
-        card["processes"] = place.world_size
+        card["processes"] = ddp.world_size
         files = {checkpoint: checkpoint_bytes(model, card, optimizer=step.optimizer, name=str(checkpoint))}
         replace_together({**files, **_logs(out_dir, history)})  # a checkpoint never without its logs
         result.checkpoint = checkpoint
         for callback in callbacks:
             callback.on_epoch_end(info)
-        place.barrier()
+        ddp.barrier()
     return result
 
 
 @contextlib.contextmanager
-def _run_folder(out_dir: Path, place: Distributed, resume) -> Iterator[None]:
+def _run_folder(out_dir: Path, ddp: Distributed, resume) -> Iterator[None]:
     """The run folder, held by this run alone (rank 0's lock) and cleared of killed writes' temporaries."""
-    if not place.is_main:
+    if not ddp.is_main:
         yield
         return
     check_run_folder(out_dir)

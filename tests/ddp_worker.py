@@ -28,7 +28,7 @@ if __name__ == "__main__":
     try:
         splits = load_mnist(root, train=True), load_mnist(root, train=False)
         config = TrainConfig(epochs=2, batch_size=32, lr=3e-3, device="cpu", eval_batch_size=20)
-        result = train(*splits, out, config, model_config=TINY, place=Distributed(rank, world))
+        result = train(*splits, out, config, model_config=TINY, ddp=Distributed(rank, world))
         weights = {k: v.contiguous() for k, v in result.model.state_dict().items()}
         save_file(weights, f"{out}/rank{rank}.safetensors")
     finally:

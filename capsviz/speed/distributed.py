@@ -20,6 +20,8 @@ from capsviz.device import resolve_device
 
 @dataclass(frozen=True)
 class Distributed:
+    """This process's rank in a torchrun job, the job's size and its GPU on this machine."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -48,14 +50,14 @@ def from_env() -> Distributed:
     return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def setup(device_name: str, place: Distributed) -> str:
+def setup(device_name: str, ddp: Distributed) -> str:
     """Join the process group; returns the device this rank trains on ("cuda:<local rank>" or "cpu")."""
     use_cuda = resolve_device(device_name).type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(place.local_rank)
+        torch.cuda.set_device(ddp.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return f"cuda:{place.local_rank}" if use_cuda else "cpu"
+    return f"cuda:{ddp.local_rank}" if use_cuda else "cpu"
 
 
 def shutdown() -> None:
@@ -79,9 +81,9 @@ class LossStep(nn.Module):
         return loss, scores.detach()
 
 
-def wrap(model: nn.Module, device: torch.device, place: Distributed) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, ddp: Distributed) -> nn.Module:
     step = LossStep(model)
-    if not place.enabled:
+    if not ddp.enabled:
         return step
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(step, device_ids=device_ids)
