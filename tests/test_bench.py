@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from capsviz.bench.browser import AppStartError, free_port, serving
 from capsviz.bench.reference import ReferenceCapsNet, softmax_over_parents
 from capsviz.bench.training import BenchWorkerError, Method, Worker
 from capsviz.model import CapsNet
@@ -146,3 +147,10 @@ def test_bench_lesson_section_runs_the_quick_preset_through_the_app(tmp_path, sy
     assert (lesson["training_images"], lesson["test_images"]) == (96, 40)  # all the synthetic MNIST has
     assert 0.0 <= lesson["test_accuracy"] <= 1.0
     assert "Quick lesson (96 images, 1 epoch(s), 40 test images" in result.stdout
+
+
+def test_a_server_that_exits_is_reported_at_once_with_its_output(tmp_path):
+    """The one app starter (bench, browser and package tests) stops waiting when the server dies."""
+    command = [sys.executable, "-c", "print('no such app'); raise SystemExit(3)"]
+    with pytest.raises(AppStartError, match="no such app"), serving(command, free_port(), env=OFFLINE_ENV):
+        pass

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +21,7 @@ import pytest
 from PIL import Image
 
 from capsviz.analysis import trace_export
-from capsviz.bench.browser import draw_stroke
+from capsviz.bench.browser import app_command, draw_stroke, free_port, serving
 from capsviz.figures import viz
 
 from drawings import STROKES
@@ -63,40 +59,15 @@ def browser():
         browser.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     yield from _serve({**os.environ, "CAPSVIZ_RUNS": str(tmp_path_factory.mktemp("runs"))})
 
 
 def _serve(env: dict):
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-        "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180  # generous: a loaded CI machine imports slowly
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    while time.time() < deadline:
-        try:
-            if direct.open(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start: " + process.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    port = free_port()
+    with serving(app_command(port), port, env=env) as url:
+        yield url
 
 
 def _shot(page, name: str) -> None:

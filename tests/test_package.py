@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from capsviz.bench.browser import free_port, serving
 
 from conftest import OFFLINE_ENV, REPO
 from drawings import draw_digit
@@ -78,24 +77,8 @@ def test_capsviz_help_and_predict_run_from_the_console_script(installed, tmp_pat
 
 
 def test_capsviz_app_serves_the_page_from_the_installed_package(installed, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [installed / "capsviz", "app", "--server.port", str(port), "--server.headless", "true"]
-    server = subprocess.Popen([str(c) for c in command], cwd=tmp_path, env=OFFLINE_ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT)  # fmt: skip
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if direct.open(f"http://localhost:{port}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("capsviz app did not start")
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0].decode(errors="replace")
-    assert f"localhost:{port}" in output  # bound to this machine only, as .streamlit/config.toml says
+    port, log = free_port(), tmp_path / "app.log"
+    command = [installed / "capsviz", "app", "--server.port", port, "--server.headless", "true"]
+    with serving(command, port, env=OFFLINE_ENV, cwd=tmp_path, host="localhost", log=log):
+        pass
+    assert f"localhost:{port}" in log.read_text()  # bound to this machine only, as .streamlit/config.toml says

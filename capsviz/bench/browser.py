@@ -15,14 +15,17 @@ streamlit, playwright and Chromium (CAPSVIZ_CHROMIUM, default /usr/bin/chromium)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,30 +77,63 @@ class BrowserBenchError(RuntimeError):
     """The app or the browser could not be started."""
 
 
-def _free_port() -> int:
+class AppStartError(BrowserBenchError):
+    """The server did not answer its health check in time; the message ends with its output."""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _start_app(port: int, runs: Path) -> subprocess.Popen:
-    command = [
+def app_command(port: int) -> list[str]:
+    """`streamlit run app.py`, headless on 127.0.0.1:`port`, without a file watcher or usage statistics."""
+    return [
         sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless=true",
         f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false",
         "--server.fileWatcherType=none",
     ]  # fmt: skip
-    env = {**os.environ, "CAPSVIZ_RUNS": str(runs)}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.time() + 180
-    while time.time() < deadline:
+
+
+@contextlib.contextmanager
+def serving(
+    command: list, port: int, *, env: dict, cwd: Path = REPO, host: str = "127.0.0.1", log: Path | None = None
+) -> Iterator[str]:
+    """Run `command`, a Streamlit server on `port`, for the block: yields its URL once it answers, stops it after.
+
+    Its output goes to `log` (a temporary file unless given). The benchmark and the tests all start the app here.
+    """
+    url = f"http://{host}:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(log or Path(tmp) / "server.log")
+        with open(log, "wb") as output:
+            process = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=output, stderr=output)
         try:
-            if direct.open(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
-                return process
+            _wait_healthy(process, url, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> None:
+    """Until `url` answers /_stcore/health (generous: a loaded machine imports slowly), or AppStartError."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if direct.open(f"{url}/_stcore/health", timeout=2).status == 200:
+                return
         except OSError:
             time.sleep(0.5)
-    process.kill()
-    raise BrowserBenchError("streamlit did not start within 180 s")
+    output = log.read_bytes()[-2000:].decode(errors="replace")
+    raise AppStartError(f"the app did not answer at {url} within {timeout:.0f} s; its output ends:\n{output}")
 
 
 def _wait_idle(page) -> None:
@@ -178,14 +214,13 @@ def browser_latency(repeat: int = 6, *, runs_dir: Path | None = None) -> dict:
 
     if not Path(CHROMIUM).exists():
         raise BrowserBenchError(f"Chromium not found at {CHROMIUM} (set CAPSVIZ_CHROMIUM)")
-    port = _free_port()
+    port = free_port()
     runs = runs_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"capsviz-bench-runs-{port}"
-    process = _start_app(port, runs)
-    try:
+    with serving(app_command(port), port, env={**os.environ, "CAPSVIZ_RUNS": str(runs)}) as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")
+            page.goto(url, wait_until="domcontentloaded")
             page.get_by_text("Draw a digit").first.wait_for(timeout=120_000)
             _wait_idle(page)
             page.evaluate(RECORDER)
@@ -197,9 +232,6 @@ def browser_latency(repeat: int = 6, *, runs_dir: Path | None = None) -> dict:
                     figures.append(to_figures)
             slider = _slider_moves(page, 5 * repeat)
             browser.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     if not slider:
         raise BrowserBenchError("the live decoder drew no frame for a slider input")
     return {
