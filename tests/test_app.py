@@ -6,7 +6,6 @@ the way the component reports them: under its key, as {"drawing": {"raw", "data"
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("streamlit")
+from app_pages import APP, array, draw, figure, heatmap, open_tab, png_bytes, report, start  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card, save_checkpoint  # noqa: E402
@@ -30,72 +30,12 @@ from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, synthetic_root):
     monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
     monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
     return tmp_path
-
-
-def start(tab: str | None = None) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120).run()
-    assert not app.exception, app.exception
-    return open_tab(app, tab) if tab else app
-
-
-def open_tab(app: AppTest, label: str) -> AppTest:
-    """Tabs are lazy (only the open one runs): AppTest opens one the way a click does, through its key."""
-    app.session_state[state.TABS] = label
-    app.run()
-    assert not app.exception, app.exception
-    return app
-
-
-def png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def report(app: AppTest, image, objects: list | None = None, load: int | None = None) -> AppTest:
-    """What the canvas page sends: the drawing as a PNG data URL, its strokes, and the last load it applied
-    (by default the latest one the server asked for, as a page that has caught up)."""
-    data = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
-    if load is None:
-        load = app.session_state[state.CANVAS_MEMORY]["n"] if state.CANVAS_MEMORY in app.session_state else 0
-    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data, "load": load}}
-    return app.run()
-
-
-def draw(app: AppTest, digit: int, objects: list | None = None, **placement) -> AppTest:
-    report(app, draw_digit(digit, **placement), objects)
-    assert not app.exception, app.exception
-    return app
-
-
-def figure(app: AppTest, key: str) -> dict:
-    for element in app.get("plotly_chart"):
-        if key in element.proto.id:
-            return json.loads(element.proto.spec)
-    raise AssertionError(f"no plotly chart with key {key}")
-
-
-def array(value) -> np.ndarray:
-    """Plotly's JSON for an array: a list, or a typed array {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        if isinstance(shape, str):
-            shape = [int(n) for n in shape.split(",")]
-        return (flat.reshape(shape) if shape else flat).astype(float)
-    return np.array(value, dtype=float)
-
-
-def heatmap(app: AppTest, key: str) -> np.ndarray:
-    return array(figure(app, key)["data"][0]["z"])
 
 
 def expected_prediction(digit: int) -> int:

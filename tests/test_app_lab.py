@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from test_app import array, draw, figure, heatmap, open_tab, start  # noqa: E402
+from app_pages import array, draw, figure, heatmap, open_tab, start  # noqa: E402
 
 from capsviz.analysis import lab, robustness  # noqa: E402
 from capsviz.checkpoint import save_checkpoint  # noqa: E402

@@ -1,0 +1,79 @@
+"""Driving the app through Streamlit's AppTest: start it, open a tab, draw, read its figures.
+
+The canvas cannot be driven here (it is a browser component), so drawings are injected
+the way the component reports them: under its key, as {"drawing": {"raw", "data"}}.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from capsviz.ui import state
+
+from drawings import draw_digit
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def start(tab: str | None = None) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    assert not app.exception, app.exception
+    return open_tab(app, tab) if tab else app
+
+
+def open_tab(app: AppTest, label: str) -> AppTest:
+    """Tabs are lazy (only the open one runs): AppTest opens one the way a click does, through its key."""
+    app.session_state[state.TABS] = label
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def report(app: AppTest, image, objects: list | None = None, load: int | None = None) -> AppTest:
+    """What the canvas page sends: the drawing as a PNG data URL, its strokes, and the last load it applied
+    (by default the latest one the server asked for, as a page that has caught up)."""
+    data = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+    if load is None:
+        load = app.session_state[state.CANVAS_MEMORY]["n"] if state.CANVAS_MEMORY in app.session_state else 0
+    app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": objects or []}, "data": data, "load": load}}
+    return app.run()
+
+
+def draw(app: AppTest, digit: int, objects: list | None = None, **placement) -> AppTest:
+    report(app, draw_digit(digit, **placement), objects)
+    assert not app.exception, app.exception
+    return app
+
+
+def figure(app: AppTest, key: str) -> dict:
+    for element in app.get("plotly_chart"):
+        if key in element.proto.id:
+            return json.loads(element.proto.spec)
+    raise AssertionError(f"no plotly chart with key {key}")
+
+
+def array(value) -> np.ndarray:
+    """Plotly's JSON for an array: a list, or a typed array {"dtype", "bdata", "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if isinstance(shape, str):
+            shape = [int(n) for n in shape.split(",")]
+        return (flat.reshape(shape) if shape else flat).astype(float)
+    return np.array(value, dtype=float)
+
+
+def heatmap(app: AppTest, key: str) -> np.ndarray:
+    return array(figure(app, key)["data"][0]["z"])
