@@ -18,11 +18,13 @@ from app_pages import array, draw, figure, heatmap, open_tab, start  # noqa: E40
 
 from capsviz.analysis import lab, robustness  # noqa: E402
 from capsviz.checkpoint import save_checkpoint  # noqa: E402
-from capsviz.cnn import CNN, CNNConfig  # noqa: E402
+from capsviz.cnn import CNN  # noqa: E402
 from capsviz.figures.viz_lab import CAPSNET_NAME, CNN_NAME  # noqa: E402
 from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.inputs import SAMPLE  # noqa: E402
+
+from conftest import TINY_CNN  # noqa: E402
 
 LAB = "Claims lab"
 
@@ -33,7 +35,7 @@ def lab_env(monkeypatch, tmp_path, synthetic_root):
     monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
     torch.manual_seed(0)
     cnn = tmp_path / "cnn.safetensors"
-    save_checkpoint(cnn, CNN(CNNConfig(conv_channels=(4, 8), hidden=(16,))), {"epochs": 0})
+    save_checkpoint(cnn, CNN(TINY_CNN), {"epochs": 0})
     monkeypatch.setenv(lab.BASELINE_ENV, str(cnn))
     monkeypatch.setenv(lab.ROBUSTNESS_ENV, str(tmp_path / "claims" / "robustness.json"))  # not measured yet
     return tmp_path

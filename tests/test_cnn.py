@@ -12,7 +12,7 @@ from capsviz import registry
 from capsviz.checkpoint import load_checkpoint, read_card
 from capsviz.cnn import CNN, CNNConfig
 
-from conftest import OFFLINE_ENV
+from conftest import OFFLINE_ENV, TINY_CNN
 from drawings import draw_digit
 
 
@@ -30,7 +30,7 @@ def test_the_default_and_the_papers_baseline_have_their_stated_sizes():
 
 def test_objective_is_cross_entropy_and_scores_are_probabilities():
     torch.manual_seed(0)
-    model = CNN(CNNConfig(conv_channels=(4, 8), hidden=(16,))).eval()  # eval: no dropout
+    model = CNN(TINY_CNN).eval()  # eval: no dropout
     x, targets = torch.rand(5, 1, 28, 28), torch.tensor([0, 1, 2, 3, 9])
     with torch.no_grad():
         logits = model(x)
