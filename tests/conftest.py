@@ -90,13 +90,13 @@ def mnist_root() -> Path:
     return root
 
 
-def test_device_name() -> str:
+def chosen_device_name() -> str:
     """The device the model, routing, fast-path, checkpoint and training tests run on: cpu unless set."""
     return os.environ.get(TEST_DEVICE_VAR, "").strip() or "cpu"
 
 
 def pytest_report_header(config) -> str:
-    name = test_device_name()
+    name = chosen_device_name()
     if name.startswith("cuda") and torch.cuda.is_available():
         name += f" ({torch.cuda.get_device_name(torch.device(name))}, torch {torch.__version__})"
     return f"capsviz test device ({TEST_DEVICE_VAR}): {name}"
@@ -105,7 +105,7 @@ def pytest_report_header(config) -> str:
 @pytest.fixture(scope="session")
 def test_device() -> torch.device:
     """torch.device from CAPSVIZ_TEST_DEVICE (default cpu); skips the test where it names an absent GPU."""
-    name = test_device_name()
+    name = chosen_device_name()
     try:
         device = torch.device(name)
     except RuntimeError as exc:
