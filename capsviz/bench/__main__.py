@@ -27,8 +27,6 @@ from capsviz.bench.training import BenchWorkerError, training_throughput
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError, device_description, resolve_device
 
-SECTIONS = ("training", "kernels", "interaction", "app", "browser", "lesson")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m capsviz.bench", description=__doc__.splitlines()[0])
@@ -74,6 +72,7 @@ def _save(results: dict, path: str | None) -> None:
 
 
 def run(args, sections: list[str], device: torch.device) -> dict:
+    """Measure each asked-for section in MEASURES' order; the JSON is rewritten after each one."""
     results = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m capsviz.bench " + " ".join(sys.argv[1:]),
@@ -82,65 +81,83 @@ def run(args, sections: list[str], device: torch.device) -> dict:
         "cpu": device_description(torch.device("cpu")),
         "torch": torch.__version__,
     }
-    if "training" in sections:
-        root = default_data_root(args.data_root)
-        load_mnist(root, train=True)  # the clear error about missing data, before any worker starts
-        results["training"] = training_throughput(
-            root,
-            device,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            rounds=args.rounds,
-            warmup=args.warmup,
-            plain=args.plain,
-            compile=args.compile,
-            reference=not args.no_reference,
-            epoch=args.epoch,
-        )
-        _save(results, args.json)
-    if "kernels" in sections:
-        from capsviz.bench.kernels import kernel_latency
-
-        results["kernels"] = kernel_latency(device, batch_size=args.batch_size)
-        _save(results, args.json)
-    if "interaction" in sections:
-        try:
-            from capsviz.bench.interaction import interaction_latency
-        except ImportError as exc:  # its figures need plotly, which the GPU machine lacks
-            results["interaction"] = {"skipped": f"{exc.name or exc} is not installed"}
-        else:
-            from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
-
-            model, _ = load_checkpoint(SHIPPED_CHECKPOINT, device)
-            results["interaction"] = interaction_latency(model, repeat=args.repeat)
-        _save(results, args.json)
-    if "app" in sections:
-        try:
-            from capsviz.bench.app import app_latency
-        except ImportError:  # the GPU machine has no streamlit
-            results["app"] = {"skipped": "streamlit is not installed"}
-        else:
-            results["app"] = app_latency()
-        _save(results, args.json)
-    if "browser" in sections:
-        try:
-            from capsviz.bench.browser import BrowserBenchError, browser_latency
-
-            results["browser"] = browser_latency(repeat=args.browser_repeat)
-        except ImportError as exc:  # no streamlit or playwright here
-            results["browser"] = {"skipped": f"{exc.name or exc} is not installed"}
-        except BrowserBenchError as exc:
-            results["browser"] = {"skipped": str(exc)}
-        _save(results, args.json)
-    if "lesson" in sections:
-        try:
-            from capsviz.bench.lesson import quick_lesson
-        except ImportError:
-            results["lesson"] = {"skipped": "streamlit is not installed"}
-        else:
-            results["lesson"] = quick_lesson(args.data_root)
-        _save(results, args.json)
+    for name, measure in MEASURES.items():
+        if name in sections:
+            results[name] = measure(args, device)
+            _save(results, args.json)
     return results
+
+
+def _training(args, device: torch.device) -> dict:
+    root = default_data_root(args.data_root)
+    load_mnist(root, train=True)  # the clear error about missing data, before any worker starts
+    return training_throughput(
+        root,
+        device,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        plain=args.plain,
+        compile=args.compile,
+        reference=not args.no_reference,
+        epoch=args.epoch,
+    )
+
+
+def _kernels(args, device: torch.device) -> dict:
+    from capsviz.bench.kernels import kernel_latency
+
+    return kernel_latency(device, batch_size=args.batch_size)
+
+
+def _interaction(args, device: torch.device) -> dict:
+    try:
+        from capsviz.bench.interaction import interaction_latency
+    except ImportError as exc:  # its figures need plotly, which the GPU machine lacks
+        return {"skipped": f"{exc.name or exc} is not installed"}
+    from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT, device)
+    return interaction_latency(model, repeat=args.repeat)
+
+
+def _app(args, device: torch.device) -> dict:
+    try:
+        from capsviz.bench.app import app_latency
+    except ImportError:  # the GPU machine has no streamlit
+        return {"skipped": "streamlit is not installed"}
+    return app_latency()
+
+
+def _browser(args, device: torch.device) -> dict:
+    try:
+        from capsviz.bench.browser import BrowserBenchError, browser_latency
+
+        return browser_latency(repeat=args.browser_repeat)
+    except ImportError as exc:  # no streamlit or playwright here
+        return {"skipped": f"{exc.name or exc} is not installed"}
+    except BrowserBenchError as exc:
+        return {"skipped": str(exc).splitlines()[0]}  # one line: it becomes a row of the table
+
+
+def _lesson(args, device: torch.device) -> dict:
+    try:
+        from capsviz.bench.lesson import quick_lesson
+    except ImportError:
+        return {"skipped": "streamlit is not installed"}
+    return quick_lesson(args.data_root)
+
+
+MEASURES = {  # in the order they run and are tabled
+    "training": _training,
+    "kernels": _kernels,
+    "interaction": _interaction,
+    "app": _app,
+    "browser": _browser,
+    "lesson": _lesson,
+}
+SECTIONS = tuple(MEASURES)
 
 
 if __name__ == "__main__":
