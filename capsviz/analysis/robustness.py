@@ -78,9 +78,36 @@ def measure(
     Each readout also keeps which affNIST-like images it got right ("affine_correct", `pack`), so that two
     models or two routing counts can be compared image by image (`paired`).
     """
-    device = next(model.parameters()).device
     counts, tests = readouts(model), conditions()
     swept = sweep_images(len(split), sweep_limit)
+    correct, affine_hits = _hits(model, split, counts, swept, seed=seed, batch_size=batch_size, on_batch=on_batch)
+    seen = torch.tensor([len(split)] * 2 + [swept] * (len(tests) - 2), dtype=torch.double)  # (T,)
+    accuracy = (correct.double() / seen.clamp(min=1)).tolist()  # (K, T)
+    result = {}
+    for k, count in enumerate(counts):
+        row = dict(zip([n for n, _ in tests], accuracy[k][:2]))
+        row["affine_correct"] = pack(affine_hits[k].numpy())
+        at = 2
+        for name, values in affine.SWEEPS.items():
+            row[name] = accuracy[k][at : at + len(values)]
+            at += len(values)
+        result["none" if count is None else str(count)] = row
+    return result
+
+
+def _hits(
+    model: nn.Module,
+    split: Split,
+    counts: list[int | None],
+    swept: int,
+    *,
+    seed: int,
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many images each readout gets right per condition (K, T), and which affNIST-like ones (K, N)."""
+    device = next(model.parameters()).device
+    tests = conditions()
     maps = affine.affine_maps(to_float(split.images), seed=seed)  # (N, 3, 3): drawn once for the whole split
     correct = torch.zeros(len(counts), len(tests), dtype=torch.long)  # (K, T)
     affine_hits = torch.zeros(len(counts), len(split), dtype=torch.bool)  # (K, N)
@@ -94,30 +121,24 @@ def measure(
                 )  # sweeps: first `swept`
                 if n == 0:
                     continue
-                if name == "affine":
-                    moved = affine.warp(x, maps[start : start + batch_size])
-                elif name == "mnist":
-                    moved = x
-                else:
-                    moved = affine.warp(x[:n], affine.sweep_maps(name, value, n))
+                moved = _transformed(x, name, value, n, maps[start : start + batch_size])
                 hits = (predictions(model, moved, counts) == labels[:n]).cpu()  # (K, n)
                 correct[:, t] += hits.sum(1)
                 if name == "affine":
                     affine_hits[:, start : start + n] = hits
             if on_batch is not None:
                 on_batch(min(start + batch_size, len(split)), len(split))
-    seen = torch.tensor([len(split)] * 2 + [swept] * (len(tests) - 2), dtype=torch.double)  # (T,)
-    accuracy = (correct.double() / seen.clamp(min=1)).tolist()  # (K, T)
-    result = {}
-    for k, count in enumerate(counts):
-        row = dict(zip([n for n, _ in tests], accuracy[k][:2]))
-        row["affine_correct"] = pack(affine_hits[k].numpy())
-        at = 2
-        for name, values in affine.SWEEPS.items():
-            row[name] = accuracy[k][at : at + len(values)]
-            at += len(values)
-        result["none" if count is None else str(count)] = row
-    return result
+    return correct, affine_hits
+
+
+def _transformed(x: torch.Tensor, name: str, value: float | None, n: int, maps: torch.Tensor) -> torch.Tensor:
+    """x (B, 1, 28, 28) under one condition: as it is, warped by its affNIST-like maps (B, 3, 3), or its
+    first n at one sweep point."""
+    if name == "mnist":
+        return x
+    if name == "affine":
+        return affine.warp(x, maps)
+    return affine.warp(x[:n], affine.sweep_maps(name, value, n))
 
 
 def pack(hits: np.ndarray) -> str:
