@@ -307,6 +307,22 @@ def live_progress(job: TrainingJob) -> None:
 
 
 def draw_job(job: TrainingJob) -> None:
+    """The run's progress, its live curves, and once it has ended what became of it."""
+    _progress_bars(job)
+    if job.error:
+        st.error(job.error)
+    if job.losses or job.epochs:
+        st.plotly_chart(
+            viz.training_figure(job.losses, [(e.epoch, e.test_accuracy) for e in job.epochs], job.batches_total),
+            config=PLOT_CONFIG,
+            key="fig_training",
+        )
+    if not job.running:
+        _ended(job)
+
+
+def _progress_bars(job: TrainingJob) -> None:
+    """Training's bar (elapsed, time left), and evaluation's while the test set is read."""
     elapsed = (job.finished or time.time()) - job.started
     fraction = job.batches_done / job.batches_total if job.batches_total else 0.0
     remaining = job.remaining_seconds()
@@ -322,17 +338,11 @@ def draw_job(job: TrainingJob) -> None:
             text=f"evaluation: {job.eval_done:,} of {job.eval_total:,} test images"
             + (f", ~{_clock(eval_left)} left" if eval_left is not None else ""),
         )
-    if job.error:
-        st.error(job.error)
-    if job.losses or job.epochs:
-        st.plotly_chart(
-            viz.training_figure(job.losses, [(e.epoch, e.test_accuracy) for e in job.epochs], job.batches_total),
-            config=PLOT_CONFIG,
-            key="fig_training",
-        )
+
+
+def _ended(job: TrainingJob) -> None:
+    """A saved run offers itself for use (after a warning when weak) and for download; else why nothing is."""
     checkpoint = job.out_dir / "last.safetensors"
-    if job.running:
-        return
     if checkpoint.exists():
         st.success(f"Run {job.status}: {len(job.epochs)} epoch(s) saved to `{checkpoint}`.")
         accuracy = job.epochs[-1].test_accuracy if job.epochs else None
