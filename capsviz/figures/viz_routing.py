@@ -186,22 +186,6 @@ def votes_figure(
         "coupling %{customdata[2]:.4f}<extra></extra>",
         showlegend=False,
     )
-    path = dict(
-        type="scatter",
-        x=parents[:iteration, 0],
-        y=parents[:iteration, 1],
-        mode="lines+markers+text",
-        text=[str(r) for r in range(1, iteration + 1)],
-        textposition="top center",
-        line={"color": PARENT_COLOR, "width": 1, "dash": "dot"},
-        marker={
-            "symbol": ["circle"] * (iteration - 1) + ["star"],
-            "size": [7] * (iteration - 1) + [PARENT_SIZE],
-            "color": PARENT_COLOR,
-        },
-        hovertemplate=f"v_{digit} after iteration %{{text}}<extra></extra>",
-        showlegend=False,
-    )
     everything = np.concatenate([points, parents], axis=0)
     low, high = everything.min(axis=0), everything.max(axis=0)
     pad = 0.05 * np.maximum(high - low, 1e-6)
@@ -221,7 +205,27 @@ def votes_figure(
             "zeroline": True,
         },
     )
-    return figure_of([votes, path], layout)
+    return figure_of([votes, _parent_path(parents, digit=digit, iteration=iteration)], layout)
+
+
+def _parent_path(parents: np.ndarray, *, digit: int, iteration: int) -> dict:
+    """v_j after iterations 1..`iteration` of parents (R, 2) as a dotted path, numbered, the last a star."""
+    return dict(
+        type="scatter",
+        x=parents[:iteration, 0],
+        y=parents[:iteration, 1],
+        mode="lines+markers+text",
+        text=[str(r) for r in range(1, iteration + 1)],
+        textposition="top center",
+        line={"color": PARENT_COLOR, "width": 1, "dash": "dot"},
+        marker={
+            "symbol": ["circle"] * (iteration - 1) + ["star"],
+            "size": [7] * (iteration - 1) + [PARENT_SIZE],
+            "color": PARENT_COLOR,
+        },
+        hovertemplate=f"v_{digit} after iteration %{{text}}<extra></extra>",
+        showlegend=False,
+    )
 
 
 def distributions_figure(
