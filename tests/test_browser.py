@@ -387,3 +387,150 @@ def test_claims_lab_follows_the_drawing_and_its_sliders(browser, server, viewpor
     _wait_idle(page)
     page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)  # the drawing survived the detour
     assert not errors, errors
+
+
+# --- every control survives tab switches; a link restores the whole view ----------------------------------------
+
+CONTROLS = """keys => Object.fromEntries(keys.map(key => {
+  const box = document.querySelector(`.st-key-${key}`);
+  if (!box) return [key, null];
+  const inside = (el, sel) => [...el.querySelectorAll(sel),  // and inside components' shadow roots
+    ...[...el.querySelectorAll('*')].filter(e => e.shadowRoot).flatMap(e => inside(e.shadowRoot, sel))];
+  const checked = box.querySelector('input[type=radio]:checked');
+  const ranges = inside(box, 'input[type=range]').map(r => r.value);
+  const field = box.querySelector('input[role=combobox], input[type=number]');
+  const pressed = box.querySelector('button[aria-checked=true]');
+  const shown = checked ? checked.closest('label').innerText.trim()
+    : ranges.length ? ranges.join(',') : field ? field.value : pressed ? pressed.innerText.trim() : '?';
+  return [key, shown];
+}))"""
+EXPLORE_CONTROLS = [
+    "input_source", "sample_mode", "sample_digit", "routing_iters", "routing_iteration", "routing_digit",
+    "routing_view", "inspect_capsule", "guide_stage", "pose_class", "live_decoder",
+]  # fmt: skip
+LAB_CONTROLS = [f"lab_{name}" for name in ("rotation", "scale_x", "scale_y", "shear", "shift_x", "shift_y")]
+LAB_CONTROLS += ["lab_thickness", "lab_sweep_of", "lab_digit"]
+
+
+def _choose(page, key: str, option: str) -> None:
+    """Pick an option of the selectbox under `key`, as a user does."""
+    page.locator(f".st-key-{key} input[role=combobox]").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _wait_idle(page)
+
+
+def _press(page, key: str, arrow: str, times: int, nth: int = 0) -> None:
+    """Move the slider under `key` by its own steps from the keyboard."""
+    thumb = page.locator(f".st-key-{key} input[type=range]").nth(nth)
+    thumb.scroll_into_view_if_needed()
+    thumb.focus()
+    for _ in range(times):
+        page.keyboard.press(arrow)
+    _wait_idle(page)
+
+
+def _picture(page) -> dict:
+    """The prediction and what it was computed from, as the page shows them."""
+    return page.evaluate("""() => ({
+      prediction: document.querySelector('[data-testid=stMetricValue]')?.innerText,
+      length: Array.from(document.querySelectorAll('[data-testid=stCaptionContainer]'))
+        .map(e => e.innerText).find(t => t.startsWith('capsule ')),
+      image: Array.from(document.querySelectorAll('[data-testid=stCaptionContainer]'))
+        .map(e => e.innerText).find(t => t.startsWith('MNIST test image #')),
+    })""")
+
+
+def _lab_reading(page) -> str:
+    return page.locator("p", has_text="routing iterations):").first.inner_text()
+
+
+def _to_tab(page, name: str, ready: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.get_by_text(ready).first.wait_for(timeout=90_000)
+    _wait_idle(page)
+
+
+def _set_up_a_view(page) -> None:
+    """An MNIST 7 chosen by class, read with 2 iterations, and every Explore and Claims lab control moved."""
+    page.locator(".st-key-input_source").get_by_text("MNIST test image").click()
+    _wait_idle(page)
+    page.locator(".st-key-sample_mode").get_by_text("by class").click()
+    _wait_idle(page)
+    _choose(page, "sample_digit", "7")
+    _press(page, "routing_iters", "ArrowLeft", 1)  # 3 -> 2
+    _press(page, "routing_iteration", "ArrowLeft", 1)  # 2 -> 1
+    _choose(page, "routing_digit", "3")
+    capsule = page.locator(".st-key-inspect_capsule input")
+    capsule.fill("500")
+    capsule.press("Enter")
+    page.locator(".st-key-inspector").wait_for(timeout=60_000)
+    page.locator(".st-key-guide_stage button", has_text="PrimaryCaps").click()
+    _wait_idle(page)
+    _choose(page, "pose_class", "5")
+    _press(page, "live_decoder", "ArrowRight", 4, nth=2)  # dim 2 to +0.04, reported on change
+    page.wait_for_function("location.search.includes('offsets=')", timeout=60_000)  # the page reported it
+    _wait_idle(page)
+    _to_tab(page, "Claims lab", "Sweep one transform")
+    _press(page, "lab_rotation", "ArrowRight", 5)
+    _press(page, "lab_shift_y", "ArrowLeft", 2)
+    _choose(page, "lab_sweep_of", "shear (x += shear·y)")
+    _choose(page, "lab_digit", "4")
+
+
+def test_three_tab_round_trips_and_a_link_keep_every_control_and_the_prediction(browser, server):
+    """Explore -> Claims lab -> Explore three times: every control shows what it showed, and the numbers beside
+    them are the same; then the address bar, opened in a new session, shows the same view on both tabs."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    _set_up_a_view(page)
+    lab = page.evaluate(CONTROLS, LAB_CONTROLS)
+    reading = _lab_reading(page)
+    assert "(2 routing iterations)" in reading and lab["lab_rotation"] == "5" and lab["lab_digit"] == "4"
+    _to_tab(page, "Explore", "The network, stage by stage")
+    explore, picture = page.evaluate(CONTROLS, EXPLORE_CONTROLS), _picture(page)
+    assert explore["sample_digit"] == "7" and explore["routing_iters"] == "2" and explore["routing_digit"] == "3"
+    assert explore["live_decoder"].split(",")[2] == "0.04" and picture["image"].endswith("labelled 7")
+    for trip in range(3):
+        _to_tab(page, "Claims lab", "Sweep one transform")
+        assert (page.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(page)) == (lab, reading), trip
+        _to_tab(page, "Explore", "The network, stage by stage")
+        assert (page.evaluate(CONTROLS, EXPLORE_CONTROLS), _picture(page)) == (explore, picture), trip
+
+    link = page.url
+    for part in ("src=mnist", "iters=2", "iteration=1", "route=3", "capsule=500", "stage=primarycaps", "pose=5",
+                 "offsets=0,0,0.04", "rotation=5", "shift_y=-2", "sweep=shear", "sweep_digit=4"):  # fmt: skip
+        assert part in link, part
+    again = browser.new_page(viewport={"width": 1440, "height": 900})
+    again.on("pageerror", lambda exc: errors.append(str(exc)))
+    again.goto(link, wait_until="domcontentloaded")
+    again.get_by_text("The network, stage by stage").first.wait_for(timeout=90_000)
+    _wait_idle(again)
+    shown = again.evaluate(CONTROLS, EXPLORE_CONTROLS)
+    assert {k: v for k, v in shown.items() if k not in ("sample_mode", "sample_digit")} == {
+        k: v for k, v in explore.items() if k not in ("sample_mode", "sample_digit")
+    }  # the link names the image itself, not how it was picked
+    assert _picture(again) == picture
+    _to_tab(again, "Claims lab", "Sweep one transform")
+    assert (again.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
+    assert "tab=lab" in again.url
+    again.reload(wait_until="domcontentloaded")  # a link straight to the lab: the same lab
+    again.get_by_text("Sweep one transform").first.wait_for(timeout=90_000)
+    _wait_idle(again)
+    assert (again.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
+    assert not errors, errors
+
+
+def test_a_malformed_link_names_the_bad_parts_and_loads_the_rest(browser, server):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(f"{server}/?src=mnist&i=2&iters=9&route=x&stage=primarycaps", wait_until="domcontentloaded")
+    warning = page.locator(".st-key-share_problems")
+    warning.wait_for(timeout=90_000)
+    _wait_idle(page)
+    text = warning.inner_text()
+    assert "iters" in text and "route" in text and "stage" not in text  # named: only the parts it could not read
+    shown = page.evaluate(CONTROLS, ["input_source", "routing_iters", "guide_stage"])
+    assert shown["input_source"] == "MNIST test image" and shown["routing_iters"] == "3"
+    assert shown["guide_stage"].startswith("PrimaryCaps")
+    assert _picture(page)["image"].startswith("MNIST test image #2,")

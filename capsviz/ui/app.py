@@ -6,15 +6,13 @@ import streamlit as st
 
 from capsviz.analysis.inference import from_xray
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.model import PAPER
 from capsviz.ui import canvas, inputs, share, state
 from capsviz.ui.guide import guided_path
-from capsviz.ui.inputs import DRAW, SAMPLE, model_input
-from capsviz.ui.lab import KEPT as LAB_KEPT
+from capsviz.ui.inputs import model_input
 from capsviz.ui.lab import lab_tab, remember_input
 from capsviz.ui.resources import LoadedModel, torch_threads
 from capsviz.ui.routing import full_xray, routing
-from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED, sidebar
+from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
 
@@ -24,8 +22,13 @@ PAGE_CSS = """<style>
   h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
 }
 </style>"""
-TABS = ("Explore", "Claims lab", "Train")
-EXPLORE_KEPT = state.EXPLORE_KEPT + tuple(state.POSE_DIM.format(d) for d in range(PAPER.digit_dim))
+TABS = tuple(state.TAB_NAMES.values())
+LINK_CAPTION = (
+    ":material/link: The address bar holds this view: the open tab, the input, model and routing iterations, the "
+    "routing view, iteration, parent digit and inspected capsule, the guided path's stage, the pose digit and its "
+    "offsets, and the Claims lab's transform, sweep and digit. Copy it to share it or to come back to it. Each "
+    "chart's camera button (the coupling tiles: Save PNG) saves it as a PNG."
+)
 
 
 def main() -> None:
@@ -33,50 +36,48 @@ def main() -> None:
     st.html(PAGE_CSS)
     st.title("capsviz: Capsule Networks, explored")
     torch_threads()  # once per server process, before any tab computes
-    share.restore(sample_label=SAMPLE, draw_label=DRAW, shipped_option=SHIPPED, run_prefix=RUN_PREFIX)
+    state.run_started()
+    share.restore()
     settings = sidebar()
-    st.sidebar.caption(
-        ":material/link: The address bar holds this view (input, model, routing iterations, digit): copy it to share "
-        "it or to come back to it. Each chart's camera button (the coupling tiles: Save PNG) saves it as a PNG."
-    )
+    st.sidebar.caption(LINK_CAPTION)
+    share.problems()
     explore, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
     if explore.open:
         with explore:
             explore_tab(settings)
     else:
-        keep(EXPLORE_KEPT)
         canvas.left()  # the canvas remounts with the last drawing
         inputs.left()  # and the upload is kept
     if lab.open:
         with lab:
             lab_tab(settings.loaded, settings.device)
-    else:
-        keep(LAB_KEPT)
     if train.open:
         with train:
             training_tab()
-    else:
-        keep(state.TRAIN_KEPT)
-
-
-def keep(keys: tuple[str, ...]) -> None:
-    """A closed tab's widgets keep their values: Streamlit drops the state of a widget a run does not draw,
-    unless the run sets it."""
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+    share.publish()
+    state.run_finished()
 
 
 def routing_iterations(loaded: LoadedModel) -> int:
-    if state.ROUTING_ITERS not in st.session_state:  # the model's own count, unless a link or the user set one
-        st.session_state[state.ROUTING_ITERS] = min(max(loaded.model.config.routing_iters, 1), MAX_ROUTING_ITERS)
-    return st.slider(
+    return state.widget(
+        st.slider,
         "Routing iterations at inference",
         1,
         MAX_ROUTING_ITERS,
         key=state.ROUTING_ITERS,
+        default=model_iterations(loaded),  # the model's own count, unless a link or the user set one
+        on_change=_show_last_iteration,
         help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
     )
+
+
+def model_iterations(loaded: LoadedModel) -> int:
+    return min(max(loaded.model.config.routing_iters, 1), MAX_ROUTING_ITERS)
+
+
+def _show_last_iteration() -> None:
+    """A new routing count: the routing views show its last iteration."""
+    state.put(state.ROUTING_ITERATION, st.session_state[state.ROUTING_ITERS])
 
 
 def explore_tab(settings) -> None:
@@ -94,7 +95,7 @@ def explore_tab(settings) -> None:
     result = from_xray(settings.loaded.model, ray.upto(iters))
     view = view_id(settings.loaded.key, source, iters)
     sync_to_input(view, result)
-    share.apply_digit()
+    share.apply_pending()
     with middle:
         prediction(result, source.label)
     with right:
@@ -107,11 +108,3 @@ def explore_tab(settings) -> None:
     routing(settings.loaded, ray, result, iters)
     st.divider()
     poses(settings.loaded.model, result, view, settings.loaded.key)
-    share.publish(
-        x=source.x,
-        mnist_index=source.index,
-        model_option=st.session_state.get(state.CHECKPOINT_CHOICE, SHIPPED),
-        shipped_option=SHIPPED,
-        run_prefix=RUN_PREFIX,
-        iters=iters,
-    )

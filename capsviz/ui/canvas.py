@@ -171,7 +171,7 @@ def draw_canvas() -> np.ndarray | None:
     memory = _memory()
     result = _component(
         key=state.CANVAS,
-        data={"size": CANVAS_SIZE, "width": st.session_state.get(state.STROKE_WIDTH, DEFAULT_STROKE),
+        data={"size": CANVAS_SIZE, "width": state.value(state.STROKE_WIDTH, DEFAULT_STROKE),
               "load": memory["load"]},
         default={"drawing": None},
         on_drawing_change=lambda: None,
@@ -183,7 +183,7 @@ def draw_canvas() -> np.ndarray | None:
     buttons.button("Undo", key=state.CANVAS_UNDO, on_click=undo, disabled=not memory["objects"], icon=":material/undo:")
     buttons.button("Clear", key=state.CANVAS_CLEAR, on_click=clear, icon=":material/delete:")
     with buttons.popover("Pen", icon=":material/edit:", key="pen_popover"):
-        st.slider("Stroke width", 6, 40, DEFAULT_STROKE, key=state.STROKE_WIDTH)
+        state.widget(st.slider, "Stroke width", 6, 40, key=state.STROKE_WIDTH, default=DEFAULT_STROKE)
     return image
 
 

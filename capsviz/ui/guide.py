@@ -24,8 +24,15 @@ def guided_path(model: CapsNet, x: torch.Tensor, result: Inference) -> None:
     st.subheader("The network, stage by stage")
     st.markdown(INTRO)
     names = [f"{name} · {holds}" for name, holds, _ in stages.STAGES]
-    chosen = st.segmented_control(
-        "Stage", names, default=names[0], required=True, key=state.GUIDE_STAGE, label_visibility="collapsed"
+    chosen = state.widget(
+        st.segmented_control,
+        "Stage",
+        names,
+        required=True,
+        key=state.GUIDE_STAGE,
+        default=names[0],
+        fits=names.__contains__,
+        label_visibility="collapsed",
     )
     index = names.index(chosen) if chosen in names else 0
     name, holds, does = stages.STAGES[index]

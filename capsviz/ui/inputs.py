@@ -45,7 +45,8 @@ class ModelInput:
 
 
 def model_input(loaded: LoadedModel, routing_iters: int) -> ModelInput:
-    source = st.radio("Input", [DRAW, SAMPLE, UPLOAD], horizontal=True, key=state.INPUT_SOURCE)
+    sources = [DRAW, SAMPLE, UPLOAD]
+    source = state.widget(st.radio, "Input", sources, horizontal=True, key=state.INPUT_SOURCE, default=DRAW)
     if source == DRAW and st.session_state.get(state.SHARE_IMAGE) is not None:
         return _from_link()
     if source == DRAW:
@@ -148,8 +149,10 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     split, problem = mnist_test()
     if split is None:
         return ModelInput(None, message=problem, error=True)
-    mode = st.radio("Which image", [RANDOM, BY_CLASS, MISCLASSIFIED], horizontal=True, key=state.SAMPLE_MODE)
-    digit = st.selectbox("Digit", range(PAPER.num_classes), key=state.SAMPLE_DIGIT) if mode == BY_CLASS else None
+    modes = [RANDOM, BY_CLASS, MISCLASSIFIED]
+    mode = state.widget(st.radio, "Which image", modes, horizontal=True, key=state.SAMPLE_MODE, default=RANDOM)
+    digits = range(PAPER.num_classes)
+    digit = state.widget(st.selectbox, "Digit", digits, key=state.SAMPLE_DIGIT, default=0) if mode == BY_CLASS else None
     rng = np.random.default_rng()
     wanted = (mode, digit, loaded.key if mode == MISCLASSIFIED else None)
     another = st.button("Another one", key=state.SAMPLE_NEXT)

@@ -21,7 +21,7 @@ from capsviz.checkpoint import CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import to_float
 from capsviz.figures import viz_lab
-from capsviz.ui import state
+from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file
 from capsviz.ui.widgets import PLOT_CONFIG
@@ -37,7 +37,6 @@ SLIDERS = {  # name -> (step, format)
     "shift_y": (1.0, "%.0f px"),
     "thickness": (0.25, "%.2f"),
 }
-KEPT = (*(state.LAB_PARAM.format(name) for name in lab.NAMES), state.LAB_SWEEP_OF, state.LAB_DIGIT)
 THICKNESS_HELP = (
     "Applied before the affine map: +1 is a 3x3 grey dilation (each pixel takes its neighbourhood's maximum: strokes "
     "about 2 px thicker), -1 a 3x3 grey erosion (the minimum: thinner); values in between blend linearly with the "
@@ -114,7 +113,7 @@ def current_input() -> tuple[ModelInput | None, str | None]:
 
 def _reset() -> None:
     for name in lab.NAMES:
-        st.session_state[state.LAB_PARAM.format(name)] = getattr(DEFAULT, name)
+        state.put(state.LAB_PARAM.format(name), getattr(DEFAULT, name))
 
 
 def _transform() -> lab.Transform:
@@ -123,17 +122,17 @@ def _transform() -> lab.Transform:
     for i, name in enumerate(lab.NAMES):
         if i % 2 == 0:
             row = st.columns(2)
-        key = state.LAB_PARAM.format(name)
-        st.session_state.setdefault(key, getattr(DEFAULT, name))
         step, fmt = SLIDERS[name]
         points = lab.SWEEPS[name]
-        values[name] = row[i % 2].slider(
+        values[name] = state.widget(
+            row[i % 2].slider,
             lab.LABELS[name],
             float(points[0]),
             float(points[-1]),
             step=step,
             format=fmt,
-            key=key,
+            key=state.LAB_PARAM.format(name),
+            default=getattr(DEFAULT, name),
             help=THICKNESS_HELP if name == "thickness" else None,
         )
     st.button("Reset the transform", key=state.LAB_RESET, on_click=_reset, icon=":material/restart_alt:")
@@ -141,8 +140,8 @@ def _transform() -> lab.Transform:
 
 
 def _routing_iters(loaded: LoadedModel) -> int:
-    """The Explore tab's routing iterations (its slider keeps its state), else the model's own count."""
-    iters = st.session_state.get(state.ROUTING_ITERS, loaded.model.config.routing_iters)
+    """The Explore tab's routing iterations (drawn there or not), else the model's own count."""
+    iters = state.value(state.ROUTING_ITERS, loaded.model.config.routing_iters)
     return min(max(int(iters), 1), MAX_ROUTING_ITERS)
 
 
@@ -155,7 +154,7 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
     images, controls, chart = st.columns([1, 1.3, 1.5])  # phones stack them: the picture first
     with controls:
         transform = _transform()
-    name = st.session_state.get(state.LAB_SWEEP_OF, lab.NAMES[0])  # the sweep's chooser is drawn below
+    name = state.value(state.LAB_SWEEP_OF, lab.NAMES[0])  # the sweep's chooser is drawn below
     now, along = _readings(loaded, baseline, source, transform, iters, name)
     caps_pred = int(now.capsnet[0].argmax())
     with images:
@@ -180,6 +179,7 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
     elapsed = time.perf_counter() - start
     st.session_state[state.LAB_SECONDS] = elapsed
     st.caption(f"This lab updated in {elapsed * 1000:.0f} ms on the server.")
+    share.publish()  # the transform, sweep and digit, when only this fragment reran
 
 
 def _first(scores: np.ndarray | None) -> np.ndarray | None:
@@ -198,10 +198,20 @@ def _sweep(
     if st.session_state.get(state.LAB_DIGIT_FOR) != source.key:  # a new input: its label, else CapsNet's reading
         st.session_state[state.LAB_DIGIT_FOR] = source.key
         known = source.label if source.label is not None else _unmoved_prediction(loaded, source, iters)
-        st.session_state[state.LAB_DIGIT] = known
+        state.put(state.LAB_DIGIT, known)
+        share.apply_pending((state.LAB_DIGIT,))  # a link's digit, for the link's input
     controls = st.container(horizontal=True, key="lab_sweep_controls")
-    name = controls.selectbox("Transform", lab.NAMES, format_func=lab.LABELS.get, key=state.LAB_SWEEP_OF, width=260)
-    digit = controls.selectbox("Digit", range(len(now.capsnet[0])), key=state.LAB_DIGIT, width=120)
+    name = state.widget(
+        controls.selectbox,
+        "Transform",
+        lab.NAMES,
+        format_func=lab.LABELS.get,
+        key=state.LAB_SWEEP_OF,
+        default=lab.NAMES[0],
+        width=260,
+    )
+    digits = range(len(now.capsnet[0]))
+    digit = state.widget(controls.selectbox, "Digit", digits, key=state.LAB_DIGIT, default=0, width=120)
     values = np.array(lab.SWEEPS[name])
     current = getattr(transform, name)
     label = lab.LABELS[name]

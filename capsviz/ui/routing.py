@@ -52,14 +52,23 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
     config = loaded.model.config
     st.subheader("Dynamic routing, measured on this input")
     controls = st.columns([1, 1, 2, 1])
-    with controls[0]:
-        iteration = (
-            st.slider("Iteration", 1, ray.iterations, ray.iterations, key=state.ROUTING_ITERATION)
-            if ray.iterations > 1
-            else 1
+    last = ray.iterations
+    iteration = 1
+    if last > 1:
+        iteration = state.widget(
+            controls[0].slider,
+            "Iteration",
+            1,
+            last,
+            key=state.ROUTING_ITERATION,
+            default=last,
+            fits=range(1, last + 1).__contains__,
         )
-    digit = controls[1].selectbox("Parent capsule (digit)", range(config.num_classes), key=state.ROUTING_DIGIT)
-    view = controls[2].radio("View", VIEWS, horizontal=True, key=state.ROUTING_VIEW)
+    digits = range(config.num_classes)
+    digit = state.widget(
+        controls[1].selectbox, "Parent capsule (digit)", digits, key=state.ROUTING_DIGIT, default=result.predicted
+    )
+    view = state.widget(controls[2].radio, "View", VIEWS, horizontal=True, key=state.ROUTING_VIEW, default=COUPLINGS)
     with controls[3]:
         st.download_button(
             "Download the trace",
@@ -103,31 +112,31 @@ def _on_pick(count: int) -> None:
     """A click on the tiles: the clicked cell's capsule becomes the inspected one."""
     n = tiles.picked(st.session_state.get(state.ROUTING_TILES))
     if n is not None and 0 <= n < count:
-        st.session_state[state.INSPECT_CAPSULE] = n
+        state.put(state.INSPECT_CAPSULE, n)
 
 
 def _on_pick_position(grid: int) -> None:
     """A click on the overlay: the capsule at that position, of the inspected type (type 0 at first)."""
     for custom in _picked(state.ROUTING_OVERLAY):
         if len(custom) == 3:  # a split bar: [row, col, coupling]
-            current = st.session_state.get(state.INSPECT_CAPSULE)
+            current = state.value(state.INSPECT_CAPSULE)
             capsule_type = xray.capsule_position(current, grid)[0] if current is not None else 0
-            st.session_state[state.INSPECT_CAPSULE] = xray.capsule_index(
-                capsule_type, int(custom[0]), int(custom[1]), grid
-            )
+            state.put(state.INSPECT_CAPSULE, xray.capsule_index(capsule_type, int(custom[0]), int(custom[1]), grid))
             return
 
 
 def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) -> None:
     st.markdown(f"**Measured:** {xray.summary_text(ray, digit)}")
     n_max = ray.primary.shape[0] - 1
-    selected = st.number_input(
+    selected = state.widget(
+        st.number_input,
         f"Inspect primary capsule (click a tile cell, or type 0–{n_max})",
         min_value=0,
         max_value=n_max,
         value=None,
         step=1,
         key=state.INSPECT_CAPSULE,
+        fits=lambda n: n is None or 0 <= n <= n_max,
     )
     couplings = ray.couplings[iteration - 1]  # (N, J)
     low, high = xray.coupling_range(config.num_classes)

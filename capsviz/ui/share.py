@@ -1,27 +1,55 @@
-"""A link that restores the view: the address bar always holds the current input, model, routing
-iterations and digit, so a teacher can copy it (or bookmark it) and open the same view later.
+"""A link that restores the view: the address bar always holds what the page shows, so a teacher can copy it
+(or bookmark it) and open the same view later.
 
-    ?src=mnist&i=1234&model=shipped&iters=3&digit=7
-    ?src=image&img=<base64url of the 28x28 input, 784 bytes>&model=run:20261123-...&iters=2&digit=4
+    ?src=mnist&i=1234&model=shipped&iters=3&view=couplings&iteration=3&route=7&capsule=500&stage=conv1&pose=7
+    ?tab=lab&src=image&img=<base64url of the 28x28 input>&model=run:20261123-...&iters=2&rotation=20&sweep=shear
 
-Drawn and uploaded inputs travel as the 28x28 image the model saw (1,046 characters), not as
-strokes or the original file. An uploaded checkpoint cannot be named in a link.
+    tab        explore (left out), lab or train
+    src, i     an MNIST test image by index; src=image and img: the 28x28 input itself (784 bytes)
+    model      shipped, or run:NAME (a run in this server's runs folder)
+    iters      routing iterations at inference, 1 to 5
+    view       the routing view: couplings, votes or adds; iteration: the iteration it shows
+    route      the parent capsule (digit) the routing views show; capsule: the inspected primary capsule
+    stage      the guided path's stage: input, conv1, primarycaps, digitcaps or decoder
+    pose       the digit reconstructed from its pose; offsets: the 16 pose offsets, when any is not 0
+    rotation, scale_x, scale_y, shear, shift_x, shift_y, thickness: the Claims lab's transform (when not neutral)
+    sweep      the transform the lab sweeps; sweep_digit: the digit whose score it sweeps
+
+Drawn and uploaded inputs travel as the 28x28 image the model saw (1,046 characters), not as strokes or the
+original file. An uploaded checkpoint cannot be named in a link. A part that cannot be read is named in a
+message above the tabs and left out; the rest of the view loads.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import streamlit as st
 import torch
 
+from capsviz.analysis import lab, perturb, stages
 from capsviz.configs import MAX_ROUTING_ITERS
+from capsviz.model import PAPER
 from capsviz.ui import state
+from capsviz.ui.inputs import DRAW, SAMPLE, ModelInput
+from capsviz.ui.resources import mnist_test, run_checkpoints
+from capsviz.ui.routing import VIEWS
+from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
 
-SHIPPED = "shipped"
 SIDE = 28
+TABS = state.TAB_NAMES
+VIEW_NAMES = dict(zip(("couplings", "votes", "adds"), VIEWS))
+STAGE_NAMES = {name.lower(): f"{name} · {holds}" for name, holds, _ in stages.STAGES}  # the guided path's labels
+CAPSULES = PAPER.num_primary
+OFFSET_DECIMALS = 2  # the pose sliders' step is 0.01
+# Reset for each new input (the prediction, zero offsets): a link's values are applied after that reset.
+PER_INPUT = (state.ROUTING_DIGIT, state.POSE_CLASS, *(state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)))
 
 
 def encode_image(x: torch.Tensor) -> str:
@@ -42,60 +70,246 @@ def decode_image(text: str) -> torch.Tensor | None:
     return torch.from_numpy(pixels.astype(np.float32) / 255).unsqueeze(0)  # (1, 28, 28)
 
 
-def _int(params, name: str, low: int, high: int) -> int | None:
+# --- reading a link: pure, so the rules are tested without a page --------------------------------------------
+
+
+@dataclass
+class Link:
+    """What a link asks for: session-state values, the input, and the parameters that could not be read."""
+
+    values: dict[str, Any] = field(default_factory=dict)  # state key -> value
+    tab: str | None = None
+    image: torch.Tensor | None = None  # (1, 28, 28), from img
+    index: int | None = None  # an MNIST test image, from i
+    problems: list[str] = field(default_factory=list)  # "`name`: what it should be"
+
+
+def _integer(text: str, low: int, high: int) -> int | None:
     try:
-        value = int(params.get(name, ""))
+        number = int(text)
     except ValueError:
         return None
-    return value if low <= value <= high else None
+    return number if low <= number <= high else None
 
 
-def restore(*, sample_label: str, draw_label: str, shipped_option: str, run_prefix: str) -> None:
-    """Once per session, before any widget: set the widgets' state from the link, ignoring what is invalid."""
+def _number(text: str, low: float, high: float) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+def _offsets(text: str) -> list[float] | None:
+    parts = text.split(",")
+    numbers = [_number(part, -perturb.PAPER_RANGE, perturb.PAPER_RANGE) for part in parts]
+    if len(parts) != PAPER.digit_dim or any(n is None for n in numbers):
+        return None
+    return [round(n, OFFSET_DECIMALS) for n in numbers]
+
+
+def _lab_rules() -> dict[str, tuple[str, Callable[[str], Any], str]]:
+    rules = {}
+    for name in lab.NAMES:
+        low, high = lab.SWEEPS[name][0], lab.SWEEPS[name][-1]
+        rules[name] = (
+            state.LAB_PARAM.format(name),
+            lambda text, low=low, high=high: _number(text, low, high),
+            f"a number from {low:g} to {high:g}",
+        )
+    return rules
+
+
+# name -> (state key, reader returning None for a bad value, what the value should be)
+RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "iters": (state.ROUTING_ITERS, lambda t: _integer(t, 1, MAX_ROUTING_ITERS), f"from 1 to {MAX_ROUTING_ITERS}"),
+    "view": (state.ROUTING_VIEW, VIEW_NAMES.get, "one of " + ", ".join(VIEW_NAMES)),
+    "iteration": (
+        state.ROUTING_ITERATION,
+        lambda t: _integer(t, 1, MAX_ROUTING_ITERS),
+        f"from 1 to {MAX_ROUTING_ITERS}",
+    ),
+    "route": (state.ROUTING_DIGIT, lambda t: _integer(t, 0, 9), "a digit from 0 to 9"),
+    "capsule": (state.INSPECT_CAPSULE, lambda t: _integer(t, 0, CAPSULES - 1), f"a capsule from 0 to {CAPSULES - 1}"),
+    "stage": (state.GUIDE_STAGE, STAGE_NAMES.get, "one of " + ", ".join(STAGE_NAMES)),
+    "pose": (state.POSE_CLASS, lambda t: _integer(t, 0, 9), "a digit from 0 to 9"),
+    **_lab_rules(),
+    "sweep": (state.LAB_SWEEP_OF, lambda t: t if t in lab.NAMES else None, "one of " + ", ".join(lab.NAMES)),
+    "sweep_digit": (state.LAB_DIGIT, lambda t: _integer(t, 0, 9), "a digit from 0 to 9"),
+}
+
+
+def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -> Link:
+    """A link's parameters -> what to restore. runs: the run names this server has; mnist_size: how many MNIST
+    test images it has (None: no MNIST here, so an index is taken as it is and the Explore tab says why)."""
+    link = Link()
+    for name, (key, reader, wanted) in RULES.items():
+        if name in params:
+            value = reader(params[name])
+            if value is None:
+                link.problems.append(f"`{name}`: not {wanted}")
+            else:
+                link.values[key] = value
+    if "digit" in params:  # older links: one digit for the routing views and the pose
+        digit = _integer(params["digit"], 0, 9)
+        if digit is None:
+            link.problems.append("`digit`: not a digit from 0 to 9")
+        for key in (state.ROUTING_DIGIT, state.POSE_CLASS):
+            if digit is not None:
+                link.values.setdefault(key, digit)
+    if "offsets" in params:
+        offsets = _offsets(params["offsets"])
+        if offsets is None:
+            link.problems.append(f"`offsets`: not {PAPER.digit_dim} numbers from -0.25 to 0.25")
+        for d, offset in enumerate(offsets or []):
+            link.values[state.POSE_DIM.format(d)] = offset
+    if "tab" in params:
+        link.tab = TABS.get(params["tab"])
+        if link.tab is None:
+            link.problems.append("`tab`: not one of " + ", ".join(TABS))
+    _read_model(params, link, runs)
+    _read_input(params, link, mnist_size)
+    return link
+
+
+def _read_model(params: Mapping[str, str], link: Link, runs: set[str]) -> None:
+    model = params.get("model")
+    if model is None:
+        return
+    if model == "shipped":
+        link.values[state.CHECKPOINT_CHOICE] = SHIPPED
+    elif model.startswith("run:") and model.removeprefix("run:") in runs:
+        link.values[state.CHECKPOINT_CHOICE] = RUN_PREFIX + model.removeprefix("run:")
+    else:
+        link.problems.append("`model`: no such model on this server (the shipped model is shown)")
+
+
+def _read_input(params: Mapping[str, str], link: Link, mnist_size: int | None) -> None:
+    source = params.get("src")
+    if source == "mnist":
+        link.index = _integer(params.get("i", ""), 0, (mnist_size or 10**6) - 1)
+        if link.index is None:
+            last = f" (0 to {mnist_size - 1:,})" if mnist_size else ""
+            link.problems.append(f"`i`: not the index of an MNIST test image{last}")
+    elif source == "image":
+        link.image = decode_image(params.get("img", ""))
+        if link.image is None:
+            link.problems.append("`img`: not a 28x28 image (784 pixels in base64url)")
+    elif source is not None:
+        link.problems.append("`src`: not mnist or image")
+
+
+# --- the page's side -----------------------------------------------------------------------------------------
+
+
+def restore() -> None:
+    """Once per session, before any widget: set the view from the link; what cannot be read is reported."""
     if st.session_state.get(state.SHARE_RESTORED):
         return
     st.session_state[state.SHARE_RESTORED] = True
-    params = st.query_params
-    model = params.get("model")
-    if model == SHIPPED:
-        st.session_state[state.CHECKPOINT_CHOICE] = shipped_option
-    elif model and model.startswith("run:"):
-        st.session_state[state.CHECKPOINT_CHOICE] = run_prefix + model.removeprefix("run:")
-    iters = _int(params, "iters", 1, MAX_ROUTING_ITERS)
-    if iters is not None:
-        st.session_state[state.ROUTING_ITERS] = iters
-    digit = _int(params, "digit", 0, 9)
-    if digit is not None:
-        st.session_state[state.SHARE_DIGIT] = digit
-    if params.get("src") == "mnist" and (index := _int(params, "i", 0, 9_999)) is not None:
-        st.session_state[state.INPUT_SOURCE] = sample_label
-        st.session_state[state.SAMPLE_MODE] = "random"
-        st.session_state[state.SAMPLE_INDEX] = index
+    split, _ = mnist_test() if st.query_params.get("src") == "mnist" else (None, None)
+    runs = {path.parent.name for path in run_checkpoints()} if "model" in st.query_params else set()
+    link = read(st.query_params.to_dict(), runs=runs, mnist_size=len(split) if split is not None else None)
+    if link.problems:
+        st.session_state[state.SHARE_PROBLEMS] = link.problems
+    if link.tab is not None:
+        st.session_state[state.TABS] = link.tab
+    pending = {key: link.values.pop(key) for key in (*PER_INPUT, state.LAB_DIGIT) if key in link.values}
+    st.session_state[state.SHARE_PENDING] = pending
+    for key, value in {**link.values, **pending}.items():  # pending values too, for a tab that opens first
+        state.put(key, value)
+    if link.index is not None:
+        state.put(state.INPUT_SOURCE, SAMPLE)
+        state.put(state.SAMPLE_MODE, "random")
+        st.session_state[state.SAMPLE_INDEX] = link.index
         st.session_state[state.SAMPLE_PICKED_FOR] = ("random", None, None)
-    elif params.get("src") == "image" and (x := decode_image(params.get("img", ""))) is not None:
-        st.session_state[state.INPUT_SOURCE] = draw_label
-        st.session_state[state.SHARE_IMAGE] = x
+        if split is not None:  # the lab can show it before the Explore tab runs
+            x = split.images[link.index].float().div(255).unsqueeze(0)  # (1, 28, 28)
+            st.session_state[state.LAB_INPUT] = ModelInput(x, label=int(split.labels[link.index]), index=link.index)
+    elif link.image is not None:
+        state.put(state.INPUT_SOURCE, DRAW)
+        st.session_state[state.SHARE_IMAGE] = link.image
+        st.session_state[state.LAB_INPUT] = ModelInput(link.image)
 
 
-def apply_digit() -> None:
-    """After the first sync of a restored view: the link's digit, not the prediction."""
-    digit = st.session_state.pop(state.SHARE_DIGIT, None)
-    if digit is not None:
-        st.session_state[state.ROUTING_DIGIT] = digit
-        st.session_state[state.POSE_CLASS] = digit
+def apply_pending(keys: tuple[str, ...] = PER_INPUT) -> None:
+    """After a new input reset the per-input controls: the link's values for them, once."""
+    pending = st.session_state.get(state.SHARE_PENDING) or {}
+    for key in keys:
+        if key in pending:
+            state.put(key, pending.pop(key))
 
 
-def publish(*, x: torch.Tensor, mnist_index: int | None, model_option: str, shipped_option: str, run_prefix: str,
-            iters: int) -> None:  # fmt: skip
-    """Write the current view into the address bar."""
-    params = {"src": "mnist", "i": str(mnist_index)} if mnist_index is not None else {"src": "image"}
-    if mnist_index is None:
-        params["img"] = encode_image(x)
-    if model_option == shipped_option:
-        params["model"] = SHIPPED
-    elif model_option.startswith(run_prefix):
-        params["model"] = "run:" + model_option.removeprefix(run_prefix)
-    params["iters"] = str(iters)
-    params["digit"] = str(st.session_state.get(state.POSE_CLASS, 0))
-    if dict(st.query_params) != params:
+def problems() -> None:
+    """The link's parts that could not be read, by name, until dismissed."""
+    found = st.session_state.get(state.SHARE_PROBLEMS)
+    if not found:
+        return
+    with st.container(key="share_problems"):
+        st.warning(
+            "Part of this link could not be read and was left out; the rest of the view is restored.\n\n"
+            + "\n".join(f"- {problem}" for problem in found),
+            icon=":material/link_off:",
+        )
+        st.button("Dismiss", key=state.SHARE_DISMISS, on_click=st.session_state.pop, args=(state.SHARE_PROBLEMS,))
+
+
+def _input_params(source: ModelInput | None) -> dict[str, str]:
+    if source is None or source.x is None:
+        return {}
+    if source.index is not None:
+        return {"src": "mnist", "i": str(source.index)}
+    return {"src": "image", "img": encode_image(source.x)}
+
+
+def _explore_params() -> dict[str, str]:
+    """The Explore tab's controls; per-input ones only once an input has set them."""
+    params = {}
+    for name, key in (("view", state.ROUTING_VIEW), ("stage", state.GUIDE_STAGE)):
+        names = VIEW_NAMES if name == "view" else STAGE_NAMES
+        chosen = [link_name for link_name, label in names.items() if label == state.value(key)]
+        if chosen:
+            params[name] = chosen[0]
+    for name, key in (("iteration", state.ROUTING_ITERATION), ("route", state.ROUTING_DIGIT),
+                      ("capsule", state.INSPECT_CAPSULE), ("pose", state.POSE_CLASS)):  # fmt: skip
+        if state.value(key) is not None:
+            params[name] = str(int(state.value(key)))
+    offsets = [float(state.value(state.POSE_DIM.format(d), 0.0)) for d in range(PAPER.digit_dim)]
+    if any(offsets):
+        params["offsets"] = ",".join(f"{o:.{OFFSET_DECIMALS}f}".rstrip("0").rstrip(".") for o in offsets)
+    return params
+
+
+def _lab_params() -> dict[str, str]:
+    """The Claims lab's transform (its non-neutral parts), sweep and digit, once the lab has set them."""
+    params = {}
+    for name in lab.NAMES:
+        value = state.value(state.LAB_PARAM.format(name))
+        if value is not None and value != getattr(lab.Transform(), name):
+            params[name] = f"{value:g}"
+    if state.known(state.LAB_SWEEP_OF):
+        params["sweep"] = str(state.value(state.LAB_SWEEP_OF))
+    if state.value(state.LAB_DIGIT) is not None:
+        params["sweep_digit"] = str(int(state.value(state.LAB_DIGIT)))
+    return params
+
+
+def publish() -> None:
+    """Write the current view into the address bar (from any tab, and from the fragments that change it)."""
+    params = {}
+    tab = st.session_state.get(state.TABS, TABS["explore"])
+    if tab != TABS["explore"]:
+        params["tab"] = next(name for name, label in TABS.items() if label == tab)
+    params.update(_input_params(st.session_state.get(state.LAB_INPUT)))
+    choice = st.session_state.get(state.CHECKPOINT_CHOICE, SHIPPED)
+    if choice == SHIPPED:
+        params["model"] = "shipped"
+    elif choice.startswith(RUN_PREFIX):
+        params["model"] = "run:" + choice.removeprefix(RUN_PREFIX)
+    if state.value(state.ROUTING_ITERS) is not None:
+        params["iters"] = str(int(state.value(state.ROUTING_ITERS)))
+    if "src" in params:
+        params.update(_explore_params())
+    params.update(_lab_params())
+    if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)

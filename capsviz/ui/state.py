@@ -1,4 +1,24 @@
-"""Session-state keys, in one place: every widget has a key, and tests find widgets by it."""
+"""Session-state keys, in one place (every widget has a key, and tests find widgets by it), and the controls
+whose values outlive the runs that do not draw them.
+
+Streamlit forgets a widget's value at the end of a run that does not draw it (a closed lazy tab, a hidden
+option), and a widget drawn again comes back at its default, in the browser too. So each control here has a
+second, persistent copy of its value: `widget` draws it and records the value; when the widget was not drawn in
+the last finished run, it first sets the kept value, which Streamlit then sends to the browser with the widget.
+`value` reads a control whether or not it is drawn; `put` sets one from code.
+
+    state.run_started()                   # top of the page's script, before any widget
+    iters = state.widget(st.slider, "Routing iterations", 1, 5, key=state.ROUTING_ITERS, default=3)
+    state.value(state.ROUTING_ITERS)      # from another tab: the same 3, or what the user chose
+    state.run_finished()                  # end of the page's script
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
 
 CANVAS = "canvas"
 CANVAS_MEMORY = "canvas_memory"  # the last drawing, so Draw -> MNIST -> Draw keeps it
@@ -68,13 +88,16 @@ TRAIN_USE = "train_use"
 TRAIN_DOWNLOAD = "train_download"
 
 SHARE_RESTORED = "share_restored"  # the link's state was applied, once per session
-SHARE_DIGIT = "share_digit"  # the link's digit, applied after the first sync
+SHARE_PENDING = "share_pending"  # the link's per-input values, applied after the first input resets them
+SHARE_PROBLEMS = "share_problems"  # the link's parameters that could not be read, shown until dismissed
+SHARE_DISMISS = "share_dismiss"
 SHARE_IMAGE = "share_image"  # a (1, 28, 28) input from the link, until discarded
 SHARE_DISCARD = "share_discard"
 GUIDE_STAGE = "guide_stage"
 
 TABS = "tabs"  # the open tab's label (lazy tabs: only the open tab's code runs)
-LAB_INPUT = "lab_input"  # the Explore tab's last ModelInput, which the Claims lab transforms
+TAB_NAMES = {"explore": "Explore", "lab": "Claims lab", "train": "Train"}  # a link's name -> the tab's label
+LAB_INPUT = "lab_input"  # the current input (a ModelInput): the Explore tab's, or a link's; the lab transforms it
 LAB_PARAM = "lab_{}"  # .format(name) for each capsviz.analysis.lab.Transform field: the lab's sliders
 LAB_RESET = "lab_reset"
 LAB_SWEEP_OF = "lab_sweep_of"
@@ -83,28 +106,71 @@ LAB_DIGIT_FOR = "lab_digit_for"  # the input the digit chooser was last set for
 LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.analysis.lab.Reading): the sweep, once per setting
 LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
 
-# A widget's state is dropped on a run that does not draw it: a closed tab's widgets keep theirs by these lists
-# (capsviz.ui.app adds the POSE_DIM sliders, the lab its own).
-EXPLORE_KEPT = (
-    INPUT_SOURCE,
-    SAMPLE_MODE,
-    SAMPLE_DIGIT,
-    STROKE_WIDTH,
-    ROUTING_ITERS,
-    ROUTING_ITERATION,
-    ROUTING_DIGIT,
-    ROUTING_VIEW,
-    POSE_CLASS,
-    GUIDE_STAGE,
-)
-TRAIN_KEPT = (
-    TRAIN_PRESET,
-    TRAIN_EPOCHS,
-    TRAIN_BATCH,
-    TRAIN_LR,
-    TRAIN_ITERS,
-    TRAIN_DEVICE,
-    TRAIN_LIMIT,
-    TRAIN_EVAL_LIMIT,
-    TRAIN_USE_ANYWAY,
-)
+KEPT = "kept_values"  # {widget key: its value}, kept across runs that do not draw the widget
+DRAWN = "kept_drawn"  # {widget key: the number of the run that last drew it}
+FINISHED = "runs_finished"  # how many full runs of the page have finished (a run stopped for a rerun has not)
+
+
+def _kept() -> dict:
+    return st.session_state.setdefault(KEPT, {})
+
+
+def _run() -> int:
+    """The number of the run under way: the first run is 0; fragment reruns share the next full run's number."""
+    return st.session_state.get(FINISHED, 0)
+
+
+def _live(key: str) -> bool:
+    """Drawn in the last finished run, or already in this one: Streamlit and the browser still hold its value."""
+    return st.session_state.setdefault(DRAWN, {}).get(key, -2) >= _run() - 1
+
+
+def run_started() -> None:
+    """Before any widget of a full run: the values of the widgets still drawn, as the browser sent them."""
+    kept = _kept()
+    for key in st.session_state.setdefault(DRAWN, {}):
+        if _live(key) and key in st.session_state:
+            kept[key] = st.session_state[key]
+
+
+def run_finished() -> None:
+    """At the end of a full run (not reached when a run stops early for a rerun)."""
+    st.session_state[FINISHED] = _run() + 1
+
+
+def value(key: str, default: Any = None) -> Any:
+    """A control's value, drawn in this run or not (in a callback too, before the run has started)."""
+    if _live(key) and key in st.session_state:
+        return st.session_state[key]
+    return _kept().get(key, default)
+
+
+def known(key: str) -> bool:
+    return key in _kept()
+
+
+def put(key: str, new: Any) -> None:
+    """Set a control's value from code (a callback, a link, a new input): before its widget is drawn in this run."""
+    _kept()[key] = new
+    st.session_state[key] = new
+
+
+def restore(key: str, default: Any = None, fits: Callable[[Any], bool] | None = None) -> None:
+    """Before a widget is drawn: a widget the last finished run did not draw gets its kept value (else `default`),
+    set through session state so that Streamlit sends it to the browser. Once per run; `fits` vets a kept value."""
+    if not _live(key):
+        kept = _kept().get(key, default)
+        put(key, kept if fits is None or fits(kept) else default)
+    st.session_state[DRAWN][key] = _run()
+
+
+def widget(make: Callable, *args, key: str, default: Any = None, fits: Callable[[Any], bool] | None = None,
+           **kwargs) -> Any:  # fmt: skip
+    """Draw `make(*args, key=key, **kwargs)` (st.slider, a column's selectbox, ...) with its value kept.
+
+    The widget gets no value or default argument of its own: `default` is its value until the user sets one.
+    """
+    restore(key, default, fits)
+    drawn = make(*args, key=key, **kwargs)
+    _kept()[key] = drawn
+    return drawn

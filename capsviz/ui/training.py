@@ -237,10 +237,10 @@ def start_job(
 
 
 def _apply_preset() -> None:
-    preset = PRESETS.get(st.session_state[state.TRAIN_PRESET])
+    preset = PRESETS.get(state.value(state.TRAIN_PRESET, QUICK))
     if preset is not None:
         for key, value in preset.items():
-            st.session_state[key] = value
+            state.put(key, value)
 
 
 def training_tab() -> None:
@@ -252,27 +252,45 @@ def training_tab() -> None:
         f"{QUICK_MEASURED}. On the same CPU, `python -m capsviz.bench` puts one epoch over all 60,000 "
         "images at about 13 minutes of training steps from the command line, plus the evaluation."
     )
-    preset = st.radio(
-        "Preset", [*PRESETS, CUSTOM], horizontal=True, key=state.TRAIN_PRESET, on_change=_apply_preset, disabled=busy
-    )
-    if state.TRAIN_LIMIT not in st.session_state:
-        _apply_preset()  # the first run starts from the quick preset's values
+    kept = state.widget
+    presets = [*PRESETS, CUSTOM]
+    preset = kept(
+        st.radio, "Preset", presets, horizontal=True, key=state.TRAIN_PRESET, default=QUICK, on_change=_apply_preset,
+        disabled=busy,
+    )  # fmt: skip
     fixed = busy or preset != CUSTOM
     columns = st.columns(3)
-    epochs = columns[0].number_input("Epochs", 1, 100, key=state.TRAIN_EPOCHS, disabled=fixed)
-    batch = columns[1].selectbox("Batch size", [32, 64, 128, 256], key=state.TRAIN_BATCH, disabled=fixed)
-    lr = columns[2].number_input(
-        "Learning rate", 1e-5, 1e-1, 1e-3, format="%.4f", key=state.TRAIN_LR, step=1e-4, disabled=busy
-    )
+    quick = PRESETS[QUICK]
+    epochs = kept(
+        columns[0].number_input, "Epochs", 1, 100, key=state.TRAIN_EPOCHS, default=quick[state.TRAIN_EPOCHS],
+        disabled=fixed,
+    )  # fmt: skip
+    batch = kept(
+        columns[1].selectbox, "Batch size", [32, 64, 128, 256], key=state.TRAIN_BATCH,
+        default=quick[state.TRAIN_BATCH], disabled=fixed,
+    )  # fmt: skip
+    lr = kept(
+        columns[2].number_input, "Learning rate", 1e-5, 1e-1, format="%.4f", key=state.TRAIN_LR, default=1e-3,
+        step=1e-4, disabled=busy,
+    )  # fmt: skip
     columns = st.columns(4)
-    iters = columns[0].slider(
-        "Routing iterations", 1, MAX_ROUTING_ITERS, PAPER.routing_iters, key=state.TRAIN_ITERS, disabled=busy
-    )
-    device = columns[1].selectbox("Device", available_devices(), key=state.TRAIN_DEVICE, disabled=busy)
-    limit = columns[2].number_input("Training images", 100, 60_000, step=1000, key=state.TRAIN_LIMIT, disabled=fixed)
-    eval_limit = columns[3].number_input(
-        "Test images evaluated", 100, 10_000, step=1000, key=state.TRAIN_EVAL_LIMIT, disabled=fixed
-    )
+    iters = kept(
+        columns[0].slider, "Routing iterations", 1, MAX_ROUTING_ITERS, key=state.TRAIN_ITERS,
+        default=PAPER.routing_iters, disabled=busy,
+    )  # fmt: skip
+    devices = available_devices()
+    device = kept(
+        columns[1].selectbox, "Device", devices, key=state.TRAIN_DEVICE, default=devices[0], fits=devices.__contains__,
+        disabled=busy,
+    )  # fmt: skip
+    limit = kept(
+        columns[2].number_input, "Training images", 100, 60_000, step=1000, key=state.TRAIN_LIMIT,
+        default=quick[state.TRAIN_LIMIT], disabled=fixed,
+    )  # fmt: skip
+    eval_limit = kept(
+        columns[3].number_input, "Test images evaluated", 100, 10_000, step=1000, key=state.TRAIN_EVAL_LIMIT,
+        default=quick[state.TRAIN_EVAL_LIMIT], disabled=fixed,
+    )  # fmt: skip
     left, right = st.columns(2)
     if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
         config = TrainConfig(
@@ -353,7 +371,7 @@ def _ended(job: TrainingJob) -> None:
                 "show noise. Train longer or on more images, or use it anyway to see what an untrained network does.",
                 icon=":material/warning:",
             )
-        anyway = st.checkbox("Use it anyway", key=state.TRAIN_USE_ANYWAY) if weak else True
+        anyway = state.widget(st.checkbox, "Use it anyway", key=state.TRAIN_USE_ANYWAY, default=False) if weak else True
         st.button(
             "Use this model", key=state.TRAIN_USE, on_click=_use_run, args=(job.out_dir.name,), disabled=not anyway
         )

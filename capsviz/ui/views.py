@@ -17,7 +17,7 @@ from capsviz.analysis.inference import CONFIDENT_LENGTH, Inference
 from capsviz.figures import viz
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER, CapsNet
-from capsviz.ui import state
+from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.live_decoder import live_decoder
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
@@ -34,17 +34,17 @@ def view_id(model_key: str, source: ModelInput, routing_iters: int) -> str:
 def sync_to_input(view: str, result: Inference) -> None:
     """A new model, input or routing count resets the per-input widgets: sliders to 0, digits to the prediction."""
     keys = [state.ROUTING_DIGIT, state.POSE_CLASS] + [state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)]
-    if st.session_state.get(state.VIEW_ID) == view and all(k in st.session_state for k in keys):
+    if st.session_state.get(state.VIEW_ID) == view and all(state.known(k) for k in keys):
         return
     st.session_state[state.VIEW_ID] = view
-    st.session_state[state.ROUTING_DIGIT] = result.predicted
-    st.session_state[state.POSE_CLASS] = result.predicted
+    state.put(state.ROUTING_DIGIT, result.predicted)
+    state.put(state.POSE_CLASS, result.predicted)
     reset_sliders()
 
 
 def reset_sliders() -> None:
     for d in range(PAPER.digit_dim):
-        st.session_state[state.POSE_DIM.format(d)] = 0.0
+        state.put(state.POSE_DIM.format(d), 0.0)
     st.session_state[state.POSE_NONCE] = st.session_state.get(state.POSE_NONCE, 0) + 1
 
 
@@ -99,7 +99,12 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
     start = time.perf_counter()
     st.subheader(f"What the {PAPER.digit_dim} pose dimensions mean")
     controls = st.container(horizontal=True, vertical_alignment="bottom", key="pose_controls")
-    digit = controls.selectbox("Reconstruct as digit", range(PAPER.num_classes), key=state.POSE_CLASS, width=200)
+    digits = range(PAPER.num_classes)
+    digit = state.widget(
+        controls.selectbox, "Reconstruct as digit", digits, key=state.POSE_CLASS, default=result.predicted, width=200
+    )
+    for d in range(PAPER.digit_dim):  # the live decoder below starts from the same offsets as the sliders
+        state.restore(state.POSE_DIM.format(d), 0.0)
     controls.button("Reset all to 0", key=state.POSE_RESET, on_click=reset_sliders)
     labels = _dimension_labels(model, result, f"{input_id}:{digit}", digit)
     st.caption(
@@ -119,12 +124,14 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
                 for col, column in enumerate(columns):
                     d = row * POSE_COLUMNS + col
                     deltas.append(
-                        column.slider(
+                        state.widget(
+                            column.slider,
                             f"dim {d}",
                             -perturb.PAPER_RANGE,
                             perturb.PAPER_RANGE,
                             step=SLIDER_STEP,
                             key=state.POSE_DIM.format(d),
+                            default=0.0,
                         )
                     )
         if server.open:  # decoded and drawn only when shown; the sliders always keep their values
@@ -147,6 +154,7 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
     elapsed = time.perf_counter() - start
     st.session_state[state.POSE_SECONDS] = elapsed
     timing.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
+    share.publish()  # the pose digit and offsets, when only this fragment reran
 
 
 def _dimension_labels(model: CapsNet, result: Inference, cache_key: str, digit: int) -> list[str]:

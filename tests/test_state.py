@@ -1,0 +1,166 @@
+"""Every control keeps its value across tab switches, and the browser is told it (capsviz/ui/state.py).
+
+Tabs are lazy: a closed tab's widgets are not drawn, so Streamlit forgets them, and a widget drawn
+again mounts in the browser at its default unless the run sends its value (the proto's set_value).
+AppTest reads values from the server; `shown` reads what a browser that just mounted the widget
+displays, from the same proto the browser gets.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("streamlit")
+
+from test_app import env, open_tab, start  # noqa: E402, F401  (env: MNIST and runs folders of the test's own)
+
+from capsviz.ui import state  # noqa: E402
+from capsviz.ui.inputs import BY_CLASS, RANDOM, SAMPLE  # noqa: E402
+from capsviz.ui.routing import COUPLINGS, VOTES  # noqa: E402
+from capsviz.ui.training import CUSTOM  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("env")
+LAB, EXPLORE, TRAIN = "Claims lab", "Explore", "Train"
+EXPLORE_KEYS = (
+    state.INPUT_SOURCE,
+    state.SAMPLE_MODE,
+    state.SAMPLE_DIGIT,
+    state.ROUTING_ITERS,
+    state.ROUTING_ITERATION,
+    state.ROUTING_DIGIT,
+    state.ROUTING_VIEW,
+    state.GUIDE_STAGE,
+    state.POSE_CLASS,
+    *(state.POSE_DIM.format(d) for d in range(16)),
+)
+LAB_KEYS = (*(state.LAB_PARAM.format(n) for n in ("rotation", "scale_x", "shear", "thickness")), state.LAB_SWEEP_OF)
+LAB_KEYS += (state.LAB_DIGIT,)
+TRAIN_KEYS = (state.TRAIN_PRESET, state.TRAIN_EPOCHS, state.TRAIN_BATCH, state.TRAIN_LR, state.TRAIN_ITERS)
+TRAIN_KEYS += (state.TRAIN_LIMIT, state.TRAIN_EVAL_LIMIT)
+
+
+def _widget(app, key: str):
+    for kind in ("radio", "slider", "selectbox", "number_input", "checkbox", "button_group"):
+        for widget in app.get(kind):
+            if widget.key == key:
+                return widget
+    raise AssertionError(f"no widget {key} on the page")
+
+
+def _serialized(widget):
+    """The value the server computes with, as the browser would send it back."""
+    ws = widget._widget_state
+    field = ws.WhichOneof("value")
+    value = getattr(ws, field) if field else None
+    return list(value.data) if hasattr(value, "data") else value
+
+
+def shown(widget):
+    """What a browser that has just mounted this widget displays: the run's value if it sent one, else the default."""
+    p = widget.proto
+    kind = type(widget).__name__
+    if kind in ("Radio", "Selectbox"):
+        return p.raw_value if p.set_value else widget.options[p.default]
+    if kind == "Slider":
+        return list(p.value if p.set_value else p.default)
+    if kind == "NumberInput":
+        field = "value" if p.set_value else "default"
+        return getattr(p, field) if p.HasField(field) else None
+    if kind == "ButtonGroup":
+        return list(p.raw_values) if p.set_value else [p.options[i].content for i in p.default]
+    return p.value if p.set_value else p.default
+
+
+def controls(app, keys) -> dict:
+    return {key: _serialized(_widget(app, key)) for key in keys}
+
+
+def assert_shown_as_kept(app, kept: dict) -> None:
+    """After a tab switch every widget of the tab is newly mounted: the browser must show the kept value."""
+    for key, value in kept.items():
+        widget = _widget(app, key)
+        assert _serialized(widget) == value, key
+        assert shown(widget) == value, f"{key}: the browser shows {shown(widget)!r}, the page computes with {value!r}"
+
+
+def test_every_control_keeps_its_value_and_shows_it_across_three_round_trips():
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value(BY_CLASS).run()
+    app.selectbox(key=state.SAMPLE_DIGIT).set_value(7).run()
+    app.slider(key=state.ROUTING_ITERS).set_value(2).run()
+    app.slider(key=state.ROUTING_ITERATION).set_value(1).run()
+    app.selectbox(key=state.ROUTING_DIGIT).set_value(3).run()
+    app.selectbox(key=state.POSE_CLASS).set_value(5).run()
+    app.slider(key=state.POSE_DIM.format(3)).set_value(0.12).run()
+    stage = app.get("button_group")[0].proto.options[2].content
+    app.session_state[state.GUIDE_STAGE] = stage
+    app.run()
+    app.radio(key=state.ROUTING_VIEW).set_value(VOTES).run()
+    explore = controls(app, EXPLORE_KEYS)
+    picture = (app.metric[0].value, [c.value for c in app.caption if c.value.startswith("MNIST test image #")])
+    assert explore[state.SAMPLE_DIGIT] == "7" and explore[state.GUIDE_STAGE] == [stage]
+
+    open_tab(app, LAB)
+    app.slider(key=state.LAB_PARAM.format("rotation")).set_value(20.0).run()
+    app.slider(key=state.LAB_PARAM.format("scale_x")).set_value(1.2).run()
+    app.selectbox(key=state.LAB_SWEEP_OF).set_value("shear").run()
+    app.selectbox(key=state.LAB_DIGIT).set_value(4).run()
+    lab = controls(app, LAB_KEYS)
+    assert any("2 routing iterations" in m.value for m in app.markdown)
+
+    open_tab(app, TRAIN)
+    app.radio(key=state.TRAIN_PRESET).set_value(CUSTOM).run()
+    app.number_input(key=state.TRAIN_EPOCHS).set_value(3).run()
+    app.number_input(key=state.TRAIN_LR).set_value(0.002).run()
+    app.slider(key=state.TRAIN_ITERS).set_value(2).run()
+    train = controls(app, TRAIN_KEYS)
+
+    for _ in range(3):
+        open_tab(app, EXPLORE)
+        assert_shown_as_kept(app, explore)
+        assert (app.metric[0].value, [c.value for c in app.caption if c.value.startswith("MNIST test image #")]) == (
+            picture
+        )
+        open_tab(app, LAB)
+        assert_shown_as_kept(app, lab)
+        assert any("2 routing iterations" in m.value for m in app.markdown)  # Explore's count, not the slider's min
+        open_tab(app, TRAIN)
+        assert_shown_as_kept(app, train)
+
+
+def test_the_inspected_capsule_is_kept_while_another_routing_view_is_shown():
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.number_input(key=state.INSPECT_CAPSULE).set_value(500).run()
+    app.radio(key=state.ROUTING_VIEW).set_value(VOTES).run()  # the number input is not drawn now
+    open_tab(app, LAB)
+    open_tab(app, EXPLORE)
+    app.radio(key=state.ROUTING_VIEW).set_value(COUPLINGS).run()
+    assert_shown_as_kept(app, {state.INSPECT_CAPSULE: 500.0})
+    assert any("Primary capsule 500" in m.value for m in app.markdown)
+
+
+def test_a_control_hidden_by_another_choice_comes_back_with_its_value():
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value(BY_CLASS).run()
+    app.selectbox(key=state.SAMPLE_DIGIT).set_value(6).run()
+    app.radio(key=state.SAMPLE_MODE).set_value(RANDOM).run()  # the digit chooser is not drawn
+    app.radio(key=state.SAMPLE_MODE).set_value(BY_CLASS).run()
+    assert_shown_as_kept(app, {state.SAMPLE_DIGIT: "6"})
+    assert any("labelled **6**" in c.value for c in app.caption)
+
+
+def test_the_lab_sliders_and_its_routing_count_come_back_as_they_were():
+    app = start()
+    app.slider(key=state.ROUTING_ITERS).set_value(4).run()
+    open_tab(app, LAB)
+    app.slider(key=state.LAB_PARAM.format("rotation")).set_value(-20.0).run()
+    app.slider(key=state.LAB_PARAM.format("shift_x")).set_value(3.0).run()
+    app.selectbox(key=state.LAB_DIGIT).set_value(2).run()
+    lab = controls(app, LAB_KEYS + (state.LAB_PARAM.format("shift_x"),))
+    open_tab(app, EXPLORE)
+    open_tab(app, LAB)
+    assert_shown_as_kept(app, lab)  # not each slider's minimum, nor digit 0
+    assert any("4 routing iterations" in m.value for m in app.markdown)
