@@ -59,6 +59,13 @@ def test_a_malformed_part_is_named_and_the_rest_is_read():
     assert broken.image is None and broken.problems == ["`img`: not a 28x28 image (784 pixels in base64url)"]
 
 
+def test_parts_that_disagree_or_run_long_are_refused_without_being_read_in_full():
+    link = _read({"iters": "2", "iteration": "3", "offsets": ",".join(["0"] * 17)})
+    assert link.values == {state.ROUTING_ITERS: 2}
+    assert link.problems == ["`offsets`: not 16 numbers from -0.25 to 0.25", "`iteration`: more than `iters`"]
+    assert share.decode_image("A" * 10**6) is None  # refused by its length, not decoded
+
+
 def test_an_older_link_with_one_digit_sets_both_digits():
     link = _read({"src": "mnist", "i": "7", "digit": "4"})
     assert link.values[state.ROUTING_DIGIT] == 4 and link.values[state.POSE_CLASS] == 4

@@ -60,6 +60,8 @@ def encode_image(x: torch.Tensor) -> str:
 
 def decode_image(text: str) -> torch.Tensor | None:
     """The inverse of encode_image; None for anything that is not exactly 784 pixels."""
+    if len(text) > 4 * (SIDE * SIDE // 3 + 1):  # longer than any padding of 784 bytes: not decoded at all
+        return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
@@ -101,9 +103,11 @@ def _number(text: str, low: float, high: float) -> float | None:
 
 
 def _offsets(text: str) -> list[float] | None:
-    parts = text.split(",")
+    parts = text.split(",", PAPER.digit_dim)  # a 17th part means too many: the rest is never split
+    if len(parts) != PAPER.digit_dim:
+        return None
     numbers = [_number(part, -perturb.PAPER_RANGE, perturb.PAPER_RANGE) for part in parts]
-    if len(parts) != PAPER.digit_dim or any(n is None for n in numbers):
+    if any(n is None for n in numbers):
         return None
     return [round(n, OFFSET_DECIMALS) for n in numbers]
 
@@ -163,6 +167,10 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
             link.problems.append(f"`offsets`: not {PAPER.digit_dim} numbers from -0.25 to 0.25")
         for d, offset in enumerate(offsets or []):
             link.values[state.POSE_DIM.format(d)] = offset
+    iteration, iters = link.values.get(state.ROUTING_ITERATION), link.values.get(state.ROUTING_ITERS)
+    if iteration is not None and iters is not None and iteration > iters:
+        link.problems.append("`iteration`: more than `iters`")
+        del link.values[state.ROUTING_ITERATION]
     if "tab" in params:
         link.tab = TABS.get(params["tab"])
         if link.tab is None:

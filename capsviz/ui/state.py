@@ -107,22 +107,20 @@ LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.analysis.lab.Readi
 LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
 
 KEPT = "kept_values"  # {widget key: its value}, kept across runs that do not draw the widget
-DRAWN = "kept_drawn"  # {widget key: the number of the run that last drew it}
-FINISHED = "runs_finished"  # how many full runs of the page have finished (a run stopped for a rerun has not)
+DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or in one of its fragments' reruns}
+STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)
+FINISHED = "run_finished"  # the number of the latest full run that finished (one stopped for a rerun has not)
 
 
 def _kept() -> dict:
     return st.session_state.setdefault(KEPT, {})
 
 
-def _run() -> int:
-    """The number of the run under way: the first run is 0; fragment reruns share the next full run's number."""
-    return st.session_state.get(FINISHED, 0)
-
-
 def _live(key: str) -> bool:
-    """Drawn in the last finished run, or already in this one: Streamlit and the browser still hold its value."""
-    return st.session_state.setdefault(DRAWN, {}).get(key, -2) >= _run() - 1
+    """Drawn since the last finished full run began: Streamlit and the browser still hold its value (a finished
+    run drops the widgets it did not draw; a run stopped for a rerun drops nothing)."""
+    drawn = st.session_state.setdefault(DRAWN, {}).get(key)
+    return drawn is not None and drawn >= st.session_state.get(FINISHED, 0)
 
 
 def run_started() -> None:
@@ -131,11 +129,12 @@ def run_started() -> None:
     for key in st.session_state.setdefault(DRAWN, {}):
         if _live(key) and key in st.session_state:
             kept[key] = st.session_state[key]
+    st.session_state[STARTED] = st.session_state.get(STARTED, -1) + 1
 
 
 def run_finished() -> None:
     """At the end of a full run (not reached when a run stops early for a rerun)."""
-    st.session_state[FINISHED] = _run() + 1
+    st.session_state[FINISHED] = st.session_state[STARTED]
 
 
 def value(key: str, default: Any = None) -> Any:
@@ -161,7 +160,7 @@ def restore(key: str, default: Any = None, fits: Callable[[Any], bool] | None = 
     if not _live(key):
         kept = _kept().get(key, default)
         put(key, kept if fits is None or fits(kept) else default)
-    st.session_state[DRAWN][key] = _run()
+    st.session_state[DRAWN][key] = st.session_state.get(STARTED, 0)
 
 
 def widget(make: Callable, *args, key: str, default: Any = None, fits: Callable[[Any], bool] | None = None,
