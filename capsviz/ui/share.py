@@ -37,7 +37,7 @@ from capsviz.analysis import lab, perturb, stages
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.model import PAPER
 from capsviz.ui import state
-from capsviz.ui.inputs import DRAW, SAMPLE, ModelInput
+from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
 from capsviz.ui.resources import mnist_test, run_checkpoints
 from capsviz.ui.routing import VIEWS
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
@@ -158,9 +158,9 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
         digit = _integer(params["digit"], 0, 9)
         if digit is None:
             link.problems.append("`digit`: not a digit from 0 to 9")
-        for key in (state.ROUTING_DIGIT, state.POSE_CLASS):
-            if digit is not None:
-                link.values.setdefault(key, digit)
+        else:
+            link.values.setdefault(state.ROUTING_DIGIT, digit)
+            link.values.setdefault(state.POSE_CLASS, digit)
     if "offsets" in params:
         offsets = _offsets(params["offsets"])
         if offsets is None:
@@ -228,9 +228,9 @@ def restore() -> None:
         state.put(key, value)
     if link.index is not None:
         state.put(state.INPUT_SOURCE, SAMPLE)
-        state.put(state.SAMPLE_MODE, "random")
+        state.put(state.SAMPLE_MODE, RANDOM)
         st.session_state[state.SAMPLE_INDEX] = link.index
-        st.session_state[state.SAMPLE_PICKED_FOR] = ("random", None, None)
+        st.session_state[state.SAMPLE_PICKED_FOR] = (RANDOM, None, None)
         if split is not None:  # the lab can show it before the Explore tab runs
             x = split.images[link.index].float().div(255).unsqueeze(0)  # (1, 28, 28)
             st.session_state[state.LAB_INPUT] = ModelInput(x, label=int(split.labels[link.index]), index=link.index)
