@@ -8,7 +8,6 @@ should be shows as "?" instead of a wrong number.
 from __future__ import annotations
 
 import math
-import re
 
 import streamlit as st
 
@@ -16,12 +15,11 @@ from capsviz.data import MNIST_TEST_IMAGES
 from capsviz.figures import viz
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel
+from capsviz.ui.text import plain
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 
 MAX_CURVE_EPOCHS = 10_000  # plot no more epochs than this
 MAX_NOTE_CHARS = 5_000  # show no more of the note than this
-MAX_FIELD_CHARS = 100  # nor of a one-line field (device, name)
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")  # what st.markdown would read as markup
 
 
 def show(loaded: LoadedModel) -> None:
@@ -74,11 +72,6 @@ def number(value, low: float, high: float) -> float | None:
 def count(value) -> int | None:
     """A card's count (epochs, images): a whole number from 0 to 10^12, else None."""
     return value if type(value) is int and 0 <= value <= 10**12 else None
-
-
-def plain(text, limit: int = MAX_FIELD_CHARS) -> str:
-    """A card's string cut to `limit` characters, its markdown escaped so it shows as typed (no links, images)."""
-    return _MARKDOWN.sub(r"\\\1", str(text)[:limit].replace("\n", " "))
 
 
 def epoch_accuracies(card: dict) -> list[float] | None:

@@ -21,6 +21,7 @@ from capsviz.ui.resources import (
     session_watch,
     shipped_model,
 )
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 
 SHIPPED = "shipped (pretrained)"
 UPLOAD = "upload a checkpoint..."
@@ -53,7 +54,7 @@ def sidebar() -> Settings:
         before = open_runs().show(viewer, run, session_watch())  # kept from other sessions' prunes while shown
         if before is not None and before not in {path.parent for path in runs.values()}:
             st.warning(
-                f"{card.plain(before.name)} is no longer in the runs folder (the app keeps its newest runs only, "
+                f"{plain(before.name)} is no longer in the runs folder (the app keeps its newest runs only, "
                 "and deletes older ones when a training starts): showing the shipped model."
             )
         card.show(loaded)
@@ -73,7 +74,7 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
         try:
             return require_explorable(model_from_file(runs[choice], device, choice))
         except CheckpointError as exc:
-            st.error(f"That run's checkpoint cannot be used: {exc}. Using the shipped model.")
+            st.error(f"That run's checkpoint cannot be used: {_reason(exc)}. Using the shipped model.")
     elif choice == UPLOAD:
         upload = st.file_uploader(
             "A capsviz .safetensors checkpoint", type=["safetensors"], key=state.CHECKPOINT_UPLOAD
@@ -87,10 +88,15 @@ def _load_choice(choice: str, runs: dict, device: str) -> LoadedModel:
                 try:
                     return require_explorable(model_from_bytes(upload.getvalue(), device, f"uploaded: {upload.name}"))
                 except CheckpointError as exc:
-                    st.error(f"Rejected: {exc}. Using the shipped model.")
+                    st.error(f"Rejected: {_reason(exc)}. Using the shipped model.")
         else:
             st.caption("Until a checkpoint is uploaded, the shipped model is used.")
     return shipped(device)
+
+
+def _reason(exc: Exception) -> str:
+    """An error's message quotes the file's own fields and path: shown as typed."""
+    return plain(exc, MAX_MESSAGE_CHARS)
 
 
 def shipped(device: str) -> LoadedModel:
@@ -99,7 +105,7 @@ def shipped(device: str) -> LoadedModel:
         return require_explorable(shipped_model(device))
     except (CheckpointError, OSError) as exc:
         st.error(
-            f"The shipped model could not be loaded: {exc}. Restore `pretrained/` from the repository "
+            f"The shipped model could not be loaded: {_reason(exc)}. Restore `pretrained/` from the repository "
             "(git checkout pretrained/), or train one with `python -m capsviz train`."
         )
         st.stop()
