@@ -21,9 +21,16 @@ import streamlit as st
 
 from capsviz.preprocess import open_image
 from capsviz.ui import state
+from capsviz.ui.text import plain
 
 CANVAS_SIZE = 280
 DEFAULT_STROKE = 20
+MAX_DATA_URL = 1 << 20  # the 280x280 drawing is a PNG of a few kB to ~300 kB; a longer report is not one
+MAX_STROKES = 2_000  # kept for Undo; a page could send any number
+MAX_POINTS = 20_000  # and at most this many points over all of them (a digit is a few hundred): ~3 MB a session
+MAX_COORDINATE = 10_000  # px; the canvas is 280, a captured pointer may leave it a little
+ARITY = {"M": 2, "L": 2, "Q": 4}  # the numbers each path command takes, as the page draws them
+MAX_COLOUR_CHARS = 32
 
 HTML = '<canvas class="draw"></canvas>'
 
@@ -50,6 +57,14 @@ function paint(st) {  // every stroke, white on black, round pen tips
   }
 }
 
+function newest(objects, [strokes, points]) {  // what the server keeps for Undo: the newest strokes, within its limits
+  let n = 0, k = objects.length;
+  while (k > 0 && objects.length - k < strokes && n + objects[k - 1].path.length <= points) {
+    n += objects[--k].path.length;
+  }
+  return objects.slice(k);
+}
+
 export default function (component) {
   const { data, parentElement, setStateValue } = component;
   const canvas = parentElement.querySelector('canvas.draw');
@@ -59,7 +74,7 @@ export default function (component) {
     canvas.style.width = canvas.style.height = data.size + 'px';
     st.ctx = canvas.getContext('2d');
     st.report = () => setStateValue('drawing',  // `load`: the last load applied, so the server can tell a stale report
-      { raw: { objects: st.objects }, data: canvas.toDataURL('image/png'), load: st.loadN || 0 });
+      { raw: { objects: newest(st.objects, st.keep) }, data: canvas.toDataURL('image/png'), load: st.loadN || 0 });
     const at = ev => {
       const box = canvas.getBoundingClientRect();
       return [Math.round((ev.clientX - box.left) * st.size / box.width * 10) / 10,
@@ -87,6 +102,7 @@ export default function (component) {
   }
   const st = canvas.st;
   st.width = data.width;
+  st.keep = data.keep;
   const wanted = JSON.stringify(data.load);
   if (data.load && wanted !== st.loaded) {  // Undo, Clear or a remount: draw these strokes and report them
     st.loaded = wanted;
@@ -104,7 +120,8 @@ _component = st.components.v2.component("capsviz.canvas", html=HTML, css=CSS, js
 
 
 def _memory() -> dict:
-    """{"objects": the last strokes, "data": their PNG, "load": what the component loads, "n"}."""
+    """{"objects": the last strokes, "data": their PNG, "load": what the component loads, "n", and for one run
+    "problem": why the page's last report was ignored}."""
     return st.session_state.setdefault(state.CANVAS_MEMORY, {"objects": [], "data": None, "load": None, "n": 0})
 
 
@@ -142,17 +159,15 @@ def left() -> None:
         _load(memory["objects"])
 
 
-MAX_DATA_URL = 1 << 20  # the 280x280 drawing is a PNG of a few kB to ~300 kB; a longer report is not one
-MAX_STROKES = 2_000  # kept for Undo; a page could send any number
-
-
 def decode(png: bytes | None) -> np.ndarray | None:
-    """The drawing's PNG -> (280, 280, C) array; ValueError for anything that is not a 280x280 image."""
+    """The drawing's PNG -> (280, 280, 3|4) array; ValueError for anything that is not a 280x280 RGB(A) image."""
     if not png:
         return None
     image = open_image(png)  # checks the pixel count from the header before decoding
     if image.size != (CANVAS_SIZE, CANVAS_SIZE):
         raise ValueError(f"the canvas sent a {image.size[0]}x{image.size[1]} image, not its {CANVAS_SIZE}px drawing")
+    if image.mode not in ("RGBA", "RGB"):
+        raise ValueError(f"the canvas sent a {image.mode} image, not its RGBA drawing")
     return np.asarray(image)
 
 
@@ -166,41 +181,105 @@ def _png_bytes(data_url) -> bytes | None:
         return None
 
 
+def _number(value, low: float, high: float) -> bool:
+    """A JSON number in [low, high]: not a bool, NaN or infinity (compared exactly, so 10^400 is no error)."""
+    return type(value) in (int, float) and low <= value <= high
+
+
+def _stroke(stroke: dict) -> dict | None:
+    """A stroke rebuilt from the fields the page draws (nothing else a page adds is kept); None if it is not one."""
+    path = []
+    for point in stroke["path"]:
+        if not isinstance(point, list) or not point or ARITY.get(point[0]) != len(point) - 1:
+            return None
+        if not all(_number(v, -MAX_COORDINATE, MAX_COORDINATE) for v in point[1:]):
+            return None
+        path.append(list(point))
+    rebuilt = {"type": "path", "path": path}
+    if _number(stroke.get("t"), 0, 2**53):
+        rebuilt["t"] = stroke["t"]
+    if isinstance(stroke.get("stroke"), str) and len(stroke["stroke"]) <= MAX_COLOUR_CHARS:
+        rebuilt["stroke"] = stroke["stroke"]
+    if _number(stroke.get("strokeWidth"), 1, 100):
+        rebuilt["strokeWidth"] = stroke["strokeWidth"]
+    return rebuilt
+
+
+def strokes(objects) -> list[dict] | None:
+    """The page's strokes, the newest kept up to MAX_STROKES strokes and MAX_POINTS points; None if they are not
+    strokes. Only the kept ones are read, so the work is bounded whatever the page sent."""
+    if objects is None:
+        return []
+    if not isinstance(objects, list):
+        return None
+    kept, points = [], 0
+    for stroke in reversed(objects):
+        if not isinstance(stroke, dict) or not isinstance(stroke.get("path"), list) or not stroke["path"]:
+            return None
+        points += len(stroke["path"])
+        if len(kept) == MAX_STROKES or points > MAX_POINTS:
+            break
+        rebuilt = _stroke(stroke)
+        if rebuilt is None:
+            return None
+        kept.append(rebuilt)
+    return kept[::-1]
+
+
+def _take(drawing, memory: dict) -> str | None:
+    """Keep the page's report as the drawing; a stale one is skipped, and one that is not a drawing leaves the
+    last drawing and returns why."""
+    if drawing is None:
+        return None
+    if not isinstance(drawing, dict):
+        return "a report that is not an object"
+    applied = drawing.get("load", 0)
+    if type(applied) is not int or applied < memory["n"]:
+        return None  # reported before the page applied the last Undo, Clear or remount: its drawing is stale
+    data = _png_bytes(drawing.get("data"))
+    if data is None:
+        return None
+    raw = drawing.get("raw")
+    kept = strokes(raw.get("objects")) if isinstance(raw, dict) else None
+    if kept is None and raw is not None:
+        return "its strokes are not a list of paths"
+    try:
+        if data != memory["data"]:  # the page sends its last report with every rerun: decoded once
+            decode(data)
+    except ValueError as exc:
+        return str(exc)
+    memory["data"], memory["objects"] = data, kept or []
+    return None
+
+
+def _on_report() -> None:
+    """A report from the page, read before the script runs; then only what was kept stays in the session, not
+    the page's own copy (a page may send up to Streamlit's 25 MB a message)."""
+    memory = _memory()
+    memory["problem"] = _take((st.session_state.get(state.CANVAS) or {}).get("drawing"), memory)
+    st.session_state[state.CANVAS] = {"drawing": None}
+
+
 def draw_canvas() -> np.ndarray | None:
     """The canvas (white on black, like MNIST) and its buttons -> RGBA array, or None before any drawing."""
     memory = _memory()
     result = _component(
         key=state.CANVAS,
         data={"size": CANVAS_SIZE, "width": state.value(state.STROKE_WIDTH, DEFAULT_STROKE),
-              "load": memory["load"]},
+              "load": memory["load"], "keep": [MAX_STROKES, MAX_POINTS]},
         default={"drawing": None},
-        on_drawing_change=lambda: None,
+        on_drawing_change=_on_report,
         width="content",
         height="content",
     )  # fmt: skip
-    image = _read_report(result.get("drawing") or {}, memory)  # before the buttons: Undo knows the new stroke
+    if result.get("drawing") is not None:  # a report set without its callback (a test, or state kept from before)
+        memory["problem"] = _take(result["drawing"], memory)
+    problem = memory.pop("problem", None)  # before the buttons: Undo knows the new stroke
+    if problem:
+        st.warning(f"The canvas sent something that is not a drawing ({plain(problem)}); it was ignored.")
     buttons = st.container(horizontal=True, key="canvas_buttons")
     buttons.button("Undo", key=state.CANVAS_UNDO, on_click=undo, disabled=not memory["objects"], icon=":material/undo:")
     buttons.button("Clear", key=state.CANVAS_CLEAR, on_click=clear, icon=":material/delete:")
     with buttons.popover("Pen", icon=":material/edit:", key="pen_popover"):
         state.widget(st.slider, "Stroke width", 6, 40, key=state.STROKE_WIDTH, default=DEFAULT_STROKE)
-    return image
-
-
-def _read_report(drawing: dict, memory: dict) -> np.ndarray | None:
-    """The page's report -> the drawing to classify; a stale or malformed report leaves the last one."""
-    data = _png_bytes(drawing.get("data"))
-    applied = drawing.get("load", 0)
-    if not isinstance(applied, int) or applied < memory["n"]:
-        data = None  # reported before the page applied the last Undo, Clear or remount: its drawing is stale
-    if data is not None:
-        try:
-            image = decode(data)
-        except ValueError as exc:
-            st.warning(f"The canvas sent something that is not a drawing ({exc}); it was ignored.")
-            return decode(memory["data"])
-        memory["data"] = data
-        objects = (drawing.get("raw") or {}).get("objects")
-        memory["objects"] = objects[-MAX_STROKES:] if isinstance(objects, list) else []
-        return image
-    return decode(memory["data"])  # remounted after a detour: the component reloads the strokes it shows
+    return decode(memory["data"])  # only a drawing that decoded is kept

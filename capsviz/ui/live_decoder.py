@@ -194,18 +194,29 @@ def _arrays(model_key: str, _model: CapsNet) -> dict:
     return decoder_arrays(_model)
 
 
+def reported_offsets(result) -> list[float] | None:
+    """The offsets in the page's report: exactly 16 finite numbers, clipped to the sliders' range; else None."""
+    reported = result.get("deltas") if isinstance(result, dict) else getattr(result, "deltas", None)
+    if not isinstance(reported, list) or len(reported) != 16:
+        return None
+    if not all(type(v) in (int, float) and -1e6 <= v <= 1e6 for v in reported):  # no bool, NaN, inf or 10^400
+        return None
+    return [float(np.clip(v, -perturb.PAPER_RANGE, perturb.PAPER_RANGE)) for v in reported]
+
+
 def _keep_reported(result) -> None:
     """A new report of the offsets (at a slider's release) goes under the server sliders' keys.
 
     Called before the server sliders are drawn in the run; a report already kept is not applied
-    again, so Reset or a server slider is not overwritten by the component's last report.
+    again, so Reset or a server slider is not overwritten by the component's last report. Anything
+    but 16 numbers is ignored.
     """
-    reported = result.get("deltas") if isinstance(result, dict) else getattr(result, "deltas", None)
-    if reported is None or len(reported) != 16 or list(reported) == st.session_state.get(state.LIVE_KEPT):
+    offsets = reported_offsets(result)
+    if offsets is None or offsets == st.session_state.get(state.LIVE_KEPT):
         return
-    st.session_state[state.LIVE_KEPT] = list(reported)
-    for d, value in enumerate(reported):
-        st.session_state[state.POSE_DIM.format(d)] = float(np.clip(value, -perturb.PAPER_RANGE, perturb.PAPER_RANGE))
+    st.session_state[state.LIVE_KEPT] = offsets
+    for d, value in enumerate(offsets):
+        st.session_state[state.POSE_DIM.format(d)] = value
 
 
 def _resend() -> None:

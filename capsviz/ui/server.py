@@ -1,7 +1,8 @@
 """How capsviz is served: the settings `.streamlit/config.toml` ships and `capsviz app` passes.
 
 Safe by default: only this machine can connect, uploads stop at the app's own largest limit,
-and the browser sees no tracebacks. docs/guarantees.md ("Serving a classroom") opens it deliberately.
+what a page reports in one rerun (its drawing, its sliders) stops at 4 MB, and the browser sees
+no tracebacks. docs/guarantees.md ("Serving a classroom") opens it deliberately.
 
     capsviz app                                    # http://localhost:8501
     capsviz app --server.address 0.0.0.0           # any later streamlit flag overrides these
@@ -15,9 +16,12 @@ from pathlib import Path
 from capsviz.ui.inputs import MAX_UPLOAD_MB
 from capsviz.ui.sidebar import MAX_CHECKPOINT_MB
 
+MAX_PAGE_STATE_MB = 4  # a page's reports in one rerun: the drawing's PNG and strokes are under 1 MB (Streamlit: 25)
+
 SETTINGS = {
     "server.address": "localhost",
     "server.maxUploadSize": max(MAX_UPLOAD_MB, MAX_CHECKPOINT_MB),
+    "server.maxWidgetStateSize": MAX_PAGE_STATE_MB,
     "client.showErrorDetails": "none",
     "browser.gatherUsageStats": False,
 }

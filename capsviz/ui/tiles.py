@@ -164,7 +164,8 @@ _component = st.components.v2.component("capsviz.coupling_tiles", html=HTML, css
 def picked(value) -> int | None:
     """The capsule a click reported, from the element's state in session state (a dict), or None."""
     n = value.get("picked") if isinstance(value, dict) else None
-    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and float(n).is_integer() else None
+    whole = type(n) in (int, float) and abs(n) <= 2**53 and float(n).is_integer()  # compared first: 10^400 is no error
+    return int(n) if whole else None
 
 
 def coupling_tiles(spec: dict, *, key: str, on_pick: Callable[[], None]) -> None:
