@@ -23,6 +23,7 @@ from capsviz.figures.viz_lab import CAPSNET_NAME, CNN_NAME  # noqa: E402
 from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.inputs import SAMPLE  # noqa: E402
+from capsviz.ui.text import plain  # noqa: E402
 
 from conftest import TINY_CNN  # noqa: E402
 
@@ -139,14 +140,15 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     app.run()
     assert not app.exception
     table = app.table[0].value
-    assert list(table["model"]) == ["capsnet_mnist"] and list(table["affNIST-like"]) == ["81.23%"]
+    assert list(table["model"]) == [plain("capsnet_mnist")] and list(table["affNIST-like"]) == ["81.23%"]
     entry["by_routing"] = {"1": {"mnist": 0.99, "affine": 0.75}, "3": {"mnist": 0.9951, "affine": 0.8123}}
     path.write_text(json.dumps(result | {"models": [entry]}))
     app.run()
     table = app.table[0].value  # a CapsNet's row per routing count: what routing adds
     assert list(table["routing iterations"]) == ["1", "3 (trained with)"]
     assert list(table["affNIST-like"]) == ["75.00%", "81.23%"]
-    assert any("2026-11-23T06:30:00+00:00" in c.value and "10000 MNIST test images" in c.value for c in app.caption)
+    date = plain("2026-11-23T06:30:00+00:00")  # the report's strings are shown as typed: Markdown escaped
+    assert any(date in c.value and "10000 MNIST test images" in c.value for c in app.caption)
     assert not any("Measured gap" in m.value for m in app.markdown)  # no per-image record, no CNN: no gap claimed
 
     caps_hits, cnn_hits = np.arange(10000) < 8123, np.arange(10000) < 8000
@@ -158,7 +160,8 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     app.run()
     gap = robustness.paired(caps_hits, cnn_hits)
     line = next(m.value for m in app.markdown if "Measured gap" in m.value)
-    assert f"{gap['points']:+.2f}" == "+0.73" and "**+0.73 points**" in line and "81.23% − cnn_mnist 80.50%" in line
+    assert f"{gap['points']:+.2f}" == "+0.73" and "**+0.73 points**" in line
+    assert f"81.23% − {plain('cnn_mnist')} 80.50%" in line
     assert f"standard error {gap['standard_error']:.2f}" in line and "123 images right only by CapsNet" in line
     assert f"{gap['points'] / gap['standard_error']:.1f} standard errors from zero" in line
     assert not any("Routing iterations at reading" in m.value for m in app.markdown)  # r=1 has no record
@@ -167,7 +170,8 @@ def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env)
     app.run()
     routing = robustness.paired(np.arange(10000) < 7500, caps_hits)
     line = next(m.value for m in app.markdown if "Routing iterations at reading" in m.value)
-    assert f"capsnet_mnist r=1 − capsnet_mnist r=3: **{routing['points']:+.2f} points**" in line and "-6.23" in line
+    compared = f"{plain('capsnet_mnist r=1')} − {plain('capsnet_mnist r=3')}"
+    assert f"{compared}: **{routing['points']:+.2f} points**" in line and "-6.23" in line
     baseline["affine_correct"] = robustness.pack(caps_hits)
     path.write_text(json.dumps(result | {"models": [entry, baseline]}))
     app.run()

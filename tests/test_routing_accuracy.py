@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from capsviz.analysis import routing_accuracy
@@ -48,13 +49,12 @@ def test_command_writes_json_next_to_the_checkpoint_and_matches_only_those_weigh
     save_checkpoint(checkpoint, CapsNet(CapsNetConfig(conv_channels=32, primary_types=4)))  # other weights
     assert routing_accuracy.load_for(checkpoint) is None
     path.write_text("{broken")
-    assert routing_accuracy.load_for(checkpoint) is None
+    with pytest.raises(ValueError, match="could not be read"):
+        routing_accuracy.load_for(checkpoint)
 
 
 def test_a_shipped_measurement_belongs_to_the_shipped_checkpoint():
     """When pretrained/ carries a routing-accuracy JSON, it measured these bytes and agrees with the card."""
-    import pytest
-
     from capsviz.checkpoint import SHIPPED_CHECKPOINT
 
     path = routing_accuracy.results_path(SHIPPED_CHECKPOINT)

@@ -18,6 +18,7 @@ Shape letters: N images (sweep points), J = 10 classes (capsules), D = 16 pose d
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass, fields, replace
@@ -37,6 +38,7 @@ BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the ship
 ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of pretrained/robustness.json
 ROBUSTNESS_JSON = PRETRAINED_DIR / "robustness.json"  # the shipped models' report, installed beside them
 MEASURE = "`python -m capsviz robustness --out-dir DIR`, then point $CAPSVIZ_ROBUSTNESS at DIR/robustness.json"
+NOT_MEASURED = "not measured yet"
 
 
 @dataclass(frozen=True)
@@ -171,23 +173,100 @@ def robustness_path() -> Path:
 
 
 MAX_ROBUSTNESS_BYTES = 4 * 1024 * 1024  # a report is a few kB; a bigger file is not one
+MAX_MODELS = 64  # a report measures the shipped models and the few given with --checkpoint
+MAX_READOUTS = 8  # routing counts a model is read at: 1, 3, 5 and its trained count
+MAX_TEXT = 4096  # characters of a report's string (a path, a command)
+_TOP = ("date", "hardware", "command", "test_images", "seed")
+_READOUT = ("mnist", "affine", "affine_correct")
+_PARSED: dict[str, tuple[dict | None, str | None]] = {}  # sha256 of a report's bytes -> load_robustness's answer
 
 
 def load_robustness(path: Path) -> tuple[dict | None, str | None]:
-    """The last `python -m capsviz robustness` report, or (None, why not) for a missing or unreadable file."""
+    """The last `python -m capsviz robustness` report, checked once, or (None, why not): NOT_MEASURED, or why the
+    file could not be read (naming the file and quoting it: not Markdown).
+
+    Each field the lab shows is kept only when it is of its type and range (else it shows as "?"), and a report
+    of more than MAX_MODELS models or MAX_READOUTS readouts a model is refused. What a file makes is cached by its
+    bytes: a rerun reads and hashes it, never checks it again."""
     if not path.is_file():
-        return None, f"not measured yet: run {MEASURE}"
+        return None, NOT_MEASURED
     try:
         if path.stat().st_size > MAX_ROBUSTNESS_BYTES:
             raise ValueError(f"it is over {MAX_ROBUSTNESS_BYTES // 2**20} MB")
-        result = json.loads(path.read_text())
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} could not be read ({exc})"
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in _PARSED:
+        if len(_PARSED) >= 8:
+            _PARSED.clear()
+        _PARSED[digest] = _checked(data)
+    result, why = _PARSED[digest]
+    return (result, None) if result is not None else (None, f"{path.name} could not be read ({why})")
+
+
+def _checked(data: bytes) -> tuple[dict | None, str | None]:
+    try:
+        result = json.loads(data)
         if not isinstance(result, dict) or result.get("format") != robustness.FORMAT:
             raise ValueError(f"it is not a {robustness.FORMAT} report")
-        if not isinstance(result.get("models"), list) or not all(isinstance(m, dict) for m in result["models"]):
+        models = result.get("models")
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
             raise ValueError("it has no list of models")
-    except (OSError, ValueError, RecursionError) as exc:
-        return None, f"{path.name} could not be read ({exc}): rerun {MEASURE}"
-    return result, None
+        if len(models) > MAX_MODELS:
+            raise ValueError(f"it lists {len(models):,} models; a report holds at most {MAX_MODELS}")
+        kept = {key: result[key] for key in _TOP if key in result and _FIELDS[key](result[key])}
+        return {"format": robustness.FORMAT, **kept, "models": [_entry(m) for m in models]}, None
+    except (ValueError, RecursionError) as exc:
+        return None, str(exc)
+
+
+def _entry(model: dict) -> dict:
+    """One model's fields the lab reads, those of their type and range; a sha256 that is not a string matches none."""
+    entry = {key: value for key, value in model.items() if key in _MODEL and _FIELDS[key](value)}
+    if model.get("sha256") is not None and "sha256" not in entry:
+        entry["sha256"] = ""
+    readouts = model.get("by_routing")
+    if isinstance(readouts, dict):
+        if len(readouts) > MAX_READOUTS:
+            raise ValueError(f"{len(readouts):,} routing readouts for one model; at most {MAX_READOUTS}")
+        entry["by_routing"] = {
+            routing: {key: v for key, v in values.items() if key in _READOUT and _FIELDS[key](v)}
+            for routing, values in readouts.items()
+            if isinstance(values, dict)
+        }
+    return entry
+
+
+def _fraction(value) -> bool:
+    return type(value) in (int, float) and 0 <= value <= 1  # compared exactly: no NaN, infinity or 10^400
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT and "\0" not in value
+
+
+def _count(value) -> bool:
+    return type(value) is int and 0 <= value <= 10**12
+
+
+_FIELDS = {  # each field the lab reads, with what it must be: the report's own, then a model's
+    "date": _text,
+    "hardware": _text,
+    "command": _text,
+    "test_images": _count,
+    "seed": _count,
+    "name": _text,
+    "kind": _text,
+    "checkpoint": _text,
+    "sha256": _text,
+    "params": _count,
+    "routing_iters": lambda v: v is None or (type(v) is int and 1 <= v <= 1000),
+    "mnist": _fraction,
+    "affine": _fraction,
+    "affine_correct": lambda v: isinstance(v, str) and len(v) <= MAX_ROBUSTNESS_BYTES,
+}
+_MODEL = ("name", "kind", "checkpoint", "sha256", "params", "routing_iters", *_READOUT)
 
 
 def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list[Path]]:
@@ -196,7 +275,9 @@ def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list
     elsewhere), any other by its path; an entry that names the sha256 of its weights matches only those weights."""
 
     def same(entry: dict, path: Path) -> bool:
-        where = Path(str(entry.get("checkpoint", "")))
+        if not _text(entry.get("checkpoint")):
+            return False
+        where = Path(entry["checkpoint"])
         if path.parent.resolve() == PRETRAINED_DIR.resolve() and where.parent.name == PRETRAINED_DIR.name:
             named = where.name == path.name
         else:

@@ -90,18 +90,55 @@ def write(results: dict, path: str | Path) -> Path:
     return path
 
 
-def load_for(checkpoint: str | Path, sha256: str | None = None) -> dict | None:
-    """The measured results next to `checkpoint`, or None when absent, unreadable or for other weights.
+MAX_REPORT_BYTES = 1 << 20  # a report is under 1 kB; a bigger file is not one
+MAX_TEST_IMAGES = 10**9
 
-    sha256: the checkpoint's digest when the caller already has it (the app caches it).
+
+def load_for(checkpoint: str | Path, sha256: str | None = None) -> dict | None:
+    """The measured results next to `checkpoint`, or None when absent or for other weights.
+
+    Raises ValueError (saying what is wrong) for a report that is there but not one this command writes:
+    it is read once here, so what the app shows from it cannot fail later.
+    sha256: the checkpoint's digest when the caller already has it.
     """
     path = results_path(checkpoint)
     try:
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            raise ValueError(f"it is over {MAX_REPORT_BYTES // 2**20} MB")
         results = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    if not isinstance(results, dict) or results.get("format") != FORMAT:
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path.name} could not be read ({exc})") from None
+    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("sha256"), str):
+        raise ValueError(f"{path.name} is not a {FORMAT} report")
+    if results["sha256"] != (sha256 or sha256_of(checkpoint)):
         return None
-    if results.get("sha256") != (sha256 or sha256_of(checkpoint)):
-        return None
+    return validated(results, path.name)
+
+
+def validated(results: dict, name: str) -> dict:
+    """`results` when each field the app shows has its type and range (accuracies and errors per routing count
+    "1" to "r", r at most MAX_ROUTING_ITERS); else ValueError naming the first field that does not."""
+    counts = [str(r) for r in range(1, MAX_ROUTING_ITERS + 1)]
+    checks = {  # in order: each may rely on the ones before it
+        "test_images": lambda v: type(v) is int and 0 < v <= MAX_TEST_IMAGES,
+        "accuracy": lambda v: (
+            isinstance(v, dict)
+            and 0 < len(v)
+            and list(v) == counts[: len(v)]
+            and all(type(a) in (int, float) and 0 <= a <= 1 for a in v.values())
+        ),
+        "errors": lambda v: (
+            isinstance(v, dict)
+            and list(v) == list(results["accuracy"])
+            and all(type(e) is int and 0 <= e <= results["test_images"] for e in v.values())
+        ),
+        "trained_routing_iters": lambda v: type(v) is int and 1 <= v <= MAX_ROUTING_ITERS,
+        "date": lambda v: isinstance(v, str),
+        "command": lambda v: isinstance(v, str),
+    }
+    for key, ok in checks.items():
+        if not ok(results.get(key)):
+            raise ValueError(f"{name}: its {key!r} is not what routing-accuracy writes")
     return results

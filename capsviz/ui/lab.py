@@ -24,6 +24,7 @@ from capsviz.figures import viz_lab
 from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 from capsviz.ui.widgets import PLOT_CONFIG
 
 FALLBACK_INDEX = 0  # the MNIST test image shown before the Explore tab has an input
@@ -86,11 +87,11 @@ def cnn_baseline(device: str) -> tuple[LoadedModel | None, str | None]:
     try:
         loaded = model_from_file(path, device, f"CNN baseline ({path.name})")
     except (CheckpointError, OSError) as exc:
-        return None, f"The CNN baseline could not be loaded ({exc}): only CapsNet is shown."
+        return None, f"The CNN baseline could not be loaded ({plain(exc, MAX_MESSAGE_CHARS)}): only CapsNet is shown."
     mismatch = registry.mnist_mismatch(loaded.model.config)
     if registry.kind_of(loaded.model) != "cnn" or mismatch:
-        why = mismatch or f"it holds a {registry.kind_of(loaded.model)} model"
-        return None, f"{path.name} is not a usable CNN baseline ({why}): only CapsNet is shown."
+        why = plain(mismatch or f"it holds a {registry.kind_of(loaded.model)} model", MAX_MESSAGE_CHARS)
+        return None, f"{plain(path.name)} is not a usable CNN baseline ({why}): only CapsNet is shown."
     return loaded, None
 
 
@@ -312,8 +313,10 @@ def _pose_summary(poses: np.ndarray, values: np.ndarray) -> str:
 def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
     st.subheader("Robustness on the test set")
     result, problem = lab.load_robustness(lab.robustness_path())
-    if result is None:
-        st.info(problem.replace("not measured yet", "Not measured yet"), icon=":material/pending:")
+    if problem == lab.NOT_MEASURED:
+        st.info(f"Not measured yet: run {lab.MEASURE}.", icon=":material/pending:")
+    elif result is None:
+        st.warning(f"{plain(problem, MAX_MESSAGE_CHARS)}: rerun {lab.MEASURE}.", icon=":material/warning:")
     else:
         in_use = [m.path for m in (loaded, baseline) if m is not None and m.path is not None]
         entries, missing = lab.rows_in_use(result, in_use)
@@ -324,11 +327,12 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
         if routing:
             st.markdown(_routing_line(routing))
         st.caption(
-            f"Measured {result.get('date', '?')} on {result.get('hardware', '?')} with `{result.get('command', '?')}`, "
-            f"{result.get('test_images', '?')} MNIST test images (affine seed {result.get('seed', '?')})."
+            f"Measured {plain(result.get('date', '?'))} on {plain(result.get('hardware', '?'))} with "
+            f"{plain(result.get('command', '?'), MAX_MESSAGE_CHARS)}, {result.get('test_images', '?')} MNIST test "
+            f"images (affine seed {result.get('seed', '?')})."
         )
         for path in missing:
-            st.caption(f"`{path.name}` (these weights) was not measured in that run.")
+            st.caption(f"{plain(path.name)} (these weights) was not measured in that run.")
         if len(missing) == len(in_use):
             st.caption("None of the models in use was: the table shows the models that run measured.")
     st.markdown(PAPER_NOTE)
@@ -339,7 +343,7 @@ def _gap_line(gap: dict) -> str:
     """The measured size of the paper's claim on our set, with its noise: the effect next to the table."""
     paper = 100 * (PAPER_AFFNIST["capsnet"] - PAPER_AFFNIST["cnn"])
     return (
-        f"**Measured gap on the affNIST-like set:** {gap['a']} {gap['accuracy_a']:.2%} − {gap['b']} "
+        f"**Measured gap on the affNIST-like set:** {plain(gap['a'])} {gap['accuracy_a']:.2%} − {plain(gap['b'])} "
         f"{gap['accuracy_b']:.2%} = {_difference(gap)}. Paired: {_images(gap['only_a'])} right only by CapsNet, "
         f"{_images(gap['only_b'])} only by the CNN. The standard error covers which test images were drawn, not "
         f"retraining: each model is one training run. The paper: {paper:+.0f} points on affNIST."
@@ -348,7 +352,7 @@ def _gap_line(gap: dict) -> str:
 
 def _routing_line(rows: list[dict]) -> str:
     """The CapsNet read with other routing counts than it was trained with, against its trained count."""
-    parts = [f"{row['a']} − {row['b']}: {_difference(row)}" for row in rows]
+    parts = [f"{plain(row['a'])} − {plain(row['b'])}: {_difference(row)}" for row in rows]
     return (
         "**Routing iterations at reading, on the affNIST-like set** (one model trained with one count and read "
         "with others; not a model trained without routing): " + "; ".join(parts) + "."
@@ -383,10 +387,10 @@ def _rows(entry: dict) -> list[dict]:
         readouts = {"no routing" if trained is None else str(trained): entry}  # (a bare "-" reads as a list)
     return [
         {
-            "model": str(entry.get("name", "?")),
-            "kind": str(entry.get("kind", "?")),
+            "model": plain(entry.get("name", "?")),
+            "kind": plain(entry.get("kind", "?")),
             "parameters": f"{entry['params']:,}" if isinstance(entry.get("params"), int) else "?",
-            "routing iterations": f"{routing} (trained with)" if routing == str(trained) else routing,
+            "routing iterations": f"{plain(routing)} (trained with)" if routing == str(trained) else plain(routing),
             "MNIST test": percent(values.get("mnist") if isinstance(values, dict) else None),
             "affNIST-like": percent(values.get("affine") if isinstance(values, dict) else None),
         }

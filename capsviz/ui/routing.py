@@ -20,10 +20,12 @@ from capsviz.figures import viz, viz_routing
 from capsviz.ui import state, tiles
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
 
 COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
 VIEWS = (COUPLINGS, VOTES, ADDS)
+MAX_CUSTOMDATA = 8  # a chart point's customdata is a few numbers; a longer one is not the chart's
 PROCEDURE_1 = (
     r"\hat u_{j|i} = W_{ij}\,u_i \qquad c_{ij} = \frac{e^{b_{ij}}}{\sum_k e^{b_{ik}}} \qquad "
     r"s_j = \sum_i c_{ij}\,\hat u_{j|i} \qquad v_j = \frac{|s_j|^2}{1+|s_j|^2}\frac{s_j}{|s_j|} \qquad "
@@ -41,9 +43,29 @@ def full_xray(loaded: LoadedModel, source: ModelInput) -> xray.RoutingXray:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _measured(path: str, mtime: float) -> dict | None:
-    """The routing-accuracy JSON next to a checkpoint file, if it measured these exact bytes."""
-    return routing_accuracy.load_for(path)
+def _measured(path: str, checkpoint_stamp: tuple, report_stamp: tuple | None) -> tuple[dict | None, str | None]:
+    """The routing-accuracy JSON next to a checkpoint file, if it measured these exact bytes, or (None, why it
+    could not be read). Keyed on both files (mtime, size, inode), so a report written since shows at once."""
+    try:
+        return routing_accuracy.load_for(path), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino  # a report is replaced by a rename: a new inode
+
+
+def measured_for(path: Path | None) -> tuple[dict | None, str | None]:
+    """`_measured` for a checkpoint in use, or (None, None) for a model that is not a file."""
+    stamp = _stamp(path) if path is not None and path.is_file() else None
+    if stamp is None:
+        return None, None
+    return _measured(str(path), stamp, _stamp(routing_accuracy.results_path(path)))
 
 
 def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, routing_iters: int) -> None:
@@ -96,16 +118,30 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
 
 
 def _picked(key: str) -> list[list]:
-    """The customdata of each point selected in the chart under `key`, as lists."""
-    points = (st.session_state.get(key) or {}).get("selection", {}).get("points", [])
+    """The customdata of each point selected in the chart under `key`, as lists; anything else the page sends
+    (other shapes, a dict of other keys) is skipped."""
+    chart = st.session_state.get(key)
+    selection = chart.get("selection") if isinstance(chart, dict) else None
+    points = selection.get("points") if isinstance(selection, dict) else None
     picked = []
-    for point in points:
-        custom = point.get("customdata")
-        if isinstance(custom, dict):  # the browser sends arrays as {"0": .., "1": ..}
-            custom = [custom[k] for k in sorted(custom, key=int)]
-        if isinstance(custom, (list, tuple)):
-            picked.append(list(custom))
+    for point in points if isinstance(points, list) else []:
+        custom = _as_list(point.get("customdata") if isinstance(point, dict) else None)
+        if custom is not None:
+            picked.append(custom)
     return picked
+
+
+def _as_list(custom) -> list | None:
+    """A point's customdata as a list: a list, or the {"0": .., "1": ..} the browser makes of an array; else None."""
+    if isinstance(custom, dict) and len(custom) <= MAX_CUSTOMDATA:
+        keys = [str(i) for i in range(len(custom))]
+        custom = [custom[k] for k in keys] if all(k in custom for k in keys) else None
+    return custom if isinstance(custom, list) and len(custom) <= MAX_CUSTOMDATA else None
+
+
+def _whole(value, high: int) -> bool:
+    """A JSON number that is a whole number in 0..high (compared before converting: 10^400 is no error)."""
+    return type(value) in (int, float) and 0 <= value <= high and float(value).is_integer()
 
 
 def _on_pick(count: int) -> None:
@@ -118,7 +154,7 @@ def _on_pick(count: int) -> None:
 def _on_pick_position(grid: int) -> None:
     """A click on the overlay: the capsule at that position, of the inspected type (type 0 at first)."""
     for custom in _picked(state.ROUTING_OVERLAY):
-        if len(custom) == 3:  # a split bar: [row, col, coupling]
+        if len(custom) == 3 and _whole(custom[0], grid - 1) and _whole(custom[1], grid - 1):  # [row, col, coupling]
             current = state.value(state.INSPECT_CAPSULE)
             capsule_type = xray.capsule_position(current, grid)[0] if current is not None else 0
             state.put(state.INSPECT_CAPSULE, xray.capsule_index(capsule_type, int(custom[0]), int(custom[1]), grid))
@@ -295,13 +331,18 @@ def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, p
     )
     st.markdown("**On the MNIST test set, for this model:**")
     path = loaded.path
-    measured = _measured(str(path), Path(path).stat().st_mtime) if path is not None and path.is_file() else None
+    measured, problem = measured_for(path)
     if measured is None:
-        target = f" --checkpoint {routing_accuracy.display_path(path)}" if path is not None else ""
+        target = f" --checkpoint {plain(routing_accuracy.display_path(path), MAX_MESSAGE_CHARS)}" if path else ""
+        command = f"python -m capsviz routing-accuracy{target}"
+        if problem:
+            st.warning(f"The routing report could not be read ({plain(problem, MAX_MESSAGE_CHARS)}). {command} "
+                       "measures it again.")  # fmt: skip
+            return
         st.info(
-            "Not measured for this checkpoint. `python -m capsviz routing-accuracy"
-            f"{target}` measures test accuracy after 1 to 5 iterations (one pass over the 10,000 images) and "
-            "writes it next to the checkpoint; it shows here only while the checkpoint's bytes match."
+            f"Not measured for this checkpoint. {command} measures test accuracy after 1 to 5 iterations (one pass "
+            "over the 10,000 images) and writes it next to the checkpoint; it shows here only while the checkpoint's "
+            "bytes match."
         )
         return
     table = {
@@ -311,7 +352,7 @@ def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, p
     }
     st.dataframe(table, hide_index=True, key="table_routing_accuracy")
     st.caption(
-        f"{measured['test_images']:,} MNIST test images, measured {measured['date']} by `{measured['command']}` "
-        f"(checkpoint sha256 {measured['sha256'][:12]}…). The model was trained with "
-        f"{measured['trained_routing_iters']} iterations."
+        f"{measured['test_images']:,} MNIST test images, measured {plain(measured['date'])} by "
+        f"{plain(measured['command'], MAX_MESSAGE_CHARS)} (checkpoint sha256 {measured['sha256'][:12]}…). The model "
+        f"was trained with {measured['trained_routing_iters']} iterations."
     )
