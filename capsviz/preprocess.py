@@ -52,6 +52,19 @@ def to_mnist(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
     return torch.from_numpy(center_of_mass_paste(fitted, OUTPUT_SIZE)).unsqueeze(0)
 
 
+def is_blank(image: Image.Image | np.ndarray | bytes) -> bool:
+    """True where `to_mnist` finds no digit: every source (canvas, upload, link) is judged the same way."""
+    return ink_bbox(drop_specks(ink_map(image))) is None
+
+
+def displayable(pil: Image.Image) -> Image.Image:
+    """An 8-bit copy to show (RGB, or RGBA with its transparency): a 16/32-bit scan scaled by its own depth,
+    not clipped at 255 (which shows it all white)."""
+    if pil.mode in WIDE_MODES:
+        pil = Image.fromarray((np.asarray(_unit_float(pil)) * 255 + 0.5).astype(np.uint8))  # mode "L"
+    return pil.convert("RGBA" if "A" in pil.getbands() else "RGB")
+
+
 def load_image(image: Image.Image | np.ndarray | bytes) -> Image.Image:
     """Accept a PIL image, an array (H, W), (H, W, 3|4), or encoded bytes (PNG, JPEG...)."""
     if isinstance(image, Image.Image):

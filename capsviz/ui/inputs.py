@@ -17,10 +17,11 @@ import torch
 from capsviz.analysis.mistakes import find_misclassified
 from capsviz.data import to_float
 from capsviz.model import PAPER
-from capsviz.preprocess import open_image, to_mnist
+from capsviz.preprocess import displayable, is_blank, open_image, to_mnist
 from capsviz.ui import canvas, state
 from capsviz.ui.gallery import gallery
 from capsviz.ui.resources import LoadedModel, mnist_test
+from capsviz.ui.text import plain
 
 DRAW, SAMPLE, UPLOAD = "Draw", "MNIST test image", "Upload"
 RANDOM, BY_CLASS, MISCLASSIFIED = "random", "by class", "misclassified"
@@ -62,10 +63,12 @@ def _discard_link_image() -> None:
 
 
 def _from_link() -> ModelInput:
-    """The 28x28 input a shared link carried, shown until the user draws their own."""
+    """The 28x28 input a shared link carried, shown until the user draws their own; blank, like a blank canvas."""
     x = st.session_state[state.SHARE_IMAGE]
     st.image(_enlarged(x), caption="the input from the link (28x28)", width=CANVAS_SHOWN)
     st.button("Draw your own", key=state.SHARE_DISCARD, on_click=_discard_link_image, icon=":material/edit:")
+    if is_blank(x[0].numpy()):
+        return ModelInput(None, message="The link's image is blank: draw a digit.")
     return ModelInput(x)
 
 
@@ -116,11 +119,11 @@ def _decode_upload(upload) -> tuple[ModelInput, bytes | None]:
         result = _preprocessed(upload.getvalue(), "That image looks blank: no digit found.")
         preview = open_image(upload.getvalue())  # the size was checked from the header when it was preprocessed
     except ValueError:
-        message = f"Could not read {upload.name} as an image: it is not a PNG or JPEG picture, or it is damaged."
+        message = f"Could not read {plain(upload.name)} as an image: it is not a PNG or JPEG picture, or it is damaged."
         return ModelInput(None, message=message, error=True), None
     preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buffer = io.BytesIO()
-    preview.convert("RGBA" if "A" in preview.getbands() else "RGB").save(buffer, format="PNG")
+    displayable(preview).save(buffer, format="PNG")  # a 16-bit scan scaled by its own depth, not clipped
     return result, buffer.getvalue()
 
 
