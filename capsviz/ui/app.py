@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Imported here, once, before any session's script goes on: Plotly looks pandas up in sys.modules without importing
+# it, and found it half-imported while another session's thread imported it (many browsers drawing at once on a
+# fresh server: "partially initialized module 'pandas' has no attribute 'Series'").
+import pandas  # noqa: F401
 import streamlit as st
 
 from capsviz.analysis.inference import from_xray
