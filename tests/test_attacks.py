@@ -6,6 +6,7 @@ synthetic MNIST. Each case number is the issue's.
 
 from __future__ import annotations
 
+import base64
 import errno
 import gzip
 import io
@@ -1150,3 +1151,431 @@ def test_a_robustness_run_killed_between_renames_is_finished_by_the_next_write(t
     assert report["date"] in (out / "robustness.md").read_text()
     assert (out / "sweeps.png").read_bytes().startswith(b"\x89PNG")
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- Components' messages: whatever a page sends, the page shows no exception box ----------------------------
+# A page's reports are sent as a browser sends them (tests/page_messages.py), so the app's callbacks run.
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, synthetic_root):
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def app_test():
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def canvas_report(image: Image.Image, objects: list | None = None, load: int = 0) -> dict:
+    """What the canvas page reports at a stroke's end: the PNG as a data URL, its strokes, the last load it applied."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return {"drawing": {"raw": {"objects": objects or []}, "data": data, "load": load}}
+
+
+def drawn(app, digit: int = 3):
+    from page_messages import sends
+
+    from capsviz.ui import state
+
+    sends(app, state.CANVAS, canvas_report(draw_digit(digit)))
+    assert not app.exception and app.metric, app.exception
+    return app
+
+
+@NEEDS_APP
+def test_a_live_decoder_report_that_is_not_16_numbers_is_ignored(app_env):
+    from page_messages import sends
+
+    from capsviz.ui import state
+
+    app = drawn(app_test())
+    sliders = [state.POSE_DIM.format(d) for d in range(16)]
+    junk = ["x" * 16, [None] * 16, [[0.1, 0.2]] * 16, {str(d): 0.1 for d in range(16)}, 5, [10**400] * 16]
+    junk += [[float("nan")] * 16, [float("inf")] * 16, [True] * 16, [0.1] * 15, None, "deltas"]
+    for deltas in junk:
+        sends(app, state.LIVE_DECODER, {"deltas": deltas})
+        assert not app.exception, (deltas, app.exception)
+        assert [app.session_state[key] for key in sliders] == [0.0] * 16, deltas
+    sends(app, state.LIVE_DECODER, {"deltas": [0.0] * 5 + [0.2] + [0.0] * 10})  # the session still reads a real one
+    assert app.session_state[sliders[5]] == pytest.approx(0.2)
+
+
+@NEEDS_APP
+def test_a_canvas_report_that_is_not_a_drawing_is_ignored_with_a_warning_and_later_runs_work(app_env):
+    from page_messages import sends
+
+    from capsviz.ui import state
+
+    app = drawn(app_test())
+    shown = app.metric[0].value
+    png = canvas_report(draw_digit(7))["drawing"]
+    junk = [
+        canvas_report(draw_digit(7).convert("LA"))["drawing"],  # grey + alpha: (280, 280, 2) once decoded
+        "x",
+        5,
+        {**png, "raw": "x"},
+        {**png, "raw": {"objects": "x"}},
+        {**png, "raw": {"objects": [5]}},
+        {**png, "raw": {"objects": [{"path": [["Z", 1, 2]]}]}},
+        {**png, "raw": {"objects": [{"path": [["L", 10**400, 2]]}]}},
+    ]
+    for drawing in junk:
+        sends(app, state.CANVAS, {"drawing": drawing})
+        assert not app.exception, (str(drawing)[:80], app.exception)
+        assert any("not a drawing" in w.value for w in app.warning), str(drawing)[:80]
+        assert app.metric and app.metric[0].value == shown  # the last drawing stays
+        app.run()  # and the next run, without a new report, works too
+        assert not app.exception and app.metric[0].value == shown
+
+
+@NEEDS_APP
+def test_the_canvas_keeps_a_bounded_drawing_whatever_size_the_page_sends(app_env):
+    from page_messages import sends
+
+    from capsviz.ui import state
+    from capsviz.ui.canvas import MAX_POINTS
+
+    strokes = [{"type": "path", "t": t, "path": [["L", 140.5, 140.5]] * 2_000} for t in range(100)]  # 200,000 points
+    strokes[-1]["more"] = "A" * 1_000_000  # a field the canvas does not draw
+    app = app_test()
+    sends(app, state.CANVAS, canvas_report(draw_digit(3), strokes))
+    assert not app.exception and app.metric
+    memory = app.session_state[state.CANVAS_MEMORY]
+    assert sum(len(stroke["path"]) for stroke in memory["objects"]) <= MAX_POINTS
+    assert [stroke["t"] for stroke in memory["objects"]] == list(range(90, 100))  # the newest, for Undo
+    assert len(json.dumps(memory["objects"])) < 40 * MAX_POINTS
+    assert len(json.dumps(app.session_state[state.CANVAS])) < 1_000  # the page's own copy is not kept
+    app.button(key=state.CANVAS_UNDO).click().run()
+    assert not app.exception and [s["t"] for s in memory["load"]["objects"]] == list(range(90, 99))
+
+
+@NEEDS_APP
+def test_an_overlay_selection_the_chart_did_not_make_is_ignored(app_env):
+    from page_messages import sends
+
+    from capsviz.ui import state
+
+    app = drawn(app_test())
+    inspected = app.session_state[state.INSPECT_CAPSULE]
+    junk = [["a", "b", 0.1], {"x": 1, "y": 2, "z": 3}, {"0": "a", "1": "b", "2": 0.1}, [10**400, 0, 0.1]]
+    junk += [[2.5, 0, 0.1], [-1, 0, 0.1], [0, 6, 0.1], "abc", None, {str(k): 0 for k in range(1000)}]
+    for points in [[{"customdata": custom}] for custom in junk] + ["abc", [5], None]:
+        selection = {"selection": {"points": points, "point_indices": [0], "box": [], "lasso": []}}
+        sends(app, state.ROUTING_OVERLAY, selection)
+        assert not app.exception, (points, app.exception)
+        assert app.session_state[state.INSPECT_CAPSULE] == inspected, points
+    click = {"selection": {"points": [{"customdata": {"0": 0, "1": 0, "2": 0.1}}], "point_indices": [0], "box": []}}
+    sends(app, state.ROUTING_OVERLAY, click | {"lasso": []})  # a real click: the browser sends arrays as objects
+    assert app.session_state[state.INSPECT_CAPSULE] == (inspected or 0) // 36 * 36  # row 0, col 0, the same type
+
+
+@NEEDS_APP
+def test_a_tiles_click_of_a_number_no_float_holds_is_ignored():
+    from capsviz.ui.tiles import picked
+
+    assert picked({"picked": 10**400}) is None and picked({"picked": -(10**400)}) is None
+
+
+# --- Reports: the routing and robustness reports are checked once, where they are read ------------------------
+
+
+def routing_report(checkpoint: Path, **changes) -> dict:
+    """A routing-accuracy report of `checkpoint`'s bytes, with `changes` (None: the field left out)."""
+    from capsviz import routing_accuracy
+
+    report = {
+        "format": routing_accuracy.FORMAT,
+        "checkpoint": str(checkpoint),
+        "sha256": routing_accuracy.sha256_of(checkpoint),
+        "test_images": 40,
+        "trained_routing_iters": 3,
+        "accuracy": {str(r): 0.1 * r for r in range(1, 6)},
+        "errors": {str(r): 40 - 4 * r for r in range(1, 6)},
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m capsviz routing-accuracy --checkpoint X --limit 40",
+    }
+    return {name: value for name, value in {**report, **changes}.items() if value is not None}
+
+
+CRAFTED_ROUTING = [
+    {"accuracy": []},
+    {"accuracy": {"1": "high"}},
+    {"errors": None},
+    {"test_images": "all"},
+    {"accuracy": {"1": 10**400}},
+    {"accuracy": {"7": 0.5}, "errors": {"7": 20}},
+    {"errors": {str(r): -1 for r in range(1, 6)}},
+    {"trained_routing_iters": [3]},
+    {"command": 5},
+]
+
+
+@pytest.mark.parametrize("changes", CRAFTED_ROUTING, ids=[str(c)[:40] for c in CRAFTED_ROUTING])
+def test_a_crafted_routing_report_is_refused_where_it_is_read(tmp_path, changes):
+    from capsviz import routing_accuracy
+
+    checkpoint = save_checkpoint(tmp_path / "m.safetensors", CapsNet(TINY_CAPSNET))
+    routing_accuracy.results_path(checkpoint).write_text(json.dumps(routing_report(checkpoint, **changes)))
+    with pytest.raises(ValueError, match="is not what routing-accuracy writes"):
+        routing_accuracy.load_for(checkpoint)
+
+
+def run_with_report(app_env) -> tuple[Path, str]:
+    """A run the explorer can show, (its checkpoint, its option in the sidebar)."""
+    run = app_env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5, "epochs": 1, "train_images": 96})
+    return run, "run: 20260101-000000-abcdef"
+
+
+def what_routing_adds(app, option: str):
+    from capsviz.ui import state
+    from capsviz.ui.routing import ADDS
+
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
+    drawn(app).radio(key=state.ROUTING_VIEW).set_value(ADDS).run()
+    assert not app.exception, app.exception
+    return app
+
+
+@NEEDS_APP
+def test_a_crafted_routing_report_shows_as_unreadable_and_its_strings_as_typed(app_env):
+    from capsviz import routing_accuracy
+    from capsviz.ui.text import plain
+
+    run, option = run_with_report(app_env)
+    report = routing_accuracy.results_path(run)
+    report.write_text(json.dumps(routing_report(run, **CRAFTED_ROUTING[0])))
+    app = what_routing_adds(app_test(), option)
+    for changes in CRAFTED_ROUTING:
+        report.write_text(json.dumps(routing_report(run, **changes)))
+        app.run()
+        assert not app.exception, (changes, app.exception)
+        assert any("routing report could not be read" in w.value for w in app.warning), changes
+    command = "python -m capsviz routing-accuracy `` ![x](http://evil.invalid/x.png) `` [link](http://evil.invalid)"
+    report.write_text(json.dumps(routing_report(run, command=command)))
+    app.run()
+    caption = next(c.value for c in app.caption if "MNIST test images, measured" in c.value)
+    assert plain(command, 600) in caption and "](" not in caption.replace("\\]\\(", "")
+
+
+@NEEDS_APP
+def test_a_routing_report_written_while_the_app_runs_shows_without_a_restart(app_env):
+    from capsviz import routing_accuracy
+
+    run, option = run_with_report(app_env)
+    app = what_routing_adds(app_test(), option)
+    assert any("Not measured for this checkpoint" in i.value for i in app.info)
+    routing_accuracy.write(routing_report(run), routing_accuracy.results_path(run))  # the command the box suggests
+    app.run()
+    assert not any("Not measured" in i.value for i in app.info)
+    (table,) = [d for d in app.dataframe if "routing iterations" in d.value.columns]
+    assert list(table.value["test accuracy"]) == ["10.00%", "20.00%", "30.00%", "40.00%", "50.00%"]
+
+
+def robustness_report(models: list, **fields) -> dict:
+    report = {"format": "capsviz-robustness", "date": "2026-01-01", "hardware": "cpu", "command": "x"}
+    return {**report, "test_images": 10_000, "seed": 0, **fields, "models": models}
+
+
+def test_a_robustness_report_keeps_only_fields_of_their_type_and_matches_no_weights_by_a_bad_one(tmp_path):
+    from capsviz import lab
+
+    weights = tmp_path / "runs" / "x" / "last.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+    crafted = {"name": 5, "kind": "cnn", "mnist": float("nan"), "affine": 10**400, "params": True}
+    crafted |= {"checkpoint": str(weights), "sha256": 5, "by_routing": {"1": {"affine": "high", "mnist": 0.5}}}
+    path = tmp_path / "robustness.json"
+    path.write_text(json.dumps(robustness_report([crafted, {"name": "nul", "checkpoint": "runs/x\0y"}])))
+    result, why = lab.load_robustness(path)
+    assert why is None
+    kept = {"kind": "cnn", "checkpoint": str(weights), "sha256": "", "by_routing": {"1": {"mnist": 0.5}}}
+    assert result["models"][0] == kept
+    assert result["models"][1] == {"name": "nul"}
+    entries, missing = lab.rows_in_use(result, [weights])  # a sha256 that is not one matches no weights
+    assert missing == [weights] and entries == result["models"]
+
+
+def test_a_robustness_report_of_a_million_entries_is_refused_once_and_cached_by_content(tmp_path, monkeypatch):
+    from capsviz import lab
+
+    path = tmp_path / "robustness.json"
+    path.write_text(json.dumps(robustness_report([{}] * 1_300_000), separators=(",", ":")))
+    assert path.stat().st_size < lab.MAX_ROBUSTNESS_BYTES  # within the byte cap
+    result, why = lab.load_robustness(path)
+    assert result is None and "1,300,000 models" in why and f"at most {lab.MAX_MODELS}" in why
+    many = robustness_report([{"by_routing": {str(r): {} for r in range(100)}}])
+    path.write_text(json.dumps(many))
+    assert "100 routing readouts" in lab.load_robustness(path)[1]
+    checked = []
+    monkeypatch.setattr(lab, "_checked", lambda data: checked.append(data) or (None, "refused"))
+    again = tmp_path / "copy.json"
+    again.write_bytes(path.read_bytes())
+    assert lab.load_robustness(again)[1].endswith("(100 routing readouts for one model; at most 8)")
+    assert checked == []  # the same bytes under another name: not checked again
+
+
+@NEEDS_APP
+def test_a_crafted_robustness_report_shows_question_marks_and_plain_text_in_the_lab(app_env, monkeypatch):
+    from capsviz.ui import state
+
+    link = "[link](http://evil.invalid)"
+    entry = {"name": link, "kind": "capsnet", "params": 1, "routing_iters": 3, "mnist": 0.99, "affine": 10**400}
+    entry["checkpoint"] = "pretrained/capsnet_mnist.safetensors"
+    nul = {"name": "nul", "kind": "cnn", "checkpoint": "runs/x\0y/last.safetensors", "mnist": 0.5, "affine": 0.5}
+    path = app_env / "robustness.json"
+    hardware = "![hw](http://evil.invalid/h.png)"
+    path.write_text(json.dumps(robustness_report([entry, nul], hardware=hardware, command=link)))
+    monkeypatch.setenv("CAPSVIZ_ROBUSTNESS", str(path))
+    app = app_test()
+    app.session_state[state.TABS] = "Claims lab"
+    app.run()
+    assert not app.exception, app.exception
+    table = app.table[0].value
+    assert list(table["affNIST-like"]) == ["?"] and list(table["MNIST test"]) == ["99.00%"]  # 10^400 is no accuracy
+    shown = " ".join([*table["model"], *(c.value for c in app.caption), *(m.value for m in app.markdown)])
+    assert "](" not in shown.replace("\\]\\(", "") and "evil" in shown
+
+
+# --- Links and shown strings: a link is read like any input; strings capsviz did not write show as typed ------
+
+
+@NEEDS_APP
+def test_a_blank_image_in_a_link_says_draw_a_digit_like_a_blank_canvas(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    app.query_params.update({"src": "image", "img": base64.urlsafe_b64encode(bytes(784)).decode().rstrip("=")})
+    app.run()
+    assert not app.exception and not app.metric  # not classified
+    assert any("draw a digit" in info.value for info in app.info)
+
+
+@NEEDS_APP
+def test_names_and_messages_from_files_show_as_typed_not_as_markdown(app_env):
+    from capsviz.ui import state
+    from capsviz.ui.inputs import UPLOAD
+    from capsviz.ui.sidebar import UPLOAD as UPLOAD_CHECKPOINT
+    from capsviz.ui.text import plain
+
+    image = "![x](http:evil.invalid) `"  # a remote image, and a backtick to break out of a code span
+    run = app_env / "runs" / image / "last.safetensors"  # a folder name may hold any character but "/"
+    run.parent.mkdir(parents=True)
+    run.write_bytes(b"not a checkpoint")
+    app = app_test()
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(f"run: {image}").run()
+    (error,) = [e.value for e in app.sidebar.error if "That run's checkpoint cannot be used" in e.value]
+    assert plain(image) in error and image not in error
+    header = crafted(TINY_CAPSNET.to_dict(), TINY_SHAPES, kind=image)
+    app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(UPLOAD_CHECKPOINT).run()
+    upload = ("m.safetensors", header + bytes(declared_size(header) - len(header)), "application/octet-stream")
+    app.file_uploader(key=state.CHECKPOINT_UPLOAD).set_value(upload).run()
+    (error,) = [e.value for e in app.sidebar.error if e.value.startswith("Rejected")]
+    assert plain(image) in error and image not in error  # the header's kind, as typed
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    app.file_uploader(key=state.UPLOAD).set_value((f"{image}.png", b"not an image", "image/png")).run()
+    (error,) = [e.value for e in app.error if e.value.startswith("Could not read")]
+    assert plain(image) in error and image not in error
+    assert not app.exception
+
+
+def test_plain_shows_any_string_as_typed():
+    pytest.importorskip("streamlit")
+    from capsviz.ui.text import plain
+
+    assert plain("a`b` [c](http://d.e) &copy; :red[x] $x$ <b>") == (
+        r"a\`b\` \[c\]\(http\://d\.e\) \&copy; \:red\[x\] \$x\$ \<b\>"
+    )
+    assert plain("one\ntwo\0three\u2028four") == "one two three four"
+
+
+# --- Images: what is shown of an upload is the picture the model reads ------------------------------------------
+
+
+@NEEDS_APP
+def test_a_16_bit_scan_upload_preview_shows_its_ink_not_a_white_square():
+    from capsviz.ui.inputs import _decode_upload
+
+    drawing = np.asarray(draw_digit(3).convert("L"), dtype=np.float64) / 255  # ink 1, background 0
+    scan = (40_000 - drawing * 39_000).astype(np.uint16)  # a 16-bit scan: background 40000, ink 1000
+    buffer = io.BytesIO()
+    Image.fromarray(scan).save(buffer, format="PNG")
+
+    class Upload:
+        name, size = "scan.png", len(buffer.getvalue())
+
+        def getvalue(self) -> bytes:
+            return buffer.getvalue()
+
+    result, preview = _decode_upload(Upload())
+    assert result.x is not None
+    pixels = np.asarray(Image.open(io.BytesIO(preview)).convert("L"))
+    assert pixels.min() < 20 and 140 < np.median(pixels) < 170  # dark ink on 40000/65535 grey, as scanned
+
+
+# --- Sessions: many browsers at once on a fresh server ----------------------------------------------------------
+
+SESSIONS = 8
+
+
+@NEEDS_APP
+def test_sessions_that_draw_at_once_on_a_fresh_server_all_get_their_prediction(tmp_path, synthetic_root):
+    """Right after the server starts, every page opens and then draws at once: none may crash (Plotly read pandas
+    half-imported by another session's thread)."""
+    pytest.importorskip("websockets.sync.client")
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    from page_messages import Session, serve
+
+    from capsviz.ui import state
+
+    env = {"CAPSVIZ_DATA": str(synthetic_root), "CAPSVIZ_RUNS": str(tmp_path / "runs"), "CAPSVIZ_VALIDATE_FIGURES": ""}
+    strokes = [{"type": "path", "t": 1, "path": [["M", 60, 40], ["L", 220, 40], ["L", 110, 240]]}]
+    together = threading.Barrier(SESSIONS)
+
+    def draw(session: Session, digit: int) -> list:
+        together.wait(timeout=600)
+        return session.run({state.CANVAS: canvas_report(draw_digit(digit), strokes)})
+
+    log = tmp_path / "server.log"
+    with serve(env, log) as address, ThreadPoolExecutor(SESSIONS) as pool, ExitStack() as stack:
+        sessions = [stack.enter_context(Session(address)) for _ in range(SESSIONS)]
+        opened = list(pool.map(Session.run, sessions))  # every page opens at once
+        shown = list(pool.map(draw, sessions, range(SESSIONS)))
+    for k, elements in enumerate([*opened, *shown]):
+        kinds = [kind for kind, _ in elements]
+        assert "exception" not in kinds, (k, log.read_text()[-3000:])
+    assert all(any(kind == "metric" for kind, _ in elements) for elements in shown)
+
+
+@NEEDS_APP
+def test_a_page_reporting_more_than_the_servers_limit_loses_only_its_own_connection(tmp_path, synthetic_root):
+    pytest.importorskip("websockets.sync.client")
+    from page_messages import Session, serve
+    from websockets.exceptions import ConnectionClosed
+
+    from capsviz.ui import state
+    from capsviz.ui.server import MAX_PAGE_STATE_MB
+
+    env = {"CAPSVIZ_DATA": str(synthetic_root), "CAPSVIZ_RUNS": str(tmp_path / "runs")}
+    strokes = [{"type": "path", "path": [["L", 140.25, 140.25]] * 1_000} for _ in range(300)]
+    report = canvas_report(draw_digit(3), strokes)
+    assert len(json.dumps(report)) > MAX_PAGE_STATE_MB * 1e6  # under Streamlit's own 25 MB
+    with serve(env, tmp_path / "server.log") as address, Session(address) as hog, Session(address) as other:
+        hog.run()
+        other.run()
+        with pytest.raises(ConnectionClosed):
+            hog.run({state.CANVAS: report})
+        shown = other.run({state.CANVAS: canvas_report(draw_digit(3))})
+    assert "exception" not in [kind for kind, _ in shown] and "metric" in [kind for kind, _ in shown]

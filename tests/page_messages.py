@@ -1,0 +1,122 @@
+"""What a page can send, sent the way a page sends it, so the app's callbacks run as they do in a browser.
+
+`sends` reruns an AppTest with one element's state as the browser reports it: a widget state, where
+setting session state (AppTest's usual way) runs no callback. `serve` starts a real
+`streamlit run app.py` and `Session` drives one browser session of it over its websocket, with no
+browser, so many sessions can start at once. streamlit is imported inside: this module loads where
+the app's packages are not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KINDS = ("bidi_component", "plotly_chart")  # the elements whose state a page reports
+
+
+def sends(app, key: str, value):
+    """Rerun `app` as the page does after the element under `key` reported `value` (a JSON object)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    kind, element_id = next(
+        (kind, e.proto.id) for kind in KINDS for e in app.get(kind) if e.proto.id.endswith(f"-{key}")
+    )
+    states = WidgetStates()
+    states.CopyFrom(app._tree.get_widget_states())
+    state = next((w for w in states.widgets if w.id == element_id), None) or states.widgets.add()
+    state.id = element_id
+    if kind == "plotly_chart":  # a chart's selection travels as a JSON string
+        state.string_value = json.dumps(value)
+    else:
+        state.json_value = json.dumps(value)
+    return app._run(states)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(env: dict, log: Path):
+    """A fresh `streamlit run app.py` on a free local port; yields its websocket address. Its output goes to `log`."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
+        "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+        deadline = time.time() + 180  # a loaded machine imports slowly
+        while time.time() < deadline:
+            try:
+                if direct.open(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("streamlit did not start: " + log.read_text(errors="replace")[-2000:])
+        yield f"ws://127.0.0.1:{port}/_stcore/stream"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Session:
+    """One browser session, used in a `with`: each `run` sends a rerun with the given element states and returns
+    what it showed."""
+
+    def __init__(self, address: str):
+        from websockets.sync.client import connect
+
+        self._connection = connect(address, subprotocols=["streamlit"], max_size=None, open_timeout=120)
+        self.ids: dict[str, tuple[str, str]] = {}  # key -> (element kind, element id), from the runs so far
+
+    def __enter__(self) -> Session:
+        self.socket = self._connection.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._connection.__exit__(*exc)
+
+    def run(self, reports: dict[str, object] | None = None, timeout: float = 300) -> list[tuple[str, object]]:
+        """Rerun with `reports` (key -> the JSON a page reports for that element); -> [(kind, element proto)]."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        message = BackMsg()
+        message.rerun_script.query_string = ""
+        for key, value in (reports or {}).items():
+            kind, element_id = self.ids[key]
+            state = message.rerun_script.widget_states.widgets.add()
+            state.id = element_id
+            if kind == "plotly_chart":
+                state.string_value = json.dumps(value)
+            else:
+                state.json_value = json.dumps(value)
+        self.socket.send(message.SerializeToString())
+        shown = []
+        while True:
+            forward = ForwardMsg()
+            forward.ParseFromString(self.socket.recv(timeout=timeout))
+            if forward.WhichOneof("type") == "script_finished":
+                return shown
+            if forward.WhichOneof("type") == "delta" and forward.delta.WhichOneof("type") == "new_element":
+                element = forward.delta.new_element
+                kind = element.WhichOneof("type")
+                shown.append((kind, getattr(element, kind)))
+                if kind in KINDS:
+                    self.ids[getattr(element, kind).id.split("-", 2)[-1]] = (kind, getattr(element, kind).id)
