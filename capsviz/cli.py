@@ -1,6 +1,7 @@
 """The `capsviz` (or `python -m capsviz`) command line: train, evaluate, predict, export, app.
 
 python -m capsviz train --epochs 10 --batch-size 128 --device auto --out runs/first
+python -m capsviz train --data multimnist --out runs/multi   # two overlapping digits (capsviz.multimnist)
 python -m capsviz evaluate --json                    # the shipped checkpoint on MNIST test
 python -m capsviz predict digit.png other.jpg --json
 python -m capsviz trace digit.png --out digit-trace.safetensors   # the full routing trace of one image
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from capsviz import registry
+from capsviz import multimnist, registry, tasks
 from capsviz.checkpoint import (
     SHIPPED_CHECKPOINT,
     CheckpointError,
@@ -86,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
+    t.add_argument(
+        "--data",
+        choices=sorted(tasks.TASKS),
+        default=None,
+        help="mnist (one digit) or multimnist (two overlapping digits, 36x36); default mnist, or the checkpoint's",
+    )
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
     t.add_argument("--epochs", type=EPOCHS, default=10)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.speed.fastpath)",
     )
 
-    e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images")
+    e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images (or MultiMNIST test pairs)")
     e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     e.add_argument("--data-root", default=None)
     e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
 
-    ra = commands.add_parser("routing-accuracy", help="MNIST test accuracy after 1..5 routing iterations -> JSON")
+    ra = commands.add_parser("routing-accuracy", help="test accuracy after 1..5 routing iterations -> JSON")
     ra.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     ra.add_argument("--data-root", default=None)
     ra.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -229,13 +236,15 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
             f"the checkpoint {source}, its routing iterations included"
         )
     try:
-        if source:
-            read_config(source)  # a foreign or broken checkpoint is refused before any work
+        config = read_config(source) if source else None  # a foreign or broken checkpoint is refused before any work
         card = resumed_settings(read_card(args.resume), args.resume) if args.resume else {}
         check_no_other_run(Path(args.out), args.resume)  # again under the run's lock (`train`)
         check_run_folder(Path(args.out))
     except (CheckpointError, RunFolderError) as exc:
         parser.error(str(exc))
+    if config is not None and args.data not in (None, config.task):
+        parser.error(f"{source} holds a {config.task} model: it trains on --data {config.task}, not {args.data}")
+    args.data = config.task if config is not None else args.data or tasks.DEFAULT
     _check_same_run(parser, args, card)
 
 
@@ -281,7 +290,9 @@ def _train(args) -> int:
     )
     try:
         train_split = load_mnist(args.data_root, train=True).head(args.limit)
-        test_split = load_mnist(args.data_root, train=False).head(args.limit)
+        test_split = tasks.test_split(args.data, load_mnist(args.data_root, train=False)).head(args.limit)
+        if args.data == "multimnist":
+            train_split = multimnist.PairSource(train_split)  # fresh pairs of these digits every epoch
         if args.resumed_images is not None and len(train_split) != args.resumed_images:
             raise UsageError(
                 f"{args.resume} was trained on {args.resumed_images:,} images; this data root and --limit give "
@@ -326,7 +337,7 @@ def _model_config(args):
         named = ", ".join(sorted(presets)) or "none"
         raise UsageError(f"--preset {args.preset!r} is not a named {kind} config (named: {named})")
     base = presets[args.preset] if args.preset is not None else config_class()
-    return dataclasses.replace(base, **_routing_option(kind, args.routing_iters))
+    return tasks.for_task(dataclasses.replace(base, **_routing_option(kind, args.routing_iters)), args.data)
 
 
 def _routing_option(kind: str, routing_iters: int | None) -> dict:
@@ -368,49 +379,57 @@ def _evaluate(args) -> int:
     from capsviz.train import evaluate
 
     device = resolve_device(args.device)
-    model, card = _load_mnist_model(args.checkpoint, device)
-    split = load_mnist(args.data_root, train=False).head(args.limit)
+    model, card = _load_model(args.checkpoint, device)
+    split = _test_split(model, args.data_root).head(args.limit)
     kind = registry.kind_of(model)
     options = _routing_option(kind, args.routing_iters)
     accuracy, n = evaluate(model, split, **options)
     if args.json:
         report = {"accuracy": accuracy, "n": n, "errors": n - round(accuracy * n), "checkpoint": str(args.checkpoint)}
         report["kind"] = kind
+        report["task"] = model.config.task
         if registry.has_routing(model):
             report["routing_iters"] = args.routing_iters or model.config.routing_iters
         print(json.dumps(report))
     else:
-        print(f"{args.checkpoint}: accuracy {accuracy:.4%} on {n} MNIST test images ({n - round(accuracy * n)} errors)")
+        examples = tasks.TASKS[model.config.task].test_set
+        print(f"{args.checkpoint}: accuracy {accuracy:.4%} on {n} {examples} ({n - round(accuracy * n)} errors)")
     return 0
 
 
 def _predict(args) -> int:
-    from capsviz.preprocess import open_image, to_mnist
+    """One digit per image (`label`), or for a two-digit model the two digits it names (`labels`, surest first)."""
+    from capsviz.preprocess import open_image, to_mnist, to_two_digits
 
-    model, _ = _load_mnist_model(args.checkpoint)
+    model, _ = _load_model(args.checkpoint)
     kind = registry.kind_of(model)
     options = _routing_option(kind, args.routing_iters)
+    digits = tasks.digits_of(model.config)
+    prepare, key = (to_mnist, "label") if digits == 1 else (to_two_digits, "labels")
     results, failed = [], 0
     for path in args.images:
         entry = {"path": path}
         try:
-            x = to_mnist(open_image(path))
+            x = prepare(open_image(path))
         except ValueError as exc:
-            entry.update(label=None, scores=None, error=f"cannot read image: {exc}")
+            entry.update({key: None, "scores": None, "error": f"cannot read image: {exc}"})
             failed += 1
             results.append(entry)
             if not args.json:
                 print(f"{path}: error: cannot read image ({exc})", file=sys.stderr)
             continue
         if x is None:
-            entry.update(label=None, scores=[0.0] * model.config.num_classes, blank=True)
+            entry.update({key: None, "scores": [0.0] * model.config.num_classes, "blank": True})
         else:
             with torch.no_grad():
-                scores = model.scores(x.unsqueeze(0), **options)[0]  # (classes,): a CapsNet's capsule lengths
-            entry.update(label=int(scores.argmax()), scores=[round(v, 6) for v in scores.tolist()])
+                scores = model.scores(x.unsqueeze(0), **options)  # (1, classes): a CapsNet's capsule lengths
+            entry.update(
+                {key: tasks.predict(scores, digits)[0].tolist(), "scores": [round(v, 6) for v in scores[0].tolist()]}
+            )
         results.append(entry)
         if not args.json:
-            shown = "blank (draw a digit)" if entry["label"] is None else entry["label"]
+            named = entry[key]
+            shown = "blank (draw a digit)" if named is None else " and ".join(map(str, named)) if digits > 1 else named
             print(f"{path}: {shown}")
     if args.json:
         if registry.has_routing(model):  # a CapsNet's scores are its capsule lengths, under their older key too
@@ -484,12 +503,13 @@ def _export(args) -> int:
     from capsviz.checkpoint import checkpoint_bytes
     from capsviz.train import evaluate
 
-    model, card = _load_mnist_model(args.checkpoint)
+    model, card = _load_model(args.checkpoint)
     out = Path(args.out)
     _check_export_out(out, model)
     _clean_before_writing(out, out.with_suffix(".json"))
     card = _export_card(args, out, model, card)  # every field it reads checked, before any work
-    test_split = load_mnist(args.data_root, train=False)
+    test_split = _test_split(model, args.data_root)
+    task = tasks.TASKS[model.config.task]
     shipped, _ = load_checkpoint(checkpoint_bytes(model, card, half=args.half))  # float16 -> float32 as shipped
     accuracy, n = evaluate(shipped, test_split)
     card.update(
@@ -498,14 +518,14 @@ def _export(args) -> int:
         test_errors=n - round(accuracy * n),
         measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
     )
-    if _shipped_folder(out) and n != MNIST_TEST_IMAGES:
+    if _shipped_folder(out) and n != task.test_size:
         raise UsageError(
-            f"a shipped model is measured on the {MNIST_TEST_IMAGES:,} MNIST test images, this data root has "
+            f"a shipped model is measured on the {task.test_size:,} {task.test_set}, this data root has "
             f"{n:,}: {out} was left as it was"
         )
     weights = checkpoint_bytes(shipped, card, half=args.half, name=str(out))
     replace_together({out: weights, out.with_suffix(".json"): (json.dumps(card, indent=2) + "\n").encode()})
-    print(f"{out}: accuracy {accuracy:.4%} on {n} MNIST test images (after {card['storage']} storage)")
+    print(f"{out}: accuracy {accuracy:.4%} on {n} {task.test_set} (after {card['storage']} storage)")
     return 0
 
 
@@ -626,6 +646,20 @@ def _trace(args) -> int:
     return 0
 
 
+def _load_model(path, device="cpu"):
+    """load_checkpoint, refusing a model that cannot read its own task's images (MNIST or MultiMNIST)."""
+    model, card = load_checkpoint(path, device)
+    problem = tasks.mismatch(model.config)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    return model, card
+
+
+def _test_split(model, data_root):
+    """The test set of the model's task: the MNIST test digits, or the fixed MultiMNIST test pairs of them."""
+    return tasks.test_split(model.config.task, load_mnist(data_root, train=False))
+
+
 def _load_mnist_model(path, device="cpu"):
     """load_checkpoint, refusing a model that cannot read 28x28 MNIST digits (every command feeds them)."""
     model, card = load_checkpoint(path, device)
@@ -644,15 +678,16 @@ def _routing_accuracy(args) -> int:
     from capsviz.analysis import routing_accuracy
     from capsviz.device import resolve_device
 
-    model, _ = _load_mnist_model(args.checkpoint, resolve_device(args.device))
+    model, _ = _load_model(args.checkpoint, resolve_device(args.device))
     _require_routing(model, args.checkpoint)
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
     _clean_before_writing(out)
-    split = load_mnist(args.data_root, train=False).head(args.limit)
-    if len(split) != MNIST_TEST_IMAGES and _shipped_folder(out):
-        raise UsageError(f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not replace {out}")
+    split = _test_split(model, args.data_root).head(args.limit)
+    full = tasks.TASKS[model.config.task].test_size
+    if len(split) != full and _shipped_folder(out):
+        raise UsageError(f"a measurement on fewer than the {full:,} test images does not replace {out}")
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"

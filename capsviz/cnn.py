@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from capsviz import tasks
 from capsviz.configs import INPUT_BOUNDS, check_bounds, config_from_dict
 
 WIDTH_BOUNDS = {"conv_channels": (6, 1024), "hidden": (4, 8192)}  # (most layers, widest layer)
@@ -46,10 +47,12 @@ class CNNConfig:
     pool: bool = True  # 2x2 max-pool after each convolution
     hidden: tuple[int, ...] = (2048,)
     dropout: float = 0.5  # before the last layer
+    task: str = tasks.DEFAULT  # a name in capsviz.tasks.TASKS; two digits: sigmoid outputs, not a softmax
 
     PRESETS: ClassVar[dict[str, CNNConfig]]
 
     def __post_init__(self) -> None:
+        tasks.check(self.task)
         check_bounds(self, INPUT_BOUNDS)  # capsviz.configs: a checkpoint cannot make capsviz allocate without limit
         for name, (layers, width) in WIDTH_BOUNDS.items():
             value = getattr(self, name)
@@ -85,7 +88,9 @@ class CNNConfig:
         convs = ", ".join(map(str, self.conv_channels))
         fcs = ", ".join(map(str, self.hidden)) or "none"
         pooling = "2x2 max-pool after each" if self.pool else "no pooling"
-        return f"CNN baseline: {self.kernel_size}x{self.kernel_size} convs of {convs} channels ({pooling}), FC {fcs}"
+        task = "" if self.task == tasks.DEFAULT else f", trained on {self.task} ({self.input_size}x{self.input_size})"
+        kernel = f"{self.kernel_size}x{self.kernel_size}"
+        return f"CNN baseline: {kernel} convs of {convs} channels ({pooling}), FC {fcs}{task}"
 
 
 CNNConfig.PRESETS = {
@@ -120,11 +125,23 @@ class CNN(nn.Module):
         """x (B, C, H, W) in [0, 1] -> class logits (B, classes)."""
         return self.classifier(self.features(x).flatten(1))  # (B, C' * S * S) -> (B, classes)
 
-    def objective(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross entropy and the softmax probabilities: x (B, C, H, W), targets (B,) -> (loss (), (B, classes))."""
+    def objective(
+        self, x: torch.Tensor, targets: torch.Tensor, singles: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross entropy and the softmax probabilities: x (B, C, H, W), targets (B,) -> (loss (), (B, classes)).
+
+        Two-digit images, targets (B, K): a sigmoid per class against the K digits present (binary cross
+        entropy summed over the classes) and the sigmoid probabilities. `singles` (a decoder's targets) unused.
+        """
         logits = self(x).float()
-        return F.cross_entropy(logits, targets), logits.softmax(dim=1)
+        if tasks.digits_of(self.config) == 1:
+            return F.cross_entropy(logits, targets), logits.softmax(dim=1)
+        present = tasks.multi_hot(targets, self.config.num_classes)  # (B, classes)
+        loss = F.binary_cross_entropy_with_logits(logits, present, reduction="none").sum(dim=1).mean()
+        return loss, logits.sigmoid()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (B, classes); the argmax is the prediction."""
-        return self(x).float().softmax(dim=1)
+        """Softmax probabilities (B, classes), the argmax the prediction; for two digits, a sigmoid per class
+        and the two highest the prediction."""
+        logits = self(x).float()
+        return logits.softmax(dim=1) if tasks.digits_of(self.config) == 1 else logits.sigmoid()

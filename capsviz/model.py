@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from capsviz import tasks
 from capsviz.configs import CAPSNET_BOUNDS, MAX_DECODER_HIDDEN, check_bounds, config_from_dict
 from capsviz.losses import capsule_loss
 from capsviz.routing import ROUTERS, RoutingTrace, router, squash
@@ -43,8 +44,10 @@ class CapsNetConfig:
     routing_iters: int = 3
     decoder_hidden: tuple[int, int] = (512, 1024)
     routing: str = "dynamic"  # a name in capsviz.routing.ROUTERS
+    task: str = tasks.DEFAULT  # a name in capsviz.tasks.TASKS: what it was trained to read
 
     def __post_init__(self) -> None:
+        tasks.check(self.task)
         if self.routing not in ROUTERS:
             raise ValueError(f"routing must be one of {', '.join(sorted(ROUTERS))}, got {self.routing!r}")
         check_bounds(self, CAPSNET_BOUNDS)  # capsviz.configs: before anything is sized from the fields
@@ -79,7 +82,10 @@ class CapsNetConfig:
 
     def describe(self) -> str:
         """One line for a model card."""
-        return f"CapsNet (Sabour, Frosst & Hinton 2017), MNIST architecture, {self.routing_iters} routing iterations"
+        task = "" if self.task == tasks.DEFAULT else f", trained on {self.task} ({self.input_size}x{self.input_size})"
+        return (
+            f"CapsNet (Sabour, Frosst & Hinton 2017), MNIST architecture{task}, {self.routing_iters} routing iterations"
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> CapsNetConfig:
@@ -93,7 +99,7 @@ PAPER = CapsNetConfig()  # the paper's MNIST CapsNet: the geometry the explorer'
 class CapsNetOutput:
     lengths: torch.Tensor  # (B, J) capsule lengths, the class probabilities
     poses: torch.Tensor  # (B, J, D) DigitCaps vectors
-    reconstruction: torch.Tensor  # (B, 1, H, W) decoder output from the masked capsule
+    reconstruction: torch.Tensor  # (B, 1, H, W) decoder output from the masked capsule; (B, K, 1, H, W) for K digits
     trace: RoutingTrace | None = None
     primary: torch.Tensor | None = None  # (B, N, I) primary capsules, detached, only with trace=True
 
@@ -191,7 +197,12 @@ class CapsNet(nn.Module):
         return poses, routing_trace, primary
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Decode (B, J, D) poses keeping only `classes` (B,) -> (B, C, H, W)."""
+        """Decode (B, J, D) poses keeping only `classes` (B,) -> (B, C, H, W); classes (B, K) decode each
+        digit from its own masked capsule -> (B, K, C, H, W)."""
+        if classes.dim() == 2:
+            b, k = classes.shape
+            each = self.reconstruct(poses.repeat_interleave(k, dim=0), classes.reshape(-1))  # (B*K, C, H, W)
+            return each.view(b, k, *each.shape[1:])  # (B, K, C, H, W)
         mask = nn.functional.one_hot(classes, self.config.num_classes).to(poses.dtype)  # (B, J)
         masked = (poses * mask.unsqueeze(-1)).flatten(1)  # (B, J*D)
         c, s = self.config.in_channels, self.config.input_size
@@ -214,18 +225,25 @@ class CapsNet(nn.Module):
         routing_iters: int | None = None,
         trace: bool = False,
     ) -> CapsNetOutput:
-        """Mask the decoder by `labels` when given (training), else by the longest capsule."""
+        """Mask the decoder by `labels` (B,) or (B, K) when given (training), else by the longest capsule
+        (the K longest for a task of K digits an image)."""
         poses, routing_trace, primary = self.encode(x, routing_iters, trace=trace)
         lengths = poses.norm(dim=-1)  # (B, J)
-        classes = labels if labels is not None else lengths.argmax(dim=1)
+        classes = labels if labels is not None else tasks.predict(lengths, tasks.digits_of(self.config))
         reconstruction = self.reconstruct(poses, classes)
         return CapsNetOutput(lengths, poses, reconstruction, routing_trace, primary.detach() if trace else None)
 
-    def objective(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(
+        self, x: torch.Tensor, targets: torch.Tensor, singles: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss (margin + down-weighted reconstruction, decoder masked by `targets`) and the
-        class scores whose argmax is the prediction: x (B, C, H, W), targets (B,) -> (loss (), lengths (B, J))."""
+        class scores: x (B, C, H, W), targets (B,) -> (loss (), lengths (B, J)).
+
+        Two-digit images: targets (B, K) mark every digit present, and each digit is reconstructed from its
+        own capsule against its own image, singles (B, K, C, H, W); the K reconstruction losses are summed.
+        """
         out = self(x, labels=targets)
-        return capsule_loss(out, x, targets), out.lengths
+        return capsule_loss(out, x if singles is None else singles, targets), out.lengths
 
     def scores(self, x: torch.Tensor, routing_iters: int | None = None) -> torch.Tensor:
         """Class scores without the decoder: x (B, C, H, W) -> capsule lengths (B, J)."""

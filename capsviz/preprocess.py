@@ -12,6 +12,9 @@ the same steps to any input, each a small function below:
 
     from capsviz.preprocess import to_mnist
     x = to_mnist(Image.open("digit.png"))   # (1, 28, 28) float in [0, 1], or None if blank
+
+`to_two_digits` does the same for an image of two overlapping digits, onto the 36x36
+canvas of `capsviz.multimnist`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from capsviz.multimnist import CANVAS
+
 OUTPUT_SIZE = 28
 BOX_SIZE = 20
 MAX_INPUT_SIDE = 1024  # larger photos are shrunk first; MNIST needs 20 px
@@ -35,6 +40,7 @@ MIN_INK_PIXELS = 12  # fewer ink pixels than this (at input resolution): blank
 MIN_INK_FRACTION = 1e-4
 SPECK_FRACTION = 0.02  # connected ink blobs under 2% of all ink are specks
 COMPONENT_GRID = 96  # specks are found on a grid of at most this many cells a side
+TWO_DIGIT_BOX = 23  # median longer side of the ink box (ink >= INK_THRESHOLD) of the MultiMNIST test composites
 
 
 def to_mnist(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
@@ -42,14 +48,28 @@ def to_mnist(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
 
     Raises ValueError for input that is not an image at all.
     """
-    ink = drop_specks(ink_map(image))  # (H, W) in [0, 1]
+    return _fit(drop_specks(ink_map(image)), BOX_SIZE, OUTPUT_SIZE)
+
+
+def to_two_digits(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
+    """An image of two overlapping digits -> (1, 36, 36) float in [0, 1] like a MultiMNIST composite, or None
+    when blank. A 36x36 input is the canvas already (only its polarity is fixed); any other size is cropped
+    to its ink, fitted to TWO_DIGIT_BOX and centred by mass."""
+    ink = ink_map(image)  # (H, W) in [0, 1]
+    if ink.shape == (CANVAS, CANVAS):
+        return None if ink_bbox(ink) is None else torch.from_numpy(np.ascontiguousarray(ink)).float().unsqueeze(0)
+    return _fit(drop_specks(ink), TWO_DIGIT_BOX, CANVAS)
+
+
+def _fit(ink: np.ndarray, box_size: int, size: int) -> torch.Tensor | None:
+    """Ink (H, W) -> (1, size, size): its bounding box fitted to box_size, centred by mass; None when blank."""
     box = ink_bbox(ink)
     if box is None:
         return None
     top, left, bottom, right = box
     crop = ink[top:bottom, left:right]
-    fitted = fit_box(crop, BOX_SIZE)  # (h, w), max(h, w) == 20
-    return torch.from_numpy(center_of_mass_paste(fitted, OUTPUT_SIZE)).unsqueeze(0)
+    fitted = fit_box(crop, box_size)  # (h, w), max(h, w) == box_size
+    return torch.from_numpy(center_of_mass_paste(fitted, size)).unsqueeze(0)
 
 
 def is_blank(image: Image.Image | np.ndarray | bytes) -> bool:

@@ -5,10 +5,12 @@
     registry.kind_of(model)                          # "capsnet": what a checkpoint records
     registry.has_routing(model)                      # True: it takes routing_iters
 
-A model kind is a config dataclass (`to_dict()`, `from_dict(dict)`, `num_classes`) and an
-nn.Module built from it that has `config`, `objective(x, targets) -> (loss, scores)` (the
-trainer calls it) and `scores(x) -> (B, classes)` (evaluate and predict call it; the argmax
-is the prediction). Adding one is one file and one line in MODELS (docs/architecture.md, "Adding a model").
+A model kind is a config dataclass (`to_dict()`, `from_dict(dict)`, `num_classes`, `input_size`,
+`task`: a name in `capsviz.tasks.TASKS`) and an nn.Module built from it that has `config`,
+`objective(x, targets, singles=None) -> (loss, scores)` (the trainer calls it; two-digit
+targets are (B, 2), with each digit's own image in `singles`) and `scores(x) -> (B, classes)`
+(evaluate and predict call it; the argmax is the prediction, the two highest for two digits).
+Adding one is one file and one line in MODELS (docs/architecture.md, "Adding a model").
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def load_config(kind: str, data: dict):
 
 def mnist_mismatch(config) -> str | None:
     """Why a model of `config` cannot read MNIST digits (28x28 grey, 10 classes), or None when it can."""
+    if config.task != "mnist":
+        return f"it was trained on {config.task}, not on single MNIST digits"
     shape = (config.num_classes, config.input_size, config.in_channels)
     if shape == (10, 28, 1):
         return None

@@ -1,4 +1,4 @@
-"""Training loop with callbacks, and evaluation on the MNIST test set.
+"""Training loop with callbacks, and evaluation on the MNIST (or MultiMNIST) test set.
 
 The trainer knows nothing about its audience: the CLI plugs in a progress bar, the app
 live curves and a cancel button, the tests plain lists. Every complete epoch is saved
@@ -8,6 +8,7 @@ epoch, and `resume=` continues it. The test set is evaluated after each epoch fo
 log only: it never selects a model or stops a run.
 
     python -m capsviz train --epochs 10 --device auto --out runs/first
+    python -m capsviz train --data multimnist --epochs 10 --out runs/multi   # two digits (capsviz.multimnist)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from capsviz import registry
+from capsviz import multimnist, registry, tasks
 from capsviz.checkpoint import (
     CheckpointError,
     checkpoint_bytes,
@@ -168,16 +169,25 @@ class TrainStep:
             group["lr"] = lr
 
     def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        singles: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.fast.input(to_float(random_shift(images, generator=generator)))  # (b, 1, 28, 28)
+        """Single digits (b, 28, 28) are shifted here; two-digit images (b, S, S) come shifted by
+        `capsviz.multimnist`, with labels (b, K) and each digit alone, `singles` (b, K, S, S)."""
+        if singles is None:
+            images = random_shift(images, generator=generator)  # the paper's 2-px MNIST augmentation
+        x = self.fast.input(to_float(images))  # (b, 1, S, S)
+        extra = () if singles is None else (singles.unsqueeze(2).float().div_(255.0),)  # (b, K, 1, S, S)
         with self.fast.precision(self.device):
             with self.fast.autocast(self.device):
-                loss, scores = self.loss_fn(x, labels)
+                loss, scores = self.loss_fn(x, labels, *extra)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the gradients across ranks
             self.optimizer.step()
-        return loss.detach(), (scores.argmax(1) == labels).sum()
+        return loss.detach(), tasks.count_correct(scores, labels)
 
 
 @torch.no_grad()
@@ -191,6 +201,7 @@ def evaluate(
     **options,
 ) -> tuple[float, int]:
     """Accuracy of `model` on an unshifted split, in eval mode; returns (accuracy, n images evaluated).
+    On two-digit pairs (`capsviz.multimnist.Pairs`) an image is right when both its digits are.
 
     `options` go to `model.scores` (a CapsNet takes `routing_iters`). `stop` is checked between
     batches: a stopped evaluation returns the accuracy on the n < len(split) images it saw.
@@ -203,7 +214,7 @@ def evaluate(
             if stop is not None and stop.is_set():
                 break
             x = to_float(images.to(device))
-            correct += (model.scores(x, **options).argmax(1).cpu() == labels.cpu()).sum().item()
+            correct += tasks.count_correct(model.scores(x, **options).cpu(), labels.cpu()).item()
             seen += labels.shape[0]
             if on_batch is not None:
                 on_batch(seen, len(split))
@@ -278,6 +289,7 @@ def _train(
         with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
             torch.manual_seed(config.seed)
             model = registry.build(model_config or CapsNetConfig()).to(device)
+    check_task(model, train_split)
     step = TrainStep(model, device=device, config=config, ddp=ddp)
     if resume:
         restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
@@ -307,13 +319,13 @@ def _train(
         seen = window_seen = 0
         window_start = time.perf_counter()
         shard = (ddp.rank, ddp.world_size)
-        for index, (images, labels) in enumerate(
-            batches(train_split, batch_size, shuffle=True, generator=generator, shard=shard), start=1
+        for index, (images, labels, singles) in enumerate(
+            _epoch_batches(train_split, batch_size, generator, shard), start=1
         ):
             if stop is not None and stop.is_set():
                 result.status = "cancelled"
                 return result
-            loss, correct = step(images, labels, shift_generator)
+            loss, correct = step(images, labels, shift_generator, singles)
             n = labels.shape[0]
             window_loss, window_correct, window_seen = window_loss + loss * n, window_correct + correct, window_seen + n
             if index % report_every and index != num_batches:
@@ -406,6 +418,27 @@ def _same_file(a, b) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def _epoch_batches(split, batch_size: int, generator: torch.Generator, shard: tuple[int, int]):
+    """(images, labels, singles) for one epoch: MNIST in a shuffled order (singles None), or fresh
+    MultiMNIST pairs drawn from `generator` (a `capsviz.multimnist.PairSource`)."""
+    if isinstance(split, multimnist.PairSource):
+        yield from multimnist.batches(split, batch_size, generator=generator, shard=shard)
+        return
+    for images, labels in batches(split, batch_size, shuffle=True, generator=generator, shard=shard):
+        yield images, labels, None
+
+
+def data_task(split) -> str:
+    """The task a training set or test set serves: MultiMNIST pairs or MNIST digits."""
+    return "multimnist" if isinstance(split, (multimnist.PairSource, multimnist.Pairs)) else "mnist"
+
+
+def check_task(model: nn.Module, split) -> None:
+    """Refuse to train a model on data of another task (its input size and targets would not fit)."""
+    if model.config.task != data_task(split):
+        raise ValueError(f"this {model.config.task} model cannot be trained on {data_task(split)} data")
+
+
 def check_run_folder(out_dir: Path) -> None:
     """Create the run folder and prove it writable now, not after the first epoch's work."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -489,7 +522,8 @@ def _card(
         "lr_schedule": config.lr_schedule,
         "lr_decay_per_epoch": config.lr_decay,
         "lr_min": config.lr_min,
-        "augmentation": "random shift of up to 2 px, zero padded",
+        "task": model.config.task,
+        "augmentation": tasks.TASKS[model.config.task].augmentation,
         "fast_path": config.fast.describe(device),
         "device": device_description(device),
         "wall_seconds": round(sum(h.seconds for h in history), 1),

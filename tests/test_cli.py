@@ -3,9 +3,13 @@
 import json
 
 import pytest
+import torch
 from cli_runs import capsviz, tiny_train
+from PIL import Image
 
-from capsviz.checkpoint import read_card
+from capsviz import multimnist
+from capsviz.checkpoint import load_checkpoint, read_card
+from capsviz.data import load_mnist, to_float
 
 from drawings import draw_digit
 
@@ -126,3 +130,61 @@ def test_init_from_a_checkpoint_without_a_kind_with_a_cosine_schedule(synthetic_
     model, card = load_checkpoint(out / "last.safetensors")
     assert card["kind"] == "capsnet"
     assert CapsNetConfig.from_dict(card["model_config"]) == model.config == CapsNetConfig()
+
+
+@pytest.fixture(scope="module")
+def two_digit_run(tmp_path_factory, synthetic_root):
+    out = tmp_path_factory.mktemp("multimnist")
+    result = tiny_train(synthetic_root, out, "--data", "multimnist", "--routing-iters", 1, "--epochs", 1)
+    assert result.returncode == 0, result.stderr
+    return out / "last.safetensors"
+
+
+def test_train_on_multimnist_records_the_task_and_the_routing_count(two_digit_run):
+    card = read_card(two_digit_run)
+    assert card["task"] == card["model_config"]["task"] == "multimnist" and card["model_config"]["input_size"] == 36
+    assert card["model_config"]["routing_iters"] == 1 and card["train_images"] == 64 and card["test_images"] == 40
+
+
+def test_evaluate_counts_the_test_pairs_with_both_digits_right(two_digit_run, synthetic_root):
+    result = capsviz("evaluate", "--checkpoint", two_digit_run, "--data-root", synthetic_root, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    model, _ = load_checkpoint(two_digit_run)
+    pairs = multimnist.test_pairs(load_mnist(synthetic_root, train=False))
+    with torch.no_grad():
+        top2 = model.scores(to_float(pairs.images)).topk(2, dim=1).indices.sort(dim=1).values  # (40, 2)
+    right = (top2 == pairs.labels.sort(dim=1).values).all(dim=1).sum().item()
+    assert (report["n"], report["errors"], report["task"]) == (40, 40 - right, "multimnist")
+    assert report["accuracy"] == pytest.approx(right / 40)
+
+
+def test_predict_names_the_two_digits_of_a_two_digit_model(two_digit_run, synthetic_root, tmp_path):
+    pairs = multimnist.test_pairs(load_mnist(synthetic_root, train=False))
+    canvas = tmp_path / "pair.png"
+    Image.fromarray(pairs.images[0].numpy()).save(canvas)
+    drawn = tmp_path / "drawn.png"
+    Image.fromarray(pairs.images[1].numpy()).resize((180, 180)).save(drawn)
+    result = capsviz("predict", canvas, drawn, "--checkpoint", two_digit_run, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    model, _ = load_checkpoint(two_digit_run)
+    with torch.no_grad():
+        expected = model.scores(to_float(pairs.images[:1])).topk(2).indices[0].tolist()  # the canvas as it is
+    assert rows[0]["labels"] == expected and len(set(rows[1]["labels"])) == 2 and "label" not in rows[0]
+    plain = capsviz("predict", canvas, "--checkpoint", two_digit_run)
+    assert plain.stdout.strip() == f"{canvas}: {expected[0]} and {expected[1]}"
+
+
+def test_resuming_a_two_digit_run_on_other_data_is_refused(two_digit_run, synthetic_root, tmp_path):
+    result = tiny_train(synthetic_root, tmp_path / "r", "--data", "mnist", "--epochs", 2, "--resume", two_digit_run)
+    assert result.returncode == 2 and "holds a multimnist model: it trains on --data multimnist" in result.stderr
+
+
+def test_routing_accuracy_of_a_two_digit_model(two_digit_run, synthetic_root, tmp_path):
+    out = tmp_path / "routing.json"
+    result = capsviz("routing-accuracy", "--checkpoint", two_digit_run, "--data-root", synthetic_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["task"] == "multimnist" and report["trained_routing_iters"] == 1 and report["test_images"] == 40
+    assert list(report["errors"]) == ["1", "2", "3", "4", "5"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from capsviz import registry
+from capsviz import registry, tasks
 from capsviz.checkpoint import load_checkpoint, read_card
 from capsviz.cnn import CNN, CNNConfig
 
@@ -98,3 +98,17 @@ def test_the_cli_refuses_options_that_do_not_fit(tmp_path, synthetic_root):
         result = capsviz("train", *common, "--out", tmp_path / "run", *extra)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_a_two_digit_cnn_scores_each_class_with_a_sigmoid():
+    torch.manual_seed(0)
+    model = CNN(tasks.for_task(CNNConfig(conv_channels=(4, 8), hidden=(16,)), "multimnist")).eval()
+    x, targets = torch.rand(3, 1, 36, 36), torch.tensor([[0, 5], [7, 2], [9, 1]])
+    with torch.no_grad():
+        logits = model(x)
+        loss, scores = model.objective(x, targets, torch.rand(3, 2, 1, 36, 36))  # the decoder targets go unused
+        present = torch.zeros(3, 10).scatter_(1, targets, 1.0)
+        by_hand = -(present * F.logsigmoid(logits) + (1 - present) * F.logsigmoid(-logits)).sum(1).mean()
+    assert torch.allclose(loss, by_hand, atol=1e-5)
+    assert torch.allclose(scores, logits.sigmoid()) and torch.equal(scores, model.scores(x))
+    assert "multimnist" in model.config.describe()

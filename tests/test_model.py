@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from capsviz import tasks
 from capsviz.model import CapsNet, CapsNetConfig
 
 from conftest import TINY_CAPSNET
@@ -166,3 +167,50 @@ def test_routing_is_chosen_by_name_from_the_routers_table(monkeypatch):
     assert CapsNetConfig.from_dict({k: v for k, v in CapsNetConfig().to_dict().items() if k != "routing"}).routing == (
         "dynamic"
     )  # configs saved before the field existed
+
+
+def test_the_multimnist_capsnet_is_the_papers_geometry_on_36x36():
+    config = tasks.for_task(CapsNetConfig(), "multimnist")
+    assert (config.input_size, config.primary_grid, config.num_primary) == (36, 10, 3200)  # 10x10x32 capsules
+    with torch.device("meta"):
+        model = CapsNet(config)
+    assert model.digits.weight.shape == (3200, 10, 16, 8) and model.decoder.net[-2].out_features == 36 * 36
+    assert sum(p.numel() for p in model.parameters()) == config.num_parameters
+    assert "multimnist" in config.describe() and "multimnist" not in CapsNetConfig().describe()
+
+
+def test_a_config_records_its_task_and_older_configs_read_as_mnist():
+    assert CapsNetConfig().task == "mnist" and CapsNetConfig(routing_iters=1, task="multimnist").routing_iters == 1
+    config = tasks.for_task(TINY_CAPSNET, "multimnist")
+    assert CapsNetConfig.from_dict(config.to_dict()) == config
+    assert CapsNetConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "task"}).task == "mnist"
+    for task in ("cifar", ["mnist"]):
+        with pytest.raises(ValueError, match="task must be one of mnist, multimnist"):
+            CapsNetConfig(task=task)
+
+
+def test_two_digits_are_each_reconstructed_from_their_own_capsule_against_their_own_image():
+    torch.manual_seed(0)
+    model = CapsNet(tasks.for_task(TINY_CAPSNET, "multimnist")).eval()
+    x, singles = torch.rand(3, 1, 36, 36), torch.rand(3, 2, 1, 36, 36)
+    labels = torch.tensor([[0, 5], [7, 2], [9, 1]])
+    with torch.no_grad():
+        loss, lengths = model.objective(x, labels, singles)
+        poses = model(x).poses
+        each = [model.reconstruct(poses, labels[:, k]) for k in range(2)]  # (B, 1, 36, 36): one masked capsule
+        recon = sum(((each[k] - singles[:, k]) ** 2).flatten(1).sum(1) for k in range(2))
+        present = torch.zeros(3, 10).scatter_(1, labels, 1.0)
+        margin = present * torch.relu(0.9 - lengths) ** 2 + 0.5 * (1 - present) * torch.relu(lengths - 0.1) ** 2
+        assert torch.allclose(loss, (margin.sum(1) + 0.0005 * recon).mean(), atol=1e-6)
+        assert torch.allclose(model(x, labels=labels).reconstruction, torch.stack(each, dim=1))
+
+
+def test_a_two_digit_capsnet_reconstructs_its_two_longest_capsules_unless_told():
+    torch.manual_seed(1)
+    model = CapsNet(tasks.for_task(TINY_CAPSNET, "multimnist")).eval()
+    x = torch.rand(2, 1, 36, 36)
+    with torch.no_grad():
+        out = model(x)
+        longest = out.lengths.topk(2, dim=1).indices  # (B, 2)
+        assert out.reconstruction.shape == (2, 2, 1, 36, 36)
+        assert torch.allclose(out.reconstruction[:, 1], model.reconstruct(out.poses, longest[:, 1]))

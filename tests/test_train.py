@@ -6,13 +6,15 @@ import threading
 import pytest
 import torch
 
+from capsviz import multimnist
 from capsviz.checkpoint import load_checkpoint
 from capsviz.data import load_mnist
 from capsviz.device import device_description, resolve_device
 from capsviz.model import CapsNetConfig
+from capsviz.tasks import for_task
 from capsviz.train import Callback, TrainConfig, evaluate, train
 
-from conftest import TINY_CAPSNET
+from conftest import TINY_CAPSNET, TINY_CNN
 
 
 class Recorder(Callback):
@@ -150,3 +152,38 @@ def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_pat
     assert result.status == "cancelled"
     assert recorder.evals == [(20, 40)] and recorder.epochs == []
     assert not (tmp_path / "last.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def pairs(splits):
+    """Training pairs drawn from 32 synthetic digits and the fixed test pairs of 20 test digits."""
+    return multimnist.PairSource(splits[0].head(32)), multimnist.test_pairs(splits[1].head(20))
+
+
+@pytest.mark.parametrize("model_config", [TINY_CAPSNET, TINY_CNN])
+def test_a_two_digit_model_trains_on_fresh_pairs_and_its_card_says_so(tmp_path, pairs, config, model_config):
+    result = train(*pairs, tmp_path, config(epochs=1, batch_size=16), model_config=for_task(model_config, "multimnist"))
+    model, card = load_checkpoint(result.checkpoint)
+    assert model.config.task == card["task"] == card["model_config"]["task"] == "multimnist"
+    assert card["augmentation"] == multimnist.DESCRIPTION and card["train_images"] == 32 and card["test_images"] == 20
+    assert evaluate(model, pairs[1])[0] == pytest.approx(card["test_accuracy"])  # both digits right
+
+
+def test_a_two_digit_run_resumes_exactly_where_it_stopped(tmp_path, pairs, config):
+    two_digit = for_task(TINY_CAPSNET, "multimnist")
+    straight = train(*pairs, tmp_path / "straight", config(epochs=2, batch_size=16), model_config=two_digit)
+    train(*pairs, tmp_path / "split", config(epochs=1, batch_size=16), model_config=two_digit)
+    resumed = train(
+        *pairs, tmp_path / "split", config(epochs=2, batch_size=16), resume=tmp_path / "split/last.safetensors"
+    )
+    a, _ = load_checkpoint(straight.checkpoint)
+    b, _ = load_checkpoint(resumed.checkpoint)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+def test_a_model_is_not_trained_on_another_tasks_data(tmp_path, splits, pairs, config):
+    with pytest.raises(ValueError, match="this mnist model cannot be trained on multimnist data"):
+        train(*pairs, tmp_path / "a", config(epochs=1), model_config=TINY_CAPSNET)
+    with pytest.raises(ValueError, match="this multimnist model cannot be trained on mnist data"):
+        train(*splits, tmp_path / "b", config(epochs=1), model_config=for_task(TINY_CNN, "multimnist"))

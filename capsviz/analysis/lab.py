@@ -155,13 +155,14 @@ def reconstructions(capsnet: nn.Module, poses: np.ndarray, digit: int) -> np.nda
 
 def baseline_checkpoint(folder: Path = PRETRAINED_DIR) -> Path | None:
     """The CNN baseline to compare with: $CAPSVIZ_BASELINE ("none": no baseline), else the first
-    checkpoint in `folder` whose header records the kind "cnn" (read from the header, no weights)."""
+    checkpoint in `folder` whose header records the kind "cnn" on MNIST (read from the header, no weights)."""
     chosen = os.environ.get(BASELINE_ENV)
     if chosen:
         return None if chosen.lower() == "none" else Path(chosen)
     for path in sorted(Path(folder).glob("*.safetensors")):
         try:
-            if registry.kind_of(read_config(path)) == "cnn":
+            config = read_config(path)
+            if registry.kind_of(config) == "cnn" and config.task == "mnist":
                 return path
         except (CheckpointError, OSError, registry.UnknownKindError):
             continue  # an unreadable file is not the baseline; the sidebar reports the CapsNet's own problems

@@ -29,7 +29,7 @@ from torch import nn
 from capsviz import registry
 from capsviz.analysis import affine
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
+from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
 from capsviz.data import Split, to_float
 
 ROUTING = (1, 3, 5)
@@ -39,7 +39,8 @@ MAX_NAME = 200  # characters of a model's name in the tables
 
 
 def shipped_models() -> list[Path]:
-    return sorted(PRETRAINED_DIR.glob("*.safetensors"))
+    """The shipped single-digit models: the affine tables read MNIST digits, which two-digit models do not."""
+    return sorted(path for path in PRETRAINED_DIR.glob("*.safetensors") if read_config(path).task == "mnist")
 
 
 def readouts(model: nn.Module) -> list[int | None]:

@@ -1,4 +1,5 @@
-"""What routing adds to a model: MNIST test accuracy after 1, 2, ..., 5 routing iterations.
+"""What routing adds to a model: test accuracy after 1, 2, ..., 5 routing iterations (MNIST digits, or
+MultiMNIST pairs with both digits right for a two-digit model).
 
     python -m capsviz routing-accuracy [--checkpoint PATH] [--data-root DIR]
     # -> PATH with suffix .routing.json, e.g. pretrained/capsnet_mnist.routing.json
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from capsviz import registry
+from capsviz import registry, tasks
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import Split, to_float
 from capsviz.files import atomic_write
@@ -60,8 +61,8 @@ def correct_per_iteration(
             images = to_float(split.images[start : start + batch_size].to(device))  # (B, 1, H, W)
             labels = split.labels[start : start + batch_size].to(device)
             _, trace, _ = model.encode(images, iterations, trace=True)
-            predicted = trace.poses.norm(dim=-1).argmax(dim=-1)  # (B, R, J) -> (B, R)
-            correct += (predicted == labels[:, None]).sum(dim=0).cpu()
+            lengths = trace.poses.norm(dim=-1)  # (B, R, J)
+            correct += torch.stack([tasks.count_correct(lengths[:, r], labels) for r in range(iterations)]).cpu()
     return correct.tolist()
 
 
@@ -74,6 +75,7 @@ def measure(model: CapsNet, split: Split, *, checkpoint: str | Path, command: st
         "sha256": sha256_of(checkpoint),
         "test_images": n,
         "trained_routing_iters": model.config.routing_iters,
+        "task": model.config.task,
         "accuracy": {str(r): c / max(n, 1) for r, c in enumerate(correct, start=1)},
         "errors": {str(r): n - c for r, c in enumerate(correct, start=1)},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -68,16 +68,18 @@ def shutdown() -> None:
 class LossStep(nn.Module):
     """The model's own objective as a forward, so DistributedDataParallel sees plain tensors.
 
-    (x (B, C, H, W), targets (B,)) -> (loss (), scores (B, classes) detached); any model with
-    `objective(x, targets) -> (loss, scores)` (see `capsviz.registry`).
+    (x (B, C, H, W), targets (B,) or (B, K), optional decoder targets) -> (loss (), scores (B, classes)
+    detached); any model with `objective(x, targets, *extra) -> (loss, scores)` (see `capsviz.registry`).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, scores = self.model.objective(x, targets)
+    def forward(
+        self, x: torch.Tensor, targets: torch.Tensor, *extra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, scores = self.model.objective(x, targets, *extra)
         return loss, scores.detach()
 
 
