@@ -646,10 +646,11 @@ def _trace(args) -> int:
     return 0
 
 
-def _load_model(path, device="cpu"):
-    """load_checkpoint, refusing a model that cannot read its own task's images (MNIST or MultiMNIST)."""
+def _load_model(path, device="cpu", *, mnist_only: bool = False):
+    """load_checkpoint, refusing a model that cannot read its own task's images (MNIST or MultiMNIST), or with
+    `mnist_only` one that cannot read 28x28 MNIST digits."""
     model, card = load_checkpoint(path, device)
-    problem = tasks.mismatch(model.config)
+    problem = (registry.mnist_mismatch if mnist_only else tasks.mismatch)(model.config)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
     return model, card
@@ -661,12 +662,8 @@ def _test_split(model, data_root):
 
 
 def _load_mnist_model(path, device="cpu"):
-    """load_checkpoint, refusing a model that cannot read 28x28 MNIST digits (every command feeds them)."""
-    model, card = load_checkpoint(path, device)
-    problem = registry.mnist_mismatch(model.config)
-    if problem:
-        raise CheckpointError(f"{path}: {problem}")
-    return model, card
+    """A model for the commands that feed it MNIST digits (trace, robustness)."""
+    return _load_model(path, device, mnist_only=True)
 
 
 def _require_routing(model, checkpoint) -> None:

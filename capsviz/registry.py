@@ -21,6 +21,7 @@ from dataclasses import fields
 
 from torch import nn
 
+from capsviz import tasks
 from capsviz.cnn import CNN, CNNConfig
 from capsviz.model import PAPER, CapsNet, CapsNetConfig
 
@@ -76,10 +77,7 @@ def mnist_mismatch(config) -> str | None:
     """Why a model of `config` cannot read MNIST digits (28x28 grey, 10 classes), or None when it can."""
     if config.task != "mnist":
         return f"it was trained on {config.task}, not on single MNIST digits"
-    shape = (config.num_classes, config.input_size, config.in_channels)
-    if shape == (10, 28, 1):
-        return None
-    return f"it classifies {shape[0]} classes of {shape[1]}x{shape[1]}x{shape[2]} input; MNIST needs 10 of 28x28x1"
+    return tasks.mismatch(config)
 
 
 def explorer_mismatch(model: nn.Module) -> str | None:

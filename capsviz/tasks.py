@@ -22,6 +22,7 @@ from capsviz.data import MNIST_TEST_IMAGES, Split
 
 @dataclass(frozen=True)
 class Task:
+    title: str  # as a sentence names it
     input_size: int  # side of the square grey input
     digits: int  # digits per image
     augmentation: str  # how training images are drawn, for a card
@@ -30,8 +31,9 @@ class Task:
 
 
 TASKS = {
-    "mnist": Task(28, 1, "random shift of up to 2 px, zero padded", "MNIST test images", MNIST_TEST_IMAGES),
+    "mnist": Task("MNIST", 28, 1, "random shift of up to 2 px, zero padded", "MNIST test images", MNIST_TEST_IMAGES),
     "multimnist": Task(
+        "MultiMNIST",
         multimnist.CANVAS,
         multimnist.DIGITS,
         multimnist.DESCRIPTION,
@@ -71,7 +73,7 @@ def mismatch(config) -> str | None:
         return None
     return (
         f"it classifies {shape[0]} classes of {shape[1]}x{shape[1]}x{shape[2]} input; "
-        f"{config.task} needs 10 of {task.input_size}x{task.input_size}x1"
+        f"{task.title} needs 10 of {task.input_size}x{task.input_size}x1"
     )
 
 

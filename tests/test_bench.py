@@ -154,3 +154,13 @@ def test_a_server_that_exits_is_reported_at_once_with_its_output(tmp_path):
     command = [sys.executable, "-c", "print('no such app'); raise SystemExit(3)"]
     with pytest.raises(AppStartError, match="no such app"), serving(command, free_port(), env=OFFLINE_ENV):
         pass
+
+
+def test_the_multimnist_pilot_times_both_capsnets_side_by_side(synthetic_root, capsys):
+    from capsviz.bench import multimnist as pilot
+
+    assert pilot.main(["--data-root", str(synthetic_root), "--batch-size", "4", "--rounds", "1", "--steps", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["mnist"]["input"], result["multimnist"]["input"]) == ("28x28", "36x36")
+    assert result["mnist"]["steps_timed"] == result["multimnist"]["steps_timed"] == 1 and result["ratio_cpu"] > 0
+    assert result["command"].startswith("python -m capsviz.bench.multimnist --data-root")

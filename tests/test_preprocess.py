@@ -12,6 +12,7 @@ from capsviz.preprocess import (
     ink_bbox,
     ink_map,
     to_mnist,
+    to_two_digits,
 )
 
 from conftest import canvas
@@ -277,3 +278,16 @@ def test_a_sticker_with_transparent_corners_is_read_by_its_ink_not_its_outline()
     assert x is not None and torch.abs(x - to_mnist(_seven(0, 255))).mean() < 0.02
     strokes = _seven((0, 0, 0, 0), (255, 0, 0, 255), mode="RGBA")  # red strokes on a transparent canvas
     assert torch.abs(to_mnist(strokes) - to_mnist(_seven(0, 255))).mean() < 0.02
+
+
+def test_two_digits_keep_a_36x36_canvas_and_fit_any_other_picture_onto_one():
+    composite = np.zeros((36, 36), dtype=np.uint8)
+    composite[6:26, 8:14], composite[12:30, 10:28] = 255, 128  # two overlapping strokes, as a MultiMNIST pair
+    x = to_two_digits(Image.fromarray(composite))
+    assert x.shape == (1, 36, 36) and torch.allclose(x[0], torch.from_numpy(composite / 255.0).float(), atol=1e-6)
+    drawn = Image.new("L", (200, 120))
+    ImageDraw.Draw(drawn).rectangle([20, 10, 140, 100], fill=255)  # 121 x 91 px of ink
+    fitted = to_two_digits(drawn)
+    top, left, bottom, right = bbox_of(fitted, threshold=0.25)
+    assert fitted.shape == (1, 36, 36) and max(bottom - top, right - left) == 23  # TWO_DIGIT_BOX
+    assert to_two_digits(Image.new("L", (36, 36))) is None and to_two_digits(Image.new("L", (90, 90))) is None

@@ -27,6 +27,6 @@ def test_a_task_sets_the_input_size_and_a_mismatch_is_named(config_class):
     assert (config.task, config.input_size, tasks.digits_of(config)) == ("multimnist", 36, 2)
     assert tasks.mismatch(config) is None and tasks.mismatch(config_class()) is None
     wrong = config_class(task="multimnist")  # 28x28 input for a 36x36 task
-    assert tasks.mismatch(wrong) == "it classifies 10 classes of 28x28x1 input; multimnist needs 10 of 36x36x1"
+    assert tasks.mismatch(wrong) == "it classifies 10 classes of 28x28x1 input; MultiMNIST needs 10 of 36x36x1"
     with pytest.raises(ValueError, match="task must be one of"):
         tasks.for_task(config_class(), "affnist")
