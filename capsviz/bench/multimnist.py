@@ -27,8 +27,8 @@ import torch
 from capsviz import multimnist, tasks
 from capsviz.data import Split, batches, load_mnist
 from capsviz.device import device_description
-from capsviz.fastpath import FAST
 from capsviz.model import CapsNet, CapsNetConfig
+from capsviz.speed.fastpath import FAST
 from capsviz.train import TrainConfig, TrainStep
 
 EPOCH = 60_000
