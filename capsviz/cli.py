@@ -290,7 +290,7 @@ def _train(args) -> int:
     )
     try:
         train_split = load_mnist(args.data_root, train=True).head(args.limit)
-        test_split = tasks.test_split(args.data, load_mnist(args.data_root, train=False)).head(args.limit)
+        test_split = tasks.evaluation_set(args.data, load_mnist(args.data_root, train=False)).head(args.limit)
         if args.data == "multimnist":
             train_split = multimnist.PairSource(train_split)  # fresh pairs of these digits every epoch
         if args.resumed_images is not None and len(train_split) != args.resumed_images:
@@ -658,7 +658,7 @@ def _load_model(path, device="cpu", *, mnist_only: bool = False):
 
 def _test_split(model, data_root):
     """The test set of the model's task: the MNIST test digits, or the fixed MultiMNIST test pairs of them."""
-    return tasks.test_split(model.config.task, load_mnist(data_root, train=False))
+    return tasks.evaluation_set(model.config.task, load_mnist(data_root, train=False))
 
 
 def _load_mnist_model(path, device="cpu"):

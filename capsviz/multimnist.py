@@ -8,7 +8,7 @@ tensorflow/models): neither digit hides the other, and where strokes cross the i
 so each single image stays a faithful decoder target under the composite.
 
     from capsviz import multimnist
-    test = multimnist.test_pairs(load_mnist(train=False))   # the fixed 10,000 test pairs
+    test = multimnist.fixed_test_pairs(load_mnist(train=False))   # the fixed 10,000 test pairs
     source = multimnist.PairSource(load_mnist(train=True))  # training pairs, drawn per epoch
     for images, labels, singles in multimnist.batches(source, 128, generator=epoch_generator): ...
 
@@ -107,6 +107,7 @@ def partners(labels: torch.Tensor, first: torch.Tensor, generator: torch.Generat
     by_class = torch.argsort(labels, stable=True)  # (N,) digit indices, class by class
     starts = counts.cumsum(0) - counts  # (classes,) where each class's block begins
     r = (torch.rand(len(first), generator=generator, dtype=torch.float64) * others).long()  # (P,) in 0..others-1
+    r = torch.minimum(r, others - 1)  # a float product that rounds up stays in range
     position = r + counts[own] * (r >= starts[own])  # skip the first digit's own class
     return by_class[position]
 
@@ -151,7 +152,7 @@ def compose(digits: Split, plan: PairPlan) -> Pairs:
     return Pairs(overlay(singles), labels, singles, offsets)
 
 
-def test_pairs(digits: Split, n: int = TEST_PAIRS, seed: int = TEST_SEED) -> Pairs:
+def fixed_test_pairs(digits: Split, n: int = TEST_PAIRS, seed: int = TEST_SEED) -> Pairs:
     """The fixed, seeded test set: n pairs (at most one per digit as its first digit) of the test digits."""
     plan = draw_pairs(digits.labels, torch.Generator().manual_seed(seed), min(n, len(digits)))
     return compose(digits, plan)

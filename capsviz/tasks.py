@@ -55,9 +55,9 @@ def for_task(config, name: str):
     return dataclasses.replace(config, task=name, input_size=TASKS[name].input_size)
 
 
-def test_split(name: str, digits: Split) -> Split:
+def evaluation_set(name: str, digits: Split) -> Split:
     """The test set of task `name` from the MNIST test digits: the digits themselves, or the fixed pairs."""
-    return multimnist.test_pairs(digits) if name == "multimnist" else digits
+    return multimnist.fixed_test_pairs(digits) if name == "multimnist" else digits
 
 
 def digits_of(config) -> int:

@@ -151,7 +151,7 @@ def test_evaluate_counts_the_test_pairs_with_both_digits_right(two_digit_run, sy
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     model, _ = load_checkpoint(two_digit_run)
-    pairs = multimnist.test_pairs(load_mnist(synthetic_root, train=False))
+    pairs = multimnist.fixed_test_pairs(load_mnist(synthetic_root, train=False))
     with torch.no_grad():
         top2 = model.scores(to_float(pairs.images)).topk(2, dim=1).indices.sort(dim=1).values  # (40, 2)
     right = (top2 == pairs.labels.sort(dim=1).values).all(dim=1).sum().item()
@@ -160,7 +160,7 @@ def test_evaluate_counts_the_test_pairs_with_both_digits_right(two_digit_run, sy
 
 
 def test_predict_names_the_two_digits_of_a_two_digit_model(two_digit_run, synthetic_root, tmp_path):
-    pairs = multimnist.test_pairs(load_mnist(synthetic_root, train=False))
+    pairs = multimnist.fixed_test_pairs(load_mnist(synthetic_root, train=False))
     canvas = tmp_path / "pair.png"
     Image.fromarray(pairs.images[0].numpy()).save(canvas)
     drawn = tmp_path / "drawn.png"

@@ -74,11 +74,11 @@ def test_the_composite_is_the_sum_of_the_single_images_clipped_at_255(digits):
 
 
 def test_the_test_set_is_fixed_and_keeps_both_labels_and_single_images(digits):
-    test, again = multimnist.test_pairs(digits), multimnist.test_pairs(digits)
+    test, again = multimnist.fixed_test_pairs(digits), multimnist.fixed_test_pairs(digits)
     assert len(test) == len(digits) and test.images.shape == (60, CANVAS, CANVAS)
     assert test.labels.shape == (60, 2) and test.singles.shape == (60, 2, CANVAS, CANVAS)
     assert all(torch.equal(getattr(test, f), getattr(again, f)) for f in ("images", "labels", "singles", "offsets"))
-    assert torch.equal(test.head(7).singles, test.singles[:7]) and len(multimnist.test_pairs(digits, n=10)) == 10
+    assert torch.equal(test.head(7).singles, test.singles[:7]) and len(multimnist.fixed_test_pairs(digits, n=10)) == 10
 
 
 def test_training_pairs_are_drawn_afresh_every_epoch_and_shared_out_across_ranks(digits):
@@ -121,6 +121,6 @@ def test_the_expected_frame_overlap_is_the_papers_eighty_percent():
 
 
 def test_the_overlap_summary_of_a_test_set(digits):
-    summary = multimnist.overlap_summary(multimnist.test_pairs(digits))
+    summary = multimnist.overlap_summary(multimnist.fixed_test_pairs(digits))
     assert summary["pairs"] == 60 and set(summary) == {"pairs", "frame_overlap", "ink_iou", "ink_of_smaller"}
     assert 0.6 < summary["frame_overlap"] < 1 and 0 < summary["ink_iou"] <= summary["ink_of_smaller"] <= 1

@@ -157,7 +157,7 @@ def test_cancel_during_evaluation_stops_it_and_saves_nothing_unevaluated(tmp_pat
 @pytest.fixture(scope="module")
 def pairs(splits):
     """Training pairs drawn from 32 synthetic digits and the fixed test pairs of 20 test digits."""
-    return multimnist.PairSource(splits[0].head(32)), multimnist.test_pairs(splits[1].head(20))
+    return multimnist.PairSource(splits[0].head(32)), multimnist.fixed_test_pairs(splits[1].head(20))
 
 
 @pytest.mark.parametrize("model_config", [TINY_CAPSNET, TINY_CNN])
