@@ -175,7 +175,8 @@ def test_the_multimnist_capsnet_is_the_papers_geometry_on_36x36():
     with torch.device("meta"):
         model = CapsNet(config)
     assert model.digits.weight.shape == (3200, 10, 16, 8) and model.decoder.net[-2].out_features == 36 * 36
-    assert sum(p.numel() for p in model.parameters()) == config.num_parameters
+    # the paper's "11.36M": conv1 20,992, PrimaryCaps 5,308,672, W 3,200*10*16*8, decoder 161*512+513*1024+1,025*1,296
+    assert sum(p.numel() for p in model.parameters()) == 20_992 + 5_308_672 + 4_096_000 + 1_936_144 == 11_361_808
     assert "multimnist" in config.describe() and "multimnist" not in CapsNetConfig().describe()
 
 
