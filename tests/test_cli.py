@@ -188,3 +188,14 @@ def test_routing_accuracy_of_a_two_digit_model(two_digit_run, synthetic_root, tm
     report = json.loads(out.read_text())
     assert report["task"] == "multimnist" and report["trained_routing_iters"] == 1 and report["test_images"] == 40
     assert list(report["errors"]) == ["1", "2", "3", "4", "5"]
+
+
+def test_export_measures_a_two_digit_model_on_the_test_pairs(two_digit_run, synthetic_root, tmp_path):
+    out = tmp_path / "capsnet_multimnist.safetensors"
+    result = capsviz("export", two_digit_run, "--out", out, "--data-root", synthetic_root)
+    assert result.returncode == 0, result.stderr
+    assert "on 40 MultiMNIST test pairs (both digits right)" in result.stdout
+    card = read_card(out)
+    evaluated = json.loads(capsviz("evaluate", "--checkpoint", out, "--data-root", synthetic_root, "--json").stdout)
+    assert card["task"] == "multimnist" and card["test_images"] == 40
+    assert card["test_accuracy"] == evaluated["accuracy"] and "multimnist (36x36)" in card["model"]
