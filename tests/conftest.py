@@ -19,7 +19,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_MNIST = os.environ.get("CAPSVIZ_REQUIRE_MNIST") == "1"
 TEST_DEVICE_VAR = "CAPSVIZ_TEST_DEVICE"
-# capsviz.ui is the app's: the GPU machine (docs/gpu.md command C) has no streamlit or plotly.
+# capsviz.ui is the app's: the GPU machine (docs/gpu.md) has no streamlit or plotly.
 NEEDS_APP = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("streamlit", "plotly")),
     reason="the app's packages (streamlit, plotly) are not installed",
