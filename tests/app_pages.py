@@ -77,3 +77,9 @@ def array(value) -> np.ndarray:
 
 def heatmap(app: AppTest, key: str) -> np.ndarray:
     return array(figure(app, key)["data"][0]["z"])
+
+
+def component_data(app: AppTest, name: str) -> dict | None:
+    """The data a components v2 element was mounted with (None when it was mounted without)."""
+    element = next(e for e in app.get("bidi_component") if e.proto.component_name == name)
+    return json.loads(element.proto.json) if element.proto.json else None

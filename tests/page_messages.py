@@ -41,6 +41,21 @@ def sends(app, key: str, value):
     return app._run(states)
 
 
+def fires(app, key: str, event: str, value):
+    """Rerun `app` as the page does after the element under `key` fired `event` with `value` (setTriggerValue):
+    a trigger, sent once, so the same value fired twice runs its callback twice."""
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    element_id = next(e.proto.id for e in app.get("bidi_component") if e.proto.id.endswith(f"-{key}"))
+    states = WidgetStates()
+    states.CopyFrom(app._tree.get_widget_states())
+    trigger = states.widgets.add()
+    trigger.id = _make_trigger_id(element_id, "events")  # Streamlit's one trigger widget per element
+    trigger.json_trigger_value = json.dumps([{"event": event, "value": value}])
+    return app._run(states)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

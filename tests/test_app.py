@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("streamlit")
-from app_pages import APP, array, draw, figure, heatmap, open_tab, png_bytes, report, start  # noqa: E402
+from app_pages import APP, array, component_data, draw, figure, heatmap, open_tab, png_bytes, report, start  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card, save_checkpoint  # noqa: E402
@@ -694,12 +694,6 @@ def test_evaluation_is_its_own_phase_with_an_estimate(env):
     texts = [p.proto.text for p in app.get("progress")]
     assert any("evaluation: 500 of 1,000 test images" in t and "left" in t for t in texts), texts
     assert not app.button(key=state.TRAIN_CANCEL).disabled  # Cancel works while evaluating
-
-
-def component_data(app: AppTest, name: str) -> dict:
-    """The data a components v2 element was mounted with."""
-    element = next(e for e in app.get("bidi_component") if e.proto.component_name == name)
-    return json.loads(element.proto.json)
 
 
 def live_data(app: AppTest) -> dict:

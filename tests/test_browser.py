@@ -11,6 +11,8 @@ set (the README's come from here).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capsviz.analysis import trace_export
+from capsviz.analysis import table_export, trace_export
 from capsviz.bench.browser import app_command, draw_stroke, free_port, serving
 from capsviz.figures import viz
 
@@ -546,3 +548,83 @@ def test_a_malformed_link_names_the_bad_parts_and_loads_the_rest(browser, server
     assert shown["input_source"] == "MNIST test image" and shown["routing_iters"] == "3"
     assert shown["guide_stage"].startswith("PrimaryCaps")
     assert _picture(page)["image"].startswith("MNIST test image #2,")
+
+
+# --- a lesson: the page's timer that plays the routing, a clicker's keys, a real download ----------------------
+
+ITERATION = ".st-key-routing_iteration [data-testid='stSliderThumbValue']"
+CHART_TEXT = """key => Math.min(...[...document.querySelectorAll(`.st-key-${key} .js-plotly-plot text`)]
+  .filter(t => t.textContent.trim()).map(t => parseFloat(getComputedStyle(t).fontSize)))"""
+
+
+def _open_fresh(browser, server, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server, wait_until="domcontentloaded")
+    page.get_by_text("Draw a digit").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+    return page, errors
+
+
+def _example(page, title: str) -> str:
+    page.get_by_role("button", name=title).click()
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    return page.get_by_test_id("stMetricValue").first.inner_text().strip()
+
+
+def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server):
+    page, errors = _open_fresh(browser, server, 1440, 900)
+    assert _example(page, "A clean 3") == "3"
+    page.get_by_role("button", name="Play").click()
+    seen = set()
+    for _ in range(60):  # one step every STEP_SECONDS, plus a rerun each
+        page.wait_for_timeout(250)
+        seen.add(page.locator(ITERATION).inner_text().strip())
+        if seen >= {"1", "2"} and page.get_by_role("button", name="Play").count():
+            break
+    _wait_idle(page)
+    assert seen >= {"1", "2"} and page.locator(ITERATION).inner_text().strip() == "3", seen
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Capsules (CSV)").click()
+    assert download.value.suggested_filename == "capsviz-capsules-3-r3.csv"
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0] == table_export.header(table_export.CAPSULE_COLUMNS, 16) and len(rows) == 11
+    assert [row[0] for row in rows[1:] if row[2] == "1"] == ["3"]
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not errors, errors
+
+
+def test_presentation_mode_follows_a_clicker_with_projector_sized_charts(browser, server):
+    page, errors = _open_fresh(browser, server, 1440, 900)
+    _example(page, "An ambiguous 4/9")
+    page.get_by_text("Presentation mode").first.click()
+    page.get_by_role("button", name="Next").wait_for(timeout=60_000)
+    _wait_idle(page)
+    page.evaluate("document.activeElement.blur()")  # the clicker's first press, with the toggle no longer focused
+    page.keyboard.press("PageDown")
+    page.locator(".st-key-fig_lengths .js-plotly-plot").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.evaluate(CHART_TEXT, "fig_lengths") >= 14
+    _shot(page, "present-lengths-1440x900.png")
+    page.keyboard.press("ArrowRight")
+    page.locator(".st-key-coupling_tiles canvas").wait_for(timeout=60_000)
+    page.keyboard.press("PageUp")
+    _wait_idle(page)
+    assert page.locator(".st-key-fig_lengths .js-plotly-plot").count() == 1
+    page.get_by_role("button", name="Leave").click()
+    page.get_by_role("tab", name="Claims lab").wait_for(timeout=60_000)
+    assert not errors, errors
+
+
+def test_on_a_phone_the_prediction_stays_above_the_fold_after_an_example(browser, server):
+    page, errors = _open_fresh(browser, server, 390, 844)
+    page.get_by_role("button", name="A rotated 7").wait_for(state="visible", timeout=30_000)  # the first screen
+    assert _example(page, "A rotated 7") == "7"
+    page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, 0)")  # the top of the page
+    page.wait_for_timeout(300)
+    box = page.get_by_test_id("stMetricValue").first.bounding_box()
+    assert box["y"] + box["height"] <= 844, box
+    _shot(page, "lesson-phone-390x844.png")
+    assert not errors, errors

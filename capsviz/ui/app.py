@@ -1,4 +1,5 @@
-"""The capsviz page, in order: sidebar, then the Explore, Claims lab and Train tabs (only the open one runs)."""
+"""The capsviz page, in order: sidebar, then the Explore, Claims lab and Train tabs (only the open one runs),
+or in presentation mode one section of the lesson per screen (capsviz.ui.present)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import streamlit as st
 
 from capsviz.analysis.inference import from_xray
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.ui import canvas, inputs, share, state
+from capsviz.ui import canvas, inputs, present, share, state
+from capsviz.ui.downloads import input_downloads
 from capsviz.ui.guide import guided_path
-from capsviz.ui.inputs import model_input
+from capsviz.ui.inputs import ModelInput, model_input
 from capsviz.ui.lab import lab_tab, remember_input
+from capsviz.ui.lesson import examples_popover, first_screen, start_panel
 from capsviz.ui.resources import LoadedModel, torch_threads
 from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import sidebar
@@ -38,13 +41,24 @@ LINK_CAPTION = (
 def main() -> None:
     st.set_page_config(page_title="capsviz", page_icon="🧠", layout="wide")
     st.html(PAGE_CSS)
-    st.title("capsviz: Capsule Networks, explored")
     torch_threads()  # once per server process, before any tab computes
     state.run_started()
+    presenting = present.toggle()  # at the top of the sidebar
+    if not presenting:
+        st.title("capsviz: Capsule Networks, explored")
     share.restore()
     settings = sidebar()
     st.sidebar.caption(LINK_CAPTION)
     share.problems()
+    if presenting:
+        present.show(settings, present.Page(iterations=routing_iterations, read=reading))
+    else:
+        tabs(settings)
+    share.publish()
+    state.run_finished()
+
+
+def tabs(settings) -> None:
     explore, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
     if explore.open:
         with explore:
@@ -58,8 +72,6 @@ def main() -> None:
     if train.open:
         with train:
             training_tab()
-    share.publish()
-    state.run_finished()
 
 
 def routing_iterations(loaded: LoadedModel) -> int:
@@ -84,6 +96,17 @@ def _show_last_iteration() -> None:
     state.put(state.ROUTING_ITERATION, st.session_state[state.ROUTING_ITERS])
 
 
+def reading(settings, source: ModelInput, iters: int):
+    """(ray, result, view) for this input: its X-ray (every iteration, once per model and input), the
+    Inference at `iters`, and the per-input controls synced to it."""
+    ray = full_xray(settings.loaded, source)
+    result = from_xray(settings.loaded.model, ray.upto(iters))
+    view = view_id(settings.loaded.key, source, iters)
+    sync_to_input(view, result)
+    share.apply_pending()
+    return ray, result, view
+
+
 def explore_tab(settings) -> None:
     left, middle, right = st.columns([1.1, 1, 1.3])
     below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
@@ -93,17 +116,20 @@ def explore_tab(settings) -> None:
         source = model_input(settings.loaded, iters)
     remember_input(source)  # the Claims lab transforms this input
     if source.x is None:
-        (middle.error if source.error else middle.info)(source.message)
+        with middle:
+            (st.error if source.error else st.info)(source.message)
+            if first_screen():  # what a capsule is, and examples to start from
+                start_panel()
+            else:
+                examples_popover()
         return
-    ray = full_xray(settings.loaded, source)  # every routing iteration, once per (model, input)
-    result = from_xray(settings.loaded.model, ray.upto(iters))
-    view = view_id(settings.loaded.key, source, iters)
-    sync_to_input(view, result)
-    share.apply_pending()
+    ray, result, view = reading(settings, source, iters)
     with middle:
         prediction(result, source.label)
     with right:
+        examples_popover()  # beside the prediction, so nothing moves under a drawing hand
         lengths_chart(result)
+        input_downloads(ray.upto(iters), result.predicted)
     with below:
         each_digit(settings.loaded.model, result)
     st.divider()

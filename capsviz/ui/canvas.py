@@ -152,6 +152,14 @@ def undo() -> None:
         memory["objects"] = kept  # a second click before the page reports undoes one more
 
 
+def show(objects: list, png: bytes) -> None:
+    """Put these strokes on the canvas (an example): the page draws them, and until it reports its own
+    drawing the server reads `png`, their rendering, so the prediction does not wait for the page."""
+    memory = _memory()
+    _load(objects)
+    memory["objects"], memory["data"] = objects, png
+
+
 def left() -> None:
     """Called on a run without the canvas: the next time it mounts, it loads the last drawing."""
     memory = _memory()

@@ -22,10 +22,11 @@ from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import to_float
 from capsviz.figures import viz_lab
 from capsviz.ui import share, state
+from capsviz.ui.downloads import sweep_download
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel, mnist_test, model_from_file
 from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
-from capsviz.ui.widgets import PLOT_CONFIG
+from capsviz.ui.widgets import PLOT_CONFIG, for_screen
 
 FALLBACK_INDEX = 0  # the MNIST test image shown before the Explore tab has an input
 DEFAULT = lab.Transform()
@@ -160,7 +161,7 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
     caps_pred = int(now.capsnet[0].argmax())
     with images:
         pair = viz_lab.pair_figure(source.x[0].numpy(), now.images[0])
-        st.plotly_chart(pair, config=PLOT_CONFIG, key="fig_lab_images")
+        st.plotly_chart(for_screen(pair), config=PLOT_CONFIG, key="fig_lab_images")
         lines = [f"CapsNet ({iters} routing iterations): **{caps_pred}**, length {now.capsnet[0, caps_pred]:.3f}"]
         if now.cnn is not None:
             cnn_pred = int(now.cnn[0].argmax())
@@ -170,7 +171,7 @@ def lab_body(loaded: LoadedModel, baseline: LoadedModel | None, source: ModelInp
         st.markdown("  \n".join(lines))
     with chart:
         scores = viz_lab.scores_figure(now.capsnet[0], _first(now.cnn))
-        st.plotly_chart(scores, config=PLOT_CONFIG, key="fig_lab_scores")
+        st.plotly_chart(for_screen(scores), config=PLOT_CONFIG, key="fig_lab_scores")
         st.caption(
             "Two different quantities on one 0-to-1 axis: a capsule's length (the ten need not sum to 1) and the "
             "CNN's softmax probability (the ten sum to 1)."
@@ -219,14 +220,16 @@ def _sweep(
     left, right = st.columns(2)
     cnn_now = None if now.cnn is None else float(now.cnn[0, digit])
     left.plotly_chart(
-        viz_lab.sweep_figure(
-            values,
-            along.capsnet[:, digit],
-            None if along.cnn is None else along.cnn[:, digit],
-            digit=digit,
-            label=label,
-            current=current,
-            current_scores=(float(now.capsnet[0, digit]), cnn_now),
+        for_screen(
+            viz_lab.sweep_figure(
+                values,
+                along.capsnet[:, digit],
+                None if along.cnn is None else along.cnn[:, digit],
+                digit=digit,
+                label=label,
+                current=current,
+                current_scores=(float(now.capsnet[0, digit]), cnn_now),
+            )
         ),
         config=PLOT_CONFIG,
         key="fig_lab_sweep",
@@ -234,19 +237,22 @@ def _sweep(
     left.caption(_sweep_summary(along, digit, values))
     poses = along.poses[:, digit]  # (N, D)
     right.plotly_chart(
-        viz_lab.pose_sweep_figure(values, poses, digit=digit, label=label, current=current),
+        for_screen(viz_lab.pose_sweep_figure(values, poses, digit=digit, label=label, current=current)),
         config=PLOT_CONFIG,
         key="fig_lab_poses",
     )
     right.caption(_pose_summary(poses, values))
     images = lab.reconstructions(loaded.model, along.poses, digit)  # (N, 28, 28)
     st.plotly_chart(
-        viz_lab.strip_figure(along.images, images, values, label=label), config=PLOT_CONFIG, key="fig_lab_strip"
+        for_screen(viz_lab.strip_figure(along.images, images, values, label=label)),
+        config=PLOT_CONFIG,
+        key="fig_lab_strip",
     )
     st.caption(
         f"Each column is one sweep point: the moved input and capsule {digit}'s pose decoded (the other capsules "
         "masked), whether or not it is the longest. If the capsule is equivariant, the decoded digit follows the move."
     )
+    sweep_download(transform, name, along, iters)
 
 
 def _unmoved_prediction(loaded: LoadedModel, source: ModelInput, iters: int) -> int:

@@ -17,14 +17,14 @@ import streamlit as st
 from capsviz.analysis import routing_accuracy, trace_export, xray
 from capsviz.analysis.inference import Inference
 from capsviz.figures import viz, viz_routing
-from capsviz.ui import state, tiles
+from capsviz.ui import routing_play, state, tiles
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.resources import LoadedModel
 from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
-from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
+from capsviz.ui.widgets import PLOT_CONFIG, for_screen, kept_expander
 
-COUPLINGS, VOTES, ADDS = "Couplings", "Votes and agreement", "What routing adds"
-VIEWS = (COUPLINGS, VOTES, ADDS)
+COUPLINGS, VOTES, ADDS, COMPARE = "Couplings", "Votes and agreement", "What routing adds", "Uniform vs routed"
+VIEWS = (COUPLINGS, VOTES, ADDS, COMPARE)
 MAX_CUSTOMDATA = 8  # a chart point's customdata is a few numbers; a longer one is not the chart's
 PROCEDURE_1 = (
     r"\hat u_{j|i} = W_{ij}\,u_i \qquad c_{ij} = \frac{e^{b_{ij}}}{\sum_k e^{b_{ik}}} \qquad "
@@ -74,18 +74,8 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
     config = loaded.model.config
     st.subheader("Dynamic routing, measured on this input")
     controls = st.columns([1, 1, 2, 1])
-    last = ray.iterations
-    iteration = 1
-    if last > 1:
-        iteration = state.widget(
-            controls[0].slider,
-            "Iteration",
-            1,
-            last,
-            key=state.ROUTING_ITERATION,
-            default=last,
-            fits=range(1, last + 1).__contains__,
-        )
+    with controls[0]:
+        iteration = routing_play.iteration_slider(ray.iterations)
     digits = range(config.num_classes)
     digit = state.widget(
         controls[1].selectbox, "Parent capsule (digit)", digits, key=state.ROUTING_DIGIT, default=result.predicted
@@ -110,8 +100,10 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
         couplings_view(ray, config, digit, iteration)
     elif view == VOTES:
         votes_view(ray, digit, iteration)
-    else:
+    elif view == ADDS:
         adds_view(full, loaded, routing_iters, result.predicted)
+    else:
+        routing_play.compare_view(full, config.routing_iters, xray.field_centres(config))
 
 
 # --- couplings ---------------------------------------------------------------------------------
@@ -195,8 +187,10 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
         )
     with right:
         st.plotly_chart(
-            viz_routing.split_overlay_figure(
-                ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
+            for_screen(
+                viz_routing.split_overlay_figure(
+                    ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
+                )
             ),
             config=PLOT_CONFIG,
             key=state.ROUTING_OVERLAY,
@@ -216,7 +210,9 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
     )
     if matrix.open:  # built only when shown; stays open across a Clear
         with matrix:
-            st.plotly_chart(viz.coupling_matrix_figure(couplings, iteration), config=PLOT_CONFIG, key="fig_matrix")
+            st.plotly_chart(
+                for_screen(viz.coupling_matrix_figure(couplings, iteration)), config=PLOT_CONFIG, key="fig_matrix"
+            )
 
 
 def _per_digit_table(values: np.ndarray, decimals: int) -> dict:
@@ -243,17 +239,21 @@ def inspector(ray: xray.RoutingXray, config, n: int, digit: int) -> None:
         )
         left, right = st.columns([1, 2])
         left.plotly_chart(
-            viz_routing.field_figure(
-                ray.image,
-                field,
-                f"its receptive field: rows {field.top}–{field.top + field.size - 1}, "
-                f"cols {field.left}–{field.left + field.size - 1}",
+            for_screen(
+                viz_routing.field_figure(
+                    ray.image,
+                    field,
+                    f"its receptive field: rows {field.top}–{field.top + field.size - 1}, "
+                    f"cols {field.left}–{field.left + field.size - 1}",
+                )
             ),
             config=PLOT_CONFIG,
             key="fig_field",
         )
         right.plotly_chart(
-            viz_routing.capsule_figure(report.pose, report.vote_lengths), config=PLOT_CONFIG, key="fig_capsule"
+            for_screen(viz_routing.capsule_figure(report.pose, report.vote_lengths)),
+            config=PLOT_CONFIG,
+            key="fig_capsule",
         )
         left, right = st.columns(2)
         left.markdown("Its couplings c_ij")
@@ -301,7 +301,7 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
         iteration=iteration,
         num_classes=ray.couplings.shape[-1],
     )
-    st.plotly_chart(figure, config=PLOT_CONFIG, key="fig_votes")
+    st.plotly_chart(for_screen(figure), config=PLOT_CONFIG, key="fig_votes")
     st.caption(
         f"Each dot is one primary capsule's 16-D vote û for digit {digit}, sized by its length and coloured by "
         f"its coupling on the fixed scale. Projection: x is the component along v_{digit} after the last "
@@ -311,8 +311,10 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
     )
     edges, counts = xray.histograms(ray.agreements[:, :, digit])
     st.plotly_chart(
-        viz_routing.distributions_figure(
-            edges, counts, iteration=iteration, digit=digit, primary_lengths=ray.primary_lengths
+        for_screen(
+            viz_routing.distributions_figure(
+                edges, counts, iteration=iteration, digit=digit, primary_lengths=ray.primary_lengths
+            )
         ),
         config=PLOT_CONFIG,
         key="fig_agreement",
@@ -325,7 +327,7 @@ def votes_view(ray: xray.RoutingXray, digit: int, iteration: int) -> None:
 def adds_view(full: xray.RoutingXray, loaded: LoadedModel, routing_iters: int, predicted: int) -> None:
     st.markdown(f"**Measured on this input:** {xray.iterations_text(full.lengths)}")
     st.plotly_chart(
-        viz_routing.lengths_by_iteration_figure(full.lengths, chosen=routing_iters, predicted=predicted),
+        for_screen(viz_routing.lengths_by_iteration_figure(full.lengths, chosen=routing_iters, predicted=predicted)),
         config=PLOT_CONFIG,
         key="fig_iterations",
     )

@@ -106,6 +106,24 @@ LAB_DIGIT_FOR = "lab_digit_for"  # the input the digit chooser was last set for
 LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.analysis.lab.Reading): the sweep, once per setting
 LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
 
+# A lesson: the first screen's examples (capsviz.ui.lesson), presentation mode (capsviz.ui.present), playing the
+# routing iterations (capsviz.ui.routing_play) and the CSV downloads (capsviz.ui.downloads).
+LESSON_EXAMPLE = "lesson_example_{}"  # .format(name) for each capsviz.examples.EXAMPLES entry: its button
+LESSON_SHOWN = "lesson_shown"  # the example last loaded into the canvas
+PRESENT = "present"  # the presentation-mode toggle
+PRESENT_SECTION = "present_section"  # the section on screen, one of capsviz.ui.present.SECTIONS
+PRESENT_BACK = "present_back"
+PRESENT_NEXT = "present_next"
+PRESENT_LEAVE = "present_leave"
+PRESENT_KEYS = "present_keys"  # the clicker element: Page Down / Page Up and the arrow keys step the sections
+ROUTING_PLAY = "routing_play"  # the Play / Pause button
+ROUTING_PLAYING = "routing_playing"  # the number of the play in progress, or None
+ROUTING_PLAYS = "routing_plays"  # how many plays this session started: each gets its own number
+ROUTING_TICKER = "routing_ticker"  # the element that asks for the next step after a pause
+DOWNLOAD_CAPSULES = "download_capsules"
+DOWNLOAD_ROUTING = "download_routing"
+DOWNLOAD_SWEEP = "download_sweep"
+
 KEPT = "kept_values"  # {widget key: its value}, kept across runs that do not draw the widget
 DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or in one of its fragments' reruns}
 STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from capsviz.ui.widgets import PRESENT_TEXT_SCALE, presenting
+
 HTML = '<div class="tiles"></div>'
 
 CSS = """
@@ -46,7 +48,8 @@ function layout(d, width) {
   const g = d.grid, C = d.columns, rows = Math.ceil(d.types / C);
   const W = C * (g + 1) - 1, H = rows * (g + 1) - 1;
   const cell = Math.max(MIN_CELL, Math.min(MAX_CELL, Math.floor(width / W)));
-  return { g, C, W, H, cell, width: W * cell, height: TOP + H * cell + BAR };
+  const s = d.font_scale || 1, top = Math.round(TOP * s), bar = Math.round(BAR * s);  // larger text: more room
+  return { g, C, W, H, cell, s, top, width: W * cell, height: top + H * cell + bar };
 }
 
 function cellOf(d, n) {  // capsule n -> (type, row, col) and its cell (x, y) in cells
@@ -61,7 +64,7 @@ function draw(view) {
   canvas.width = Math.round(box.width * dpr); canvas.height = Math.round(box.height * dpr);
   canvas.style.width = box.width + 'px'; canvas.style.height = box.height + 'px';
   paint(canvas.getContext('2d'), d, box, dpr, getComputedStyle(view.root));
-  canvas.dataset.cell = box.cell; canvas.dataset.top = TOP;
+  canvas.dataset.cell = box.cell; canvas.dataset.top = box.top;
   canvas.setAttribute('aria-label', `${d.title}. ${d.subtitle}. Click a cell to inspect its capsule.`);
   const mark = window.__capsvizTiles = window.__capsvizTiles || { draws: 0 };
   mark.draws += 1; mark.drawnAt = performance.now();
@@ -75,45 +78,46 @@ function exported(view) {  // the drawing on screen, on its own canvas at 2x at 
 }
 
 function paint(ctx, d, box, dpr, style) {  // title, cells, outline and colour bar
-  const ink = style.color, font = style.fontFamily;
+  const ink = style.color, font = style.fontFamily, s = box.s, top = box.top;
+  const px = size => `${Math.round(size * s)}px ${font}`;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = style.getPropertyValue('--st-background-color').trim() || '#ffffff';
   ctx.fillRect(0, 0, box.width, box.height);  // the theme's background, so a saved PNG reads the same
   ctx.fillStyle = ink; ctx.textBaseline = 'alphabetic'; ctx.textAlign = 'left';
-  ctx.font = `600 14px ${font}`; ctx.fillText(d.title, 0, 16);
-  ctx.font = `11px ${font}`; ctx.fillText(d.subtitle, 0, 34);
+  ctx.font = `600 ${px(14)}`; ctx.fillText(d.title, 0, 16 * s);
+  ctx.font = px(11); ctx.fillText(d.subtitle, 0, 34 * s);
   const span = d.high - d.low, cell = box.cell;
   d.values.forEach((v, n) => {  // null: not a number (a diverged model), drawn in MISSING
     const p = cellOf(d, n);
     ctx.fillStyle = v === null ? MISSING : colour(d.colors, (v - d.low) / span);
-    ctx.fillRect(p.x * cell, TOP + p.y * cell, cell, cell);
+    ctx.fillRect(p.x * cell, top + p.y * cell, cell, cell);
   });
   if (d.selected !== null && d.selected >= 0 && d.selected < d.values.length) {
     const p = cellOf(d, d.selected);
     ctx.lineWidth = 2; ctx.strokeStyle = d.selected_color;
-    ctx.strokeRect(p.x * cell - 1, TOP + p.y * cell - 1, cell + 2, cell + 2);
+    ctx.strokeRect(p.x * cell - 1, top + p.y * cell - 1, cell + 2, cell + 2);
     ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff';
-    ctx.strokeRect(p.x * cell + 1.5, TOP + p.y * cell + 1.5, cell - 3, cell - 3);
+    ctx.strokeRect(p.x * cell + 1.5, top + p.y * cell + 1.5, cell - 3, cell - 3);
   }
-  const y0 = TOP + box.H * cell + 10, barWidth = box.width;
+  const y0 = top + box.H * cell + 10, barWidth = box.width;
   const gradient = ctx.createLinearGradient(0, 0, barWidth, 0);
   d.colors.forEach(([t, c]) => gradient.addColorStop(t, c));
   ctx.fillStyle = gradient; ctx.fillRect(0, y0, barWidth, 10);
-  ctx.fillStyle = ink; ctx.strokeStyle = ink; ctx.lineWidth = 1; ctx.font = `10px ${font}`;
+  ctx.fillStyle = ink; ctx.strokeStyle = ink; ctx.lineWidth = 1; ctx.font = px(10);
   d.ticks.forEach((v, k) => {
     const x = Math.min(barWidth - 0.5, Math.max(0.5, (v - d.low) / span * barWidth));
     ctx.beginPath(); ctx.moveTo(x, y0 + 10); ctx.lineTo(x, y0 + 14); ctx.stroke();
     ctx.textAlign = k === 0 ? 'left' : k === d.ticks.length - 1 ? 'right' : 'center';
-    ctx.fillText(d.tick_labels[k], x, y0 + 25);
+    ctx.fillText(d.tick_labels[k], x, y0 + 14 + 11 * s);
   });
-  ctx.textAlign = 'left'; ctx.font = `11px ${font}`; ctx.fillText(d.scale_label, 0, y0 + 42);
+  ctx.textAlign = 'left'; ctx.font = px(11); ctx.fillText(d.scale_label, 0, y0 + 14 + 28 * s);
 }
 
 function capsuleAt(view, event) {  // the capsule under the pointer, or null over a gap or outside the tiles
   const d = view.data, box = view.box, rect = view.canvas.getBoundingClientRect();
   const scale = rect.width > 0 ? box.width / rect.width : 1;  // CSS may shrink the canvas
   const x = Math.floor((event.clientX - rect.left) * scale / box.cell);
-  const y = Math.floor(((event.clientY - rect.top) * scale - TOP) / box.cell);
+  const y = Math.floor(((event.clientY - rect.top) * scale - box.top) / box.cell);
   if (x < 0 || y < 0 || x >= box.W || y >= box.H) return null;
   const g = box.g, c = x % (g + 1), r = y % (g + 1);
   if (c === g || r === g) return null;
@@ -169,5 +173,7 @@ def picked(value) -> int | None:
 
 
 def coupling_tiles(spec: dict, *, key: str, on_pick: Callable[[], None]) -> None:
-    """Mount the tiles for `spec` (`capsviz.figures.viz.coupling_tiles_spec`); `on_pick` runs when a cell is clicked."""
-    _component(key=key, data=spec, on_picked_change=on_pick)
+    """Mount the tiles for `spec` (`capsviz.figures.viz.coupling_tiles_spec`); `on_pick` runs when a cell is clicked.
+    In presentation mode their text is PRESENT_TEXT_SCALE times larger (11 px becomes at least 16)."""
+    scale = PRESENT_TEXT_SCALE if presenting() else 1.0
+    _component(key=key, data={**spec, "font_scale": scale}, on_picked_change=on_pick)

@@ -20,7 +20,7 @@ from capsviz.model import PAPER, CapsNet
 from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.live_decoder import live_decoder
-from capsviz.ui.widgets import PLOT_CONFIG, kept_expander
+from capsviz.ui.widgets import PLOT_CONFIG, for_screen, kept_expander
 
 SLIDER_STEP = 0.01
 POSE_COLUMNS = 4
@@ -64,9 +64,9 @@ def prediction(result: Inference, label: int | None) -> None:
         verdict = "correct" if label == result.predicted else "**wrong**"
         st.markdown(f"True label: **{label}** ({verdict})")
     left, right = st.columns(2)
-    left.plotly_chart(viz.image_figure(result.image, "model input"), config=PLOT_CONFIG, key="fig_input")
+    left.plotly_chart(for_screen(viz.image_figure(result.image, "model input")), config=PLOT_CONFIG, key="fig_input")
     right.plotly_chart(
-        viz.image_figure(result.reconstruction, "reconstruction"),
+        for_screen(viz.image_figure(result.reconstruction, "reconstruction")),
         config=PLOT_CONFIG,
         key="fig_recon",
     )
@@ -76,12 +76,16 @@ def each_digit(model: CapsNet, result: Inference) -> None:
     """The input read as each of the ten digits: capsule j's own pose through the decoder."""
     images = perturb.as_each_digit(model, result.poses)  # (10, 28, 28)
     st.plotly_chart(
-        viz.digit_strip_figure(images, result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_each_digit"
+        for_screen(viz.digit_strip_figure(images, result.lengths, result.predicted)),
+        config=PLOT_CONFIG,
+        key="fig_each_digit",
     )
 
 
 def lengths_chart(result: Inference) -> None:
-    st.plotly_chart(viz.lengths_figure(result.lengths, result.predicted), config=PLOT_CONFIG, key="fig_lengths")
+    st.plotly_chart(
+        for_screen(viz.lengths_figure(result.lengths, result.predicted)), config=PLOT_CONFIG, key="fig_lengths"
+    )
     st.caption(
         "Each bar is the length of a digit capsule: the network's confidence that the digit is present. "
         f"Training pushes the true digit above m+ = {M_PLUS} and the others below m- = {M_MINUS}."
@@ -137,7 +141,9 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
         if server.open:  # decoded and drawn only when shown; the sliders always keep their values
             pose = perturb.perturb(result.poses[digit], deltas)
             image = perturb.decode_pose(model, pose, digit)
-            image_slot.plotly_chart(viz.image_figure(image, f"decoded as {digit}"), config=PLOT_CONFIG, key="fig_pose")
+            image_slot.plotly_chart(
+                for_screen(viz.image_figure(image, f"decoded as {digit}")), config=PLOT_CONFIG, key="fig_pose"
+            )
         timing = side.empty()
     grid = kept_expander(
         "The paper's Figure 4 for this input: every dimension from -0.25 to 0.25", key=state.POSE_GRID_OPEN
