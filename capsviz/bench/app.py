@@ -11,6 +11,11 @@
   fragment (`state.LAB_SECONDS`): moving the swept transform's own slider reuses the sweep
   (`lab_slider_fragment`); moving another redoes the sweep, one batched pass per model
   (`lab_resweep_fragment`). With the shipped CNN baseline when there is one ($CAPSVIZ_BASELINE).
+- presentation mode: a rerun with nothing changed on the normal page (Explore, and the Claims lab
+  tab, the Claims screen's twin) and on each presentation screen, interleaved on the same drawing
+  (`normal_rerun`, `normal_lab_rerun`, `present_rerun`), and a new drawing on
+  the Input screen against the normal page's (`present_stroke_rerun`, `normal_stroke_rerun`):
+  what the mode costs, server side.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ def app_latency(repeat: int = 8) -> dict:
         "slider_fragment": statistics.median(fragment),
         "slider_full_rerun": statistics.median(slider),
         **lab_latency(app, repeat),
+        **present_latency(app, repeat),
     }
 
 
@@ -96,3 +102,42 @@ def lab_latency(app, repeat: int = 8) -> dict:
         measured[label] = statistics.median(seconds)
     measured["lab_models"] = "CapsNet and the CNN baseline" if baseline_checkpoint() else "CapsNet alone (no CNN)"
     return measured
+
+
+def _present(app, section: str | None, tab: str = "Explore") -> float:
+    """Switch to `section` (None: the normal page's `tab`), then time one rerun with nothing changed."""
+    app.session_state[state.PRESENT] = section is not None
+    if section is None:
+        app.session_state[state.TABS] = tab
+    else:
+        app.session_state[state.PRESENT_SECTION] = section
+    _timed_run(app)
+    return _timed_run(app)
+
+
+def present_latency(app, repeat: int = 8) -> dict:
+    """Presentation mode against the normal page, server side: see the module docstring."""
+    from capsviz.ui.present import INPUT, SECTIONS
+
+    normal, lab, screens = [], [], {section: [] for section in SECTIONS}
+    for _ in range(repeat):  # interleaved: the machine's load drifts alike for both
+        normal.append(_present(app, None))
+        lab.append(_present(app, None, tab="Claims lab"))
+        for section in SECTIONS:
+            screens[section].append(_present(app, section))
+    strokes = {}
+    for name, section in (("normal_stroke_rerun", None), ("present_stroke_rerun", INPUT)):
+        _present(app, section)
+        seconds = []
+        for i in range(repeat):
+            app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": _data_url(i + 20)}}
+            seconds.append(_timed_run(app))
+        strokes[name] = statistics.median(seconds)
+    app.session_state[state.PRESENT] = False
+    _timed_run(app)
+    return {
+        "normal_rerun": statistics.median(normal),
+        "normal_lab_rerun": statistics.median(lab),  # the normal page's Claims lab tab: the Claims screen's twin
+        "present_rerun": {section: statistics.median(times) for section, times in screens.items()},
+        **strokes,
+    }

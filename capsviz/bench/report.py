@@ -156,6 +156,14 @@ def _app(app: dict, device: str) -> list[str]:
         rows.append(
             _row(f"app: lab slider move that redoes the sweep (server side; {models})", ms("lab_resweep_fragment"))
         )
+    if "present_rerun" in app:
+        screens = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in app["present_rerun"].items())
+        normal = f"the normal page's Explore {ms('normal_rerun')}, Claims lab {ms('normal_lab_rerun')}"
+        rows.append(_row("app: a rerun in presentation mode, per screen (server side)", f"{screens} ms; {normal}"))
+        rows.append(
+            _row("app: new drawing in presentation mode (its Input screen) / on the normal page",
+                 f"{ms('present_stroke_rerun')} / {ms('normal_stroke_rerun')}")
+        )  # fmt: skip
     return rows
 
 
