@@ -92,3 +92,13 @@ def test_headers_are_the_documented_columns(small_ray):
     ]  # fmt: skip
     assert table_export.routing_csv(small_ray).splitlines()[0].split(",") == list(table_export.ROUTING_COLUMNS)
     assert set(table_export.TRANSFORM_NAMES) == {f.name for f in Transform.__dataclass_fields__.values()}
+
+
+def test_docs_list_every_column_as_the_code_documents_it():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "app.md").read_text()
+    for columns in (table_export.CAPSULE_COLUMNS, table_export.ROUTING_COLUMNS, table_export.SWEEP_COLUMNS):
+        for name, meaning in columns.items():
+            escaped = meaning.replace("|", "\\|")  # a Markdown table cell escapes |
+            assert f"| `{name}` | {escaped} |" in doc, name
