@@ -176,6 +176,16 @@ def test_play_steps_the_routing_iterations_one_report_at_a_time(env):
     assert tick(app, 1, 1) == 1  # a report of an older play does nothing
 
 
+def test_a_player_report_that_is_not_the_current_step_moves_nothing(env):
+    app = draw(start(), 3)
+    app.button(key=state.ROUTING_PLAY).click().run()
+    for junk in ("1", [1], [1, 1, 1], [True, 1], [1.0, 1], [1, "1"], None, {"play": 1}, [2**70, 1]):
+        sends(app, state.ROUTING_TICKER, {"tick": junk})
+        assert not app.exception, (junk, app.exception)
+        assert app.slider(key=state.ROUTING_ITERATION).value == 1, junk
+    assert tick(app, 1, 1) == 2  # the real report still steps
+
+
 def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(env):
     app = draw(start(), 3)
     app.slider(key=state.ROUTING_ITERS).set_value(5).run()  # the comparison uses the model's own 3
