@@ -4,7 +4,9 @@ MNIST digits were size-normalised to fit a 20x20 box (aspect ratio kept, anti-al
 and centred by centre of mass in a 28x28 image, white ink on black. `to_mnist` applies
 the same steps to any input, each a small function below:
 
-    ink_map        alpha-aware greyscale + polarity: ink is 1, background 0
+    ink_map        alpha-aware greyscale + polarity: ink is 1, background 0; a photo whose
+                   edge is unevenly lit or noisy is flattened first (`flattened_ink`)
+    from_ink       the rest, with an optional crop and ink threshold (the upload's controls):
     drop_specks    erase stray dots far smaller than the digit (dust, a slip of the pen)
     ink_bbox       the bounding box of the ink (None when the input is blank)
     fit_box        resize the crop so its longer side is 20 px, anti-aliased
@@ -25,11 +27,13 @@ import warnings
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps
 
 from capsviz.multimnist import CANVAS
 
 OUTPUT_SIZE = 28
+MAX_THRESHOLD = 0.9  # the strongest ink threshold a user may set (1 would erase everything)
 BOX_SIZE = 20
 MAX_INPUT_SIDE = 1024  # larger photos are shrunk first; MNIST needs 20 px
 MAX_INPUT_PIXELS = 4096 * 4096  # refused before decoding (64 MB as RGBA); JPEGs are decoded at a reduced scale
@@ -38,17 +42,39 @@ INK_THRESHOLD = 0.25  # fraction of the ink contrast that counts as ink for the 
 MIN_CONTRAST = 0.15  # weaker than this between ink and background: blank
 MIN_INK_PIXELS = 12  # fewer ink pixels than this (at input resolution): blank
 MIN_INK_FRACTION = 1e-4
+Crop = tuple[float, float, float, float]  # (top, left, bottom, right) as shares of the height and width
+FULL: Crop = (0.0, 0.0, 1.0, 1.0)
 SPECK_FRACTION = 0.02  # connected ink blobs under 2% of all ink are specks
 COMPONENT_GRID = 96  # specks are found on a grid of at most this many cells a side
 TWO_DIGIT_BOX = 23  # median longer side of the ink box (ink >= INK_THRESHOLD) of the MultiMNIST test composites
+UNEVEN_LIGHT = 0.12  # the paper's brightness along the picture's edge varies more than this: flatten it first
+NOISY_EDGE = 0.03  # neighbouring edge pixels differ by more than this (median): sensor noise, flatten and smooth
+LIGHT_SEGMENTS = 16  # the edge is judged by the medians of this many runs along it
+LIGHT_WINDOW = 0.25  # the flattening window, as a share of the picture's longer side: wider than a stroke
+POLARITY_CELLS = 32  # the polarity is judged on a grid this many cells a side
+POLARITY_MARGIN = 0.05  # brightness beyond the local median by more than this stands out
+FLAT_SIDE = 128  # px: a picture under uneven light is flattened and read at most this large
 
 
-def to_mnist(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
+def to_mnist(
+    image: Image.Image | np.ndarray | bytes, *, crop: Crop | None = None, threshold: float = 0.0
+) -> torch.Tensor | None:
     """Any drawing / upload -> (1, 28, 28) float tensor in [0, 1], or None when blank.
 
-    Raises ValueError for input that is not an image at all.
+    crop and threshold: see `from_ink`. Raises ValueError for input that is not an image at all.
     """
-    return _fit(drop_specks(ink_map(image)), BOX_SIZE, OUTPUT_SIZE)
+    return from_ink(ink_map(image), crop=crop, threshold=threshold)
+
+
+def from_ink(ink: np.ndarray, *, crop: Crop | None = None, threshold: float = 0.0) -> torch.Tensor | None:
+    """An `ink_map` (H, W) -> (1, 28, 28), or None when blank: the steps after the ink is found.
+
+    crop keeps a part of the picture, (top, left, bottom, right) as shares of its height and width;
+    threshold (0 to MAX_THRESHOLD) turns ink fainter than that share of the strongest into background
+    and stretches the rest back to 0..1, for a photo whose paper is blotchy.
+    """
+    ink = _thresholded(_cropped(ink, crop or FULL), threshold)
+    return _fit(drop_specks(ink), BOX_SIZE, OUTPUT_SIZE)
 
 
 def to_two_digits(image: Image.Image | np.ndarray | bytes) -> torch.Tensor | None:
@@ -67,8 +93,7 @@ def _fit(ink: np.ndarray, box_size: int, size: int) -> torch.Tensor | None:
     if box is None:
         return None
     top, left, bottom, right = box
-    crop = ink[top:bottom, left:right]
-    fitted = fit_box(crop, box_size)  # (h, w), max(h, w) == box_size
+    fitted = fit_box(ink[top:bottom, left:right], box_size)  # (h, w), max(h, w) == box_size
     return torch.from_numpy(center_of_mass_paste(fitted, size)).unsqueeze(0)
 
 
@@ -83,6 +108,28 @@ def displayable(pil: Image.Image) -> Image.Image:
     if pil.mode in WIDE_MODES:
         pil = Image.fromarray((np.asarray(_unit_float(pil)) * 255 + 0.5).astype(np.uint8))  # mode "L"
     return pil.convert("RGBA" if "A" in pil.getbands() else "RGB")
+
+
+def _cropped(ink: np.ndarray, crop: Crop) -> np.ndarray:
+    """The part of (H, W) inside `crop`, at least one pixel a side; ValueError for a crop that is not a box."""
+    top, left, bottom, right = (float(v) for v in crop)
+    if not (0.0 <= top < bottom <= 1.0 and 0.0 <= left < right <= 1.0):
+        raise ValueError(
+            f"a crop is (top, left, bottom, right), each side between 0 and 1 and top < bottom, left < right: {crop}"
+        )
+    h, w = ink.shape
+    rows = slice(min(int(top * h), h - 1), max(round(bottom * h), int(top * h) + 1))
+    cols = slice(min(int(left * w), w - 1), max(round(right * w), int(left * w) + 1))
+    return ink[rows, cols]
+
+
+def _thresholded(ink: np.ndarray, threshold: float) -> np.ndarray:
+    """Ink at or below `threshold` becomes background; the rest is stretched back to 0..1."""
+    if not 0.0 <= threshold <= MAX_THRESHOLD:
+        raise ValueError(f"threshold must be between 0 and {MAX_THRESHOLD}, got {threshold}")
+    if threshold == 0.0:
+        return ink
+    return np.clip((ink - threshold) / (1.0 - threshold), 0.0, 1.0).astype(np.float32)
 
 
 def load_image(image: Image.Image | np.ndarray | bytes) -> Image.Image:
@@ -171,6 +218,15 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         grey = np.asarray(pil, dtype=np.float32)
     else:
         grey = np.asarray(pil.convert("L"), dtype=np.float32) / 255.0
+    if _edge_spread(grey) > UNEVEN_LIGHT or _edge_noise(grey) > NOISY_EDGE:
+        flat = flattened_ink(grey)
+        if flat is not None:
+            return flat
+    return _plain_ink(grey)
+
+
+def _plain_ink(grey: np.ndarray) -> np.ndarray:
+    """(H, W) evenly lit greyscale -> ink, with the border median as the background (see `ink_map`)."""
     background = _border_median(grey)
     darker = int((grey < background - MIN_CONTRAST).sum())  # pixels that could be dark ink
     lighter = int((grey > background + MIN_CONTRAST).sum())  # or light ink
@@ -181,6 +237,97 @@ def ink_map(image: Image.Image | np.ndarray | bytes) -> np.ndarray:
         dark_ink = True
     ink = 1.0 - grey if dark_ink else grey
     return _stretch(ink, floor=_border_median(ink))
+
+
+def _edge_runs(grey: np.ndarray) -> list[float]:
+    """The medians of LIGHT_SEGMENTS runs along the picture's edge, clockwise: a stroke crossing it barely counts."""
+    ring = np.concatenate([grey[0, :-1], grey[:-1, -1], grey[-1, :0:-1], grey[:0:-1, 0]])  # clockwise
+    return [float(np.median(run)) for run in np.array_split(ring, LIGHT_SEGMENTS) if run.size]
+
+
+def _edge_spread(grey: np.ndarray) -> float:
+    """How much the background's brightness changes along the picture's edge."""
+    runs = _edge_runs(grey)
+    return max(runs) - min(runs)
+
+
+def _edge_noise(grey: np.ndarray) -> float:
+    """The median difference between neighbouring edge pixels: sensor noise, 0 on a drawing."""
+    ring = np.concatenate([grey[0, :-1], grey[:-1, -1], grey[-1, :0:-1], grey[:0:-1, 0]])  # clockwise
+    return float(np.median(np.abs(np.diff(ring)))) if ring.size > 1 else 0.0
+
+
+def flattened_ink(grey: np.ndarray) -> np.ndarray | None:
+    """(H, W) greyscale whose edge is unevenly lit or noisy -> (h, w) ink in [0, 1], at most FLAT_SIDE a side;
+    None when the unevenness was ink touching the edge, not light (the plain path then reads it).
+
+    The background's own brightness is estimated at every pixel by a grey closing (a max filter,
+    then a min filter, LIGHT_WINDOW of the picture wide): it erases dark strokes narrower than the
+    window and keeps shadow edges where they are. Dark ink is the picture divided by that paper, so
+    a stroke in shadow is as dark as one in the light; light ink (chalk) is the picture minus the
+    board, estimated by the opposite, an opening.
+    """
+    small = _smoothed(_shrunk(grey, FLAT_SIDE))  # (h, w): sensor noise averaged out
+    window = max(3, round(LIGHT_WINDOW * max(small.shape)) | 1)  # odd
+    sign = 1.0 if _dark_ink(small) else -1.0  # an opening is a closing of the negative
+    inside = sign * _closing(sign * small, window, extend=False)  # (h, w): strokes along the edge erased too
+    if _edge_spread(inside) <= UNEVEN_LIGHT and _edge_noise(grey) <= NOISY_EDGE:
+        return None
+    background = sign * _closing(sign * small, window)  # (h, w)
+    if sign > 0:
+        ink = 1.0 - np.clip(small / np.maximum(background, 1e-3), 0.0, 1.0)
+    else:
+        ink = np.clip(small - background, 0.0, 1.0)
+    return _stretch(ink, floor=_border_median(ink))
+
+
+def _dark_ink(small: np.ndarray) -> bool:
+    """Whether the ink is darker than its paper, under uneven light: ink is what stands out from the local
+    median over half the picture (mostly background), and the side that stands out more is the ink's."""
+    step = -(-max(small.shape) // POLARITY_CELLS)
+    h, w = -(-small.shape[0] // step), -(-small.shape[1] // step)
+    padded = np.pad(small, ((0, h * step - small.shape[0]), (0, w * step - small.shape[1])), mode="edge")
+    coarse = padded.reshape(h, step, w, step).mean(axis=(1, 3))  # (h, w), at most 32 a side
+    k = POLARITY_CELLS // 2 + 1  # odd: half the picture
+    windows = sliding_window_view(np.pad(coarse, k // 2, mode="edge"), (k, k))  # (h, w, k, k)
+    residual = coarse - np.median(windows, axis=(2, 3))  # (h, w)
+    darker = np.maximum(-residual - POLARITY_MARGIN, 0.0).sum()
+    return bool(darker >= np.maximum(residual - POLARITY_MARGIN, 0.0).sum())
+
+
+def _shrunk(grey: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) -> at most `side` pixels a side, area-averaged."""
+    if max(grey.shape) <= side:
+        return grey.astype(np.float32)
+    pil = Image.fromarray(grey.astype(np.float32))  # mode "F"
+    pil.thumbnail((side, side), Image.Resampling.BOX)
+    return np.array(pil, dtype=np.float32)
+
+
+def _smoothed(grey: np.ndarray) -> np.ndarray:
+    """A 3x3 box blur of (h, w), edges replicated: the closing's max filter would pick noise peaks."""
+    h, w = grey.shape
+    padded = np.pad(grey.astype(np.float32), 1, mode="edge")  # (h + 2, w + 2)
+    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0  # (h, w)
+
+
+def _closing(grey: np.ndarray, window: int, *, extend: bool = True) -> np.ndarray:
+    """Grey-level closing of (h, w) with a square window: a max filter then a min filter, each separable.
+
+    extend: the picture is first extended by its edge pixels, so a shadow edge that meets the border
+    stays straight; without it, windows see only the picture, and a stroke along the edge is erased.
+    """
+    pad = window // 2
+    x = np.pad(grey, pad, mode="edge") if extend else grey  # (h + 2p, w + 2p) or (h, w)
+    closed = -_max_filter(-_max_filter(x, window), window)
+    return closed[pad:-pad, pad:-pad] if extend else closed  # (h, w)
+
+
+def _max_filter(x: np.ndarray, window: int) -> np.ndarray:
+    """A separable square max filter of (h, w); windows that reach past the edge see only the picture."""
+    padded = np.pad(x, window // 2, constant_values=-np.inf)  # (h + 2p, w + 2p)
+    rows = sliding_window_view(padded, window, axis=1).max(axis=-1)  # (h + 2p, w)
+    return sliding_window_view(rows, window, axis=0).max(axis=-1)  # (h, w)
 
 
 def _few(pixels: int) -> int:

@@ -54,3 +54,29 @@ def draw_digit(
         for x, y in (points[0], points[-1]):
             pen.ellipse((x - r, y - r, x + r, y + r), fill=(255, 255, 255, 255))
     return image
+
+
+# Photographs: dark ink on paper under a light that is not even, plus sensor noise. Each light is the
+# paper's brightness over the picture, with y and x in 0..1 (down, right).
+LIGHTS = {
+    "even": lambda y, x: np.full_like(x, 0.8),
+    "gradient": lambda y, x: 0.95 - 0.6 * (0.6 * x + 0.4 * y),  # 0.95 top left to 0.35 bottom right
+    "shadow": lambda y, x: 0.85 - 0.5 / (1 + np.exp(-(x - 0.7) / 0.01)),  # the right edge in shadow
+    "corner shadow": lambda y, x: 0.9 - 0.55 / (1 + np.exp(-(x + y - 1.3) / 0.02)),  # a diagonal edge
+    "vignette": lambda y, x: 0.9 - 1.2 * ((x - 0.5) ** 2 + (y - 0.5) ** 2),  # dark corners
+}
+
+
+def photograph(ink: np.ndarray, light: str, *, noise: float = 0.0, contrast: float = 0.7, seed: int = 0) -> np.ndarray:
+    """ink (H, W) in [0, 1] as a greyscale uint8 photo: paper lit by LIGHTS[light], the ink absorbing
+    `contrast` of the light that falls on it, plus Gaussian noise of standard deviation `noise`."""
+    h, w = ink.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    paper = LIGHTS[light](y / h, x / w)  # (H, W)
+    grey = paper * (1 - contrast * ink) + np.random.default_rng(seed).normal(0.0, noise, ink.shape)
+    return (np.clip(grey, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def drawn_ink(digit: int, **placement) -> np.ndarray:
+    """`draw_digit` as an ink map (280, 280) in [0, 1]."""
+    return np.asarray(draw_digit(digit, **placement).convert("L"), dtype=np.float64) / 255

@@ -609,6 +609,38 @@ def test_upload_messages_show_the_picture_and_admit_doubt(env):
     assert not any("Your last upload, kept" in c.value for c in app.caption)
 
 
+def test_a_photo_in_shadow_is_read_and_its_crop_and_threshold_update_the_28x28(env):
+    """A dark 7 on grey paper with a shadowed edge read "Not sure: 6"; uploads had no crop or threshold."""
+    from drawings import drawn_ink, photograph
+
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    shaded = Image.fromarray(photograph(drawn_ink(7), "shadow"))
+    app.file_uploader(key=state.UPLOAD).set_value(("seven.jpg", png_bytes(shaded), "image/png")).run()
+    assert app.metric[0].label == "Prediction" and app.metric[0].value == str(expected_prediction(7))
+    pair = np.concatenate([drawn_ink(3), drawn_ink(7)], axis=1)  # a 3 and a 7 side by side, under a gradient
+    app.file_uploader(key=state.UPLOAD).set_value(
+        ("pair.png", png_bytes(Image.fromarray(photograph(pair, "gradient"))), "image/png")
+    ).run()
+    assert app.slider(key=state.UPLOAD_CROP_X).value == (0, 100)  # a new picture starts uncropped
+    app.slider(key=state.UPLOAD_CROP_X).set_value((0, 50)).run()
+    assert app.metric[0].value == str(expected_prediction(3))
+    three = shown_input(app)
+    app.slider(key=state.UPLOAD_CROP_X).set_value((50, 100)).run()
+    assert app.metric[0].value == str(expected_prediction(7)) and not np.array_equal(shown_input(app), three)
+    app.slider(key=state.UPLOAD_THRESHOLD).set_value(90).run()
+    assert not np.array_equal(shown_input(app), three) and not app.exception
+    app.slider(key=state.UPLOAD_CROP_X).set_value((40, 40)).run()
+    assert any("The crop is empty" in i.value for i in app.info)
+    app.button(key=state.UPLOAD_RESET).click().run()
+    assert app.slider(key=state.UPLOAD_CROP_X).value == (0, 100) and app.slider(key=state.UPLOAD_THRESHOLD).value == 0
+
+
+def shown_input(app: AppTest) -> np.ndarray:
+    """The 28x28 the model reads, as the input chart shows it."""
+    return heatmap(app, "fig_input")
+
+
 def uploaded_pictures(app: AppTest) -> list[str]:
     return [
         c for image in app.get("image") for c in image.captions if c in ("your picture", "what the model sees (28x28)")

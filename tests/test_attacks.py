@@ -41,7 +41,7 @@ from capsviz.checkpoint import (
 from capsviz.cnn import CNNConfig
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
-from capsviz.preprocess import open_image, to_mnist
+from capsviz.preprocess import ink_map, open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
 from conftest import NEEDS_APP, REPO, TINY_CAPSNET
@@ -563,15 +563,16 @@ def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tm
 
     def counting(image):
         calls.append(1)
-        return to_mnist(image)
+        return ink_map(image)
 
-    monkeypatch.setattr("capsviz.ui.inputs.to_mnist", counting)
+    monkeypatch.setattr("capsviz.ui.inputs.ink_map", counting)
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
     buffer = io.BytesIO()
     draw_digit(4).save(buffer, format="PNG")
     app.file_uploader(key=state.UPLOAD).set_value(("four.png", buffer.getvalue(), "image/png")).run()
     app.slider(key=state.ROUTING_ITERS).set_value(2).run()
+    app.slider(key=state.UPLOAD_THRESHOLD).set_value(20).run()  # the controls reread the kept ink, not the file
     app.run()
     assert not app.exception and app.metric and len(calls) == 1
 

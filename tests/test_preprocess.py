@@ -5,10 +5,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from capsviz.preprocess import (
     center_of_mass_paste,
     drop_specks,
     fit_box,
+    from_ink,
     ink_bbox,
     ink_map,
     to_mnist,
@@ -16,7 +18,7 @@ from capsviz.preprocess import (
 )
 
 from conftest import canvas
-from drawings import draw_digit
+from drawings import LIGHTS, draw_digit, drawn_ink, photograph
 
 
 def bbox_of(x: torch.Tensor, threshold: float = 0.1):
@@ -291,3 +293,118 @@ def test_two_digits_keep_a_36x36_canvas_and_fit_any_other_picture_onto_one():
     top, left, bottom, right = bbox_of(fitted, threshold=0.25)
     assert fitted.shape == (1, 36, 36) and max(bottom - top, right - left) == 23  # TWO_DIGIT_BOX
     assert to_two_digits(Image.new("L", (36, 36))) is None and to_two_digits(Image.new("L", (90, 90))) is None
+
+
+# --- photos under uneven light ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    return model.eval()
+
+
+def read(model, images: list) -> list[int]:
+    """What the model reads in each picture (-1 where preprocessing found it blank)."""
+    xs = [to_mnist(image) for image in images]
+    batch = torch.stack([x if x is not None else torch.zeros(1, 28, 28) for x in xs])  # (B, 1, 28, 28)
+    with torch.no_grad():
+        digits = model(batch).lengths.argmax(dim=1).tolist()
+    return [d if x is not None else -1 for d, x in zip(digits, xs)]
+
+
+UNEVEN = [light for light in LIGHTS if light != "even"]
+
+
+def test_a_shadow_edge_is_flattened_so_ink_reads_the_same_in_light_and_shade():
+    """Paper lit 0.9 on the left half and 0.45 on the right, a stroke in each half absorbing 70% of its
+    light: divided by its own paper, each stroke is 1 - 0.3 = 0.7 of ink, stretched to 1, the paper 0."""
+    paper = np.full((200, 200), 0.9)
+    paper[:, 100:] = 0.45
+    grey = paper.copy()
+    grey[40:160, 40:52] *= 0.3  # a stroke in the light
+    grey[40:160, 150:162] *= 0.3  # and one in the shadow
+    ink = ink_map((grey * 255).round().astype(np.uint8))  # (128, 128): flattened pictures are read at 128 px
+    scale = ink.shape[0] / 200
+    light_stroke, shaded_stroke = ink[int(100 * scale), int(46 * scale)], ink[int(100 * scale), int(156 * scale)]
+    assert light_stroke == pytest.approx(1.0, abs=0.05) and shaded_stroke == pytest.approx(1.0, abs=0.05)
+    assert ink[int(100 * scale), int(80 * scale)] < 0.05 and ink[int(100 * scale), int(125 * scale)] < 0.05
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.08])
+def test_drawn_digits_photographed_under_uneven_light_read_as_themselves(shipped, noise):
+    drawings = [draw_digit(d) for d in range(10)]
+    expected = read(shipped, drawings)
+    for light in LIGHTS:
+        photos = [photograph(drawn_ink(d), light, noise=noise, seed=d) for d in range(10)]
+        assert read(shipped, photos) == expected, light
+
+
+@pytest.mark.parametrize("width", [5, 40])
+def test_thin_and_heavy_pens_under_a_shadow_read_as_themselves(shipped, width):
+    expected = read(shipped, [draw_digit(d, width=width) for d in range(10)])
+    for light in ("shadow", "gradient"):
+        photos = [photograph(drawn_ink(d, width=width), light) for d in range(10)]
+        assert read(shipped, photos) == expected, light
+
+
+def test_mnist_digits_photographed_in_shade_gradient_and_noise_are_read_correctly(shipped, mnist_root):
+    """Real test digits, enlarged onto a page and photographed: every one the model reads right when clean
+    it reads right under each light, with and without sensor noise."""
+    from capsviz.data import load_mnist
+
+    split = load_mnist(mnist_root, train=False)
+    count = 20
+    pages = []
+    for index in range(count):
+        big = Image.fromarray(split.images[index].numpy()).resize((196, 196), Image.Resampling.BICUBIC)
+        page = np.zeros((300, 300))
+        page[52:248, 40:236] = np.asarray(big) / 255
+        pages.append(page)
+    labels = split.labels[:count].tolist()
+    clean = read(shipped, [(page * 255).astype(np.uint8) for page in pages])
+    known = [i for i in range(count) if clean[i] == labels[i]]
+    assert len(known) >= count - 1
+    for light in UNEVEN:
+        for noise in (0.0, 0.06):
+            photos = [photograph(pages[i], light, noise=noise, seed=i) for i in known]
+            got = read(shipped, photos)
+            wrong = [(i, labels[i], g) for i, g in zip(known, got) if g != labels[i]]
+            assert not wrong, (light, noise, wrong)
+
+
+def test_a_stroke_along_the_edge_is_not_taken_for_a_shadow():
+    """A canvas whose bar runs along its top edge has an uneven edge but even light: read as drawn."""
+    image = draw_digit(5, box=(8, 8, 272, 272), width=30)
+    assert ink_map(image).shape == (280, 280)  # the plain path: flattened pictures are read at 128 px
+
+
+# --- crop and threshold (the upload's controls) --------------------------------------------------
+
+
+def test_a_crop_keeps_one_digit_of_two():
+    pair = np.zeros((280, 560), dtype=np.float32)
+    pair[:, :280] = drawn_ink(3)
+    pair[:, 280:] = drawn_ink(7)
+    three, seven = from_ink(pair, crop=(0.0, 0.0, 1.0, 0.5)), from_ink(pair, crop=(0.0, 0.5, 1.0, 1.0))
+    assert torch.allclose(three, to_mnist(draw_digit(3)), atol=1e-5)
+    assert torch.allclose(seven, to_mnist(draw_digit(7)), atol=1e-5)
+
+
+def test_a_threshold_removes_faint_blotches_and_keeps_the_digit():
+    ink = drawn_ink(4).astype(np.float32)
+    blotched = ink.copy()
+    blotched[240:275, 5:120] = 0.3  # a faint, wide smudge under the digit
+    assert not torch.allclose(from_ink(blotched), to_mnist(draw_digit(4)), atol=0.05)  # the smudge is read
+    cleaned = from_ink(blotched, threshold=0.4)
+    assert torch.allclose(cleaned, from_ink(ink, threshold=0.4), atol=1e-5)
+    assert torch.abs(cleaned - to_mnist(draw_digit(4))).mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"crop": (0.5, 0.0, 0.4, 1.0)}, {"crop": (0.0, -0.1, 1.0, 1.0)}, {"threshold": 1.0}, {"threshold": -0.1}],
+)
+def test_a_crop_or_threshold_out_of_range_is_refused_clearly(settings):
+    with pytest.raises(ValueError, match="crop|threshold"):
+        from_ink(drawn_ink(1), **settings)

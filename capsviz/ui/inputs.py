@@ -7,7 +7,6 @@ MNIST-like 28x28 image; blank input gives a friendly "draw a digit" state.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,17 @@ import torch
 from capsviz.analysis.mistakes import find_misclassified
 from capsviz.data import to_float
 from capsviz.model import PAPER
-from capsviz.preprocess import displayable, is_blank, open_image, to_mnist
+from capsviz.preprocess import (
+    FULL,
+    MAX_THRESHOLD,
+    Crop,
+    displayable,
+    from_ink,
+    ink_map,
+    is_blank,
+    open_image,
+    to_mnist,
+)
 from capsviz.ui import canvas, state
 from capsviz.ui.gallery import gallery
 from capsviz.ui.resources import LoadedModel, mnist_test
@@ -90,15 +99,16 @@ def _from_upload() -> ModelInput:
     if upload is None:
         if kept is not None and st.session_state.get(state.UPLOAD_AWAY):
             st.caption("Your last upload, kept while another tab was open: upload a file to replace it.")
-            return _shown(*kept[1:])
+            return _shown(kept[1])
         st.session_state.pop(state.UPLOAD_DECODED, None)  # removed with its x: forgotten
         return ModelInput(None, message="Upload a picture of a digit.")
     st.session_state.pop(state.UPLOAD_AWAY, None)
     identity = (upload.file_id, upload.size)
     if kept is None or kept[0] != identity:  # decode once per upload, not on every rerun
-        kept = (identity, *_decode_upload(upload))
+        kept = (identity, _decode_upload(upload))
         st.session_state[state.UPLOAD_DECODED] = kept
-    return _shown(*kept[1:])
+        _reset_photo_controls()  # a new picture starts uncropped
+    return _shown(kept[1])
 
 
 def left() -> None:
@@ -108,33 +118,90 @@ def left() -> None:
 
 
 PREVIEW_SIDE = 280  # px: the original picture is kept this small, beside the 28x28 the model sees
+CROP_COLOR = (228, 87, 46)  # the crop's outline on the picture (capsviz.viz.HIGHLIGHT)
+PHOTO_DEFAULTS = {state.UPLOAD_CROP_X: (0, 100), state.UPLOAD_CROP_Y: (0, 100), state.UPLOAD_THRESHOLD: 0}
 
 
-def _decode_upload(upload) -> tuple[ModelInput, bytes | None]:
-    """The upload -> (what the model reads, a small PNG of the original picture to show beside it)."""
+@dataclass
+class Decoded:
+    """An upload read once: its ink map (None when unreadable, with `problem` saying why) and a small preview."""
+
+    ink: np.ndarray | None  # (H, W) in [0, 1], from capsviz.preprocess.ink_map
+    preview: np.ndarray | None = None  # (h, w, 3) uint8, at most PREVIEW_SIDE a side
+    problem: ModelInput | None = None
+
+
+def _decode_upload(upload) -> Decoded:
+    """The upload -> its ink map (light flattened), and a small copy of the original picture to show beside it."""
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
         message = f"That file is over {MAX_UPLOAD_MB} MB: please upload a smaller image."
-        return ModelInput(None, message=message, error=True), None
+        return Decoded(None, problem=ModelInput(None, message=message, error=True))
     try:
-        result = _preprocessed(upload.getvalue(), "That image looks blank: no digit found.")
-        preview = open_image(upload.getvalue())  # the size was checked from the header when it was preprocessed
+        ink = ink_map(upload.getvalue())
+        preview = open_image(upload.getvalue())  # the size was checked from the header when it was read
     except ValueError:
         message = f"Could not read {plain(upload.name)} as an image: it is not a PNG or JPEG picture, or it is damaged."
-        return ModelInput(None, message=message, error=True), None
+        return Decoded(None, problem=ModelInput(None, message=message, error=True))
     preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    buffer = io.BytesIO()
-    displayable(preview).save(buffer, format="PNG")  # a 16-bit scan scaled by its own depth, not clipped
-    return result, buffer.getvalue()
+    return Decoded(ink, np.asarray(displayable(preview).convert("RGB")))  # a 16-bit scan scaled by its own depth
 
 
-def _shown(result: ModelInput, preview: bytes | None) -> ModelInput:
-    """The original picture beside what the model sees, on every run."""
-    if preview is not None:
-        original, made = st.columns(2)
-        original.image(preview, caption="your picture", width="stretch")
-        if result.x is not None:
-            made.image(_enlarged(result.x), caption="what the model sees (28x28)", width="stretch")
-    return result
+def _reset_photo_controls() -> None:
+    for key, value in PHOTO_DEFAULTS.items():
+        state.put(key, value)
+
+
+def _shown(decoded: Decoded) -> ModelInput:
+    """The crop and threshold controls, the picture with its crop outlined and the 28x28 the model sees."""
+    if decoded.problem is not None:
+        return decoded.problem
+    original, made = st.columns(2)
+    picture, result = original.empty(), made.empty()
+    crop_x = state.widget(st.slider, "Crop: left to right (%)", 0, 100, step=1, key=state.UPLOAD_CROP_X,
+                          default=PHOTO_DEFAULTS[state.UPLOAD_CROP_X])
+    crop_y = state.widget(st.slider, "Crop: top to bottom (%)", 0, 100, step=1, key=state.UPLOAD_CROP_Y,
+                          default=PHOTO_DEFAULTS[state.UPLOAD_CROP_Y])
+    threshold = state.widget(
+        st.slider,
+        "Ignore ink fainter than (%)",
+        0,
+        round(MAX_THRESHOLD * 100),
+        step=5,
+        key=state.UPLOAD_THRESHOLD,
+        default=PHOTO_DEFAULTS[state.UPLOAD_THRESHOLD],
+        help="Raise it when smudges or blotchy paper show up in the 28x28: ink fainter than this share of the "
+        "strongest becomes background, the rest is stretched to full strength.",
+    )
+    st.button("Reset crop and threshold", key=state.UPLOAD_RESET, on_click=_reset_photo_controls)
+    crop = (crop_y[0] / 100, crop_x[0] / 100, crop_y[1] / 100, crop_x[1] / 100)  # (top, left, bottom, right)
+    picture.image(outlined(decoded.preview, crop), caption="your picture", width="stretch")
+    if crop_x[0] >= crop_x[1] or crop_y[0] >= crop_y[1]:
+        return ModelInput(None, message="The crop is empty: widen it.")
+    x = from_ink(decoded.ink, crop=crop, threshold=threshold / 100)
+    if x is None and crop == FULL and not threshold:
+        return ModelInput(None, message="That image looks blank: no digit found.")
+    if x is None:
+        return ModelInput(None, message="No digit found in the crop: move or widen it, or lower the threshold.")
+    result.image(_enlarged(x), caption="what the model sees (28x28)", width="stretch")
+    return ModelInput(x)
+
+
+def outlined(preview: np.ndarray, crop: Crop) -> np.ndarray:
+    """(h, w, 3) preview with the crop (top, left, bottom, right as shares) outlined, 2 px, inside the picture."""
+    h, w = preview.shape[:2]
+    top, left = min(int(crop[0] * h), h - 1), min(int(crop[1] * w), w - 1)
+    bottom, right = max(round(crop[2] * h), top + 1), max(round(crop[3] * w), left + 1)
+    if (top, left, bottom, right) == (0, 0, h, w):
+        return preview
+    out = preview.copy()
+    for rows, cols in (
+        (slice(top, top + 2), slice(left, right)),
+        (slice(bottom - 2, bottom), slice(left, right)),
+        (slice(top, bottom), slice(left, left + 2)),
+        (slice(top, bottom), slice(right - 2, right)),
+    ):
+        out[rows, cols] = CROP_COLOR
+    return out
 
 
 def _enlarged(x: torch.Tensor, scale: int = 8) -> np.ndarray:
