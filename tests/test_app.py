@@ -655,6 +655,18 @@ def test_a_weak_answer_is_shown_as_not_sure(env):
     assert any("No capsule says its digit is there" in w.value for w in app.warning)
 
 
+def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(env):
+    """A 1 drawn over a 2: capsule 2 at 0.77 and capsule 8 at 0.62 said "Prediction 2"."""
+    from PIL import ImageChops
+
+    app = start()
+    report(app, ImageChops.lighter(draw_digit(1), draw_digit(2)))
+    assert app.metric[0].label == "Two digits?" and app.metric[0].value == "2 and 8"
+    assert any("the model sees a 2 and an 8" in w.value and "not a softmax" in w.value for w in app.warning)
+    report(app, ImageChops.lighter(draw_digit(3), draw_digit(5)))  # 5 at 0.33, 3 at 0.30: doubt, nearly tied
+    assert app.metric[0].label.startswith("Not sure") and any("near-tie margin of 0.05" in w.value for w in app.warning)
+
+
 def test_phone_friendly_order_and_controls(env):
     """The pose sliders run 0, 1, 2, ... (not 0, 4, 8, ... down a phone) and routing iterations sit on the page."""
     app = draw(start(), 2)

@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from capsviz.analysis import perturb
-from capsviz.analysis.inference import CONFIDENT_LENGTH, Inference
+from capsviz.analysis.inference import Inference
 from capsviz.figures import viz
 from capsviz.losses import M_MINUS, M_PLUS
 from capsviz.model import PAPER, CapsNet
@@ -21,8 +21,10 @@ from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.live_decoder import live_decoder
 from capsviz.ui.widgets import PLOT_CONFIG, for_screen, kept_expander
+from capsviz.verdict import SURE, verdict
 
 SLIDER_STEP = 0.01
+TWO_DIGIT_VIEW: str | None = None  # the two-digit view's address, once the page has one: the two-capsule note links it
 POSE_COLUMNS = 4
 
 
@@ -49,20 +51,15 @@ def reset_sliders() -> None:
 
 
 def prediction(result: Inference, label: int | None) -> None:
-    length = result.lengths[result.predicted]
-    if result.sure:
-        st.metric("Prediction", result.predicted)
-        st.caption(f"capsule {result.predicted} has length {length:.3f}")
+    said = verdict(result.lengths, two_digit_link=TWO_DIGIT_VIEW)
+    st.metric(said.label, said.value)
+    if said.kind == SURE:
+        st.caption(said.note)
     else:
-        st.metric("Not sure: best guess", result.predicted)
-        st.warning(
-            f"No capsule says its digit is there: the longest, {result.predicted}, is {length:.2f} long "
-            f"(a present digit's capsule is longer than {CONFIDENT_LENGTH}). Try a clearer, centred digit.",
-            icon=":material/help:",
-        )
+        st.warning(said.note, icon=":material/help:")
     if label is not None:
-        verdict = "correct" if label == result.predicted else "**wrong**"
-        st.markdown(f"True label: **{label}** ({verdict})")
+        mark = "correct" if label == result.predicted else "**wrong**"
+        st.markdown(f"True label: **{label}** ({mark})")
     left, right = st.columns(2)
     left.plotly_chart(for_screen(viz.image_figure(result.image, "model input")), config=PLOT_CONFIG, key="fig_input")
     right.plotly_chart(
