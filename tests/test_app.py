@@ -748,6 +748,19 @@ def tiles_data(app: AppTest) -> dict:
     return component_data(app, "capsviz.coupling_tiles")
 
 
+def test_pose_slider_captions_are_figures_a_reader_can_take_literally(env):
+    """They said 'ink -114%' (the change over a faint decode's ink) and 'middle' for nearly every dimension."""
+    import re
+
+    app = draw(start(), 7)
+    labels = live_data(app)["labels"]
+    assert len(labels) == 16
+    form = re.compile(r"\d+ grey levels · ink \d+% → \d+%( · (moves [\d.]+ px \w+(, [\d.]+ px \w+)?|stays put))?")
+    assert all(form.fullmatch(label) for label in labels), labels
+    assert len({label.split(" · ")[-1] for label in labels}) > 4  # the movements tell the dimensions apart
+    assert any("share of this input's ink" in c.value for c in app.caption)
+
+
 def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
     app = draw(start(), 3)
     first = live_data(app)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from capsviz.analysis.browser_decoder import decode_like_the_browser, decoder_arrays
-from capsviz.analysis.perturb import decode_pose, dimension_effects
+from capsviz.analysis.perturb import decode_pose
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
 
@@ -24,17 +24,6 @@ def test_a_float32_model_is_approximated_by_float16_weights():
     pose = torch.randn(16, generator=torch.Generator().manual_seed(1))
     approx = decode_like_the_browser(decoder_arrays(model), pose.numpy(), 4)
     assert np.abs(approx - decode_pose(model, pose, 4)).max() < 1e-2
-
-
-def test_dimension_effects_measure_change_ink_and_place():
-    grid = np.zeros((3, 3, 28, 28), dtype=np.float32)
-    grid[:, 1, 10:18, 10:18] = 0.5  # the unperturbed middle column: 32 units of ink
-    grid[0, 2, 2:6, 2:6] = 1.0  # dim 0: ink appears at the top left
-    grid[1, 0, 20:26, 20:26] = 1.0  # dim 1: ink disappears at the bottom right
-    labels = dimension_effects(grid)
-    assert labels[0] == f"Δ{16 / 784:.3f}, ink +50%, top left"
-    assert labels[1] == f"Δ{36 / 784:.3f}, ink -112%, bottom right"
-    assert labels[2] == "no change"
 
 
 @pytest.mark.parametrize("digit", [2])

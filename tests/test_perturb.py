@@ -9,6 +9,7 @@ from capsviz.analysis.perturb import (
     PAPER_RANGE,
     PAPER_STEP,
     decode_pose,
+    dimension_effects,
     grid_to_png,
     grid_values,
     perturb,
@@ -144,3 +145,28 @@ def test_labelled_grid_keeps_the_tiles_and_adds_labels():
     top, left = found[0]
     assert (labelled[:top] < 128).sum() > 100  # column values and title above
     assert (labelled[top:, :left] < 128).sum() > 100  # "dim d" to the left
+
+
+def test_dimension_effects_speak_in_grey_levels_shares_of_the_input_and_pixels():
+    """Hand-computed: the input has 32 units of ink; each dimension's ends are the first and last columns."""
+    grid = np.zeros((4, 3, 28, 28), dtype=np.float32)
+    grid[:, 1, 10:18, 10:18] = 0.5  # the unperturbed middle column, never compared
+    grid[0, 0, 2:6, 2:6] = 1.0  # dim 0: a 4x4 block (16 ink) ...
+    grid[0, 2, 2:6, 10:14] = 1.0  # ... moves 8 px right: 32 pixels change by 255
+    grid[1, 0, 20:26, 20:26] = 1.0  # dim 1: 36 ink at -0.25, none at +0.25
+    grid[3, 0, 2:6, 2:6] = 1.0  # dim 3: the block moves 10 px down and 10 right, and halves
+    grid[3, 2, 12:16, 12:16] = 0.5
+    labels = dimension_effects(grid, input_ink=32.0)
+    assert labels[0] == f"{32 * 255 / 784:.0f} grey levels · ink 50% → 50% · moves 8.0 px right"
+    assert labels[1] == f"{36 * 255 / 784:.0f} grey levels · ink 112% → 0%"  # no ink at one end: no centre
+    assert labels[2] == "no change"
+    assert labels[3] == f"{(16 + 8) * 255 / 784:.0f} grey levels · ink 50% → 25% · moves 10.0 px down, 10.0 px right"
+
+
+def test_dimension_effects_never_show_a_loss_of_more_than_all_the_ink():
+    """A share of the input's ink at each end is never negative, however faint the unperturbed decode."""
+    rng = np.random.default_rng(0)
+    grid = rng.random((16, 3, 28, 28)).astype(np.float32)
+    grid[:, 1] = 0.01  # a faint middle column made the old ratio (change / middle ink) run past -100%
+    for label in dimension_effects(grid, input_ink=100.0):
+        assert "-" not in label and "−" not in label

@@ -121,32 +121,46 @@ def labelled_grid_png(grid: np.ndarray, values: Sequence[float] | np.ndarray, di
     return buffer.getvalue()
 
 
-def dimension_effects(grid: np.ndarray) -> list[str]:
+GREY_LEVELS = 255  # a pixel's full range, as image files count it
+MOVE_SHOWN = 0.5  # px: the ink's centre moving less than this along an axis is not mentioned
+
+
+def dimension_effects(grid: np.ndarray, input_ink: float) -> list[str]:
     """What each pose dimension measurably does to this input, from a (D, K, H, W) perturbation grid.
 
-    Compares the decodes at the grid's two ends (the first and last values, -0.25 and +0.25 for the
-    paper's grid): mean absolute pixel change, the change in total ink (relative to the middle
-    column's ink), and the image half where most of the change happens. A description, not a name.
+    Compares the decodes at the grid's two ends (-0.25 and +0.25 for the paper's grid), in units a
+    reader can take literally: the mean pixel change in grey levels (0 to 255); the ink (the sum of
+    the pixel values) decoded at each end as a share of `input_ink`, this input's own ink; and how
+    far the ink's centre of mass moves, in pixels. A description, not a name.
     """
-    d, k = grid.shape[:2]
-    low, high, middle = grid[:, 0], grid[:, -1], grid[:, k // 2]  # (D, H, W) each
-    change = np.abs(high - low)  # (D, H, W)
-    ink = (high.sum(axis=(1, 2)) - low.sum(axis=(1, 2))) / np.maximum(middle.sum(axis=(1, 2)), 1e-6)  # (D,)
-    h, w = grid.shape[2:]
-    rows, cols = np.mgrid[0:h, 0:w]  # (H, W) each
+    low, high = grid[:, 0].astype(np.float64), grid[:, -1].astype(np.float64)  # (D, H, W) each
+    change = np.abs(high - low).mean(axis=(1, 2)) * GREY_LEVELS  # (D,)
+    ink = max(float(input_ink), 1e-6)
     labels = []
-    for dim in range(d):
-        total = float(change[dim].sum())
-        if total <= 1e-9:
+    for dim in range(grid.shape[0]):
+        if np.abs(high[dim] - low[dim]).max() <= 1e-6:
             labels.append("no change")
             continue
-        row = float((change[dim] * rows).sum() / total)  # centre of the change
-        col = float((change[dim] * cols).sum() / total)
-        where = ("top" if row < h / 2 - 2 else "bottom" if row > h / 2 + 2 else "middle") + (
-            " left" if col < w / 2 - 2 else " right" if col > w / 2 + 2 else ""
-        )
-        labels.append(f"Δ{change[dim].mean():.3f}, ink {ink[dim]:+.0%}, {where.strip()}")
+        parts = [f"{change[dim]:.0f} grey levels", f"ink {low[dim].sum() / ink:.0%} → {high[dim].sum() / ink:.0%}"]
+        move = _centre_move(low[dim], high[dim])
+        if move:
+            parts.append(move)
+        labels.append(" · ".join(parts))
     return labels
+
+
+def _centre_move(before: np.ndarray, after: np.ndarray) -> str:
+    """'moves 2.0 px up, 1.5 px right', 'stays put', or '' when either image has no ink."""
+    if before.sum() <= 1e-6 or after.sum() <= 1e-6:
+        return ""
+    rows, cols = np.mgrid[0 : before.shape[0], 0 : before.shape[1]]  # (H, W) each
+    dy, dx = (float((after * a).sum() / after.sum() - (before * a).sum() / before.sum()) for a in (rows, cols))
+    steps = []
+    if abs(dy) >= MOVE_SHOWN:
+        steps.append(f"{abs(dy):.1f} px {'down' if dy > 0 else 'up'}")  # rows grow downwards
+    if abs(dx) >= MOVE_SHOWN:
+        steps.append(f"{abs(dx):.1f} px {'right' if dx > 0 else 'left'}")
+    return "moves " + ", ".join(steps) if steps else "stays put"
 
 
 def as_each_digit(model: CapsNet, poses: torch.Tensor) -> np.ndarray:

@@ -110,8 +110,10 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
     labels = _dimension_labels(model, result, f"{input_id}:{digit}", digit)
     st.caption(
         "Drag a slider: the decoder runs in this page, so the image follows it. Under each slider, what moving "
-        "that dimension from -0.25 to +0.25 measurably does to this input: the mean pixel change Δ, the change "
-        "in total ink, and where most of the change is. Names like 'thickness' would be guesses."
+        "that dimension from -0.25 to +0.25 measurably does to this input's decoded digit: how much a pixel "
+        "changes on average, in grey levels (0 to 255); the ink at -0.25 and at +0.25, as a share of this input's "
+        "ink (100% = as much as the input has); and how far the ink's centre moves. Names like 'thickness' would "
+        "be guesses."
     )
     live_decoder(model_key=model_key, model=model, pose=result.poses[digit], digit=digit, labels=labels)
     server = kept_expander("The same pose decoded on the server (Python sliders)", key=state.POSE_SERVER_OPEN)
@@ -166,7 +168,8 @@ def _dimension_labels(model: CapsNet, result: Inference, cache_key: str, digit: 
     if cached is None or cached[0] != cache_key:
         ends = np.array([-perturb.PAPER_RANGE, 0.0, perturb.PAPER_RANGE])
         grid = perturb.perturbation_grid(model, result.poses[digit], digit, ends)  # (16, 3, 28, 28)
-        st.session_state[state.POSE_LABELS] = cached = (cache_key, perturb.dimension_effects(grid))
+        effects = perturb.dimension_effects(grid, float(result.image.sum()))
+        st.session_state[state.POSE_LABELS] = cached = (cache_key, effects)
     return cached[1]
 
 
