@@ -874,6 +874,23 @@ def test_the_guided_path_shows_each_stage_for_this_input(env):
         assert any(stages.STAGES[index][2] in md.value for md in app.markdown)
 
 
+def test_the_primary_caps_stage_shows_turns_on_a_fixed_scale_and_measures_its_lengths(env):
+    """All 32 tiles were uniformly yellow (every length about 1) under 'a capsule's length says a part is there'."""
+    from capsviz import stages
+
+    app = draw(start(), 7)
+    control = app.get("button_group")[0]
+    app.session_state[state.GUIDE_STAGE] = control.proto.options[2].content
+    app.run()
+    trace = figure(app, "fig_guide")["data"][0]
+    assert (trace["zmin"], trace["zmax"]) == stages.TURN_SCALE
+    turns = heatmap(app, "fig_guide")
+    assert np.nanmax(turns) - np.nanmin(turns) > 45  # the tiles differ, where lengths were all about 1
+    assert not any("length says a part is there" in md.value for md in app.markdown)
+    note = next(c.value for c in app.caption if "primary capsules are longer than 0.5" in c.value)
+    assert "does not say whether a part is there" in note  # the shipped model's lengths are saturated
+
+
 def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
     """The app's own checkpoint holds Adam's state for resuming; the download holds the weights only."""
     from capsviz.train import TrainConfig, train

@@ -428,22 +428,32 @@ def digit_strip_figure(images: np.ndarray, lengths: np.ndarray, predicted: int |
     return figure_of([trace], layout)
 
 
-def tiles_figure(tiles: np.ndarray, title: str, *, columns: int = 8, colorscale=MAP_COLORSCALE) -> go.Figure:
+def tiles_figure(
+    tiles: np.ndarray,
+    title: str,
+    *,
+    columns: int = 8,
+    colorscale=MAP_COLORSCALE,
+    scale: tuple[float, float] | None = None,
+    unit: str = "",
+) -> go.Figure:
     """(T, h, w) small maps as one heatmap of T tiles, `columns` per row, NaN gaps between them.
 
-    Each tile keeps its own values on one shared colour scale from 0 to the largest value.
+    Each tile keeps its own values on one shared colour scale: `scale` (low, high) when given, the same
+    for every input, else 0 to the largest value. `unit` titles the colour bar and the hover.
     """
     z = tile_grid(tiles, columns)  # (rows*(h+1) - 1, columns*(w+1) - 1)
     top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+    low, high = scale if scale is not None else (0.0, max(top, 1e-6))
     heatmap = dict(
         type="heatmap",
         z=z,
-        zmin=0.0,
-        zmax=max(top, 1e-6),
+        zmin=low,
+        zmax=high,
         colorscale=colorscale,
         hoverongaps=False,
-        hovertemplate="%{z:.3f}<extra></extra>",
-        colorbar={"thickness": 12, "len": 0.9},
+        hovertemplate=f"%{{z:.3f}}{' ' + unit if unit else ''}<extra></extra>",
+        colorbar={"thickness": 12, "len": 0.9, **({"title": {"text": unit}} if unit else {})},
     )
     return figure_of([heatmap], base_layout(title, FIG_HEIGHT, **image_axes()))
 

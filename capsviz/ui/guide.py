@@ -45,8 +45,18 @@ def guided_path(model: CapsNet, x: torch.Tensor, result: Inference) -> None:
             maps[:SHOWN_MAPS], f"Conv1: the first {SHOWN_MAPS} of {len(maps)} feature maps", columns=16
         )
     elif name == "PrimaryCaps":
-        lengths = stages.primary_lengths(result.activations)  # (32, 6, 6)
-        figure = viz.tiles_figure(lengths, "Primary capsule lengths: one 6×6 tile per capsule type")
+        turns = stages.turn_from_blank(model, x, model.config.primary_grid)  # (32, 6, 6) degrees
+        figure = viz.tiles_figure(
+            turns,
+            "Primary capsules: turn from their blank-input direction",
+            scale=stages.TURN_SCALE,
+            unit="degrees",
+        )
+        st.caption(
+            f"{stages.length_note(result.activations)} One 6×6 tile per capsule type: how far each capsule's "
+            "direction turns from the one it has on an all-black input, where it sees no stroke (0°, dark), up to "
+            f"the opposite direction ({stages.TURN_SCALE[1]:.0f}°), on one fixed scale for every input."
+        )
     elif name == "DigitCaps":
         figure = viz.poses_figure(result.poses.numpy(), result.predicted)
     else:
