@@ -54,9 +54,7 @@ def verdict(lengths: np.ndarray, *, two_digit_link: str | None = None) -> Verdic
             f"No capsule says its digit is there: the longest, {first}, is {top:.2f} long (a present digit's "
             f"capsule is longer than {CONFIDENT_LENGTH}). Try a clearer, centred digit."
         )
-        return Verdict(
-            UNSURE, "Not sure: best guess", str(first), note + (f" {tie}." if gap < NEAR_TIE else "")
-        )
+        return Verdict(UNSURE, "Not sure: best guess", str(first), note + (f" {tie}." if gap < NEAR_TIE else ""))
     if gap < NEAR_TIE:
         return Verdict(
             TIE, "Near-tie", f"{first} or {second}", f"{tie}: the model cannot tell them apart. {INDEPENDENT}"

@@ -144,6 +144,15 @@ def measured_line(app: AppTest) -> str:
     return lines[0]
 
 
+def test_the_two_iteration_controls_say_how_they_differ(env):
+    """'Routing iterations at inference' and 'Iteration' sat near each other with no hint of the difference."""
+    app = draw(start(), 3)
+    shown, run = app.slider(key=state.ROUTING_ITERATION), app.slider(key=state.ROUTING_ITERS)
+    assert shown.label == "Iteration shown"
+    assert "Routing iterations at inference" in shown.help and "prediction does not change" in shown.help
+    assert "Iteration shown" in run.help and "every prediction" in run.help
+
+
 def test_each_routing_view_carries_its_measured_summary(env):
     app = draw(start(), 3)
     assert "routing moved" in measured_line(app) and "capsule" in measured_line(app)

@@ -55,6 +55,16 @@ def test_lengths_figure_highlights_the_prediction_and_draws_the_margins():
     assert "%{y:.3f}" in bar.hovertemplate
 
 
+def test_margin_labels_sit_beside_the_plot_never_over_the_winning_bar():
+    """With 9 winning, the m+ and m- labels were painted over its bar at the right end of the plot."""
+    lengths = np.full(10, 0.05, dtype=np.float32)
+    lengths[9] = 0.95
+    fig = viz.lengths_figure(lengths, predicted=9)
+    for label in fig.layout.annotations:
+        assert label.xref == "x domain" and label.x == 1 and label.xanchor == "left"  # starts where the plot ends
+    assert fig.layout.margin.r >= 50  # with room for "m+ = 0.9" in the margin
+
+
 def test_lengths_figure_without_prediction_has_no_highlight():
     fig = viz.lengths_figure(np.full(10, 0.5))
     assert viz.HIGHLIGHT not in list(fig.data[0].marker.color)

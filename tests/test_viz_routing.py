@@ -85,3 +85,10 @@ def test_lengths_by_iteration_marks_the_chosen_count():
     assert fig.layout.shapes[0].x0 == 3
     assert fig.data[2].line.width == max(t.line.width for t in fig.data)
     assert "1–5 iterations" in fig.layout.title.text
+
+
+def test_lengths_by_iteration_names_the_count_it_marks_not_a_stale_place():
+    """The subtitle said 'dotted line: the sidebar's count' after the count had left the sidebar."""
+    fig = viz_routing.lengths_by_iteration_figure(np.full((5, J), 0.5), chosen=3)
+    assert "sidebar" not in fig.layout.title.text
+    assert "dotted line: 3, the routing iterations the prediction uses" in fig.layout.title.text

@@ -51,6 +51,7 @@ SELECTED_COLOR = "#111111"
 IMAGE_COLORSCALE = ((0.0, "black"), (1.0, "white"))  # white ink on black, like MNIST
 MAP_COLORSCALE = "Viridis"  # activations and lengths (sequential; couplings use their own diverging scale)
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+LABEL_MARGIN = 60  # px right of a plot whose line labels sit outside it
 FIG_HEIGHT = 300
 IMAGE_HEIGHT = 220
 OVERLAY_HEIGHT = 380
@@ -97,10 +98,11 @@ def image_axes(**extra) -> dict:
     }
 
 
-def _hline(y: float, label: str, color: str, left: bool = False, axes: str = "") -> tuple[dict, dict]:
+def _hline(y: float, label: str, color: str, side: str = "right", axes: str = "") -> tuple[dict, dict]:
     """A dashed, labelled horizontal line across a subplot: (layout shape, layout annotation).
 
-    axes: "" for the first subplot, "2" for the second.
+    side: where the label sits: "left" or "right" inside the plot, or "outside" to the right of it, in the
+    margin, where no bar can be under it. axes: "" for the first subplot, "2" for the second.
     """
     xref, yref = f"x{axes} domain", f"y{axes}"
     shape = {
@@ -116,12 +118,12 @@ def _hline(y: float, label: str, color: str, left: bool = False, axes: str = "")
     annotation = {
         "xref": xref,
         "yref": yref,
-        "x": 0 if left else 1,
+        "x": 0 if side == "left" else 1,
         "y": y,
         "text": label,
         "showarrow": False,
-        "xanchor": "left" if left else "right",
-        "yanchor": "bottom",
+        "xanchor": "right" if side == "right" else "left",
+        "yanchor": "middle" if side == "outside" else "bottom",
         "font": {"size": 10, "color": color},
     }
     return shape, annotation
@@ -234,7 +236,7 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
         marker={"color": colors},
         hovertemplate="digit %{x}<br>length %{y:.3f}<extra></extra>",
     )
-    lines = [_hline(value, f"{label} = {value}", MARGIN_LINE_COLOR) for value, label in MARGINS]
+    lines = [_hline(value, f"{label} = {value}", MARGIN_LINE_COLOR, side="outside") for value, label in MARGINS]
     title = "Digit capsule lengths" + (f" (predicted {predicted})" if predicted is not None else "")
     layout = base_layout(
         title,
@@ -244,6 +246,7 @@ def lengths_figure(lengths: np.ndarray, predicted: int | None = None) -> go.Figu
         shapes=[shape for shape, _ in lines],
         annotations=[annotation for _, annotation in lines],
     )
+    layout["margin"] = {**layout["margin"], "r": LABEL_MARGIN}  # the m+ and m- labels, beside the bars
     return figure_of([bars], layout)
 
 
@@ -380,7 +383,7 @@ def epoch_errors_figure(test_accuracy: list[float], run_start: int | None = None
         marker={"size": 9, "color": HIGHLIGHT},
         hovertemplate="epoch %{x}, the one loaded<br>test error %{y:.2f}%<extra></extra>",
     )
-    paper = _hline(PAPER_TEST_ERROR, f"paper: {PAPER_TEST_ERROR}%", REFERENCE_LINE_COLOR, left=True)
+    paper = _hline(PAPER_TEST_ERROR, f"paper: {PAPER_TEST_ERROR}%", REFERENCE_LINE_COLOR, side="left")
     shapes, annotations = [paper[0]], [paper[1]]
     if run_start is not None:
         shapes.append(vline(run_start - 0.5, REFERENCE_LINE_COLOR))

@@ -101,7 +101,8 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
 
 
 def lengths_by_iteration_figure(lengths: np.ndarray, *, chosen: int, predicted: int | None = None) -> go.Figure:
-    """(R, J) lengths of this input's digit capsules after 1..R iterations; `chosen` is the sidebar's R."""
+    """(R, J) lengths of this input's digit capsules after 1..R iterations; `chosen`, dotted, is the count the
+    page's "Routing iterations at inference" runs."""
     lengths = np.asarray(lengths, dtype=np.float32)
     iters = np.arange(1, lengths.shape[0] + 1)
     traces = [
@@ -132,7 +133,7 @@ def lengths_by_iteration_figure(lengths: np.ndarray, *, chosen: int, predicted: 
     }
     layout = base_layout(
         f"Capsule lengths after 1–{lengths.shape[0]} iterations"
-        "<br><sup>this input; dotted line: the sidebar's count</sup>",
+        f"<br><sup>this input; dotted line: {chosen}, the routing iterations the prediction uses</sup>",
         FIG_HEIGHT + 60,
         top=60,
         xaxis={"title": {"text": "routing iterations"}, "tickmode": "array", "tickvals": iters},

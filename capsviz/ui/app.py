@@ -83,7 +83,9 @@ def routing_iterations(loaded: LoadedModel) -> int:
         key=state.ROUTING_ITERS,
         default=model_iterations(loaded),  # the model's own count, unless a link or the user set one
         on_change=_show_last_iteration,
-        help="The paper uses 3. Changing it needs no retraining: watch how the couplings and lengths move.",
+        help="How many routing iterations the model runs for every prediction on this page (the paper uses 3); "
+        "changing it needs no retraining. The routing views' 'Iteration shown' then steps through these iterations "
+        "without changing the prediction.",
     )
 
 

@@ -1,7 +1,7 @@
 """The routing X-ray: couplings, votes and agreement, one capsule inspected, what routing adds.
 
 The trace of every iteration (up to 5) is computed once per (model, input) and kept in the
-session (`state.ROUTING_XRAY`); the sidebar's iteration count only slices it, so moving a
+session (`state.ROUTING_XRAY`); the page's routing-iterations slider only slices it, so moving a
 slider or clicking a capsule reruns figures, never the model. Only the chosen view is drawn.
 All numbers come from `capsviz.analysis.xray`; all figures from `capsviz.figures.viz` and `capsviz.figures.viz_routing`.
 """

@@ -66,6 +66,12 @@ def _advance(last: int) -> None:
         st.session_state[state.ROUTING_PLAYING] = None  # the last iteration is on screen: the play is over
 
 
+ITERATION_HELP = (
+    "Steps through the {count} routing iterations the prediction ran (set by 'Routing iterations at inference'): "
+    "the views show the couplings and votes after the one chosen here; the prediction does not change."
+)
+
+
 def iteration_slider(last: int) -> int:
     """The routing views' iteration (1..last), with Play beside it."""
     if last == 1:
@@ -73,7 +79,10 @@ def iteration_slider(last: int) -> int:
         return 1
     _advance(last)
     fits = range(1, last + 1).__contains__
-    iteration = state.widget(st.slider, "Iteration", 1, last, key=state.ROUTING_ITERATION, default=last, fits=fits)
+    iteration = state.widget(
+        st.slider, "Iteration shown", 1, last, key=state.ROUTING_ITERATION, default=last, fits=fits,
+        help=ITERATION_HELP.format(count=last),
+    )  # fmt: skip
     playing = st.session_state.get(state.ROUTING_PLAYING)
     if playing is None:
         st.button("Play", key=state.ROUTING_PLAY, on_click=_play, icon=":material/play_arrow:",
