@@ -157,10 +157,24 @@ def _shown(decoded: Decoded) -> ModelInput:
         return decoded.problem
     original, made = st.columns(2)
     picture, result = original.empty(), made.empty()
-    crop_x = state.widget(st.slider, "Crop: left to right (%)", 0, 100, step=1, key=state.UPLOAD_CROP_X,
-                          default=PHOTO_DEFAULTS[state.UPLOAD_CROP_X])
-    crop_y = state.widget(st.slider, "Crop: top to bottom (%)", 0, 100, step=1, key=state.UPLOAD_CROP_Y,
-                          default=PHOTO_DEFAULTS[state.UPLOAD_CROP_Y])
+    crop_x = state.widget(
+        st.slider,
+        "Crop: left to right (%)",
+        0,
+        100,
+        step=1,
+        key=state.UPLOAD_CROP_X,
+        default=PHOTO_DEFAULTS[state.UPLOAD_CROP_X],
+    )
+    crop_y = state.widget(
+        st.slider,
+        "Crop: top to bottom (%)",
+        0,
+        100,
+        step=1,
+        key=state.UPLOAD_CROP_Y,
+        default=PHOTO_DEFAULTS[state.UPLOAD_CROP_Y],
+    )
     threshold = state.widget(
         st.slider,
         "Ignore ink fainter than (%)",
