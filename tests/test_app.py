@@ -885,7 +885,7 @@ def test_the_guided_path_shows_each_stage_for_this_input(env):
 
 def test_the_primary_caps_stage_shows_turns_on_a_fixed_scale_and_measures_its_lengths(env):
     """All 32 tiles were uniformly yellow (every length about 1) under 'a capsule's length says a part is there'."""
-    from capsviz import stages
+    from capsviz.analysis import stages
 
     app = draw(start(), 7)
     control = app.get("button_group")[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from capsviz import stages
+from capsviz.analysis import stages
 from capsviz.model import CapsNet
 
 from conftest import TINY_CAPSNET

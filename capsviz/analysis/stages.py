@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from capsviz.inference import CONFIDENT_LENGTH
+from capsviz.analysis.inference import CONFIDENT_LENGTH
 from capsviz.model import CapsNet
 
 TURN_SCALE = (0.0, 180.0)  # degrees: the fixed colour scale of the primary capsules' turns

@@ -118,7 +118,7 @@ def left() -> None:
 
 
 PREVIEW_SIDE = 280  # px: the original picture is kept this small, beside the 28x28 the model sees
-CROP_COLOR = (228, 87, 46)  # the crop's outline on the picture (capsviz.viz.HIGHLIGHT)
+CROP_COLOR = (228, 87, 46)  # the crop's outline on the picture (capsviz.figures.viz.HIGHLIGHT)
 PHOTO_DEFAULTS = {state.UPLOAD_CROP_X: (0, 100), state.UPLOAD_CROP_Y: (0, 100), state.UPLOAD_THRESHOLD: 0}
 
 
