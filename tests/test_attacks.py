@@ -1,7 +1,7 @@
-"""What capsviz promises against careless or hostile input (issue 9), one attack per test.
+"""What capsviz promises against careless or hostile input, one attack per test, grouped by what it attacks.
 
 Every attack uses a file the test crafts itself: tiny safetensors headers, sparse files,
-synthetic MNIST. Each case number is the issue's.
+synthetic MNIST.
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ def run_copy(good_run, tmp_path) -> Path:
     return copy
 
 
-# --- 1. a NaN epoch must never replace the last good checkpoint -------------------------
+# --- a NaN epoch must never replace the last good checkpoint -------------------------
 
 
-def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run, splits, tmp_path):
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run, splits, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     checkpoint = out / "last.safetensors"
@@ -97,14 +97,14 @@ def test_1_divergence_stops_training_and_keeps_the_last_good_checkpoint(good_run
     load_checkpoint(checkpoint)  # still loads
 
 
-def test_1_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
+def test_the_cli_exits_non_zero_on_divergence(good_run, synthetic_root, tmp_path):
     result = tiny_train(synthetic_root, tmp_path / "r", "--init", good_run, "--lr", "1e30", "--epochs", 2)
     assert result.returncode == 1, result.stderr
     assert "loss became" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "last.safetensors").exists()
 
 
-def test_1_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_path):
+def test_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_path):
     rewrite(run_copy, lambda t: t["optimizer/conv1.weight/exp_avg"].fill_(float("nan")))
     with pytest.raises(CheckpointError, match="optimizer/conv1.weight/exp_avg holds non-finite"):
         train(*splits, tmp_path / "r", tiny_config(epochs=2), resume=run_copy)
@@ -112,7 +112,7 @@ def test_1_a_resume_file_with_nan_adam_state_is_refused(run_copy, splits, tmp_pa
 
 
 @pytest.mark.parametrize("where", ["weights", "optimizer"])
-def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, where):
+def test_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, where):
     model = CapsNet(TINY_CAPSNET)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.rand(2, 1, 28, 28)).lengths.sum().backward()
@@ -129,10 +129,10 @@ def test_1_save_checkpoint_refuses_non_finite_values_under_any_caller(tmp_path, 
     assert path.read_bytes() == before
 
 
-# --- 2. a failed export leaves the destination untouched ---------------------------------
+# --- a failed export leaves the destination untouched ---------------------------------
 
 
-def test_2_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, tmp_path):
+def test_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, tmp_path):
     shipped = tmp_path / "pretrained" / "capsnet_mnist.safetensors"
     shipped.parent.mkdir()
     save_checkpoint(shipped, CapsNet(TINY_CAPSNET), {"test_accuracy": 0.9946})
@@ -149,7 +149,7 @@ def test_2_failed_export_leaves_the_shipped_model_and_card_untouched(good_run, t
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["capsnet_mnist.json", "capsnet_mnist.safetensors"]
 
 
-def test_2_export_failing_during_measurement_leaves_no_trace(good_run, synthetic_root, tmp_path, monkeypatch):
+def test_export_failing_during_measurement_leaves_no_trace(good_run, synthetic_root, tmp_path, monkeypatch):
     out = tmp_path / "model.safetensors"
 
     def broken(*args, **kwargs):
@@ -160,7 +160,7 @@ def test_2_export_failing_during_measurement_leaves_no_trace(good_run, synthetic
     assert list(tmp_path.iterdir()) == []
 
 
-def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp_path):
+def test_export_writes_weights_and_card_together(good_run, synthetic_root, tmp_path):
     out = tmp_path / "model.safetensors"
     assert cli.main(["export", str(good_run), "--out", str(out), "--data-root", str(synthetic_root)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
@@ -168,7 +168,7 @@ def test_2_export_writes_weights_and_card_together(good_run, synthetic_root, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
 
 
-def test_2_export_continues_an_earlier_card(good_run, synthetic_root, tmp_path):
+def test_export_continues_an_earlier_card(good_run, synthetic_root, tmp_path):
     """A run started from a shipped model (--init) is exported with the whole history counted in."""
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"epochs": 2, "test_accuracy_per_epoch": [0.5, 0.75], "wall_seconds": 100.0}))
@@ -188,7 +188,7 @@ def test_2_export_continues_an_earlier_card(good_run, synthetic_root, tmp_path):
     ["not json", json.dumps([1, 2]), json.dumps({"epochs": 3, "test_accuracy_per_epoch": [0.5], "wall_seconds": 1}),
      json.dumps({"epochs": 1, "test_accuracy_per_epoch": [7], "wall_seconds": 1})],
 )  # fmt: skip
-def test_2_export_refuses_a_malformed_earlier_card_before_writing(good_run, synthetic_root, tmp_path, content, capsys):
+def test_export_refuses_a_malformed_earlier_card_before_writing(good_run, synthetic_root, tmp_path, content, capsys):
     earlier = tmp_path / "earlier.json"
     earlier.write_text(content)
     out = tmp_path / "out" / "model.safetensors"
@@ -198,10 +198,10 @@ def test_2_export_refuses_a_malformed_earlier_card_before_writing(good_run, synt
     assert not out.parent.exists()
 
 
-# --- 3. a wrong-shaped optimizer tensor is refused, never a segfault -------------------------
+# --- a wrong-shaped optimizer tensor is refused, never a segfault -------------------------
 
 
-def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
+def test_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_copy, synthetic_root, tmp_path):
     rewrite(run_copy, lambda t: t.__setitem__("optimizer/conv1.weight/exp_avg", torch.zeros(3)))
     result = tiny_train(synthetic_root, tmp_path / "r", "--resume", run_copy, "--epochs", 2, "--limit", 96)
     assert result.returncode == 2, (result.returncode, result.stderr)
@@ -218,7 +218,7 @@ def test_3_wrong_shaped_adam_state_is_refused_with_a_message_not_a_crash(run_cop
         ("step", torch.tensor(-1.0), "negative"),
     ],
 )
-def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, value, message):
+def test_restore_optimizer_checks_every_tensor_against_its_parameter(slot, value, message):
     model = CapsNet(TINY_CAPSNET)
     tensors = {
         f"optimizer/{name}/{key}": torch.zeros(()) if key == "step" else torch.zeros_like(p)
@@ -235,7 +235,7 @@ def test_3_restore_optimizer_checks_every_tensor_against_its_parameter(slot, val
         restore_optimizer(optimizer, model, tensors)
 
 
-# --- 4 and 5. a checkpoint cannot make capsviz allocate or read what it declares ---------------
+# --- a checkpoint cannot make capsviz allocate or read what it declares ---------------
 
 
 def crafted(config: dict, tensors: dict[str, list[int]], *, card: dict | None = None, kind: str = "capsnet") -> bytes:
@@ -303,7 +303,7 @@ TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY_CAPSNET).named_pa
         ("routing_iters", True, "routing_iters must be an integer"),
     ],
 )
-def test_4_every_config_field_is_bounded_before_anything_is_built(
+def test_every_config_field_is_bounded_before_anything_is_built(
     tmp_path, nothing_is_allocated, field, value, message
 ):
     config = {**TINY_CAPSNET.to_dict(), field: value}
@@ -320,7 +320,7 @@ def test_4_every_config_field_is_bounded_before_anything_is_built(
         ("num_classes", 10**4, "num_classes must be an integer in 2..100"),
     ],
 )
-def test_4_a_cnn_config_is_bounded_too(tmp_path, field, value, message):
+def test_a_cnn_config_is_bounded_too(tmp_path, field, value, message):
     config = {**CNNConfig().to_dict(), field: value}
     path = tmp_path / "huge-cnn.safetensors"
     path.write_bytes(crafted(config, {}, kind="cnn"))
@@ -328,14 +328,14 @@ def test_4_a_cnn_config_is_bounded_too(tmp_path, field, value, message):
         load_checkpoint(path)
 
 
-def test_4_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_is_allocated):
+def test_bounded_fields_cannot_add_up_to_an_unbounded_model(tmp_path, nothing_is_allocated):
     config = {**TINY_CAPSNET.to_dict(), "primary_types": 128, "primary_dim": 32, "digit_dim": 64, "num_classes": 100}
     path = sparse_file(tmp_path / "big.safetensors", crafted(config, TINY_SHAPES))
     with pytest.raises(CheckpointError, match="parameters; capsviz allows"):
         load_checkpoint(path)
 
 
-def test_4_header_shapes_are_checked_against_the_config_before_allocating(tmp_path, nothing_is_allocated):
+def test_header_shapes_are_checked_against_the_config_before_allocating(tmp_path, nothing_is_allocated):
     shapes = {**TINY_SHAPES, "digits.weight": [1152, 10, 16, 8 * 10**6]}  # 2.9 TB declared, sparse on disk
     path = sparse_file(tmp_path / "liar.safetensors", crafted(TINY_CAPSNET.to_dict(), shapes))
     with pytest.raises(CheckpointError, match=r"digits.weight has shape \(1152, 10, 16, 8000000\)"):
@@ -345,7 +345,7 @@ def test_4_header_shapes_are_checked_against_the_config_before_allocating(tmp_pa
         load_checkpoint(data + bytes(declared_size(data) - len(data)))
 
 
-def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, nothing_is_allocated):
+def test_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, nothing_is_allocated):
     shapes = {**TINY_SHAPES, "optimizer/conv1.weight/exp_avg": [10**9]}
     path = sparse_file(tmp_path / "adam.safetensors", crafted(TINY_CAPSNET.to_dict(), shapes))
     with pytest.raises(CheckpointError, match="matches no parameter"):
@@ -353,21 +353,21 @@ def test_4_optimizer_tensors_in_the_header_must_match_a_parameter(tmp_path, noth
 
 
 @pytest.mark.parametrize("size", [2 * 2**30, 12 * 2**30])
-def test_5_a_huge_file_is_refused_from_its_header_alone(tmp_path, nothing_is_allocated, size):
+def test_a_huge_file_is_refused_from_its_header_alone(tmp_path, nothing_is_allocated, size):
     """A valid tiny checkpoint padded (sparsely) to 2 GB or 12 GB: only the header is read."""
     path = sparse_file(tmp_path / "padded.safetensors", crafted(TINY_CAPSNET.to_dict(), TINY_SHAPES), size)
     with pytest.raises(CheckpointError, match=f"is {size} bytes, but its header describes only"):
         load_checkpoint(path)
 
 
-def test_5_a_file_shorter_than_its_header_declares_is_refused(tmp_path, nothing_is_allocated):
+def test_a_file_shorter_than_its_header_declares_is_refused(tmp_path, nothing_is_allocated):
     prefix = crafted(TINY_CAPSNET.to_dict(), TINY_SHAPES)
     path = sparse_file(tmp_path / "short.safetensors", prefix, declared_size(prefix) - 1)
     with pytest.raises(CheckpointError, match="is truncated"):
         load_checkpoint(path)
 
 
-def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
+def test_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
     """The paper's model with Adam state (what a training run writes, 98.6 MB) is within every bound."""
     model = CapsNet(CapsNetConfig())
     optimizer = torch.optim.Adam(model.parameters())
@@ -379,7 +379,7 @@ def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
     assert load_training_state(path)[0].config == CapsNetConfig()
 
 
-# --- 9 and 10. bad arguments and a bad --out: one clear message, exit 2, before any work -------
+# --- bad arguments and a bad --out: one clear message, exit 2, before any work -------
 
 
 @pytest.mark.parametrize(
@@ -403,7 +403,7 @@ def test_5_the_largest_checkpoint_capsviz_writes_still_loads(tmp_path):
         (["--resume", "a.safetensors", "--init", "b.safetensors"], "give one of them"),
     ],
 )
-def test_9_bad_training_arguments_exit_2_with_one_message_before_any_work(tmp_path, capsys, args, message):
+def test_bad_training_arguments_exit_2_with_one_message_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stopped:
         cli.main(["train", "--out", str(out), *args])
@@ -413,19 +413,19 @@ def test_9_bad_training_arguments_exit_2_with_one_message_before_any_work(tmp_pa
     assert not out.exists()  # nothing was started
 
 
-def test_9_evaluate_limit_0_is_refused(capsys):
+def test_evaluate_limit_0_is_refused(capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["evaluate", "--limit", "0"])
     assert stopped.value.code == 2 and "--limit: 0 is out of range" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("values", [dict(batch_size=0), dict(lr=float("nan")), dict(lr_decay=-1), dict(epochs=-1)])
-def test_9_the_library_refuses_the_same_configs(values):
+def test_the_library_refuses_the_same_configs(values):
     with pytest.raises(ValueError, match="must be"):
         TrainConfig(**values)
 
 
-def test_10_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     existing = tmp_path / "notes.txt"
     existing.write_text("mine")
     for out in (existing, existing / "run"):
@@ -436,7 +436,7 @@ def test_10_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     assert existing.read_text() == "mine"
 
 
-def test_10_a_read_only_out_is_refused_before_training(tmp_path, capsys):
+def test_a_read_only_out_is_refused_before_training(tmp_path, capsys):
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -449,7 +449,7 @@ def test_10_a_read_only_out_is_refused_before_training(tmp_path, capsys):
     assert stopped.value.code == 2 and "cannot write the run folder" in capsys.readouterr().err
 
 
-def test_10_the_library_checks_the_run_folder_before_loading_anything(tmp_path, splits, monkeypatch):
+def test_the_library_checks_the_run_folder_before_loading_anything(tmp_path, splits, monkeypatch):
     existing = tmp_path / "file"
     existing.write_text("")
     monkeypatch.setattr("capsviz.train.registry", None)  # building a model would fail differently
@@ -457,10 +457,10 @@ def test_10_the_library_checks_the_run_folder_before_loading_anything(tmp_path, 
         train(*splits, existing, tiny_config())
 
 
-# --- 13. resume flags, malformed cards, left-over temporaries, atomic logs ------------------------
+# --- resume flags, malformed cards, left-over temporaries, atomic logs ------------------------
 
 
-def test_13_resume_with_other_routing_iterations_is_refused(good_run, tmp_path, capsys):
+def test_resume_with_other_routing_iterations_is_refused(good_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["train", "--resume", str(good_run), "--routing-iters", "5", "--out", str(tmp_path / "r")])
     assert stopped.value.code == 2
@@ -478,7 +478,7 @@ def test_13_resume_with_other_routing_iterations_is_refused(good_run, tmp_path, 
         (lambda card: card.update(epochs=4), "1 history rows for 4 epochs"),
     ],
 )
-def test_13_a_malformed_resumed_card_is_a_clear_error(run_copy, splits, tmp_path, card_change, message):
+def test_a_malformed_resumed_card_is_a_clear_error(run_copy, splits, tmp_path, card_change, message):
     with safe_open(str(run_copy), "pt") as handle:
         metadata = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -489,7 +489,7 @@ def test_13_a_malformed_resumed_card_is_a_clear_error(run_copy, splits, tmp_path
         train(*splits, tmp_path / "r", tiny_config(epochs=5), resume=run_copy)
 
 
-def test_13_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
+def test_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
     target = tmp_path / "last.safetensors"
     stale, fresh = tmp_path / ".last.safetensors.abc123.tmp", tmp_path / ".last.safetensors.def456.tmp"
     stale.write_bytes(b"half a checkpoint")
@@ -499,7 +499,7 @@ def test_13_temporaries_of_killed_writes_are_cleaned_up(tmp_path):
     assert not stale.exists() and fresh.exists()
 
 
-def test_13_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
+def test_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
     (out / "last.safetensors").write_bytes(good_run.read_bytes())
@@ -520,7 +520,7 @@ def test_13_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
-# --- 6. image bombs are refused before decoding; an upload is decoded once ---------------------
+# --- image bombs are refused before decoding; an upload is decoded once ---------------------
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -533,7 +533,7 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-def test_6_a_huge_png_is_refused_from_its_header(tmp_path):
+def test_a_huge_png_is_refused_from_its_header(tmp_path):
     bomb = png_header_only(13_000, 13_000)
     with pytest.raises(ValueError, match="13000x13000 pixels; capsviz reads at most"):
         to_mnist(bomb)
@@ -542,7 +542,7 @@ def test_6_a_huge_png_is_refused_from_its_header(tmp_path):
     assert cli.main(["predict", str(path), "--json"]) == 1  # every image failed
 
 
-def test_6_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     photo = draw_digit(7, size=280).convert("L").resize((4200, 4200))  # 17.6 M pixels, over the cap
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG")
@@ -551,7 +551,7 @@ def test_6_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
 
 
 @NEEDS_APP
-def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tmp_path):
+def test_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tmp_path):
     from streamlit.testing.v1 import AppTest
 
     from capsviz.ui import state
@@ -577,10 +577,10 @@ def test_6_an_upload_is_decoded_once_per_session(monkeypatch, synthetic_root, tm
     assert not app.exception and app.metric and len(calls) == 1
 
 
-# --- 8. 16-bit greyscale is read at its own depth ------------------------------------------------
+# --- 16-bit greyscale is read at its own depth ------------------------------------------------
 
 
-def test_8_a_16_bit_greyscale_png_is_not_blank():
+def test_a_16_bit_greyscale_png_is_not_blank():
     drawing = np.asarray(draw_digit(3).convert("L"), dtype=np.float64) / 255  # ink 1, background 0
     scan = (40_000 - drawing * 39_000).astype(np.uint16)  # background 40000, ink 1000
     buffer = io.BytesIO()
@@ -591,7 +591,7 @@ def test_8_a_16_bit_greyscale_png_is_not_blank():
     assert torch.allclose(x, to_mnist(draw_digit(3)), atol=0.05)  # the same digit as the 8-bit drawing
 
 
-# --- 11. a damaged MNIST names the bad file or the read-only folder ------------------------------
+# --- a damaged MNIST names the bad file or the read-only folder ------------------------------
 
 
 @pytest.fixture
@@ -601,14 +601,14 @@ def mnist_copy(synthetic_root, tmp_path) -> Path:
     return root
 
 
-def test_11_a_truncated_unpacked_file_is_named(mnist_copy):
+def test_a_truncated_unpacked_file_is_named(mnist_copy):
     images = mnist_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
     with pytest.raises(DataUnavailableError, match=rf"{images} is damaged \(truncated: 1000 bytes.*Fix: delete it"):
         load_mnist(mnist_copy, train=False)
 
 
-def test_11_a_truncated_archive_is_named(mnist_copy):
+def test_a_truncated_archive_is_named(mnist_copy):
     raw = mnist_copy / "MNIST" / "raw"
     images = raw / "t10k-images-idx3-ubyte"
     gzip_bytes = gzip.compress(images.read_bytes())
@@ -618,7 +618,7 @@ def test_11_a_truncated_archive_is_named(mnist_copy):
         load_mnist(mnist_copy, train=False)
 
 
-def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
+def test_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
     raw = mnist_copy / "MNIST" / "raw"
 
     def read_only(*args, **kwargs):  # what unpacking into a read-only folder raises (root ignores chmod)
@@ -629,11 +629,11 @@ def test_11_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
         load_mnist(mnist_copy, train=False)
 
 
-# --- 7. trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
+# --- trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
 
 
 @NEEDS_APP
-def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, monkeypatch):
+def test_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, monkeypatch):
     from capsviz.ui.training import TrainingJob, run_job
 
     monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
@@ -644,7 +644,7 @@ def test_7_a_training_stops_when_its_session_is_gone(synthetic_root, tmp_path, m
 
 
 @NEEDS_APP
-def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_path):
+def test_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_path):
     from capsviz.ui.training import TrainingJob
 
     present = [False]
@@ -657,7 +657,7 @@ def test_7_a_session_away_for_less_than_the_grace_period_keeps_its_training(tmp_
 
 
 @NEEDS_APP
-def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
+def test_the_server_admits_a_bounded_number_of_trainings(tmp_path):
     from capsviz.ui.training import JobRegistry, TrainingJob
 
     jobs = JobRegistry(limit=2)
@@ -669,7 +669,7 @@ def test_7_the_server_admits_a_bounded_number_of_trainings(tmp_path):
 
 
 @NEEDS_APP
-def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp_path, monkeypatch):
+def test_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from capsviz.ui import state
@@ -693,7 +693,7 @@ def test_7_the_app_refuses_a_training_over_the_servers_limit(synthetic_root, tmp
 
 
 @NEEDS_APP
-def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
+def test_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
     from capsviz.ui.training import prune_runs
 
     app_runs = [tmp_path / f"2026010{i}-120000-abcde{i}" for i in range(1, 6)]
@@ -706,11 +706,11 @@ def test_7_the_runs_folder_keeps_the_newest_app_runs_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [app_runs[0], *app_runs[3:], mine])
 
 
-# --- 12. the server is safe by default -----------------------------------------------------------
+# --- the server is safe by default -----------------------------------------------------------
 
 
 @NEEDS_APP
-def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
+def test_the_shipped_streamlit_config_is_what_capsviz_app_passes():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     from capsviz.ui.inputs import MAX_UPLOAD_MB
     from capsviz.ui.server import SETTINGS, command
@@ -741,14 +741,14 @@ def test_12_the_shipped_streamlit_config_is_what_capsviz_app_passes():
         ),
     ],
 )
-def test_4_crafted_metadata_is_a_checkpoint_error_not_a_crash(header, message):
+def test_crafted_metadata_is_a_checkpoint_error_not_a_crash(header, message):
     body = json.dumps(header).encode()
     data = struct.pack("<Q", len(body)) + body + b"\0" * 4 * ("w" in header)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(data)
 
 
-def test_2_a_cnn_never_replaces_the_shipped_capsnet(tmp_path, synthetic_root, monkeypatch, capsys):
+def test_a_cnn_never_replaces_the_shipped_capsnet(tmp_path, synthetic_root, monkeypatch, capsys):
     shipped = tmp_path / "capsnet_mnist.safetensors"
     save_checkpoint(shipped, CapsNet(TINY_CAPSNET), {"test_accuracy": 0.9946})
     before = shipped.read_bytes()
@@ -759,7 +759,7 @@ def test_2_a_cnn_never_replaces_the_shipped_capsnet(tmp_path, synthetic_root, mo
     assert shipped.read_bytes() == before
 
 
-def test_4_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, capsys):
+def test_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, capsys):
     odd = save_checkpoint(tmp_path / "odd.safetensors", registry.build(CNNConfig(input_size=32)), {})
     image = tmp_path / "seven.png"
     Image.new("L", (28, 28)).save(image)
@@ -767,14 +767,14 @@ def test_4_a_model_that_cannot_read_mnist_is_refused_by_the_commands(tmp_path, c
     assert "MNIST needs 10 of 28x28x1" in capsys.readouterr().err
 
 
-def test_10_routing_accuracy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
+def test_routing_accuracy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("capsviz.analysis.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     code = cli.main(["routing-accuracy", "--checkpoint", str(save_checkpoint(tmp_path / "m.safetensors",
                      CapsNet(TINY_CAPSNET))), "--out", str(tmp_path / "missing" / "r.json")])  # fmt: skip
     assert code == 2 and "writable folder" in capsys.readouterr().err
 
 
-def test_13_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
+def test_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
     stale = tmp_path / ".capsnet_mnist.safetensors.export-abc.tmp"
     stale.mkdir()
     (stale / "capsnet_mnist.safetensors").write_bytes(b"half an export")
@@ -1516,9 +1516,9 @@ def test_a_16_bit_scan_upload_preview_shows_its_ink_not_a_white_square():
         def getvalue(self) -> bytes:
             return buffer.getvalue()
 
-    result, preview = _decode_upload(Upload())
-    assert result.x is not None
-    pixels = np.asarray(Image.open(io.BytesIO(preview)).convert("L"))
+    decoded = _decode_upload(Upload())
+    assert decoded.problem is None and decoded.ink is not None
+    pixels = np.asarray(Image.fromarray(decoded.preview).convert("L"))
     assert pixels.min() < 20 and 140 < np.median(pixels) < 170  # dark ink on 40000/65535 grey, as scanned
 
 

@@ -240,7 +240,7 @@ def test_draw_a_digit_and_explore_it(browser, server):
 
 
 def test_closing_the_tab_stops_its_training(browser, synthetic_root, tmp_path):
-    """Issue 9, case 7, for real: a training whose tab closed stops (here after 3 s, by env)."""
+    """For real: a training whose tab closed stops (here after 3 s, by env)."""
     runs = tmp_path / "runs"
     env = {**os.environ, "CAPSVIZ_RUNS": str(runs), "CAPSVIZ_DATA": str(synthetic_root)}
     serving = _serve({**env, "CAPSVIZ_ABANDONED_SECONDS": "3"})
@@ -277,7 +277,7 @@ def _ready(page, server) -> None:
 
 
 def test_desktop_canvas_tools_and_kept_expander(browser, server):
-    """Defects 4 and 8 at 1440x900: no toolbar covers the caption, Clear keeps an open expander open."""
+    """At 1440x900: no toolbar covers the caption, Clear keeps an open expander open."""
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -310,7 +310,7 @@ def test_desktop_canvas_tools_and_kept_expander(browser, server):
 
 
 def test_phone_layout(browser, server):
-    """Defect 7 at 390x844: prediction above the fold, routing iterations on the page, sliders in order."""
+    """At 390x844: the prediction above the fold, routing iterations on the page, sliders in order."""
     page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True)
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -544,7 +544,9 @@ def test_a_malformed_link_names_the_bad_parts_and_loads_the_rest(browser, server
     _wait_idle(page)
     text = warning.inner_text()
     assert "iters" in text and "route" in text and "stage" not in text  # named: only the parts it could not read
-    shown = page.evaluate(CONTROLS, ["input_source", "routing_iters", "guide_stage"])
+    read = ["input_source", "routing_iters", "guide_stage"]
+    page.wait_for_function(f"!Object.values(({CONTROLS})({read})).includes('?')", timeout=60_000)  # all drawn
+    shown = page.evaluate(CONTROLS, read)
     assert shown["input_source"] == "MNIST test image" and shown["routing_iters"] == "3"
     assert shown["guide_stage"].startswith("PrimaryCaps")
     assert _picture(page)["image"].startswith("MNIST test image #2,")
