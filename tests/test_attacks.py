@@ -303,9 +303,7 @@ TINY_SHAPES = {name: list(p.shape) for name, p in CapsNet(TINY_CAPSNET).named_pa
         ("routing_iters", True, "routing_iters must be an integer"),
     ],
 )
-def test_every_config_field_is_bounded_before_anything_is_built(
-    tmp_path, nothing_is_allocated, field, value, message
-):
+def test_every_config_field_is_bounded_before_anything_is_built(tmp_path, nothing_is_allocated, field, value, message):
     config = {**TINY_CAPSNET.to_dict(), field: value}
     path = sparse_file(tmp_path / "huge.safetensors", crafted(config, TINY_SHAPES))
     with pytest.raises(CheckpointError, match=message):
