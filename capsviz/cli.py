@@ -32,7 +32,7 @@ from capsviz.checkpoint import (
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import MNIST_TEST_IMAGES, DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
-from capsviz.files import clean_stale, replace_together
+from capsviz.files import atomic_write, clean_stale, replace_together
 from capsviz.train import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=SEED, default=None, help="default 0, or the resumed run's")
     t.add_argument("--threads", type=THREADS, default=None, help="CPU threads for torch")
     t.add_argument("--compile", action="store_true", help="torch.compile the model and loss (slow start)")
+    t.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="also keep each epoch's checkpoint as epoch-N.safetensors (to ship the epoch a clock stopped at)",
+    )
     t.add_argument(
         "--plain",
         action="store_true",
@@ -299,6 +304,8 @@ def _train(args) -> int:
                 f"{len(train_split):,}"
             )
         callbacks = [_Progress()] if ddp.is_main else []
+        if args.keep_epochs:
+            callbacks.append(_KeepEpochs())
         result = train(
             train_split,
             test_split,
@@ -347,6 +354,14 @@ def _routing_option(kind: str, routing_iters: int | None) -> dict:
     if not registry.has_routing(registry.classes(kind)[1]):
         raise UsageError(f"--routing-iters applies to a CapsNet; a {kind} model has no routing")
     return {"routing_iters": routing_iters}
+
+
+class _KeepEpochs(Callback):
+    """A copy of each epoch's checkpoint beside it, epoch-N.safetensors, written atomically."""
+
+    def on_epoch_end(self, info: EpochEnd) -> None:
+        checkpoint = Path(info.checkpoint)
+        atomic_write(checkpoint.with_name(f"epoch-{info.epoch}.safetensors"), checkpoint.read_bytes())
 
 
 class _Progress(Callback):

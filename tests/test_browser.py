@@ -447,6 +447,12 @@ def _picture(page) -> dict:
     })""")
 
 
+def _drawn_controls(page, keys: list[str]) -> dict:
+    """The controls' values once every one of them is drawn (a rerun draws sliders after radios)."""
+    page.wait_for_function(f"!Object.values(({CONTROLS})({keys!r})).includes('?')", timeout=60_000)
+    return page.evaluate(CONTROLS, keys)
+
+
 def _lab_reading(page) -> str:
     return page.locator("p", has_text="routing iterations):").first.inner_text()
 
@@ -498,18 +504,18 @@ def test_three_tab_round_trips_and_a_link_keep_every_control_and_the_prediction(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     _ready(page, server)
     _set_up_a_view(page)
-    lab = page.evaluate(CONTROLS, LAB_CONTROLS)
+    lab = _drawn_controls(page, LAB_CONTROLS)
     reading = _lab_reading(page)
     assert "(2 routing iterations)" in reading and lab["lab_rotation"] == "5" and lab["lab_digit"] == "4"
     _to_tab(page, "Explore", "The network, stage by stage")
-    explore, picture = page.evaluate(CONTROLS, EXPLORE_CONTROLS), _picture(page)
+    explore, picture = _drawn_controls(page, EXPLORE_CONTROLS), _picture(page)
     assert explore["sample_digit"] == "7" and explore["routing_iters"] == "2" and explore["routing_digit"] == "3"
     assert explore["live_decoder"].split(",")[2] == "0.04" and picture["image"].endswith("labelled 7")
     for trip in range(3):
         _to_tab(page, "Claims lab", "Sweep one transform")
-        assert (page.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(page)) == (lab, reading), trip
+        assert (_drawn_controls(page, LAB_CONTROLS), _lab_reading(page)) == (lab, reading), trip
         _to_tab(page, "Explore", "The network, stage by stage")
-        assert (page.evaluate(CONTROLS, EXPLORE_CONTROLS), _picture(page)) == (explore, picture), trip
+        assert (_drawn_controls(page, EXPLORE_CONTROLS), _picture(page)) == (explore, picture), trip
 
     link = page.url
     named = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(link).query))
@@ -521,18 +527,18 @@ def test_three_tab_round_trips_and_a_link_keep_every_control_and_the_prediction(
     again.get_by_text("The network, stage by stage").first.wait_for(timeout=90_000)
     again.wait_for_function("window.__capsvizLive && window.__capsvizLive.frames > 0", timeout=60_000)
     _wait_idle(again)
-    shown = again.evaluate(CONTROLS, EXPLORE_CONTROLS)
+    shown = _drawn_controls(again, EXPLORE_CONTROLS)
     assert {k: v for k, v in shown.items() if k not in ("sample_mode", "sample_digit")} == {
         k: v for k, v in explore.items() if k not in ("sample_mode", "sample_digit")
     }  # the link names the image itself, not how it was picked
     assert _picture(again) == picture
     _to_tab(again, "Claims lab", "Sweep one transform")
-    assert (again.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
+    assert (_drawn_controls(again, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
     assert "tab=lab" in again.url
     again.reload(wait_until="domcontentloaded")  # a link straight to the lab: the same lab
     again.get_by_text("Sweep one transform").first.wait_for(timeout=90_000)
     _wait_idle(again)
-    assert (again.evaluate(CONTROLS, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
+    assert (_drawn_controls(again, LAB_CONTROLS), _lab_reading(again)) == (lab, reading)
     assert not errors, errors
 
 
@@ -545,8 +551,7 @@ def test_a_malformed_link_names_the_bad_parts_and_loads_the_rest(browser, server
     text = warning.inner_text()
     assert "iters" in text and "route" in text and "stage" not in text  # named: only the parts it could not read
     read = ["input_source", "routing_iters", "guide_stage"]
-    page.wait_for_function(f"!Object.values(({CONTROLS})({read})).includes('?')", timeout=60_000)  # all drawn
-    shown = page.evaluate(CONTROLS, read)
+    shown = _drawn_controls(page, read)
     assert shown["input_source"] == "MNIST test image" and shown["routing_iters"] == "3"
     assert shown["guide_stage"].startswith("PrimaryCaps")
     assert _picture(page)["image"].startswith("MNIST test image #2,")

@@ -43,6 +43,18 @@ def test_train_resume_continues(trained, synthetic_root, tmp_path):
     assert read_card(resumed / "last.safetensors")["seed"] == 3  # unset on resume: the run's own seed
 
 
+def test_keep_epochs_leaves_each_epochs_checkpoint_beside_the_last(trained, synthetic_root, tmp_path):
+    """What a clock-stopped schedule ships from: epoch-N.safetensors, byte for byte the run's checkpoint then."""
+    out, _ = trained
+    resumed = tmp_path / "kept"
+    result = tiny_train(synthetic_root, resumed, "--epochs", 3, "--resume", out / "last.safetensors", "--keep-epochs")
+    assert result.returncode == 0, result.stderr
+    kept = sorted(p.name for p in resumed.glob("epoch-*.safetensors"))
+    assert kept == ["epoch-2.safetensors", "epoch-3.safetensors"]  # epoch 1 was not trained in this folder
+    assert read_card(resumed / "epoch-2.safetensors")["epochs"] == 2
+    assert (resumed / "epoch-3.safetensors").read_bytes() == (resumed / "last.safetensors").read_bytes()
+
+
 def test_evaluate_json(trained, synthetic_root):
     out, _ = trained
     result = capsviz("evaluate", "--checkpoint", out / "last.safetensors", "--data-root", synthetic_root, "--json")
