@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED=1
 DATA=${LEASE_DATA:-.gpu-data}
 DEVICE=${LEASE_DEVICE:-cuda}
 LIMIT=${LEASE_LIMIT:+--limit $LEASE_LIMIT}
-BENCH_S=${LEASE_BENCH_S:-40} TESTS_S=${LEASE_TESTS_S:-60} TRAIN_S=${LEASE_TRAIN_S:-330}
+BENCH_S=${LEASE_BENCH_S:-40} TESTS_S=${LEASE_TESTS_S:-60} TRAIN_S=${LEASE_TRAIN_S:-300}
 WORK=${LEASE_WORK:-/tmp/capsviz-lease}
 BACK=$WORK/back
 rm -rf "$WORK" && mkdir -p "$BACK"
@@ -37,9 +37,10 @@ for run in "${!RUNS[@]}"; do
   OMP_NUM_THREADS=3 timeout -s INT "$TRAIN_S" python3 -m capsviz train --device "$DEVICE" "${SCHEDULE[@]}" \
     --data-root "$DATA" --out "$WORK/$run" $LIMIT ${RUNS[$run]} >"$WORK/$run.out" 2>"$WORK/$run.progress" &
 done
-CAPSVIZ_TEST_DEVICE=$DEVICE timeout "$TESTS_S" python3 -m pytest -q -p no:cacheprovider \
+CAPSVIZ_TEST_DEVICE=$DEVICE timeout "$TESTS_S" python3 -m pytest -v -p no:cacheprovider \
   --junitxml="$BACK/tests-cuda.xml" tests/test_model.py tests/test_routing.py tests/test_fastpath.py \
-  tests/test_checkpoint.py tests/test_multimnist.py 2>&1 | tail -n 30 | tee -a "$BACK/lease.log"
+  tests/test_checkpoint.py tests/test_multimnist.py >"$BACK/tests-cuda.log" 2>&1  # -v: a cut run still names each result
+tail -n 5 "$BACK/tests-cuda.log" | tee -a "$BACK/lease.log"
 wait
 for run in "${!RUNS[@]}"; do
   say "$run:"; cat "$WORK/$run.out" | tee -a "$BACK/lease.log"; tail -c 600 "$WORK/$run.progress" >>"$BACK/lease.log"
