@@ -20,6 +20,8 @@ SCHEDULE=(--batch-size 128 --epochs 50 --lr 1e-3 --lr-schedule exp --lr-decay 0.
 GPU=$(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")')
 say "device: $GPU, torch $(python3 -c 'import torch; print(torch.__version__)')"
 
+# unpacked once here, not by five runs at once
+python3 -c 'import sys; from capsviz.data import load_mnist; [load_mnist(sys.argv[1], train=t) for t in (True, False)]' "$DATA"
 say "1. GPU bench alone (${BENCH_S} s)"
 timeout "$BENCH_S" python3 -m capsviz.bench --device "$DEVICE" --sections training --plain \
   --steps 20 --rounds 3 --warmup 5 --data-root "$DATA" --json "$BACK/bench-gpu.json" 2>&1 | tail -n 30 | tee -a "$BACK/lease.log"
