@@ -23,6 +23,7 @@ import torch
 
 from capsviz import multimnist, registry, tasks
 from capsviz.checkpoint import (
+    PRETRAINED_DIR,
     SHIPPED_CHECKPOINT,
     CheckpointError,
     load_checkpoint,
@@ -181,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--out-dir", default=None, help="also write robustness.md, robustness.json and sweeps.png there")
     rb.add_argument("--json", action="store_true")
 
+    mc = commands.add_parser(
+        "multimnist-claims", help="the shipped two-digit models on the MultiMNIST test pairs, compared pair by pair"
+    )
+    mc.add_argument("--data-root", default=None)
+    mc.add_argument("--models", default=str(PRETRAINED_DIR), help="the folder holding the three models")
+    mc.add_argument("--out", default=None, help="the JSON report (default pretrained/multimnist_claims.json)")
+
     commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
 
     argv = sys.argv[1:] if argv is None else argv
@@ -198,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "trace": _trace,
             "routing-accuracy": _routing_accuracy,
             "robustness": _robustness,
+            "multimnist-claims": _multimnist_claims,
         }
         return commands_by_name[args.command](args)
     except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
@@ -708,6 +717,24 @@ def _routing_accuracy(args) -> int:
     for r, accuracy in results["accuracy"].items():
         print(f"{r} iteration(s): {accuracy:.4%} ({results['errors'][r]} errors of {results['test_images']})")
     print(f"written to {out}")
+    return 0
+
+
+def _multimnist_claims(args) -> int:
+    from capsviz.analysis import multimnist_claims
+
+    paths = {name: Path(args.models) / f"{name}.safetensors" for name in multimnist_claims.MODELS}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise UsageError(f"not shipped: {', '.join(missing)}")
+    out = Path(args.out or multimnist_claims.REPORT)
+    if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
+    report = multimnist_claims.measure(paths, pairs, command="python -m capsviz multimnist-claims")
+    atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
+    print(multimnist_claims.markdown(report), end="")
+    print(f"written to {out}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,117 @@
+"""The paper's MultiMNIST comparison (Sabour et al. 2017, section 6), paired on the same test pairs.
+
+    python -m capsviz multimnist-claims [--data-root DIR]   # -> pretrained/multimnist_claims.json
+
+Each shipped two-digit model reads the 10,000 fixed MultiMNIST test pairs; a pair is right when the two
+highest scores name both its digits. Two models are compared on the pairs themselves: of the pairs only
+one of them gets right, how many each gets, which gives the difference's paired standard error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import torch
+
+from capsviz import registry, tasks
+from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint
+from capsviz.data import to_float
+from capsviz.multimnist import Pairs
+
+FORMAT = "capsviz-multimnist-claims"
+REPORT = PRETRAINED_DIR / "multimnist_claims.json"
+MODELS = ("capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist")  # shipped names, in table order
+COMPARISONS = (  # (a, b): is a better than b on the same pairs?
+    ("capsnet_multimnist", "cnn_multimnist"),
+    ("capsnet_multimnist", "capsnet_r1_multimnist"),
+    ("capsnet_r1_multimnist", "cnn_multimnist"),
+)
+PAPER_ERROR = {"capsnet_multimnist": 0.052, "cnn_multimnist": 0.081}  # section 6; the CNN had 24.56M parameters
+
+
+def top_two(model: torch.nn.Module, pairs: Pairs, *, batch_size: int = 200) -> torch.Tensor:
+    """(N, 2): the two digits the model names for each pair, its two highest scores."""
+    device = next(model.parameters()).device
+    named = []
+    with registry.evaluating(model), torch.no_grad():
+        for start in range(0, len(pairs.labels), batch_size):
+            images = to_float(pairs.images[start : start + batch_size].to(device))  # (B, 1, 36, 36)
+            named.append(tasks.predict(model.scores(images).cpu(), 2))  # (B, 2)
+    return torch.cat(named)
+
+
+def right_per_pair(named: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """named, labels (N, 2) -> (N,) bool: both digits of each pair named, in any order."""
+    return (named.sort(dim=1).values == labels.sort(dim=1).values).all(dim=1)
+
+
+def digits_named(named: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many of the 2N digits are among the two named for their pair."""
+    return int((labels[:, :, None] == named[:, None, :]).any(dim=2).sum())
+
+
+def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """a, b (N,) bool on the same pairs -> a's lead in accuracy, with its paired standard error."""
+    n = len(a)
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    lead = (a_only - b_only) / n
+    se = math.sqrt(max(a_only + b_only - (a_only - b_only) ** 2 / n, 0.0)) / n
+    return {"a_only": a_only, "b_only": b_only, "lead": lead, "se": se, "z": lead / se if se else 0.0}
+
+
+def measure(paths: dict[str, Path], pairs: Pairs, *, command: str) -> dict:
+    """Each model's accuracy and digits named on `pairs`, and the paired comparisons among those given."""
+    right, models = {}, {}
+    for name, path in paths.items():
+        model, card = load_checkpoint(path)
+        named = top_two(model, pairs)  # (N, 2)
+        right[name] = right_per_pair(named, pairs.labels)
+        models[name] = {
+            "checkpoint": str(path),
+            "kind": registry.kind_of(model),
+            "routing_iters": getattr(model.config, "routing_iters", None),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "epochs": card.get("epochs"),
+            "accuracy": right[name].float().mean().item(),
+            "errors": int((~right[name]).sum()),
+            "digits_named": digits_named(named, pairs.labels) / (2 * len(pairs.labels)),
+        }
+    comparisons = [{"a": a, "b": b, **paired(right[a], right[b])} for a, b in COMPARISONS if a in right and b in right]
+    return {
+        "format": FORMAT,
+        "test_pairs": len(pairs.labels),
+        "models": models,
+        "comparisons": comparisons,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def markdown(report: dict) -> str:
+    """The report as two tables: each model, then each paired comparison."""
+    lines = [
+        f"On the {report['test_pairs']:,} MultiMNIST test pairs (a pair is right when both digits are named).",
+        "",
+        "| model | parameters | epochs | pairs right | error | digits named | paper's error |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, m in report["models"].items():
+        paper = f"{PAPER_ERROR[name]:.1%}" if name in PAPER_ERROR else "-"
+        routing = f", {m['routing_iters']} routing iteration(s)" if m["routing_iters"] else ""
+        lines.append(
+            f"| `{name}` ({m['kind']}{routing}) | {m['parameters']:,} | {m['epochs']} | {m['accuracy']:.2%} | "
+            f"{1 - m['accuracy']:.2%} | {m['digits_named']:.2%} | {paper} |"
+        )
+    lines += [
+        "",
+        "| a vs b | only a right | only b right | a's lead | paired SE | z |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in report["comparisons"]:
+        lines.append(
+            f"| `{c['a']}` vs `{c['b']}` | {c['a_only']} | {c['b_only']} | {c['lead'] * 100:+.2f} points | "
+            f"{c['se'] * 100:.2f} | {c['z']:+.1f} |"
+        )
+    return "\n".join(lines) + "\n"

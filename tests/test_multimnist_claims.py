@@ -1,0 +1,66 @@
+"""The MultiMNIST comparison: its paired arithmetic, and the real command on small untrained models."""
+
+import json
+import math
+
+import pytest
+import torch
+from cli_runs import capsviz
+
+from capsviz import multimnist, registry, tasks
+from capsviz.analysis import multimnist_claims
+from capsviz.analysis.multimnist_claims import digits_named, paired, right_per_pair
+from capsviz.checkpoint import save_checkpoint
+from capsviz.cnn import CNNConfig
+from capsviz.data import load_mnist
+from capsviz.model import CapsNetConfig
+from capsviz.train import evaluate
+
+
+def test_a_pair_is_right_only_when_both_digits_are_named_in_any_order():
+    named = torch.tensor([[3, 5], [5, 3], [3, 7], [1, 2]])
+    labels = torch.tensor([[3, 5], [3, 5], [3, 5], [3, 5]])
+    assert right_per_pair(named, labels).tolist() == [True, True, False, False]
+    assert digits_named(named, labels) == 5
+
+
+def test_the_paired_lead_and_its_standard_error_come_from_the_pairs_only_one_model_gets_right():
+    a = torch.tensor([1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    result = paired(a, b)
+    assert (result["a_only"], result["b_only"]) == (2, 1)
+    assert result["lead"] == pytest.approx(1 / 6)
+    assert result["se"] == pytest.approx(math.sqrt(3 - 1 / 6) / 6)  # sqrt(b + c - (b - c)^2 / n) / n
+    assert paired(a, a) == {"a_only": 0, "b_only": 0, "lead": 0.0, "se": 0.0, "z": 0.0}
+
+
+def _small(kind_config, seed: int):
+    torch.manual_seed(seed)
+    return registry.build(tasks.for_task(kind_config, "multimnist"))
+
+
+def test_the_command_measures_each_model_as_evaluate_does_and_compares_them(tmp_path, synthetic_root):
+    models = {
+        "capsnet_multimnist": _small(CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64)), 1),
+        "capsnet_r1_multimnist": _small(
+            CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64), routing_iters=1), 2
+        ),
+        "cnn_multimnist": _small(CNNConfig(conv_channels=(4, 8), hidden=(16,)), 3),
+    }
+    for name, model in models.items():
+        save_checkpoint(tmp_path / f"{name}.safetensors", model, {"epochs": 1})
+    out = tmp_path / "claims.json"
+    result = capsviz("multimnist-claims", "--models", tmp_path, "--data-root", synthetic_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    pairs = multimnist.fixed_test_pairs(load_mnist(synthetic_root, train=False))
+    for name, model in models.items():
+        accuracy, n = evaluate(model, pairs)
+        assert report["models"][name]["accuracy"] == pytest.approx(accuracy) and n == report["test_pairs"] == 40
+    assert [(c["a"], c["b"]) for c in report["comparisons"]] == list(multimnist_claims.COMPARISONS)
+    assert "| `capsnet_multimnist` vs `cnn_multimnist` |" in result.stdout
+
+
+def test_the_command_names_a_missing_model_before_measuring(tmp_path, synthetic_root):
+    result = capsviz("multimnist-claims", "--models", tmp_path, "--data-root", synthetic_root)
+    assert result.returncode == 2 and "not shipped" in result.stderr and "cnn_multimnist" in result.stderr
