@@ -59,6 +59,20 @@ def test_the_command_measures_each_model_as_evaluate_does_and_compares_them(tmp_
         assert report["models"][name]["accuracy"] == pytest.approx(accuracy) and n == report["test_pairs"] == 40
     assert [(c["a"], c["b"]) for c in report["comparisons"]] == list(multimnist_claims.COMPARISONS)
     assert "| `capsnet_multimnist` vs `cnn_multimnist` |" in result.stdout
+    coupling = report["coupling"]  # the routed CapsNet's: iteration 1 is uniform over the 10 digits
+    assert coupling["own"][0] == pytest.approx(0.1) == coupling["other"][0] and len(coupling["own"]) == 3
+    assert multimnist_claims.load(out)["coupling"]["own"] == pytest.approx(coupling["own"])
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    ['{"models": {}, "comparisons": [], "test_pairs": "all"}', "[1, 2]", '{"models": {"a": {"accuracy": 1e400}}}',
+     '{"models": {}, "comparisons": [], "test_pairs": 5, "coupling": {"own": "high", "other": []}}', "\u0000"],
+)  # fmt: skip
+def test_a_crafted_report_is_not_read(tmp_path, crafted):
+    path = tmp_path / "claims.json"
+    path.write_text(crafted)
+    assert multimnist_claims.load(path) is None
 
 
 def test_the_command_names_a_missing_model_before_measuring(tmp_path, synthetic_root):

@@ -19,11 +19,17 @@ from drawings import draw_digit
 SHIPPED = sorted(PRETRAINED_DIR.glob("*.safetensors"))
 
 
-def test_the_explorers_capsnet_and_the_claims_baseline_are_shipped():
-    assert {p.name: registry.kind_of(read_config(p)) for p in SHIPPED} == {
-        "capsnet_mnist.safetensors": "capsnet",
-        "cnn_mnist.safetensors": "cnn",
+def test_the_explorers_capsnet_the_claims_baseline_and_the_two_digit_models_are_shipped():
+    shipped = {p.name: (registry.kind_of(config := read_config(p)), config.task) for p in SHIPPED}
+    assert shipped == {
+        "capsnet_mnist.safetensors": ("capsnet", "mnist"),
+        "cnn_mnist.safetensors": ("cnn", "mnist"),
+        "capsnet_multimnist.safetensors": ("capsnet", "multimnist"),
+        "capsnet_r1_multimnist.safetensors": ("capsnet", "multimnist"),
+        "cnn_multimnist.safetensors": ("cnn", "multimnist"),
     }
+    assert read_config(PRETRAINED_DIR / "capsnet_r1_multimnist.safetensors").routing_iters == 1
+    assert read_config(PRETRAINED_DIR / "capsnet_multimnist.safetensors").routing_iters == 3
     capsnet, _ = load_checkpoint(SHIPPED_CHECKPOINT)
     assert capsnet.config == CapsNetConfig() and sum(p.numel() for p in capsnet.parameters()) == 8_215_568
     cnn, _ = load_checkpoint(PRETRAINED_DIR / "cnn_mnist.safetensors")
@@ -85,13 +91,14 @@ def test_predict_reads_canvas_drawings_anywhere_and_any_size(tmp_path):
 
 
 def test_the_shipped_robustness_report_describes_the_shipped_bytes():
-    """pretrained/robustness.json (the Claims lab's table): every shipped model, its exact weights, and MNIST
-    accuracies that agree with each card to the image."""
+    """pretrained/robustness.json (the Claims lab's table): every shipped MNIST model, its exact weights, and
+    MNIST accuracies that agree with each card to the image."""
     report = json.loads((PRETRAINED_DIR / "robustness.json").read_text())
     entries = {Path(m["checkpoint"]).name: m for m in report["models"]}
-    assert sorted(entries) == [p.name for p in SHIPPED]
+    mnist = robustness.shipped_models()
+    assert sorted(entries) == sorted(p.name for p in mnist) == ["capsnet_mnist.safetensors", "cnn_mnist.safetensors"]
     assert report["test_images"] == 10_000 and report["affine_shrunk"] == 887
-    for path in SHIPPED:
+    for path in mnist:
         entry, card = entries[path.name], read_card(path)
         assert entry["sha256"] == sha256_of(path), f"{path.name} changed since its robustness run: rerun it"
         assert round(entry["mnist"] * 10_000) == 10_000 - card["test_errors"]

@@ -10,18 +10,22 @@ one of them gets right, how many each gets, which gives the difference's paired 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from pathlib import Path
 
 import torch
 
 from capsviz import registry, tasks
+from capsviz.analysis.routing_accuracy import sha256_of
+from capsviz.analysis.two_digits import owners
 from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint
 from capsviz.data import to_float
 from capsviz.multimnist import Pairs
 
 FORMAT = "capsviz-multimnist-claims"
 REPORT = PRETRAINED_DIR / "multimnist_claims.json"
+ROUTED = "capsnet_multimnist"  # the CapsNet whose couplings are measured
 MODELS = ("capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist")  # shipped names, in table order
 COMPARISONS = (  # (a, b): is a better than b on the same pairs?
     ("capsnet_multimnist", "cnn_multimnist"),
@@ -52,6 +56,31 @@ def digits_named(named: torch.Tensor, labels: torch.Tensor) -> int:
     return int((labels[:, :, None] == named[:, None, :]).any(dim=2).sum())
 
 
+def coupling_to_own(capsnet: torch.nn.Module, pairs: Pairs, *, batch_size: int = 100) -> dict:
+    """Over all pairs, at the primary positions one digit's ink dominates (capsviz.analysis.two_digits.owners):
+    the mean coupling they send to that digit ("own") and to the other one ("other"), iteration by iteration."""
+    iterations = capsnet.config.routing_iters
+    own, other, positions = torch.zeros(iterations), torch.zeros(iterations), 0
+    types = capsnet.config.primary_types
+    with registry.evaluating(capsnet), torch.no_grad():
+        for start in range(0, len(pairs.labels), batch_size):
+            images = to_float(pairs.images[start : start + batch_size])  # (B, 1, 36, 36)
+            labels = pairs.labels[start : start + batch_size]  # (B, 2)
+            _, trace, _ = capsnet.encode(images, iterations, trace=True)
+            b, r, n, _ = trace.couplings.shape  # (B, R, N, J)
+            to_pair = trace.couplings.gather(-1, labels[:, None, None, :].expand(b, r, n, 2))  # (B, R, N, 2)
+            grid = int(round((n // types) ** 0.5))
+            share = to_pair.view(b, r, types, grid, grid, 2).mean(dim=2)  # (B, R, G, G, 2)
+            owner = torch.from_numpy(owners(pairs.singles[start : start + batch_size], capsnet.config))  # (B, G, G)
+            for k in (0, 1):
+                mask = owner == k  # (B, G, G)
+                own += share[..., k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)
+                other += share[..., 1 - k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)
+                positions += int(mask.sum())
+    n = max(positions, 1)
+    return {"positions": positions, "own": (own / n).tolist(), "other": (other / n).tolist()}
+
+
 def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     """a, b (N,) bool on the same pairs -> a's lead in accuracy, with its paired standard error."""
     n = len(a)
@@ -70,6 +99,7 @@ def measure(paths: dict[str, Path], pairs: Pairs, *, command: str) -> dict:
         right[name] = right_per_pair(named, pairs.labels)
         models[name] = {
             "checkpoint": str(path),
+            "sha256": sha256_of(path),
             "kind": registry.kind_of(model),
             "routing_iters": getattr(model.config, "routing_iters", None),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -78,12 +108,16 @@ def measure(paths: dict[str, Path], pairs: Pairs, *, command: str) -> dict:
             "errors": int((~right[name]).sum()),
             "digits_named": digits_named(named, pairs.labels) / (2 * len(pairs.labels)),
         }
+    coupling = None
+    if ROUTED in paths:
+        coupling = coupling_to_own(load_checkpoint(paths[ROUTED])[0], pairs)
     comparisons = [{"a": a, "b": b, **paired(right[a], right[b])} for a, b in COMPARISONS if a in right and b in right]
     return {
         "format": FORMAT,
         "test_pairs": len(pairs.labels),
         "models": models,
         "comparisons": comparisons,
+        "coupling": coupling,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
     }
@@ -114,4 +148,52 @@ def markdown(report: dict) -> str:
             f"| `{c['a']}` vs `{c['b']}` | {c['a_only']} | {c['b_only']} | {c['lead'] * 100:+.2f} points | "
             f"{c['se'] * 100:.2f} | {c['z']:+.1f} |"
         )
+    coupling = report.get("coupling")
+    if coupling:
+        own = " / ".join(f"{v:.2%}" for v in coupling["own"])
+        other = " / ".join(f"{v:.2%}" for v in coupling["other"])
+        lines += ["", f"`{ROUTED}`'s couplings at the {coupling['positions']:,} primary positions one digit's ink "
+                  f"dominates, iteration 1 / 2 / ...: to that digit {own}; to the other digit {other} "
+                  "(uniform: 10%)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+MAX_ITERATIONS = 5
+MAX_REPORT_BYTES = 1 << 20  # a report is about 2 kB; a bigger file is not one
+
+
+def load(path: Path = REPORT) -> dict | None:
+    """The report, or None when it is missing, too big or not of this shape (a crafted file is never shown)."""
+    try:
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            return None
+        report = json.loads(path.read_text(encoding="utf-8"))
+        models, comparisons = report["models"], report["comparisons"]
+        rows = [(str(name), _fraction(m["accuracy"]), str(m["sha256"])) for name, m in models.items()]
+        pairs = [(str(c["a"]), str(c["b"]), _number(c["lead"]), _number(c["se"])) for c in comparisons]
+        n = report["test_pairs"]
+        coupling = report.get("coupling")
+        if coupling is not None:
+            coupling = {side: [_fraction(v) for v in coupling[side][:MAX_ITERATIONS]] for side in ("own", "other")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if type(n) is not int or len(rows) > len(MODELS) or len(pairs) > len(COMPARISONS):
+        return None
+    return {
+        "test_pairs": n,
+        "models": {name: {"accuracy": a, "sha256": h} for name, a, h in rows},
+        "comparisons": [dict(zip(("a", "b", "lead", "se"), row)) for row in pairs],
+        "coupling": coupling,
+    }
+
+
+def _number(value) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(value)
+    return float(value)
+
+
+def _fraction(value) -> float:
+    if not 0.0 <= _number(value) <= 1.0:
+        raise ValueError(value)
+    return float(value)

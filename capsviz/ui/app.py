@@ -1,5 +1,5 @@
-"""The capsviz page, in order: sidebar, then the Explore, Claims lab and Train tabs (only the open one runs),
-or in presentation mode one section of the lesson per screen (capsviz.ui.present)."""
+"""The capsviz page, in order: sidebar, then the Explore, Two digits, Claims lab and Train tabs (only the open one
+runs), or in presentation mode one section of the lesson per screen (capsviz.ui.present)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from capsviz.ui.resources import LoadedModel, torch_threads
 from capsviz.ui.routing import full_xray, routing
 from capsviz.ui.sidebar import sidebar
 from capsviz.ui.training import training_tab
+from capsviz.ui.two_digits import two_digits_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
 
 # Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
@@ -33,7 +34,8 @@ TABS = tuple(state.TAB_NAMES.values())
 LINK_CAPTION = (
     ":material/link: The address bar holds this view: the open tab, the input, model and routing iterations, the "
     "routing view, iteration, parent digit and inspected capsule, the guided path's stage, the pose digit and its "
-    "offsets, and the Claims lab's transform, sweep and digit. Copy it to share it or to come back to it. Each "
+    "offsets, the Two digits tab's picture and routing iterations, and the Claims lab's transform, sweep and "
+    "digit. Copy it to share it or to come back to it. Each "
     "chart's camera button (the coupling tiles: Save PNG) saves it as a PNG."
 )
 
@@ -59,13 +61,16 @@ def main() -> None:
 
 
 def tabs(settings) -> None:
-    explore, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
+    explore, two, lab, train = st.tabs(list(TABS), key=state.TABS, on_change="rerun")
     if explore.open:
         with explore:
             explore_tab(settings)
     else:
         canvas.left()  # the canvas remounts with the last drawing
         inputs.left()  # and the upload is kept
+    if two.open:
+        with two:
+            two_digits_tab(settings.device)
     if lab.open:
         with lab:
             lab_tab(settings.loaded, settings.device)
@@ -127,7 +132,7 @@ def explore_tab(settings) -> None:
         return
     ray, result, view = reading(settings, source, iters)
     with middle:
-        prediction(result, source.label)
+        prediction(result, source.label, share.two_digit_link(source))
     with right:
         examples_popover()  # beside the prediction, so nothing moves under a drawing hand
         lengths_chart(result)

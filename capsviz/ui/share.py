@@ -14,6 +14,8 @@
     pose       the digit reconstructed from its pose; offsets: the 16 pose offsets, when any is not 0
     rotation, scale_x, scale_y, shear, shift_x, shift_y, thickness: the Claims lab's transform (when not neutral)
     sweep      the transform the lab sweeps; sweep_digit: the digit whose score it sweeps
+    two_src    the Two digits tab's picture: pair (a MultiMNIST test pair) or explore (the input above)
+    pair       the MultiMNIST test pair's index; two_iters: the two-digit CapsNet's routing iterations
 
 Drawn and uploaded inputs travel as the 28x28 image the model saw (1,046 characters), not as strokes or the
 original file. An uploaded checkpoint cannot be named in a link. A part that cannot be read is named in a
@@ -33,6 +35,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from capsviz import multimnist
 from capsviz.analysis import lab, perturb, stages
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.model import PAPER
@@ -41,12 +44,15 @@ from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
 from capsviz.ui.resources import mnist_test, run_checkpoints
 from capsviz.ui.routing import VIEWS
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
+from capsviz.ui.two_digits import EXPLORED, PAIR
 
 SIDE = 28
 TABS = state.TAB_NAMES
 VIEW_NAMES = dict(zip(("couplings", "votes", "adds"), VIEWS))
 STAGE_NAMES = {name.lower(): f"{name} · {holds}" for name, holds, _ in stages.STAGES}  # the guided path's labels
 CAPSULES = PAPER.num_primary
+TWO_SOURCES = {"pair": PAIR, "explore": EXPLORED}
+TEST_PAIRS = multimnist.TEST_PAIRS
 OFFSET_DECIMALS = 2  # the pose sliders' step is 0.01
 # Reset for each new input (the prediction, zero offsets): a link's values are applied after that reset.
 PER_INPUT = (state.ROUTING_DIGIT, state.POSE_CLASS, *(state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)))
@@ -140,6 +146,9 @@ RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     **_lab_rules(),
     "sweep": (state.LAB_SWEEP_OF, lambda t: t if t in lab.NAMES else None, "one of " + ", ".join(lab.NAMES)),
     "sweep_digit": (state.LAB_DIGIT, lambda t: _integer(t, 0, 9), "a digit from 0 to 9"),
+    "two_src": (state.TWO_SOURCE, TWO_SOURCES.get, "one of " + ", ".join(TWO_SOURCES)),
+    "pair": (state.TWO_PAIR, lambda t: _integer(t, 0, TEST_PAIRS - 1), f"a test pair from 0 to {TEST_PAIRS - 1}"),
+    "two_iters": (state.TWO_ITERS, lambda t: _integer(t, 1, MAX_ROUTING_ITERS), f"from 1 to {MAX_ROUTING_ITERS}"),
 }
 
 
@@ -302,6 +311,25 @@ def _lab_params() -> dict[str, str]:
     return params
 
 
+def _two_params() -> dict[str, str]:
+    """The Two digits tab's picture and routing count, once the tab has set them."""
+    params = {}
+    source = state.value(state.TWO_SOURCE)
+    if source is not None:
+        params["two_src"] = next(name for name, label in TWO_SOURCES.items() if label == source)
+    if source == PAIR and state.value(state.TWO_PAIR) is not None:
+        params["pair"] = str(int(state.value(state.TWO_PAIR)))
+    if state.value(state.TWO_ITERS) is not None:
+        params["two_iters"] = str(int(state.value(state.TWO_ITERS)))
+    return params
+
+
+def two_digit_link(source: ModelInput | None) -> str:
+    """The Two digits tab reading this input on the 36x36 canvas (a relative link: it opens a fresh page)."""
+    params = {"tab": "two", "two_src": "explore", **_input_params(source)}
+    return "?" + "&".join(f"{name}={value}" for name, value in params.items())
+
+
 def publish() -> None:
     """Write the current view into the address bar (from any tab, and from the fragments that change it)."""
     params = {}
@@ -319,5 +347,6 @@ def publish() -> None:
     if "src" in params:
         params.update(_explore_params())
     params.update(_lab_params())
+    params.update(_two_params())
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)

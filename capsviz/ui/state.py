@@ -100,7 +100,12 @@ SHARE_DISCARD = "share_discard"
 GUIDE_STAGE = "guide_stage"
 
 TABS = "tabs"  # the open tab's label (lazy tabs: only the open tab's code runs)
-TAB_NAMES = {"explore": "Explore", "lab": "Claims lab", "train": "Train"}  # a link's name -> the tab's label
+TAB_NAMES = {
+    "explore": "Explore",
+    "two": "Two digits",
+    "lab": "Claims lab",
+    "train": "Train",
+}  # a link's name -> the tab's label
 LAB_INPUT = "lab_input"  # the current input (a ModelInput): the Explore tab's, or a link's; the lab transforms it
 LAB_PARAM = "lab_{}"  # .format(name) for each capsviz.analysis.lab.Transform field: the lab's sliders
 LAB_RESET = "lab_reset"
@@ -109,6 +114,12 @@ LAB_DIGIT = "lab_digit"
 LAB_DIGIT_FOR = "lab_digit_for"  # the input the digit chooser was last set for
 LAB_SWEEP = "lab_sweep"  # (what it was computed for, capsviz.analysis.lab.Reading): the sweep, once per setting
 LAB_SECONDS = "lab_seconds"  # how long the lab fragment's last run took, server side
+
+# The Two digits tab (capsviz.ui.two_digits): two overlapping digits through the shipped two-digit models.
+TWO_SOURCE = "two_source"  # a MultiMNIST test pair, or the Explore tab's input on the two-digit canvas
+TWO_PAIR = "two_pair"  # the test pair's index
+TWO_RANDOM = "two_random"
+TWO_ITERS = "two_iters"  # the two-digit CapsNet's routing iterations
 
 # A lesson: the first screen's examples (capsviz.ui.lesson), presentation mode (capsviz.ui.present), playing the
 # routing iterations (capsviz.ui.routing_play) and the CSV downloads (capsviz.ui.downloads).

@@ -24,7 +24,6 @@ from capsviz.ui.widgets import PLOT_CONFIG, for_screen, kept_expander
 from capsviz.verdict import SURE, verdict
 
 SLIDER_STEP = 0.01
-TWO_DIGIT_VIEW: str | None = None  # the two-digit view's address, once the page has one: the two-capsule note links it
 POSE_COLUMNS = 4
 
 
@@ -50,8 +49,9 @@ def reset_sliders() -> None:
     st.session_state[state.POSE_NONCE] = st.session_state.get(state.POSE_NONCE, 0) + 1
 
 
-def prediction(result: Inference, label: int | None) -> None:
-    said = verdict(result.lengths, two_digit_link=TWO_DIGIT_VIEW)
+def prediction(result: Inference, label: int | None, two_digit_link: str | None = None) -> None:
+    """The verdict on this input; when two capsules are long, its note links `two_digit_link`."""
+    said = verdict(result.lengths, two_digit_link=two_digit_link)
     st.metric(said.label, said.value)
     if said.kind == SURE:
         st.caption(said.note)

@@ -1,0 +1,86 @@
+"""Two overlapping digits through a two-digit model (Sabour et al. 2017, section 6): the two digits it names,
+each one reconstructed from its own capsule (the paper's Figure 5), and where routing sends each primary
+capsule's vote, iteration by iteration.
+
+    x = centred(drawing)                          # (1, 36, 36): a 28x28 input on the MultiMNIST canvas
+    reading = read(capsnet, x, routing_iters=3)   # .named: the two longest capsules, longest first
+    seen = separate(capsnet, x, reading.named, 3) # .reconstructions (2, 36, 36), .share (R, 2, G, G)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from capsviz import registry
+from capsviz.multimnist import MAX_SHIFT
+
+
+def centred(x: torch.Tensor) -> torch.Tensor:
+    """(1, 28, 28) -> (1, 36, 36): a single-digit input at the centre of the two-digit canvas (shift 0 of 4)."""
+    return F.pad(x, (MAX_SHIFT,) * 4)
+
+
+@dataclass(frozen=True)
+class TwoReading:
+    scores: np.ndarray  # (J,) capsule lengths (CapsNet) or sigmoid probabilities (CNN)
+    named: tuple[int, int]  # the two highest, highest first
+
+
+def read(model: torch.nn.Module, x: torch.Tensor, routing_iters: int | None = None) -> TwoReading:
+    """x (1, 36, 36) in [0, 1] -> the two digits the model names."""
+    options = {"routing_iters": routing_iters} if registry.has_routing(model) else {}
+    device = next(model.parameters()).device
+    with registry.evaluating(model), torch.no_grad():
+        scores = model.scores(x[None].to(device), **options)[0].float().cpu()  # (J,)
+    first, second = scores.topk(2).indices.tolist()
+    return TwoReading(scores.numpy(), (first, second))
+
+
+@dataclass(frozen=True)
+class Separation:
+    reconstructions: np.ndarray  # (2, 36, 36): each named digit decoded from its own masked capsule
+    share: np.ndarray  # (R, 2, G, G): coupling each position sends to the two digits, mean over capsule types
+
+
+def separate(capsnet: torch.nn.Module, x: torch.Tensor, digits: tuple[int, int], iterations: int) -> Separation:
+    """What `iterations` of routing do with input x (1, 36, 36) for two of its digit capsules."""
+    device = next(capsnet.parameters()).device
+    with registry.evaluating(capsnet), torch.no_grad():
+        poses, trace, _ = capsnet.encode(x[None].to(device), iterations, trace=True)  # (1, J, D)
+        each = capsnet.reconstruct(poses, torch.tensor([digits], device=device))  # (1, 2, 1, 36, 36)
+    c = trace.couplings[0][:, :, list(digits)].float().cpu()  # (R, N, 2)
+    types = capsnet.config.primary_types
+    grid = int(round((c.shape[1] // types) ** 0.5))
+    share = c.view(iterations, types, grid, grid, 2).mean(dim=1).permute(0, 3, 1, 2)  # (R, 2, G, G)
+    return Separation(each[0, :, 0].float().cpu().numpy(), share.numpy())
+
+
+DOMINANCE = 2.0  # a position belongs to a digit whose ink in its field is at least twice the other's
+
+
+def owners(singles: torch.Tensor, config) -> np.ndarray:
+    """singles (..., 2, 36, 36), each digit's own image -> (..., G, G): 0 or 1, the digit whose ink dominates each
+    primary capsule's receptive field (conv1's kernel, then PrimaryCaps' kernel at its stride), -1 where neither
+    does."""
+    field = 2 * config.kernel_size - 1  # two stacked k x k convolutions
+    size = singles.shape[-1]
+    ink = F.avg_pool2d(singles.reshape(-1, 2, size, size).float(), field, config.primary_stride)  # (B, 2, G, G)
+    a, b = ink[:, 0], ink[:, 1]
+    owner = torch.full(a.shape, -1)
+    owner[(a > 0) & (a >= DOMINANCE * b)] = 0
+    owner[(b > 0) & (b >= DOMINANCE * a)] = 1
+    return owner.reshape(*singles.shape[:-3], *owner.shape[-2:]).numpy()
+
+
+def owned_share(share: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """share (R, 2, G, G), owner (G, G) -> (R, 2, 2): [r, k, j] the mean coupling that positions owned by digit k
+    send to digit j in iteration r (NaN when digit k owns no position)."""
+    out = np.full((share.shape[0], 2, 2), np.nan)
+    for k in (0, 1):
+        if (owner == k).any():
+            out[:, k, :] = share[:, :, owner == k].mean(axis=-1)  # (R, 2)
+    return out
