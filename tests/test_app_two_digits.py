@@ -1,0 +1,93 @@
+"""The Two digits tab through Streamlit's AppTest with the shipped two-digit models: a test pair (the synthetic MNIST
+builds 40), the Explore tab's input on the two-digit canvas, and links."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from app_pages import APP, array, draw, figure, open_tab, start  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from capsviz import multimnist  # noqa: E402
+from capsviz.analysis.two_digits import centred, read  # noqa: E402
+from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint  # noqa: E402
+from capsviz.data import load_mnist  # noqa: E402
+from capsviz.preprocess import to_mnist  # noqa: E402
+from capsviz.ui import state  # noqa: E402
+from capsviz.ui.two_digits import EXPLORED, NAMES  # noqa: E402
+
+from drawings import draw_digit  # noqa: E402
+
+TAB = "Two digits"
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, synthetic_root):
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    return synthetic_root
+
+
+def _readings(app) -> list[dict]:
+    return app.dataframe[0].value.to_dict("records")  # the first table of the tab (AppTest keeps no table keys)
+
+
+def test_a_test_pair_is_read_by_the_three_models_as_the_command_line_reads_it(env):
+    app = start(TAB)
+    pairs = multimnist.fixed_test_pairs(load_mnist(env, train=False))
+    app.number_input(key=state.TWO_PAIR).set_value(5).run()
+    assert not app.exception, app.exception
+    rows = _readings(app)
+    assert [row["model"] for row in rows] == list(NAMES.values())
+    for row, name in zip(rows, NAMES):
+        model, _ = load_checkpoint(PRETRAINED_DIR / f"{name}.safetensors")
+        with torch.no_grad():
+            top = model.scores(pairs.images[5:6].float().div(255)[:, None]).topk(2).indices[0].tolist()
+        assert row["names"] == f"{top[0]} and {top[1]}"
+        assert row["right"] == ("both" if set(top) == set(pairs.labels[5].tolist()) else "no")
+    assert any(f"Test pair #5: a {pairs.labels[5, 0]} and a {pairs.labels[5, 1]}" in c.value for c in app.caption)
+
+
+def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_three_maps(env):
+    app = start(TAB)
+    maps = figure(app, "two_couplings")["data"]
+    assert len(maps) == 3  # the CapsNet's default: the count it was trained with
+    app.slider(key=state.TWO_ITERS).set_value(1).run()
+    maps = figure(app, "two_couplings")["data"]
+    assert len(maps) == 1 and not array(maps[0]["z"]).any()  # c = 1/10 for every digit: no difference anywhere
+    assert "3 iterations" not in figure(app, "two_scores_figure")["layout"]["title"]["text"]
+
+
+def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(env):
+    app = draw(start(), 7)
+    open_tab(app, TAB)
+    app.radio(key=state.TWO_SOURCE).set_value(EXPLORED).run()
+    assert not app.exception, app.exception
+    model, _ = load_checkpoint(PRETRAINED_DIR / "capsnet_multimnist.safetensors")
+    expected = read(model, centred(to_mnist(draw_digit(7))), 3).named
+    assert _readings(app)[0]["names"] == f"{expected[0]} and {expected[1]}"
+    assert _readings(app)[0]["right"] == ""  # a drawing has no labels to be right about
+    titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
+    assert titles[1] == f"Reconstructed: {expected[0]} red, {expected[1]} blue"
+
+
+def test_a_link_opens_the_tab_on_its_pair_and_routing_count(env):
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"tab": "two", "two_src": "pair", "pair": "12", "two_iters": "2"})
+    app.run()
+    assert not app.exception, app.exception
+    assert app.number_input(key=state.TWO_PAIR).value == 12 and app.slider(key=state.TWO_ITERS).value == 2
+    params = {name: v if isinstance(v, str) else v[-1] for name, v in app.query_params.items()}
+    assert (params["tab"], params["two_src"], params["pair"], params["two_iters"]) == ("two", "pair", "12", "2")
+
+
+def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(env):
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"tab": "two", "pair": "10000", "two_iters": "9"})
+    app.run()
+    assert not app.exception, app.exception
+    warning = next(w.value for w in app.warning if "could not be read" in w.value)
+    assert "`pair`" in warning and "`two_iters`" in warning
+    assert app.number_input(key=state.TWO_PAIR).value == 0 and app.slider(key=state.TWO_ITERS).value == 3
