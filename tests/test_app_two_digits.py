@@ -31,7 +31,7 @@ def env(monkeypatch, tmp_path, synthetic_root):
 
 
 def _readings(app) -> list[dict]:
-    return app.dataframe[0].value.to_dict("records")  # the first table of the tab (AppTest keeps no table keys)
+    return app.table[0].value.to_dict("records")  # the first table of the tab
 
 
 def test_a_test_pair_is_read_by_the_three_models_as_the_command_line_reads_it(env):

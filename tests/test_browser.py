@@ -557,6 +557,37 @@ def test_a_malformed_link_names_the_bad_parts_and_loads_the_rest(browser, server
     assert _picture(page)["image"].startswith("MNIST test image #2,")
 
 
+@pytest.mark.parametrize(
+    "viewport, name",
+    [((1440, 900), "two-digits-1440x900.png"), ((390, 844), "two-digits-phone-390x844.png")],
+    ids=["desktop", "phone"],
+)
+def test_the_two_digits_tab_reads_a_pair_and_the_drawing_and_explore_keeps_it(browser, server, viewport, name):
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=viewport[0] < 640)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _ready(page, server)
+    _draw(page, 7)
+    _wait_idle(page)
+    said = page.get_by_test_id("stMetricValue").first.inner_text()
+    _to_tab(page, "Two digits", "Where routing sends the votes")
+    for key in ("two_pair_figure", "two_scores_figure", "two_couplings"):
+        page.locator(f".st-key-{key} .js-plotly-plot").wait_for(timeout=60_000)
+    assert "CapsNet trained without routing" in page.get_by_test_id("stTable").first.inner_text()
+    caption = page.get_by_text("Test pair #0:").first.inner_text()
+    page.get_by_role("button", name="Random pair").click()
+    _wait_idle(page)
+    assert page.get_by_text("Test pair #").first.inner_text() != caption or "pair=0" in page.url
+    assert "tab=two" in page.url and "pair=" in page.url
+    _shot(page, name)
+    page.locator(".st-key-two_source").get_by_text("The Explore tab's input").click()
+    _wait_idle(page)
+    page.get_by_text("at the centre of the 36x36 two-digit canvas").first.wait_for(timeout=60_000)
+    _to_tab(page, "Explore", "The network, stage by stage")
+    assert page.get_by_test_id("stMetricValue").first.inner_text() == said  # the drawing is still read
+    assert not errors, errors
+
+
 # --- a lesson: the page's timer that plays the routing, a clicker's keys, a real download ----------------------
 
 ITERATION = ".st-key-routing_iteration [data-testid='stSliderThumbValue']"

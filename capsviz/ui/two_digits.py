@@ -125,7 +125,7 @@ def readings_table(models: dict, x, iters: int, labels) -> None:
         right = "" if labels is None else ("both" if set(labels) == {first, second} else "no")
         scores = f"{reading.scores[first]:.3f}, {reading.scores[second]:.3f}"
         rows.append({"model": NAMES[name], "names": f"{first} and {second}", "their scores": scores, "right": right})
-    st.dataframe(rows, hide_index=True, width="stretch", key="two_readings")
+    st.table(rows, hide_index=True)
     st.caption("Scores: a CapsNet's capsule lengths, the CNN's sigmoid probabilities. Each model names the two "
                "digits it scores highest; a pair is right when both are its digits.")  # fmt: skip
 
@@ -196,7 +196,7 @@ def measured(models: dict, report: dict | None) -> None:
         st.info("No comparison report here: `python -m capsviz multimnist-claims` measures one.")
     else:
         rows = [{"model": NAMES.get(n, n), "pairs right": f"{m['accuracy']:.2%}"} for n, m in report["models"].items()]
-        st.dataframe(rows, hide_index=True, key="two_measured")
+        st.table(rows, hide_index=True)
         for c in report["comparisons"]:
             st.markdown(f"{NAMES[c['a']]} against {NAMES[c['b']]}: {c['lead'] * 100:+.2f} points "
                         f"(paired standard error {c['se'] * 100:.2f}).")  # fmt: skip
