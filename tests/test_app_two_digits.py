@@ -16,7 +16,8 @@ from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint  # noqa: E402
 from capsviz.data import load_mnist  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
-from capsviz.ui.two_digits import EXPLORED, NAMES  # noqa: E402
+from capsviz.ui.two_digit_input import DIGITS, EXPLORED  # noqa: E402
+from capsviz.ui.two_digits import NAMES  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
 
@@ -70,7 +71,8 @@ def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(env):
     assert _readings(app)[0]["names"] == f"{expected[0]} and {expected[1]}"
     assert _readings(app)[0]["right"] == ""  # a drawing has no labels to be right about
     titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
-    assert titles[1] == f"Reconstructed: {expected[0]} red, {expected[1]} blue"
+    assert titles[:2] == ["Input", f"CapsNet: {expected[0]} red, {expected[1]} blue"]
+    assert titles[2].startswith("Without routing: ")  # the same picture through the CapsNet trained without it
 
 
 def test_a_link_opens_the_tab_on_its_pair_and_routing_count(env):
@@ -91,3 +93,41 @@ def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(env):
     warning = next(w.value for w in app.warning if "could not be read" in w.value)
     assert "`pair`" in warning and "`two_iters`" in warning
     assert app.number_input(key=state.TWO_PAIR).value == 0 and app.slider(key=state.TWO_ITERS).value == 3
+
+
+def test_two_digits_by_class_are_shifted_as_the_sliders_say_and_the_link_keeps_them(env):
+    app = start(TAB)
+    app.radio(key=state.TWO_SOURCE).set_value(DIGITS).run()
+    app.selectbox(key=state.TWO_CLASS.format(0)).set_value(1).run()
+    app.selectbox(key=state.TWO_CLASS.format(1)).set_value(7).run()
+    app.slider(key=state.TWO_SHIFT.format(0)).set_value(-4).run()  # the first digit, 4 px left
+    app.slider(key=state.TWO_SHIFT.format(3)).set_value(3).run()  # the second, 3 px down
+    assert not app.exception, app.exception
+    digits = load_mnist(env, train=False)
+    first, second = app.session_state[state.TWO_PICKED]
+    assert (int(digits.labels[first]), int(digits.labels[second])) == (1, 7)
+    shown = array(figure(app, "two_pair_figure")["data"][0]["z"])[..., 0]  # (36, 36) the input, grey
+    expected = torch.zeros(36, 36, dtype=torch.int32)
+    expected[4:32, 0:28] += digits.images[first]  # row shift 0, column shift -4
+    expected[7:35, 4:32] += digits.images[second]  # row shift 3, column shift 0
+    assert (shown == expected.clamp(max=255).numpy()).all()
+    params = {name: v if isinstance(v, str) else v[-1] for name, v in app.query_params.items()}
+    assert params["two_src"] == "digits" and params["digits"] == f"{first},{second}" and params["shifts"] == "-4,0,0,3"
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params.update(params)
+    again.run()
+    assert not again.exception, again.exception
+    assert array(figure(again, "two_pair_figure")["data"][0]["z"]).tolist() == figure_z(app)
+    assert again.selectbox(key=state.TWO_CLASS.format(0)).value == 1
+
+
+def figure_z(app) -> list:
+    return array(figure(app, "two_pair_figure")["data"][0]["z"]).tolist()
+
+
+def test_any_other_capsule_can_be_reconstructed_beside_the_two(env):
+    app = start(TAB)
+    app.selectbox(key=state.TWO_EXTRA).set_value(4).run()
+    assert not app.exception, app.exception
+    titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
+    assert len(figure(app, "two_pair_figure")["data"]) == 4 and titles[3].startswith("CapsNet, capsule 4 (")

@@ -1,10 +1,11 @@
 """capsviz.analysis.two_digits: the two-digit canvas, each digit's reconstruction, and where the couplings go."""
 
 import numpy as np
+import pytest
 import torch
 
 from capsviz import registry, tasks
-from capsviz.analysis.two_digits import centred, owned_share, owners, read, separate
+from capsviz.analysis.two_digits import centred, owned_share, owners, raised, read, separate
 from capsviz.model import CapsNetConfig
 
 SMALL = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
@@ -56,3 +57,12 @@ def test_the_owned_share_averages_the_couplings_of_each_digits_positions():
     out = owned_share(share, owner)  # [r, k, j]
     assert np.allclose(out[0, 0], [0.25, 0.075]) and np.allclose(out[0, 1], [0.1, 0.1])
     assert np.isnan(owned_share(share, np.full((2, 2), -1))).all()
+
+
+def test_raised_counts_the_owned_positions_whose_coupling_to_their_digit_rose():
+    share = np.full((3, 2, 2, 2), 0.1)
+    share[-1, 0] = [[0.13, 0.09], [0.1, 0.5]]  # the first digit's coupling at the last iteration
+    owner = np.array([[0, 0], [0, 1]])
+    fraction, change = raised(share, owner, 0)
+    assert fraction == pytest.approx(1 / 3) and change == pytest.approx((0.03 - 0.01 + 0.0) / 3)
+    assert raised(share, np.full((2, 2), 1), 0) is None

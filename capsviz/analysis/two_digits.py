@@ -42,17 +42,18 @@ def read(model: torch.nn.Module, x: torch.Tensor, routing_iters: int | None = No
 
 @dataclass(frozen=True)
 class Separation:
-    reconstructions: np.ndarray  # (2, 36, 36): each named digit decoded from its own masked capsule
+    reconstructions: np.ndarray  # (K, 36, 36): each digit given decoded from its own masked capsule
     share: np.ndarray  # (R, 2, G, G): coupling each position sends to the two digits, mean over capsule types
 
 
-def separate(capsnet: torch.nn.Module, x: torch.Tensor, digits: tuple[int, int], iterations: int) -> Separation:
-    """What `iterations` of routing do with input x (1, 36, 36) for two of its digit capsules."""
+def separate(capsnet: torch.nn.Module, x: torch.Tensor, digits: tuple[int, ...], iterations: int) -> Separation:
+    """What `iterations` of routing do with input x (1, 36, 36) for two of its digit capsules; a third digit,
+    when given, is only reconstructed (the paper's "digit that is not there")."""
     device = next(capsnet.parameters()).device
     with registry.evaluating(capsnet), torch.no_grad():
         poses, trace, _ = capsnet.encode(x[None].to(device), iterations, trace=True)  # (1, J, D)
         each = capsnet.reconstruct(poses, torch.tensor([digits], device=device))  # (1, 2, 1, 36, 36)
-    c = trace.couplings[0][:, :, list(digits)].float().cpu()  # (R, N, 2)
+    c = trace.couplings[0][:, :, list(digits[:2])].float().cpu()  # (R, N, 2)
     types = capsnet.config.primary_types
     grid = int(round((c.shape[1] // types) ** 0.5))
     share = c.view(iterations, types, grid, grid, 2).mean(dim=1).permute(0, 3, 1, 2)  # (R, 2, G, G)
@@ -84,3 +85,13 @@ def owned_share(share: np.ndarray, owner: np.ndarray) -> np.ndarray:
         if (owner == k).any():
             out[:, k, :] = share[:, :, owner == k].mean(axis=-1)  # (R, 2)
     return out
+
+
+def raised(share: np.ndarray, owner: np.ndarray, k: int) -> tuple[float, float] | None:
+    """Of the positions digit k owns: the share whose coupling to k rose from the first iteration to the last,
+    and the mean change of that coupling (a fraction of the whole); None when k owns no position."""
+    mine = owner == k  # (G, G)
+    if not mine.any():
+        return None
+    change = share[-1, k][mine] - share[0, k][mine]  # (M,)
+    return float((change > 0).mean()), float(change.mean())

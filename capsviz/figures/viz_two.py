@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.figures.viz import BAR_COLOR, FIG_HEIGHT, base_layout, figure_of, image_axes, two_panels
+from capsviz.figures.viz import BAR_COLOR, FIG_HEIGHT, base_layout, figure_of, image_axes
 
 COLOURS = ("#d62728", "#1f77b4")  # the first named digit red, the second blue, in every figure of the view
 PAIR_HEIGHT = 260
@@ -18,25 +18,37 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def reconstruction_colours(reconstructions: np.ndarray) -> np.ndarray:
-    """(2, H, W) in [0, 1] -> (H, W, 3) uint8: the first digit's reconstruction in red, the second's in blue
-    (where both draw, magenta)."""
-    first, second = reconstructions
+    """(K >= 2, H, W) in [0, 1] -> (H, W, 3) uint8: the first two reconstructions, the first in red, the second in
+    blue (where both draw, magenta)."""
+    first, second = reconstructions[0], reconstructions[1]
     return _rgb(np.stack([first, np.zeros_like(first), second], axis=-1))
 
 
-def pair_figure(x: np.ndarray, reconstructions: np.ndarray, named: tuple[int, int]) -> go.Figure:
-    """The input (H, W) beside its two reconstructions, each decoded from its own capsule (the paper's Figure 5)."""
-    grey = _rgb(np.repeat(x[..., None], 3, axis=-1))
-    traces = [
-        dict(type="image", z=grey, hoverinfo="skip"),
-        dict(type="image", z=reconstruction_colours(reconstructions), xaxis="x2", yaxis="y2", hoverinfo="skip"),
-    ]
-    titles = ("Input", f"Reconstructed: {named[0]} red, {named[1]} blue")
-    layout = base_layout("", PAIR_HEIGHT, top=30, **two_panels(titles, spacing=0.06))
-    for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2"):
-        layout[axis] = {**layout[axis], **image_axes(visible=False)[axis[0] + "axis"]}
-    layout["yaxis2"]["scaleanchor"] = "x2"
+def grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return _rgb(np.repeat(image[..., None], 3, axis=-1))
+
+
+def pair_figure(panels: list[tuple[str, np.ndarray]]) -> go.Figure:
+    """Images side by side, each (title, (H, W, 3) uint8): the input and the reconstructions (the paper's Figure 5)."""
+    traces, layout = [], base_layout("", PAIR_HEIGHT, top=30)
+    width = 1.0 / len(panels)
+    for k, (title, image) in enumerate(panels):
+        suffix = "" if k == 0 else str(k + 1)
+        traces.append(dict(type="image", z=image, xaxis=f"x{suffix}", yaxis=f"y{suffix}", hoverinfo="skip"))
+        _panel(layout, suffix, [k * width + 0.02, (k + 1) * width - 0.02], title)
     return figure_of(traces, layout)
+
+
+def _panel(layout: dict, suffix: str, domain: list[float], title: str) -> None:
+    """An image-like subplot in `domain` of the width, titled above."""
+    axes = image_axes(visible=False)
+    layout[f"xaxis{suffix}"] = {**axes["xaxis"], "domain": domain, "anchor": f"y{suffix}"}
+    layout[f"yaxis{suffix}"] = {**axes["yaxis"], "anchor": f"x{suffix}", "scaleanchor": f"x{suffix}"}
+    layout.setdefault("annotations", []).append(
+        {"text": title, "x": sum(domain) / 2, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
+         "yanchor": "bottom", "showarrow": False}
+    )  # fmt: skip
 
 
 def scores_figure(scores: np.ndarray, named: tuple[int, int], title: str, unit: str) -> go.Figure:
@@ -84,12 +96,5 @@ def coupling_figure(share: np.ndarray, named: tuple[int, int]) -> go.Figure:
                 hovertemplate="row %{y}, col %{x}: %{z:+.3f} points<extra></extra>",
             )
         )
-        axes = image_axes(visible=False)
-        domain = [r * width + 0.01, (r + 1) * width - 0.01]
-        layout[f"xaxis{suffix}"] = {**axes["xaxis"], "domain": domain, "anchor": f"y{suffix}"}
-        layout[f"yaxis{suffix}"] = {**axes["yaxis"], "anchor": f"x{suffix}", "scaleanchor": f"x{suffix}"}
-        layout.setdefault("annotations", []).append(
-            {"text": f"iteration {r + 1}", "x": sum(domain) / 2, "y": 1.0, "xref": "paper", "yref": "paper",
-             "xanchor": "center", "yanchor": "bottom", "showarrow": False}
-        )  # fmt: skip
+        _panel(layout, suffix, [r * width + 0.01, (r + 1) * width - 0.01], f"iteration {r + 1}")
     return figure_of(traces, layout)

@@ -14,8 +14,9 @@
     pose       the digit reconstructed from its pose; offsets: the 16 pose offsets, when any is not 0
     rotation, scale_x, scale_y, shear, shift_x, shift_y, thickness: the Claims lab's transform (when not neutral)
     sweep      the transform the lab sweeps; sweep_digit: the digit whose score it sweeps
-    two_src    the Two digits tab's picture: pair (a MultiMNIST test pair) or explore (the input above)
+    two_src    the Two digits tab's picture: pair (a MultiMNIST test pair), digits (two test digits) or explore
     pair       the MultiMNIST test pair's index; two_iters: the two-digit CapsNet's routing iterations
+    digits     the two MNIST test digits' indices, "a,b"; shifts: their 4 shifts in px, "across,down,across,down"
 
 Drawn and uploaded inputs travel as the 28x28 image the model saw (1,046 characters), not as strokes or the
 original file. An uploaded checkpoint cannot be named in a link. A part that cannot be read is named in a
@@ -44,15 +45,17 @@ from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
 from capsviz.ui.resources import mnist_test, run_checkpoints
 from capsviz.ui.routing import VIEWS
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
-from capsviz.ui.two_digits import EXPLORED, PAIR
+from capsviz.ui.two_digit_input import DIGITS, EXPLORED, PAIR
 
 SIDE = 28
 TABS = state.TAB_NAMES
 VIEW_NAMES = dict(zip(("couplings", "votes", "adds"), VIEWS))
 STAGE_NAMES = {name.lower(): f"{name} · {holds}" for name, holds, _ in stages.STAGES}  # the guided path's labels
 CAPSULES = PAPER.num_primary
-TWO_SOURCES = {"pair": PAIR, "explore": EXPLORED}
+TWO_SOURCES = {"pair": PAIR, "digits": DIGITS, "explore": EXPLORED}
 TEST_PAIRS = multimnist.TEST_PAIRS
+MNIST_TEST = 10_000  # test digits a link may name (a smaller test set is checked when the digits are drawn)
+MAX_SHIFT = multimnist.MAX_SHIFT
 OFFSET_DECIMALS = 2  # the pose sliders' step is 0.01
 # Reset for each new input (the prediction, zero offsets): a link's values are applied after that reset.
 PER_INPUT = (state.ROUTING_DIGIT, state.POSE_CLASS, *(state.POSE_DIM.format(d) for d in range(PAPER.digit_dim)))
@@ -170,6 +173,7 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
         else:
             link.values.setdefault(state.ROUTING_DIGIT, digit)
             link.values.setdefault(state.POSE_CLASS, digit)
+    _read_two_digits(params, link)
     if "offsets" in params:
         offsets = _offsets(params["offsets"])
         if offsets is None:
@@ -187,6 +191,24 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
     _read_model(params, link, runs)
     _read_input(params, link, mnist_size)
     return link
+
+
+def _read_two_digits(params: Mapping[str, str], link: Link) -> None:
+    """The by-class picture of the Two digits tab: which two test digits, and how far each is shifted."""
+    if "digits" in params:
+        parts = params["digits"].split(",")
+        picked = [_integer(part, 0, MNIST_TEST - 1) for part in parts] if len(parts) == 2 else [None]
+        if None in picked:
+            link.problems.append(f"`digits`: not two MNIST test image indices from 0 to {MNIST_TEST - 1:,}")
+        else:
+            link.values[state.TWO_PICKED] = tuple(picked)
+    if "shifts" in params:
+        parts = params["shifts"].split(",")
+        shifts = [_integer(part, -MAX_SHIFT, MAX_SHIFT) for part in parts] if len(parts) == 4 else [None]
+        if None in shifts:
+            link.problems.append(f"`shifts`: not 4 shifts from -{MAX_SHIFT} to {MAX_SHIFT} px")
+        else:
+            link.values.update({state.TWO_SHIFT.format(k): shift for k, shift in enumerate(shifts)})
 
 
 def _read_model(params: Mapping[str, str], link: Link, runs: set[str]) -> None:
@@ -319,6 +341,10 @@ def _two_params() -> dict[str, str]:
         params["two_src"] = next(name for name, label in TWO_SOURCES.items() if label == source)
     if source == PAIR and state.value(state.TWO_PAIR) is not None:
         params["pair"] = str(int(state.value(state.TWO_PAIR)))
+    picked = st.session_state.get(state.TWO_PICKED)
+    if source == DIGITS and picked is not None:
+        params["digits"] = ",".join(str(int(i)) for i in picked)
+        params["shifts"] = ",".join(str(int(state.value(state.TWO_SHIFT.format(k), 0))) for k in range(4))
     if state.value(state.TWO_ITERS) is not None:
         params["two_iters"] = str(int(state.value(state.TWO_ITERS)))
     return params

@@ -120,6 +120,11 @@ TWO_SOURCE = "two_source"  # a MultiMNIST test pair, or the Explore tab's input 
 TWO_PAIR = "two_pair"  # the test pair's index
 TWO_RANDOM = "two_random"
 TWO_ITERS = "two_iters"  # the two-digit CapsNet's routing iterations
+TWO_CLASS = "two_class_{}"  # .format(0 or 1): the class of each test digit picked by class
+TWO_PICKED = "two_picked"  # (first, second): the MNIST test digits picked for those classes
+TWO_NEW = "two_new"
+TWO_EXTRA = "two_extra"  # a third digit capsule to reconstruct from, or None
+TWO_SHIFT = "two_shift_{}"  # .format(k): the first digit across, down, the second across, down (px)
 
 # A lesson: the first screen's examples (capsviz.ui.lesson), presentation mode (capsviz.ui.present), playing the
 # routing iterations (capsviz.ui.routing_play) and the CSV downloads (capsviz.ui.downloads).

@@ -9,39 +9,25 @@ import os
 import numpy as np
 import streamlit as st
 
-from capsviz import multimnist
 from capsviz.analysis import multimnist_claims, routing_accuracy
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.analysis.two_digits import centred, owned_share, owners, read, separate
+from capsviz.analysis.two_digits import owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.data import DataUnavailableError, load_mnist
-from capsviz.figures.viz_two import coupling_figure, pair_figure, scores_figure
+from capsviz.figures.viz_two import coupling_figure, grey, pair_figure, reconstruction_colours, scores_figure
 from capsviz.ui import state
 from capsviz.ui.card import plain
 from capsviz.ui.resources import LoadedModel, model_from_file
+from capsviz.ui.two_digit_input import pair_input
 
 ROUTED, PLAIN, CNN = "capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist"
 NAMES = {ROUTED: "CapsNet", PLAIN: "CapsNet trained without routing (1 iteration)", CNN: "CNN"}
-PAIR, EXPLORED = "A MultiMNIST test pair", "The Explore tab's input"
 INTRO = (
     "The paper's case for routing by agreement is crowded scenes (section 6): two overlapping digits, where each "
     "primary capsule's vote should go to the digit it belongs to. Three models trained on the same pairs read the "
     "same picture: a CapsNet, the same CapsNet trained without routing, and a CNN. Each digit is reconstructed from "
     "its own capsule, as in the paper's Figure 5."
 )
-
-
-@st.cache_resource(show_spinner="Composing the 10,000 MultiMNIST test pairs...")
-def _test_pairs(root: str | None) -> multimnist.Pairs:
-    return multimnist.fixed_test_pairs(load_mnist(root, train=False))
-
-
-def test_pairs() -> tuple[multimnist.Pairs | None, str | None]:
-    try:
-        return _test_pairs(os.environ.get("CAPSVIZ_DATA")), None
-    except DataUnavailableError as exc:
-        return None, str(exc)
 
 
 def shipped(name: str, device: str) -> LoadedModel | None:
@@ -60,19 +46,26 @@ def two_digits_tab(device: str) -> None:
         return
     left, right = st.columns([1, 2])
     with left:
-        x, labels, singles = pair_input()
+        picture = pair_input()
         iters = state.widget(
             st.slider, "CapsNet routing iterations", 1, MAX_ROUTING_ITERS, key=state.TWO_ITERS, default=3,
             help="The two-digit CapsNet's routing iterations for this tab (trained with 3). The CapsNet trained "
             "without routing always reads with 1.",
         )  # fmt: skip
-    if x is None:
+    if picture is None:
         return
+    x, labels, singles = picture.x, picture.labels, picture.singles
     capsnet = models[ROUTED].model
     reading = read(capsnet, x, iters)
-    seen = separate(capsnet, x, reading.named, iters)
     with right:
-        st.plotly_chart(pair_figure(x[0].numpy(), seen.reconstructions, reading.named), key="two_pair_figure")
+        extra = state.widget(
+            st.selectbox, "Also reconstruct from capsule", [None, *range(10)], key=state.TWO_EXTRA, default=None,
+            format_func=lambda d: "none" if d is None else str(d),
+            help="Any digit capsule's pose through the decoder, the others masked: the paper's 'digit that is not "
+            "there' decodes to what that capsule holds.",
+        )  # fmt: skip
+        seen = separate(capsnet, x, reading.named + ((extra,) if extra is not None else ()), iters)
+        st.plotly_chart(pair_figure(_panels(x, reading, seen, models[PLAIN], extra)), key="two_pair_figure")
     readings_table(models, x, iters, labels)
     st.plotly_chart(
         scores_figure(reading.scores, reading.named, f"CapsNet capsule lengths ({iters} iterations)", "capsule length"),
@@ -86,32 +79,21 @@ def two_digits_tab(device: str) -> None:
     measured(models, report)
 
 
-def pair_input():
-    """(x (1, 36, 36) in [0, 1] or None, the pair's labels or None, its single-digit images (2, 36, 36) or None)."""
-    source = state.widget(st.radio, "Two digits from", (PAIR, EXPLORED), key=state.TWO_SOURCE, default=PAIR)
-    if source == EXPLORED:
-        explored = st.session_state.get(state.LAB_INPUT)
-        if explored is None or explored.x is None:
-            st.info("Draw, upload or pick a digit in the Explore tab first: it is read here on the 36x36 canvas.")
-            return None, None, None
-        st.caption("The Explore tab's 28x28 input, at the centre of the 36x36 two-digit canvas.")
-        return centred(explored.x), None, None
-    pairs, problem = test_pairs()
-    if pairs is None:
-        st.error(problem)
-        return None, None, None
-    last = len(pairs.labels) - 1
-    index = state.widget(st.number_input, "Test pair", key=state.TWO_PAIR, default=0, min_value=0, max_value=last,
-                         step=1, fits=lambda v: isinstance(v, int) and 0 <= v <= last)  # fmt: skip
-    st.button("Random pair", key=state.TWO_RANDOM, on_click=_random_pair, args=(last,))
-    labels = tuple(pairs.labels[index].tolist())
-    st.caption(f"Test pair #{index}: a {labels[0]} and a {labels[1]}, each shifted by up to 4 px, overlaid.")
-    singles = pairs.singles[index].float().div(255)  # (2, 36, 36)
-    return pairs.images[index].float().div(255)[None], labels, singles
-
-
-def _random_pair(last: int) -> None:
-    state.put(state.TWO_PAIR, int(np.random.default_rng().integers(0, last + 1)))
+def _panels(x, reading, seen, plain: LoadedModel | None, extra: int | None) -> list:
+    """The input, each CapsNet's two reconstructions in red and blue, and the extra capsule's, if one was asked."""
+    a, b = reading.named
+    panels = [
+        ("Input", grey(x[0].numpy())),
+        (f"CapsNet: {a} red, {b} blue", reconstruction_colours(seen.reconstructions)),
+    ]
+    if plain is not None:
+        other = read(plain.model, x)
+        alone = separate(plain.model, x, other.named, 1)
+        title = f"Without routing: {other.named[0]} red, {other.named[1]} blue"
+        panels.append((title, reconstruction_colours(alone.reconstructions)))
+    if extra is not None:
+        panels.append((f"CapsNet, capsule {extra} ({reading.scores[extra]:.2f})", grey(seen.reconstructions[2])))
+    return panels
 
 
 def readings_table(models: dict, x, iters: int, labels) -> None:
@@ -140,21 +122,25 @@ def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
         f"Iteration 1 is uniform (10% to each of the 10 digits). The scale spans the largest difference shown."
     )
     if singles is None or labels is None or set(labels) != set(named):
-        return
-    order = [labels.index(d) for d in named]
-    owner = owners(singles[order], config)
-    share = owned_share(seen.share, owner) * 100  # (R, 2, 2) percent
-    said = []
-    for k, digit in enumerate(named):
-        if not np.isnan(share[-1, k, 0]):
-            said.append(f"positions on the {digit}'s ink ({int((owner == k).sum())} of 100) send "
-                        f"{share[-1, k, k]:.2f}% of their coupling to {digit} and {share[-1, k, 1 - k]:.2f}% to "
-                        f"{named[1 - k]}")  # fmt: skip
-    if said:
+        return  # no ink to tell the digits apart by, or a reading that names another digit
+    owner = owners(singles[[labels.index(d) for d in named]], config)  # (G, G): 0, 1 or -1
+    said = [_ink_summary(seen.share, owner, named, k) for k in (0, 1)]
+    if any(said):
         account = (
             "In the paper's account, routing by agreement raises the first figure above 10% and lowers the second."
         )
-        st.markdown(f"This picture, after iteration {last}: " + "; ".join(said) + ". " + account)
+        st.markdown(f"This picture, after iteration {last}: " + "; ".join(filter(None, said)) + ". " + account)
+
+
+def _ink_summary(share: np.ndarray, owner: np.ndarray, named: tuple[int, int], k: int) -> str | None:
+    """One sentence on the positions digit k's ink dominates, or None when there are none."""
+    owned, rose = owned_share(share, owner) * 100, raised(share, owner, k)  # (R, 2, 2) percent
+    if rose is None:
+        return None
+    digit, other = named[k], named[1 - k]
+    return (f"positions on the {digit}'s ink ({int((owner == k).sum())} of 100) send {owned[-1, k, k]:.2f}% of "
+            f"their coupling to {digit} and {owned[-1, k, 1 - k]:.2f}% to {other}; {rose[0]:.0%} of them raised their "
+            f"coupling to {digit} since iteration 1, by {rose[1] * 100:+.2f} points on average")  # fmt: skip
 
 
 def measured_coupling(report: dict | None) -> None:
