@@ -3,11 +3,14 @@ builds 40), the Explore tab's input on the two-digit canvas, and links."""
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from app_pages import APP, array, draw, figure, open_tab, start  # noqa: E402
+from app_pages import APP, array, draw, figure, open_tab, png_bytes, start  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from capsviz import multimnist  # noqa: E402
@@ -131,3 +134,28 @@ def test_any_other_capsule_can_be_reconstructed_beside_the_two(env):
     assert not app.exception, app.exception
     titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
     assert len(figure(app, "two_pair_figure")["data"]) == 4 and titles[3].startswith("CapsNet, capsule 4 (")
+
+
+def test_two_digits_drawn_with_two_pens_are_read_and_segmented_by_their_colours(env):
+    from PIL import Image
+
+    from capsviz.analysis.two_digits import from_two_colours
+    from capsviz.ui.two_digit_input import CANVAS, DRAWN
+
+    app = start(TAB)
+    app.radio(key=state.TWO_SOURCE).set_value(DRAWN).run()
+    assert any("red pen" in info.value for info in app.info)  # nothing drawn yet
+    one = np.asarray(draw_digit(1, box=(90, 40, 190, 240), width=18).convert("L"))
+    zero = np.asarray(draw_digit(0, box=(70, 60, 210, 230), width=18).convert("L"))
+    rgb = np.stack([one, np.zeros_like(one), zero], axis=-1)  # red 1 over blue 0, as the additive canvas adds
+    image = Image.fromarray(rgb).convert("RGBA")
+    data = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+    app.session_state[CANVAS.canvas] = {"drawing": {"raw": {"objects": []}, "data": data, "load": 0}}
+    app.run()
+    assert not app.exception, app.exception
+    model, _ = load_checkpoint(PRETRAINED_DIR / "capsnet_multimnist.safetensors")
+    x, _ = from_two_colours(np.asarray(image)[..., :3])
+    expected = read(model, x, 3).named
+    assert _readings(app)[0]["names"] == f"{expected[0]} and {expected[1]}" and _readings(app)[0]["right"] == ""
+    said = [m.value for m in app.markdown if m.value.startswith("This picture, after iteration 3:")]
+    assert len(said) == 1 and "ink" in said[0]  # the inks' colours give the segmentation its ground truth

@@ -81,8 +81,8 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
-def _draw(page, digit: int) -> None:
-    canvas = page.locator(".st-key-canvas canvas.draw").first
+def _draw(page, digit: int, key: str = "canvas") -> None:
+    canvas = page.locator(f".st-key-{key} canvas.draw").first
     canvas.wait_for(state="visible", timeout=60_000)
     box = canvas.bounding_box()
     for stroke in STROKES[digit]:
@@ -585,6 +585,34 @@ def test_the_two_digits_tab_reads_a_pair_and_the_drawing_and_explore_keeps_it(br
     page.get_by_text("at the centre of the 36x36 two-digit canvas").first.wait_for(timeout=60_000)
     _to_tab(page, "Explore", "The network, stage by stage")
     assert page.get_by_test_id("stMetricValue").first.inner_text() == said  # the drawing is still read
+    assert not errors, errors
+
+
+@pytest.mark.parametrize(
+    "viewport, name",
+    [((1440, 900), "two-digits-drawn-1440x900.png"), ((390, 844), "two-digits-drawn-phone-390x844.png")],
+    ids=["desktop", "phone"],
+)
+def test_two_digits_drawn_with_two_pens_are_both_named(browser, server, viewport, name):
+    """A 1 in red and a 0 in blue over it, on the Two digits tab's own canvas: the CapsNet names both."""
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, has_touch=viewport[0] < 640)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server}/?tab=two&two_src=draw", wait_until="domcontentloaded")
+    page.get_by_text("Draw one digit with the red pen").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+    _draw(page, 1, key="two_canvas")
+    _wait_idle(page)
+    page.locator(".st-key-two_pen").get_by_text("second digit (blue)").click()
+    _wait_idle(page)
+    _draw(page, 0, key="two_canvas")
+    _wait_idle(page)
+    page.get_by_text("Where routing sends the votes").first.wait_for(timeout=60_000)
+    cells = page.get_by_test_id("stTable").first.locator("tbody tr").first.locator("td")
+    cells.nth(1).wait_for(timeout=60_000)  # the table a rerun draws again
+    first_row = cells.all_inner_texts()
+    assert first_row[0].strip() == "CapsNet" and set(first_row[1].strip().split(" and ")) == {"0", "1"}, first_row
+    _shot(page, name)
     assert not errors, errors
 
 

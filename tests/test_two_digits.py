@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from capsviz import registry, tasks
-from capsviz.analysis.two_digits import centred, owned_share, owners, raised, read, separate
+from capsviz.analysis.two_digits import centred, from_two_colours, matched, owned_share, owners, raised, read, separate
 from capsviz.model import CapsNetConfig
 
 SMALL = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
@@ -19,7 +19,8 @@ def _capsnet():
 def test_a_single_digit_sits_at_the_centre_of_the_two_digit_canvas():
     x = torch.rand(1, 28, 28)
     placed = centred(x)
-    assert placed.shape == (1, 36, 36) and torch.equal(placed[:, 4:32, 4:32], x) and placed.sum() == x.sum()
+    assert placed.shape == (1, 36, 36) and torch.equal(placed[:, 4:32, 4:32], x)
+    assert torch.isclose(placed.sum(), x.sum())
 
 
 def test_each_named_digit_is_reconstructed_from_its_own_capsule_and_iteration_one_is_uniform():
@@ -66,3 +67,24 @@ def test_raised_counts_the_owned_positions_whose_coupling_to_their_digit_rose():
     fraction, change = raised(share, owner, 0)
     assert fraction == pytest.approx(1 / 3) and change == pytest.approx((0.03 - 0.01 + 0.0) / 3)
     assert raised(share, np.full((2, 2), 1), 0) is None
+
+
+def test_a_two_pen_drawing_becomes_two_inks_fitted_together_onto_the_canvas():
+    rgb = np.zeros((280, 280, 4), dtype=np.uint8)
+    rgb[60:200, 100:120, 0] = 255  # a red bar (the first digit), 140 px tall
+    rgb[100:160, 80:200, 2] = 255  # a blue bar across it (the second)
+    x, singles = from_two_colours(rgb)
+    assert x.shape == (1, 36, 36) and singles.shape == (2, 36, 36)
+    assert torch.allclose(x[0], singles.sum(dim=0).clamp(max=1))  # the overlay rule of the test pairs
+    rows = torch.nonzero(singles.amax(dim=0).amax(dim=1) > 0).flatten()
+    assert rows.max() - rows.min() + 1 == 26  # the two together: 140 px tall -> FIT, centred
+    red_cols = torch.nonzero(singles[0].amax(dim=0) > 0).flatten()
+    blue_cols = torch.nonzero(singles[1].amax(dim=0) > 0).flatten()
+    assert blue_cols.min() < red_cols.min() and red_cols.max() < blue_cols.max()  # they keep their overlap
+    assert from_two_colours(rgb * np.array([1, 1, 0, 1], dtype=np.uint8)) is None  # one pen only: not yet two
+
+
+def test_each_ink_is_matched_to_the_reconstruction_that_covers_it():
+    inks = np.zeros((2, 4, 4))
+    inks[0, :2], inks[1, 2:] = 1, 1
+    assert not matched(inks * 0.8, inks) and matched(inks[::-1] * 0.8, inks)

@@ -16,7 +16,28 @@ import torch
 import torch.nn.functional as F
 
 from capsviz import registry
-from capsviz.multimnist import MAX_SHIFT
+from capsviz.multimnist import CANVAS, MAX_SHIFT
+
+FIT = 26  # px: two overlapping digits drawn on a canvas fill about this much of the 36x36 canvas, as in training
+
+
+def from_two_colours(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A two-pen drawing (H, W, 3 or 4) uint8, the first digit in red and the second in blue on black, ->
+    (x (1, 36, 36), singles (2, 36, 36)) in [0, 1]: both fitted together (their box's longer side FIT px,
+    centred) so they keep their overlap. None until both colours hold ink."""
+    inks = torch.from_numpy(np.ascontiguousarray(rgb[..., [0, 2]])).permute(2, 0, 1).float() / 255  # (2, H, W)
+    if (inks.flatten(1).amax(dim=1) < 0.5).any():
+        return None
+    union = inks.amax(dim=0)  # (H, W)
+    rows, cols = torch.nonzero(union > 0.1, as_tuple=True)
+    box = inks[:, int(rows.min()) : int(rows.max()) + 1, int(cols.min()) : int(cols.max()) + 1]  # (2, h, w)
+    scale = FIT / max(box.shape[1:])
+    size = [max(1, round(n * scale)) for n in box.shape[1:]]
+    small = F.interpolate(box[None], size=size, mode="area")[0]  # (2, h', w'), the longer side FIT
+    singles = torch.zeros(2, CANVAS, CANVAS)
+    top, left = ((CANVAS - n) // 2 for n in size)
+    singles[:, top : top + size[0], left : left + size[1]] = small
+    return singles.sum(dim=0, keepdim=True).clamp(max=1.0), singles
 
 
 def centred(x: torch.Tensor) -> torch.Tensor:
@@ -95,3 +116,10 @@ def raised(share: np.ndarray, owner: np.ndarray, k: int) -> tuple[float, float] 
         return None
     change = share[-1, k][mine] - share[0, k][mine]  # (M,)
     return float((change > 0).mean()), float(change.mean())
+
+
+def matched(reconstructions: np.ndarray, singles: np.ndarray) -> bool:
+    """Whether the two reconstructions (2, H, W) overlap the two inks (2, H, W) better swapped than in order."""
+    same = float((reconstructions * singles).sum())
+    swapped = float((reconstructions * singles[::-1]).sum())
+    return swapped > same

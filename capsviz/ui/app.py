@@ -11,7 +11,7 @@ import streamlit as st
 
 from capsviz.analysis.inference import from_xray
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.ui import canvas, inputs, present, share, state
+from capsviz.ui import canvas, inputs, present, share, state, two_digit_input
 from capsviz.ui.downloads import input_downloads
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import ModelInput, model_input
@@ -71,6 +71,8 @@ def tabs(settings) -> None:
     if two.open:
         with two:
             two_digits_tab(settings.device)
+    else:
+        two_digit_input.left()  # the two-pen canvas too
     if lab.open:
         with lab:
             lab_tab(settings.loaded, settings.device)

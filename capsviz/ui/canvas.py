@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -42,8 +43,10 @@ JS = r"""
 function paint(st) {  // every stroke, white on black, round pen tips
   const ctx = st.ctx;
   ctx.canvas.dataset.strokes = st.objects.length;  // for the benchmark
+  ctx.globalCompositeOperation = 'source-over';
   ctx.fillStyle = '#000'; ctx.fillRect(0, 0, st.size, st.size);
   ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+  ctx.globalCompositeOperation = st.additive ? 'lighter' : 'source-over';  // red over blue stays both: magenta
   for (const o of st.objects) {
     ctx.strokeStyle = o.stroke || '#FFFFFF'; ctx.lineWidth = o.strokeWidth || st.width;
     ctx.beginPath();
@@ -84,7 +87,7 @@ export default function (component) {
       if (st.stroke || ev.button !== 0) return;  // one stroke at a time: a second finger or another button
       st.pointer = ev.pointerId;
       canvas.setPointerCapture(ev.pointerId);
-      st.stroke = { type: 'path', stroke: '#FFFFFF', strokeWidth: st.width, t: Date.now(), path: [['M', ...at(ev)]] };
+      st.stroke = { type: 'path', stroke: st.colour, strokeWidth: st.width, t: Date.now(), path: [['M', ...at(ev)]] };
       st.objects.push(st.stroke);
       paint(st);
     });
@@ -102,6 +105,8 @@ export default function (component) {
   }
   const st = canvas.st;
   st.width = data.width;
+  st.colour = data.colour || '#FFFFFF';
+  st.additive = !!data.additive;
   st.keep = data.keep;
   const wanted = JSON.stringify(data.load);
   if (data.load && wanted !== st.loaded) {  // Undo, Clear or a remount: draw these strokes and report them
@@ -119,36 +124,56 @@ export default function (component) {
 _component = st.components.v2.component("capsviz.canvas", html=HTML, css=CSS, js=JS)
 
 
-def _memory() -> dict:
+@dataclass(frozen=True)
+class CanvasKeys:
+    """The session-state keys of one canvas on the page, and how it draws."""
+
+    canvas: str
+    memory: str
+    undo: str
+    clear: str
+    width: str
+    buttons: str
+    pen: str
+    additive: bool = False  # strokes add up (two pens on one canvas stay apart in their colour channels)
+
+
+EXPLORE = CanvasKeys(
+    state.CANVAS, state.CANVAS_MEMORY, state.CANVAS_UNDO, state.CANVAS_CLEAR, state.STROKE_WIDTH,
+    "canvas_buttons", "pen_popover",
+)  # fmt: skip
+
+
+def _memory(keys: CanvasKeys = EXPLORE) -> dict:
     """{"objects": the last strokes, "data": their PNG, "load": what the component loads, "n", and for one run
     "problem": why the page's last report was ignored}."""
-    return st.session_state.setdefault(state.CANVAS_MEMORY, {"objects": [], "data": None, "load": None, "n": 0})
+    return st.session_state.setdefault(keys.memory, {"objects": [], "data": None, "load": None, "n": 0})
 
 
-def _load(objects: list) -> None:
+def _load(objects: list, keys: CanvasKeys = EXPLORE) -> None:
     """Make the component (re)load `objects`: the nonce changes the load even when objects do not.
 
     The page keeps the strokes it drew after the last one reported here (`after`, their time
     stamps): a stroke begun before this load reaches the page is not wiped by it.
     """
-    memory = _memory()
+    memory = _memory(keys)
     memory["n"] += 1
     stamps = [o.get("t", 0) for o in memory["objects"] if isinstance(o, dict)]
     after = max([memory["load"]["after"] if memory["load"] else 0, *(t for t in stamps if isinstance(t, (int, float)))])
     memory["load"] = {"objects": objects, "after": after, "capsviz": memory["n"]}
 
 
-def clear() -> None:
-    memory = _memory()
-    _load([])  # before forgetting the strokes: the load names the last one it replaces
+def clear(keys: CanvasKeys = EXPLORE) -> None:
+    memory = _memory(keys)
+    _load([], keys)  # before forgetting the strokes: the load names the last one it replaces
     memory["objects"], memory["data"] = [], None
 
 
-def undo() -> None:
-    memory = _memory()
+def undo(keys: CanvasKeys = EXPLORE) -> None:
+    memory = _memory(keys)
     if memory["objects"]:
         kept = memory["objects"][:-1]
-        _load(kept)
+        _load(kept, keys)
         memory["objects"] = kept  # a second click before the page reports undoes one more
 
 
@@ -160,11 +185,11 @@ def show(objects: list, png: bytes) -> None:
     memory["objects"], memory["data"] = objects, png
 
 
-def left() -> None:
+def left(keys: CanvasKeys = EXPLORE) -> None:
     """Called on a run without the canvas: the next time it mounts, it loads the last drawing."""
-    memory = _memory()
+    memory = _memory(keys)
     if memory["objects"] and (memory["load"] or {}).get("objects") is not memory["objects"]:
-        _load(memory["objects"])
+        _load(memory["objects"], keys)
 
 
 def decode(png: bytes | None) -> np.ndarray | None:
@@ -260,23 +285,24 @@ def _take(drawing, memory: dict) -> str | None:
     return None
 
 
-def _on_report() -> None:
+def _on_report(keys: CanvasKeys = EXPLORE) -> None:
     """A report from the page, read before the script runs; then only what was kept stays in the session, not
     the page's own copy (a page may send up to Streamlit's 25 MB a message)."""
-    memory = _memory()
-    memory["problem"] = _take((st.session_state.get(state.CANVAS) or {}).get("drawing"), memory)
-    st.session_state[state.CANVAS] = {"drawing": None}
+    memory = _memory(keys)
+    memory["problem"] = _take((st.session_state.get(keys.canvas) or {}).get("drawing"), memory)
+    st.session_state[keys.canvas] = {"drawing": None}
 
 
-def draw_canvas() -> np.ndarray | None:
-    """The canvas (white on black, like MNIST) and its buttons -> RGBA array, or None before any drawing."""
-    memory = _memory()
+def draw_canvas(keys: CanvasKeys = EXPLORE, colour: str = "#FFFFFF") -> np.ndarray | None:
+    """The canvas (white on black, like MNIST, or in `colour`) and its buttons -> RGBA array, or None before any
+    drawing."""
+    memory = _memory(keys)
     result = _component(
-        key=state.CANVAS,
-        data={"size": CANVAS_SIZE, "width": state.value(state.STROKE_WIDTH, DEFAULT_STROKE),
-              "load": memory["load"], "keep": [MAX_STROKES, MAX_POINTS]},
+        key=keys.canvas,
+        data={"size": CANVAS_SIZE, "width": state.value(keys.width, DEFAULT_STROKE), "load": memory["load"],
+              "keep": [MAX_STROKES, MAX_POINTS], "colour": colour, "additive": keys.additive},
         default={"drawing": None},
-        on_drawing_change=_on_report,
+        on_drawing_change=lambda: _on_report(keys),
         width="content",
         height="content",
     )  # fmt: skip
@@ -285,9 +311,10 @@ def draw_canvas() -> np.ndarray | None:
     problem = memory.pop("problem", None)  # before the buttons: Undo knows the new stroke
     if problem:
         st.warning(f"The canvas sent something that is not a drawing ({plain(problem)}); it was ignored.")
-    buttons = st.container(horizontal=True, key="canvas_buttons")
-    buttons.button("Undo", key=state.CANVAS_UNDO, on_click=undo, disabled=not memory["objects"], icon=":material/undo:")
-    buttons.button("Clear", key=state.CANVAS_CLEAR, on_click=clear, icon=":material/delete:")
-    with buttons.popover("Pen", icon=":material/edit:", key="pen_popover"):
-        state.widget(st.slider, "Stroke width", 6, 40, key=state.STROKE_WIDTH, default=DEFAULT_STROKE)
+    buttons = st.container(horizontal=True, key=keys.buttons)
+    buttons.button("Undo", key=keys.undo, on_click=undo, args=(keys,), disabled=not memory["objects"],
+                   icon=":material/undo:")  # fmt: skip
+    buttons.button("Clear", key=keys.clear, on_click=clear, args=(keys,), icon=":material/delete:")
+    with buttons.popover("Pen", icon=":material/edit:", key=keys.pen):
+        state.widget(st.slider, "Stroke width", 6, 40, key=keys.width, default=DEFAULT_STROKE)
     return decode(memory["data"])  # only a drawing that decoded is kept

@@ -14,7 +14,8 @@
     pose       the digit reconstructed from its pose; offsets: the 16 pose offsets, when any is not 0
     rotation, scale_x, scale_y, shear, shift_x, shift_y, thickness: the Claims lab's transform (when not neutral)
     sweep      the transform the lab sweeps; sweep_digit: the digit whose score it sweeps
-    two_src    the Two digits tab's picture: pair (a MultiMNIST test pair), digits (two test digits) or explore
+    two_src    the Two digits tab's picture: pair (a MultiMNIST test pair), digits (two test digits), draw (the
+               two-pen canvas, which a link opens empty) or explore (the Explore tab's input)
     pair       the MultiMNIST test pair's index; two_iters: the two-digit CapsNet's routing iterations
     digits     the two MNIST test digits' indices, "a,b"; shifts: their 4 shifts in px, "across,down,across,down"
 
@@ -45,14 +46,14 @@ from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
 from capsviz.ui.resources import mnist_test, run_checkpoints
 from capsviz.ui.routing import VIEWS
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
-from capsviz.ui.two_digit_input import DIGITS, EXPLORED, PAIR
+from capsviz.ui.two_digit_input import DIGITS, DRAWN, EXPLORED, PAIR
 
 SIDE = 28
 TABS = state.TAB_NAMES
 VIEW_NAMES = dict(zip(("couplings", "votes", "adds"), VIEWS))
 STAGE_NAMES = {name.lower(): f"{name} · {holds}" for name, holds, _ in stages.STAGES}  # the guided path's labels
 CAPSULES = PAPER.num_primary
-TWO_SOURCES = {"pair": PAIR, "digits": DIGITS, "explore": EXPLORED}
+TWO_SOURCES = {"pair": PAIR, "digits": DIGITS, "draw": DRAWN, "explore": EXPLORED}
 TEST_PAIRS = multimnist.TEST_PAIRS
 MNIST_TEST = 10_000  # test digits a link may name (a smaller test set is checked when the digits are drawn)
 MAX_SHIFT = multimnist.MAX_SHIFT

@@ -123,6 +123,7 @@ TWO_ITERS = "two_iters"  # the two-digit CapsNet's routing iterations
 TWO_CLASS = "two_class_{}"  # .format(0 or 1): the class of each test digit picked by class
 TWO_PICKED = "two_picked"  # (first, second): the MNIST test digits picked for those classes
 TWO_NEW = "two_new"
+TWO_PEN = "two_pen"  # the two-pen canvas's pen: the first digit's (red) or the second's (blue)
 TWO_EXTRA = "two_extra"  # a third digit capsule to reconstruct from, or None
 TWO_SHIFT = "two_shift_{}"  # .format(k): the first digit across, down, the second across, down (px)
 

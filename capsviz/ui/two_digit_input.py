@@ -11,13 +11,19 @@ import streamlit as st
 import torch
 
 from capsviz import multimnist
-from capsviz.analysis.two_digits import centred
+from capsviz.analysis.two_digits import centred, from_two_colours
 from capsviz.data import DataUnavailableError, Split, load_mnist
 from capsviz.multimnist import MAX_SHIFT
-from capsviz.ui import state
+from capsviz.ui import canvas, state
 
-PAIR, DIGITS, EXPLORED = "A MultiMNIST test pair", "Two test digits, by class", "The Explore tab's input"
-SOURCES = (PAIR, DIGITS, EXPLORED)
+PAIR, DIGITS, DRAWN = "A MultiMNIST test pair", "Two test digits, by class", "Draw two digits (two pens)"
+EXPLORED = "The Explore tab's input"
+SOURCES = (PAIR, DIGITS, DRAWN, EXPLORED)
+PENS = {"first digit (red)": "#FF0000", "second digit (blue)": "#0000FF"}  # one colour channel each
+CANVAS = canvas.CanvasKeys(
+    "two_canvas", "two_canvas_memory", "two_canvas_undo", "two_canvas_clear", "two_stroke_width",
+    "two_canvas_buttons", "two_pen_popover", additive=True,
+)  # fmt: skip
 SHIFTS = ("first digit, across", "first digit, down", "second digit, across", "second digit, down")
 
 
@@ -43,6 +49,10 @@ def _test_pairs(root: str | None) -> multimnist.Pairs:
 
 def pair_input() -> Picture | None:
     source = state.widget(st.radio, "Two digits from", SOURCES, key=state.TWO_SOURCE, default=PAIR)
+    if source != DRAWN:
+        canvas.left(CANVAS)  # the two-pen canvas remounts with its drawing
+    if source == DRAWN:
+        return _drawn()
     if source == EXPLORED:
         return _explored()
     try:
@@ -51,6 +61,25 @@ def pair_input() -> Picture | None:
     except DataUnavailableError as exc:
         st.error(str(exc))
         return None
+
+
+def left() -> None:
+    """Called on a run without this tab: the two-pen canvas remounts with its drawing."""
+    canvas.left(CANVAS)
+
+
+def _drawn() -> Picture | None:
+    pen = state.widget(st.radio, "Pen", tuple(PENS), key=state.TWO_PEN, default=next(iter(PENS)), horizontal=True)
+    drawing = canvas.draw_canvas(CANVAS, PENS[pen])
+    fitted = from_two_colours(drawing[..., :3]) if drawing is not None else None
+    if fitted is None:
+        st.info("Draw one digit with the red pen and another over it with the blue pen, overlapping as in the test "
+                "pairs: both are fitted together onto the 36x36 canvas.")  # fmt: skip
+        return None
+    x, singles = fitted
+    st.caption("The two inks, fitted together onto the 36x36 canvas; red and blue tell the model nothing, only the "
+               "segmentation below.")  # fmt: skip
+    return Picture(x, None, singles)
 
 
 def _explored() -> Picture | None:

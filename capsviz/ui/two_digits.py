@@ -11,7 +11,7 @@ import streamlit as st
 
 from capsviz.analysis import multimnist_claims, routing_accuracy
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.analysis.two_digits import owned_share, owners, raised, read, separate
+from capsviz.analysis.two_digits import matched, owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.figures.viz_two import coupling_figure, grey, pair_figure, reconstruction_colours, scores_figure
@@ -121,9 +121,13 @@ def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
         f"{named[0]} (red) than to {named[1]} (blue), averaged over the 32 capsule types, in percentage points. "
         f"Iteration 1 is uniform (10% to each of the 10 digits). The scale spans the largest difference shown."
     )
-    if singles is None or labels is None or set(labels) != set(named):
+    if singles is None or (labels is not None and set(labels) != set(named)):
         return  # no ink to tell the digits apart by, or a reading that names another digit
-    owner = owners(singles[[labels.index(d) for d in named]], config)  # (G, G): 0, 1 or -1
+    if labels is None:  # a drawing: each ink goes with the named digit whose reconstruction covers it more
+        order = [1, 0] if matched(seen.reconstructions[:2], singles.numpy()) else [0, 1]
+    else:
+        order = [labels.index(d) for d in named]
+    owner = owners(singles[order], config)  # (G, G): 0, 1 or -1
     said = [_ink_summary(seen.share, owner, named, k) for k in (0, 1)]
     if any(said):
         account = (
