@@ -823,6 +823,17 @@ def test_the_input_is_decoded_as_each_digit(env):
     ticks = strip["layout"]["xaxis"]["ticktext"]
     assert len(ticks) == 10 and f"<b>{app.metric[0].value}</b>" in ticks[int(app.metric[0].value)]
     assert heatmap(app, "fig_each_digit").shape == (28, 10 * 29 - 1)
+    said = next(c.value for c in app.caption if "decoder's drawing from one capsule's pose alone" in c.value)
+    assert "look alike" in said and "grey levels a pixel" in said  # why nine of the ten look the same
+
+
+def test_alikeness_is_the_mean_pixel_difference_among_the_others_and_to_the_winner():
+    from capsviz.analysis.perturb import alikeness
+
+    images = np.zeros((3, 2, 2))
+    images[0] = 1.0  # the winner
+    images[2, 0, 0] = 1.0  # one pixel of four differs between the two others
+    assert alikeness(images, 0) == pytest.approx((0.25, (1.0 + 0.75) / 2))
 
 
 def start_with(params: dict) -> AppTest:

@@ -174,3 +174,13 @@ def as_each_digit(model: CapsNet, poses: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         images = model.decode(poses.detach().to(device=device, dtype=torch.float32), classes)  # (J, C, H, W)
     return images[:, 0].cpu().numpy().astype(np.float32)  # (J, H, W)
+
+
+def alikeness(images: np.ndarray, winner: int) -> tuple[float, float]:
+    """images (J, H, W) in [0, 1] -> (the mean absolute pixel difference between two of the other capsules'
+    images, averaged over their pairs; the same between the winner's image and each other one)."""
+    others = np.delete(images, winner, axis=0)  # (J-1, H, W)
+    k = len(others)
+    pairs = [np.abs(others[a] - others[b]).mean() for a in range(k) for b in range(a + 1, k)]
+    to_winner = np.abs(others - images[winner]).mean(axis=(1, 2))  # (J-1,)
+    return float(np.mean(pairs)), float(to_winner.mean())

@@ -77,6 +77,16 @@ def each_digit(model: CapsNet, result: Inference) -> None:
         config=PLOT_CONFIG,
         key="fig_each_digit",
     )
+    among, to_winner = perturb.alikeness(images, result.predicted)
+    others = np.delete(result.lengths, result.predicted)
+    short = others.max() < 0.5 and among < to_winner  # the usual case: say why the nine look alike
+    why = "give the decoder little to draw from, so their images look alike:" if short else "and their images"
+    st.caption(
+        f"Each image is the decoder's drawing from one capsule's pose alone, the other nine masked. The capsules "
+        f"other than {result.predicted} are {others.min():.2f} to {others.max():.2f} long here {why} they differ "
+        f"from one another by {among * 255:.0f} grey levels a pixel on average, and from the {result.predicted}'s "
+        f"by {to_winner * 255:.0f}."
+    )
 
 
 def lengths_chart(result: Inference) -> None:
