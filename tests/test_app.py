@@ -398,7 +398,8 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
     assert job.status == "finished", job.error
     app.run()
     assert not app.exception
-    assert any("saved to" in s.value for s in app.success)
+    said = next(s.value for s in app.success if "saved to" in s.value)
+    assert f"Test accuracy after the last epoch: **{job.epochs[0].test_accuracy:.2%}**" in said  # the lesson's result
     if job.epochs[0].test_accuracy < 0.5:  # a weak model is only used once the user says so
         assert app.button(key=state.TRAIN_USE).disabled
         assert any("chance is 10%" in w.value for w in app.warning)

@@ -362,8 +362,10 @@ def _ended(job: TrainingJob) -> None:
     """A saved run offers itself for use (after a warning when weak) and for download; else why nothing is."""
     checkpoint = job.out_dir / "last.safetensors"
     if checkpoint.exists():
-        st.success(f"Run {job.status}: {len(job.epochs)} epoch(s) saved to `{checkpoint}`.")
         accuracy = job.epochs[-1].test_accuracy if job.epochs else None
+        measured = f" Test accuracy after the last epoch: **{accuracy:.2%}** of {job.eval_total:,} test images." if (
+            accuracy is not None and job.eval_total) else ""  # fmt: skip
+        st.success(f"Run {job.status}: {len(job.epochs)} epoch(s) saved to `{checkpoint}`.{measured}")
         weak = accuracy is not None and accuracy < USABLE_ACCURACY
         if weak:
             st.warning(
