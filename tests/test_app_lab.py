@@ -124,6 +124,10 @@ def test_the_sweep_marks_the_current_setting_on_its_curve(lab_env):
     app.selectbox(key=state.LAB_DIGIT).set_value((digit + 1) % 10).run()
     assert "digit" in figure(app, "fig_lab_sweep")["layout"]["title"]["text"]
     assert str((digit + 1) % 10) in figure(app, "fig_lab_poses")["layout"]["title"]["text"]
+    poses = figure(app, "fig_lab_poses")
+    named = next(c.value for c in app.caption if "moves the most" in c.value).split("Dimension ")[1].split(" ")[0]
+    coloured = [line["name"] for line in poses["data"] if line["line"]["color"] != poses["data"][0]["line"]["color"]]
+    assert coloured == [f"dim {named}"] and poses["layout"]["annotations"][0]["text"] == f"dim {named}"
 
 
 def test_the_robustness_table_shows_its_date_or_says_it_is_not_measured(lab_env):

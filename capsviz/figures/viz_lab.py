@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from capsviz.figures.viz import (
+    BAR_COLOR,
     HIGHLIGHT,
     base_layout,
     figure_of,
@@ -109,20 +110,29 @@ def _line(values: np.ndarray, scores: np.ndarray, name: str, color: str) -> dict
     )
 
 
+def widest_dimension(poses: np.ndarray) -> int:
+    """The pose dimension (of (N, D) along a sweep) whose value ranges the most: the one the page names."""
+    return int((poses.max(0) - poses.min(0)).argmax())
+
+
 def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, label: str, current: float) -> go.Figure:
-    """Capsule `digit`'s D pose components (N, D) along the sweep, one line per dimension."""
+    """Capsule `digit`'s D pose components (N, D) along the sweep, one line per dimension: the one that moves the
+    most in colour and labelled at its end, the others in grey (16 colours would repeat and say nothing)."""
     poses = np.asarray(poses, dtype=np.float32)  # (N, D)
+    x = np.asarray(values, dtype=np.float32)
+    widest = widest_dimension(poses)
+    order = [d for d in range(poses.shape[1]) if d != widest] + [widest]  # the named one drawn last, on top
     traces = [
         dict(
             type="scatter",
             mode="lines",
-            x=np.asarray(values, dtype=np.float32),
+            x=x,
             y=poses[:, d],
             name=f"dim {d}",
-            line={"width": 1.5},
+            line={"width": 3 if d == widest else 1, "color": CAPSNET_COLOR if d == widest else BAR_COLOR},
             hovertemplate=f"dim {d}<br>%{{x:g}}: %{{y:.3f}}<extra></extra>",
         )
-        for d in range(poses.shape[1])
+        for d in order
     ]
     layout = base_layout(f"Capsule {digit}'s {poses.shape[1]} pose dimensions", POSE_HEIGHT)
     layout.update(
@@ -131,7 +141,11 @@ def pose_sweep_figure(values: np.ndarray, poses: np.ndarray, *, digit: int, labe
         yaxis={"title": {"text": "pose component"}, "fixedrange": True},
     )
     layout["shapes"] = [vline(current, CURRENT_COLOR)]
-    layout["margin"] = {**layout["margin"], "l": 60, "b": 50}
+    layout["annotations"] = [
+        {"x": float(x[-1]), "y": float(poses[-1, widest]), "text": f"dim {widest}", "showarrow": False,
+         "xanchor": "left", "font": {"color": CAPSNET_COLOR}}
+    ]  # fmt: skip
+    layout["margin"] = {**layout["margin"], "l": 60, "b": 50, "r": 50}
     return figure_of(traces, layout)
 
 

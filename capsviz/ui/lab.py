@@ -307,12 +307,12 @@ def _pose_summary(poses: np.ndarray, values: np.ndarray) -> str:
     """How smoothly the pose moves: the largest change between neighbouring points against each dimension's range."""
     steps = np.abs(np.diff(poses, axis=0))  # (N-1, D)
     ranges = poses.max(0) - poses.min(0)  # (D,)
-    widest = int(ranges.argmax())
+    widest = viz_lab.widest_dimension(poses)  # the line the chart draws in colour
     reach = float(np.abs(poses).max())
     return (
         f"Raw pose components, here within ±{reach:.2f} (a capsule's length is at most 1, so each lies in -1..1). "
-        f"Dimension {widest} moves the most ({ranges[widest]:.2f} over the sweep); the largest jump between "
-        f"neighbouring points is {steps.max():.2f}."
+        f"Dimension {widest} (the blue line) moves the most ({ranges[widest]:.2f} over the sweep); the largest jump "
+        f"between neighbouring points is {steps.max():.2f}."
     )
 
 
