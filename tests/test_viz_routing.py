@@ -19,30 +19,31 @@ def test_field_centres_are_the_receptive_field_centres():
     np.testing.assert_array_equal(CENTRES[6 * 2 + 5], [18, 12])  # row 2, col 5: x = 2*5 + 8, y = 2*2 + 8
 
 
-def test_split_overlay_of_uniform_couplings_is_equal_segments_and_no_winner():
+def test_split_overlay_of_uniform_couplings_is_small_grey_dots_and_no_winner():
     fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), np.full((G * G, J), 0.1), CENTRES, iteration=1)
-    heat, *bars = fig.data
-    assert heat.type == "heatmap" and len(bars) == J
-    widths = np.array([np.asarray(b.x, dtype=float) for b in bars])  # (J, G*G)
-    np.testing.assert_allclose(widths, viz_routing.SPLIT_WIDTH / J)
-    starts = np.array([np.asarray(b.base, dtype=float) for b in bars])
-    np.testing.assert_allclose(starts[1:] - starts[:-1], viz_routing.SPLIT_WIDTH / J)  # end to end
-    np.testing.assert_allclose(starts[0] + viz_routing.SPLIT_WIDTH / 2, CENTRES[:, 0])  # centred on the field
-    np.testing.assert_allclose(np.asarray(bars[0].y, dtype=float), CENTRES[:, 1])
-    assert all(t == "no winner (tie)" for t in bars[0].text)
-    assert "36 of 36 positions tied" in fig.layout.title.text
-    assert [b.marker.color for b in bars] == list(viz.DIGIT_COLORS)
+    heat, dots = fig.data
+    assert heat.type == "heatmap" and dots.type == "scatter"
+    np.testing.assert_allclose(np.asarray(dots.x, dtype=float), CENTRES[:, 0])  # at each field's centre
+    np.testing.assert_allclose(np.asarray(dots.y, dtype=float), CENTRES[:, 1])
+    np.testing.assert_allclose(np.asarray(dots.marker.size, dtype=float), viz_routing.DOT_MIN)  # nothing moved
+    assert set(dots.marker.color) == {viz_routing.TIE_COLOR} and all(t == "no winner (tie)" for t in dots.text)
+    assert "36 of 36 tied" in fig.layout.title.text and "0 to 0.0000 of the coupling moved" in fig.layout.title.text
 
 
-def test_split_overlay_with_one_dominant_parent():
+def test_split_overlay_sizes_each_position_by_its_distance_from_uniform():
     split = np.full((G * G, J), 0.1)
     split[7] = 0.0
-    split[7, 3] = 1.0  # position (1, 1) goes wholly to digit 3
+    split[7, 3] = 1.0  # position (1, 1) goes wholly to digit 3: 0.9 of its coupling moved
+    split[8, 3], split[8, 4] = 0.15, 0.05  # position (1, 2) leans to 3: 0.05 moved
     fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), split, CENTRES, iteration=3)
-    bars = fig.data[1:]
-    assert bars[3].x[7] == pytest.approx(viz_routing.SPLIT_WIDTH) and bars[0].x[7] == 0.0
-    assert bars[0].text[7] == "strongest: digit 3" and bars[0].text[0] == "no winner (tie)"
-    assert "35 of 36 positions tied" in fig.layout.title.text
+    dots = fig.data[1]
+    np.testing.assert_allclose(viz_routing.departure(split)[[0, 7, 8]], [0.0, 0.9, 0.05])
+    sizes = np.asarray(dots.marker.size, dtype=float)
+    assert sizes[7] == pytest.approx(viz_routing.DOT_MAX) and sizes[0] == pytest.approx(viz_routing.DOT_MIN)
+    assert sizes[8] == pytest.approx(viz_routing.DOT_MIN + (viz_routing.DOT_MAX - viz_routing.DOT_MIN) * 0.05 / 0.9)
+    assert dots.marker.color[7] == viz.DIGIT_COLORS[3] and dots.text[7] == "favours digit 3"
+    assert "34 of 36 tied" in fig.layout.title.text and "0 to 0.9000 of the coupling" in fig.layout.title.text
+    assert list(dots.customdata[7][:2]) == [1, 1]  # a click on it picks row 1, column 1
 
 
 def test_votes_figure_axes_do_not_move_between_iterations():

@@ -32,8 +32,8 @@ from capsviz.figures.viz import (
 
 # --- visual constants -------------------------------------------------------------------------
 
-SPLIT_WIDTH = 1.9  # px of the 28x28 input: grid positions are 2 px apart
-SPLIT_HEIGHT = 0.7  # px: thin bars, so the digit shows between them
+DOT_MIN, DOT_MAX = 3.0, 14.0  # px: uniform couplings, and the position furthest from uniform in this figure
+TIE_COLOR = "#888888"  # readable on light and dark themes
 SPLIT_OPACITY = 0.9
 VOTE_SIZE_MAX = 16.0  # px, the longest vote of this digit
 VOTE_SIZE_MIN = 2.0
@@ -47,10 +47,16 @@ SMALL_HEIGHT = 240
 # --- the input with one split of the 10 couplings per grid position ---------------------------
 
 
+def departure(split: np.ndarray) -> np.ndarray:
+    """(P, J) mean couplings per position -> (P,) their distance from uniform: the share of the coupling that
+    would have to move to make them all 1/J (total variation; 0 uniform, at most 1 - 1/J)."""
+    return 0.5 * np.abs(split - 1.0 / split.shape[1]).sum(axis=1)
+
+
 def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarray, *, iteration: int) -> go.Figure:
-    """The input, and at each primary-grid position's field centre a thin bar split into the J
-    couplings (averaged over the capsule types there): segment width = share, so a uniform
-    position shows J equal segments. split: (G*G, J) from `xray.position_split`.
+    """The input, and at each primary-grid position's field centre a dot: its size says how far the position's
+    couplings (averaged over the capsule types there) are from uniform, on a scale the title states; its colour
+    the digit they favour, grey where two digits tie. split: (G*G, J) from `xray.position_split`.
 
     centres: (G*G, 2) field centres (x, y) in input pixels, from `xray.field_centres`.
     """
@@ -58,43 +64,34 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
     cells, j = split.shape
     g = int(round(np.sqrt(cells)))
     rows, cols = np.divmod(np.arange(cells), g)  # (G*G,) each
-    centre_x, centre_y = np.asarray(centres, dtype=np.float64).T  # (G*G,) each
-    left = centre_x - SPLIT_WIDTH / 2  # (G*G,)
-    starts = left[:, None] + SPLIT_WIDTH * np.concatenate([np.zeros((cells, 1)), split.cumsum(axis=1)[:, :-1]], 1)
+    moved = departure(split)  # (G*G,)
+    span = float(moved.max())
     winners = [xray.winner(row) for row in split]
-    verdict = [f"strongest: digit {w}" if w is not None else "no winner (tie)" for w in winners]
-    traces = [image_trace(image)]
-    for d in range(j):
-        custom = np.stack([rows, cols, split[:, d]], axis=1).astype(np.float32)  # (G*G, 3), half the bytes
-        traces.append(
-            dict(
-                type="bar",
-                orientation="h",
-                y=centre_y,
-                x=SPLIT_WIDTH * split[:, d],
-                base=starts[:, d],
-                width=SPLIT_HEIGHT,
-                marker={"color": DIGIT_COLORS[d % len(DIGIT_COLORS)], "line": {"width": 0}},
-                opacity=SPLIT_OPACITY,
-                name=str(d),
-                customdata=custom,
-                text=verdict,
-                hovertemplate=f"position (row %{{customdata[0]}}, col %{{customdata[1]}})<br>digit {d}: "
-                f"mean coupling %{{customdata[2]:.4f}} (uniform {1 / j:g})<br>%{{text}}<extra></extra>",
-                textposition="none",
-            )
-        )
+    verdict = [f"favours digit {w}" if w is not None else "no winner (tie)" for w in winners]
+    colours = [DIGIT_COLORS[w % len(DIGIT_COLORS)] if w is not None else TIE_COLOR for w in winners]
+    size = DOT_MIN + (DOT_MAX - DOT_MIN) * (moved / span if span > 0 else np.zeros(cells))  # (G*G,)
+    dots = dict(
+        type="scatter",
+        mode="markers",
+        x=np.asarray(centres, dtype=np.float64)[:, 0],
+        y=np.asarray(centres, dtype=np.float64)[:, 1],
+        marker={"size": size, "color": colours, "line": {"width": 1, "color": "white"}, "opacity": SPLIT_OPACITY},
+        customdata=np.stack([rows, cols, moved], axis=1).astype(np.float32),  # (G*G, 3)
+        text=verdict,
+        hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>%{text}<br>"
+        "coupling moved off uniform: %{customdata[2]:.4f}<extra></extra>",
+        showlegend=False,
+    )
     ties = sum(w is None for w in winners)
     layout = base_layout(
-        f"Split of each position's votes, iteration {iteration}"
-        f"<br><sup>{ties} of {cells} positions tied (no winner)</sup>",
+        f"Each position's couplings against uniform, iteration {iteration}"
+        f"<br><sup>dot size: 0 to {span:.4f} of the coupling moved off uniform (at most {1 - 1 / j:.1f}); "
+        f"colour: the digit favoured; {ties} of {cells} tied (grey)</sup>",
         OVERLAY_HEIGHT,
         top=70,
-        barmode="overlay",
-        legend={"title": {"text": "digit"}, "font": {"size": 10}, "traceorder": "normal"},
         **image_axes(),
     )
-    return figure_of(traces, layout)
+    return figure_of([image_trace(image), dots], layout)
 
 
 # --- lengths after 1..R iterations ------------------------------------------------------------
