@@ -25,7 +25,7 @@ from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.card import plain  # noqa: E402
-from capsviz.ui.inputs import SAMPLE, UPLOAD  # noqa: E402
+from capsviz.ui.inputs import MISCLASSIFIED, RANDOM, SAMPLE, UPLOAD  # noqa: E402
 from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
@@ -955,3 +955,31 @@ def test_a_tiles_click_report_is_read_as_a_capsule_index():
     assert picked({"picked": 500}) == 500 and picked({"picked": 7.0}) == 7
     for junk in (None, {}, {"picked": None}, {"picked": True}, {"picked": "5"}, {"picked": 2.5}):
         assert picked(junk) is None, junk
+
+
+def test_a_search_for_a_misclassified_image_is_known_before_the_input_is_drawn(env):
+    """The Explore tab clears the last verdict before such a search, so no stale "True label" stays beside it."""
+
+    def page():
+        import streamlit as st
+
+        from capsviz.ui import inputs, state
+        from capsviz.ui.resources import shipped_model
+
+        loaded = shipped_model()
+        for key, value in st.session_state.get("setup", {}).items():
+            state.put(key, value)
+        st.write(f"searching: {inputs.will_search(loaded)}")
+        st.write(f"key: {loaded.key}")
+
+    app = AppTest.from_function(page, default_timeout=60)
+    app.session_state["setup"] = {state.INPUT_SOURCE: SAMPLE, state.SAMPLE_MODE: MISCLASSIFIED}
+    app.run()
+    assert "searching: True" in app.markdown[0].value  # nothing picked yet for this mode and model
+    key = app.markdown[1].value.removeprefix("key: ")
+    app.session_state[state.SAMPLE_PICKED_FOR] = (MISCLASSIFIED, None, key)
+    app.run()
+    assert "searching: False" in app.markdown[0].value  # already picked: the verdict stays while nothing is searched
+    app.session_state["setup"] = {state.INPUT_SOURCE: SAMPLE, state.SAMPLE_MODE: RANDOM}
+    app.run()
+    assert "searching: False" in app.markdown[0].value

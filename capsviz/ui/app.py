@@ -118,12 +118,15 @@ def reading(settings, source: ModelInput, iters: int):
 
 def explore_tab(settings) -> None:
     left, middle, right = st.columns([1.1, 1, 1.3])
+    searching = inputs.will_search(settings.loaded)
+    verdict = middle.empty() if searching else middle  # the last verdict goes at once: a search takes a while
     below = st.container(key="below_inputs")  # routing iterations, on the page where phones see them
     with below:
         iters = routing_iterations(settings.loaded)
     with left:
         source = model_input(settings.loaded, iters)
     remember_input(source)  # the Claims lab transforms this input
+    middle = verdict.container() if searching else middle
     if source.x is None:
         with middle:
             (st.error if source.error else st.info)(source.message)

@@ -254,6 +254,14 @@ def _from_mnist(loaded: LoadedModel, routing_iters: int) -> ModelInput:
     return ModelInput(x, label=label, index=index)
 
 
+def will_search(loaded: LoadedModel) -> bool:
+    """Whether this run searches the test set for a misclassified image (before the input's widgets are drawn)."""
+    if state.value(state.INPUT_SOURCE) != SAMPLE or state.value(state.SAMPLE_MODE) != MISCLASSIFIED:
+        return False
+    wanted = (MISCLASSIFIED, None, loaded.key)
+    return bool(st.session_state.get(state.SAMPLE_NEXT)) or st.session_state.get(state.SAMPLE_PICKED_FOR) != wanted
+
+
 def _pick(split, mode, digit, loaded: LoadedModel, routing_iters: int, rng) -> int | None:
     if mode == BY_CLASS:
         candidates = torch.nonzero(split.labels == digit).flatten().numpy()
