@@ -616,6 +616,27 @@ def test_two_digits_drawn_with_two_pens_are_both_named(browser, server, viewport
     assert not errors, errors
 
 
+TRUNCATED = """() => [...document.querySelectorAll('[class*="st-key-gallery_pick_"] button')].map(b => {
+  const cut = [...b.querySelectorAll('*')].some(e => getComputedStyle(e).textOverflow === 'ellipsis'
+    && e.scrollWidth > e.clientWidth);
+  return cut ? b.innerText : null;  // an element narrower than its text: the label ends in an ellipsis
+})"""
+
+
+def test_the_mistakes_gallery_shows_whole_labels_on_a_projector(browser, server):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    _ready(page, server)
+    page.locator(".st-key-input_source").get_by_text("MNIST test image").click()
+    _wait_idle(page)
+    page.locator(".st-key-sample_mode").get_by_text("misclassified").click()
+    _wait_idle(page)
+    page.get_by_role("button", name="Show all of this model's mistakes").click()
+    page.locator('[class*="st-key-gallery_pick_"] button').first.wait_for(timeout=120_000)
+    _wait_idle(page)
+    shown = page.evaluate(TRUNCATED)
+    assert shown and not [label for label in shown if label], shown  # "9→4", never "9…"
+
+
 # --- a lesson: the page's timer that plays the routing, a clicker's keys, a real download ----------------------
 
 ITERATION = ".st-key-routing_iteration [data-testid='stSliderThumbValue']"

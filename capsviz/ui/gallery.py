@@ -17,9 +17,9 @@ from capsviz.data import Split
 from capsviz.ui import state
 from capsviz.ui.resources import LoadedModel
 
-SHOWN = 30  # thumbnails at a time
+SHOWN = 28  # thumbnails at a time: 7 rows of 4
 CHUNK = 2_000  # test images classified per request
-PER_ROW = 5
+PER_ROW = 4  # at 1440x900 a fifth column cuts the "true→predicted" labels
 THUMB = 56  # px
 
 
@@ -83,6 +83,7 @@ def gallery(loaded: LoadedModel, split: Split, routing_iters: int, wanted) -> No
                 on_click=_pick,
                 args=(mistake.index, wanted),
                 help=f"test image #{mistake.index}: labelled {mistake.label}, predicted {mistake.predicted}",
+                width="stretch",
             )
     if len(found) > SHOWN:
         st.button("More", key=state.GALLERY_MORE, on_click=_more, args=(len(found),))
