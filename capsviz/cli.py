@@ -43,10 +43,13 @@ from capsviz.train import (
     EpochEnd,
     NonFiniteLossError,
     RunFolderError,
+    TrainConfig,
     check_no_other_run,
     check_run_folder,
     resumed_settings,
 )
+
+TRAIN_DEFAULTS = TrainConfig()  # the command line's defaults are the trainer's own
 
 ITERATIONS = range(1, MAX_ROUTING_ITERS + 1)
 
@@ -96,12 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--model", choices=sorted(registry.MODELS), default=None, help="model kind (default capsnet)")
     t.add_argument("--preset", default=None, help="a named config of the kind (cnn: small, paper)")
-    t.add_argument("--epochs", type=EPOCHS, default=10)
-    t.add_argument("--batch-size", type=BATCH_SIZE, default=None, help="default 128, or the resumed run's")
-    t.add_argument("--lr", type=POSITIVE, default=1e-3)
-    t.add_argument("--lr-decay", type=DECAY, default=0.96, help="learning-rate factor per epoch, in (0, 1]")
-    t.add_argument("--lr-schedule", choices=["exp", "cosine"], default="exp", help="exp: lr x decay^(epoch-1)")
-    t.add_argument("--lr-min", type=NON_NEGATIVE, default=0.0, help="cosine: the last epoch's learning rate")
+    t.add_argument("--epochs", type=EPOCHS, default=TRAIN_DEFAULTS.epochs)
+    t.add_argument(
+        "--batch-size", type=BATCH_SIZE, default=None,
+        help=f"default {TRAIN_DEFAULTS.batch_size}, or the resumed run's",
+    )  # fmt: skip
+    t.add_argument("--lr", type=POSITIVE, default=TRAIN_DEFAULTS.lr)
+    t.add_argument(
+        "--lr-decay", type=DECAY, default=TRAIN_DEFAULTS.lr_decay, help="learning-rate factor per epoch, in (0, 1]"
+    )
+    t.add_argument(
+        "--lr-schedule", choices=["exp", "cosine"], default=TRAIN_DEFAULTS.lr_schedule,
+        help="exp: lr x decay^(epoch-1)",
+    )  # fmt: skip
+    t.add_argument(
+        "--lr-min", type=NON_NEGATIVE, default=TRAIN_DEFAULTS.lr_min, help="cosine: the last epoch's learning rate"
+    )
     t.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS, help="CapsNet only (default 3)")
     t.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     t.add_argument("--data-root", default=None)
@@ -265,9 +278,6 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
 def _check_same_run(parser, args, card: dict) -> None:
     """A resumed run keeps its batch size, seed and training images (`resumed_settings` of its card):
     unset, they are the run's; set to another value, refused (the images once the data is read)."""
-    from capsviz.train import TrainConfig
-
-    defaults = TrainConfig()
     for option, key in (("--batch-size", "batch_size"), ("--seed", "seed")):
         given, recorded = getattr(args, key), card.get(key)
         if given is not None and recorded is not None and given != recorded:
@@ -275,7 +285,11 @@ def _check_same_run(parser, args, card: dict) -> None:
                 f"{args.resume} was trained with {option} {recorded}; resume it with the same value "
                 f"(or start a new run from its weights with --init)"
             )
-        setattr(args, key, given if given is not None else recorded if recorded is not None else getattr(defaults, key))
+        setattr(
+            args,
+            key,
+            given if given is not None else recorded if recorded is not None else getattr(TRAIN_DEFAULTS, key),
+        )
     args.resumed_images = card.get("train_images")
     if args.limit is None:
         args.limit = args.resumed_images  # the run's own training set (and test images, as --limit cut both)
@@ -338,13 +352,9 @@ def _train(args) -> int:
 
 
 def _model_config(args):
-    """The config --model and --routing-iters describe; None when the model comes from --resume / --init."""
+    """The config --model and --routing-iters describe; None when the model comes from --resume / --init (with
+    which _check_train_args has refused them)."""
     if args.resume or args.init:
-        if args.model or args.preset or args.routing_iters:
-            raise UsageError(
-                "--model, --preset and --routing-iters describe a new model; with --resume or --init it comes from "
-                "the checkpoint"
-            )
         return None
     kind = args.model or registry.LEGACY_KIND
     config_class = registry.classes(kind)[1]
