@@ -89,8 +89,16 @@ THREADS = _number(int, low=1, high=4 * (os.cpu_count() or 1))  # far more thread
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="capsviz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    data = argparse.ArgumentParser(add_help=False)  # options several commands share, declared once
+    data.add_argument(
+        "--data-root", default=None, help="the folder holding MNIST/ (default $CAPSVIZ_DATA, else ~/.cache/capsviz)"
+    )
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="default: the shipped CapsNet")
 
-    t = commands.add_parser("train", help="train a model on MNIST (a CapsNet unless --model says otherwise)")
+    t = commands.add_parser(
+        "train", parents=[data], help="train a model on MNIST (a CapsNet unless --model says otherwise)"
+    )
     t.add_argument(
         "--data",
         choices=sorted(tasks.TASKS),
@@ -117,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS, help="CapsNet only (default 3)")
     t.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    t.add_argument("--data-root", default=None)
     t.add_argument("--out", required=True, help="run folder: last.safetensors, log.json, log.csv")
     t.add_argument("--resume", default=None, help="a run's last.safetensors to continue")
     t.add_argument("--init", default=None, help="start from a checkpoint's weights with a fresh optimizer")
@@ -136,25 +143,23 @@ def main(argv: list[str] | None = None) -> int:
         help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.speed.fastpath)",
     )
 
-    e = commands.add_parser("evaluate", help="accuracy on the 10,000 MNIST test images (or MultiMNIST test pairs)")
-    e.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    e.add_argument("--data-root", default=None)
+    e = commands.add_parser(
+        "evaluate", parents=[model, data], help="accuracy on the 10,000 MNIST test images (or MultiMNIST test pairs)"
+    )
     e.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     e.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     e.add_argument("--limit", type=POSITIVE_INT, default=None)
     e.add_argument("--json", action="store_true")
 
-    p = commands.add_parser("predict", help="classify image files (drawings, photos, scans)")
+    p = commands.add_parser("predict", parents=[model], help="classify image files (drawings, photos, scans)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     p.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     p.add_argument("--json", action="store_true")
 
-    x = commands.add_parser("export", help="convert a run's checkpoint into a shippable model + card")
+    x = commands.add_parser("export", parents=[data], help="convert a run's checkpoint into a shippable model + card")
     x.add_argument("checkpoint", help="a run's last.safetensors")
     x.add_argument("--out", default=str(SHIPPED_CHECKPOINT))
     x.add_argument("--half", action="store_true", help="store weights as float16 (about 16 MB)")
-    x.add_argument("--data-root", default=None)
     x.add_argument("--note", default="", help="free text for the card (how it was trained, on what)")
     x.add_argument(
         "--continues",
@@ -164,23 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     tr = commands.add_parser(
-        "trace", help="write one image's full routing trace (safetensors; capsviz.analysis.trace_export)"
+        "trace",
+        parents=[model],
+        help="write one image's full routing trace (safetensors; capsviz.analysis.trace_export)",
     )
     tr.add_argument("image")
     tr.add_argument("--out", required=True, help="the .safetensors file to write")
-    tr.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
 
-    ra = commands.add_parser("routing-accuracy", help="test accuracy after 1..5 routing iterations -> JSON")
-    ra.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    ra.add_argument("--data-root", default=None)
+    ra = commands.add_parser(
+        "routing-accuracy", parents=[model, data], help="test accuracy after 1..5 routing iterations -> JSON"
+    )
     ra.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     ra.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the JSON says so)")
     ra.add_argument("--out", default=None, help="default: next to the checkpoint, NAME.routing.json")
 
-    rb = commands.add_parser("robustness", help="accuracy on MNIST test, an affNIST-like set and affine sweeps")
+    rb = commands.add_parser(
+        "robustness", parents=[data], help="accuracy on MNIST test, an affNIST-like set and affine sweeps"
+    )
     rb.add_argument("--checkpoint", action="append", default=[], help="a model to add to the shipped ones (repeatable)")
-    rb.add_argument("--data-root", default=None)
     rb.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     rb.add_argument(
         "--limit", type=POSITIVE_INT, default=None, help="only the first N test images (the report says so)"
@@ -196,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--json", action="store_true")
 
     mc = commands.add_parser(
-        "multimnist-claims", help="the shipped two-digit models on the MultiMNIST test pairs, compared pair by pair"
+        "multimnist-claims",
+        parents=[data],
+        help="the shipped two-digit models on the MultiMNIST test pairs, compared pair by pair",
     )
-    mc.add_argument("--data-root", default=None)
     mc.add_argument("--models", default=str(PRETRAINED_DIR), help="the folder holding the three models")
     mc.add_argument("--out", default=None, help="the JSON report (default pretrained/multimnist_claims.json)")
 
