@@ -31,7 +31,7 @@ from capsviz.checkpoint import (
     read_config,
 )
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.data import MNIST_TEST_IMAGES, DataUnavailableError, load_mnist
+from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.files import atomic_write, clean_stale, replace_together
 from capsviz.train import (
@@ -560,11 +560,7 @@ def _export(args) -> int:
         test_errors=n - round(accuracy * n),
         measured_by="python -m capsviz evaluate --checkpoint " + display_path(out),
     )
-    if _shipped_folder(out) and n != task.test_size:
-        raise UsageError(
-            f"a shipped model is measured on the {task.test_size:,} {task.test_set}, this data root has "
-            f"{n:,}: {out} was left as it was"
-        )
+    _check_full_measurement(out, n, model.config.task)
     weights = checkpoint_bytes(shipped, card, half=args.half, name=str(out))
     replace_together({out: weights, out.with_suffix(".json"): (json.dumps(card, indent=2) + "\n").encode()})
     print(f"{out}: accuracy {accuracy:.4%} on {n} {task.test_set} (after {card['storage']} storage)")
@@ -640,6 +636,16 @@ def _clean_before_writing(*outputs: Path) -> None:
 def _shipped_folder(out: Path) -> bool:
     """Whether `out` would land among the shipped models and reports (in pretrained/, at any depth)."""
     return out.resolve().is_relative_to(SHIPPED_CHECKPOINT.resolve().parent)
+
+
+def _check_full_measurement(out: Path, n: int, task: str) -> None:
+    """What lands among the shipped files (pretrained/) was measured on the task's whole test set."""
+    full, examples = tasks.TASKS[task].test_size, tasks.TASKS[task].test_set.split(" (")[0]
+    if n != full and _shipped_folder(out):
+        raise UsageError(
+            f"{out} is among the shipped files, which are measured on all {full:,} {examples}; this measurement has "
+            f"{n:,}: nothing was written"
+        )
 
 
 def _check_export_out(out: Path, model) -> None:
@@ -724,9 +730,7 @@ def _routing_accuracy(args) -> int:
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
     _clean_before_writing(out)
     split = _test_split(model, args.data_root).head(args.limit)
-    full = tasks.TASKS[model.config.task].test_size
-    if len(split) != full and _shipped_folder(out):
-        raise UsageError(f"a measurement on fewer than the {full:,} test images does not replace {out}")
+    _check_full_measurement(out, len(split), model.config.task)
     command = "python -m capsviz routing-accuracy --checkpoint " + routing_accuracy.display_path(args.checkpoint)
     if args.limit:
         command += f" --limit {args.limit}"
@@ -771,10 +775,8 @@ def _robustness(args) -> int:
     for path, _, card in models:
         robustness.model_name(card, path)  # a name the tables can hold, before any measurement
     split = load_mnist(args.data_root, train=False).head(args.limit)
-    if out_dir is not None and len(split) != MNIST_TEST_IMAGES and _shipped_folder(out_dir / "robustness.json"):
-        raise UsageError(
-            f"a measurement on fewer than the {MNIST_TEST_IMAGES:,} test images does not go into {out_dir}"
-        )
+    if out_dir is not None:
+        _check_full_measurement(out_dir / "robustness.json", len(split), "mnist")
     if out_dir is not None:
         _clean_before_writing(*(out_dir / name for name in robustness.FILES))
     entries = []

@@ -803,7 +803,7 @@ def _contents(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("capsnet_mnist.safetensors", "measured on the 10,000 MNIST test images, this data root has 40"),
+        ("capsnet_mnist.safetensors", "measured on all 10,000 MNIST test images; this measurement has 40"),
         ("cnn_mnist.safetensors", "holds a cnn model; give a capsnet its own --out"),
         ("capsnet_mnist", "must be a .safetensors file name"),
         ("capsnet_mnist.json", "must be a .safetensors file name"),
@@ -851,12 +851,12 @@ def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folde
         assert "among the shipped models" in capsys.readouterr().err
     monkeypatch.setattr("capsviz.analysis.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
     robust = ["robustness", "--data-root", str(synthetic_root), "--out-dir", str(shipped_folder)]
-    assert cli.main(robust) == 2 and "fewer than the 10,000 test images" in capsys.readouterr().err
+    assert cli.main(robust) == 2 and "measured on all 10,000 MNIST test images" in capsys.readouterr().err
     measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
     for partial in (["--limit", "5"], []):  # 5 or 40 test images, not 10,000
         partial += ["--data-root", str(synthetic_root)]
         assert cli.main([*measure, *partial]) == 2
-        assert "fewer than the 10,000 test images does not replace" in capsys.readouterr().err
+        assert "measured on all 10,000 MNIST test images" in capsys.readouterr().err
     assert _contents(shipped_folder) == before
 
 
