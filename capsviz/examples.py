@@ -60,7 +60,6 @@ EXAMPLES: dict[str, Example] = {
     ),
     "rotated_7": Example("A rotated 7", "Turned 35°: does the 7 capsule still win?", SEVEN, rotation=35.0),
     "thin_1": Example("A thin 1", "A hairline stroke: the pose carries the thickness.", ONE, width=6.0),
-    # "two_digits": two overlapping digits, once the two-digit view exists.
 }
 
 

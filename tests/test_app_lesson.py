@@ -53,6 +53,17 @@ def load_example(app, name: str):
     return app
 
 
+def test_the_first_screens_two_digit_example_opens_the_two_digits_tab_on_a_test_pair(env):
+    from capsviz.ui.lesson import TWO_DIGIT_EXAMPLE
+
+    app = start()
+    app.button(key=state.LESSON_TWO).click().run()
+    assert not app.exception, app.exception
+    assert app.session_state[state.TABS] == "Two digits"
+    assert app.number_input(key=state.TWO_PAIR).value == TWO_DIGIT_EXAMPLE
+    assert any(c.value.startswith(f"Test pair #{TWO_DIGIT_EXAMPLE}:") for c in app.caption)
+
+
 def test_the_first_screen_explains_capsules_and_its_examples_load_onto_the_canvas(env):
     app = start()
     assert any("A **capsule**" in md.value for md in app.markdown)

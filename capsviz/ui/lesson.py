@@ -15,6 +15,7 @@ import streamlit as st
 from capsviz.examples import EXAMPLES, canvas_objects, render
 from capsviz.ui import canvas, state
 from capsviz.ui.inputs import DRAW
+from capsviz.ui.two_digit_input import PAIR
 
 INTRO = (
     "A **capsule** is a group of neurons whose output is a vector: its **length** says how sure the network is "
@@ -62,7 +63,20 @@ def _buttons() -> None:
     row = st.container(horizontal=True, key="lesson_examples")
     for name, example in EXAMPLES.items():
         row.button(example.title, key=state.LESSON_EXAMPLE.format(name), on_click=load, args=(name,), help=example.note)
-    # Two overlapping digits: its example (an EXAMPLES entry) and button go here once the two-digit view exists.
+    row.button(
+        "Two overlapping digits", key=state.LESSON_TWO, on_click=open_two_digits,
+        help="Where the paper says routing matters: a MultiMNIST test pair in the Two digits tab.",
+    )  # fmt: skip
+
+
+TWO_DIGIT_EXAMPLE = 3  # a MultiMNIST test pair: a 9 over a 7
+
+
+def open_two_digits() -> None:
+    """A button's callback: the Two digits tab, on one test pair."""
+    state.put(state.TWO_SOURCE, PAIR)
+    state.put(state.TWO_PAIR, TWO_DIGIT_EXAMPLE)
+    st.session_state[state.TABS] = state.TAB_NAMES["two"]
 
 
 def _note() -> str | None:

@@ -130,6 +130,7 @@ TWO_SHIFT = "two_shift_{}"  # .format(k): the first digit across, down, the seco
 # A lesson: the first screen's examples (capsviz.ui.lesson), presentation mode (capsviz.ui.present), playing the
 # routing iterations (capsviz.ui.routing_play) and the CSV downloads (capsviz.ui.downloads).
 LESSON_EXAMPLE = "lesson_example_{}"  # .format(name) for each capsviz.examples.EXAMPLES entry: its button
+LESSON_TWO = "lesson_two"  # the button that opens the Two digits tab on a test pair
 LESSON_SHOWN = "lesson_shown"  # the example last loaded into the canvas
 PRESENT = "present"  # the presentation-mode toggle
 PRESENT_SECTION = "present_section"  # the section on screen, one of capsviz.ui.present.SECTIONS
