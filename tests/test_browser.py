@@ -387,6 +387,14 @@ def test_claims_lab_follows_the_drawing_and_its_sliders(browser, server, viewpor
     page.locator(".st-key-fig_lab_strip").evaluate("e => e.scrollIntoView({block: 'end'})")
     page.wait_for_timeout(500)
     _shot(page, name.replace("lab-", "lab-sweep-"))
+    table = page.get_by_test_id("stTable").first  # the robustness table
+    table.scroll_into_view_if_needed()
+    cut = table.evaluate(
+        "t => [...t.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1"
+        " && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))"
+    )  # the table scrolls inside its own box
+    hinted = page.locator(".st-key-narrow_hint").first.is_visible()
+    assert hinted == cut == (viewport[0] < 640), (hinted, cut)  # a phone is told to swipe; a desktop needs no hint
     page.get_by_role("tab", name="Explore").click()
     _wait_idle(page)
     page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)  # the drawing survived the detour

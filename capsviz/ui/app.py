@@ -26,8 +26,10 @@ from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_
 
 # Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
 PAGE_CSS = """<style>
+.st-key-narrow_hint { display: none; }
 @media (max-width: 640px) {
   h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
+  .st-key-narrow_hint { display: block; }  /* what a phone cuts off, said where it is cut */
 }
 </style>"""
 TABS = tuple(state.TAB_NAMES.values())

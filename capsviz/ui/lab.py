@@ -326,6 +326,9 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
     else:
         in_use = [m.path for m in (loaded, baseline) if m is not None and m.path is not None]
         entries, missing = lab.rows_in_use(result, in_use)
+        st.container(key="narrow_hint").caption(
+            "The table is wider than this screen: swipe it sideways for every column."
+        )
         st.table([row for entry in entries for row in _rows(entry)])
         against_cnn, routing = lab.affine_gaps(entries, result.get("test_images"))
         if against_cnn is not None:
