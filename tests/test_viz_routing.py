@@ -27,7 +27,7 @@ def test_split_overlay_of_uniform_couplings_is_small_grey_dots_and_no_winner():
     np.testing.assert_allclose(np.asarray(dots.y, dtype=float), CENTRES[:, 1])
     np.testing.assert_allclose(np.asarray(dots.marker.size, dtype=float), viz_routing.DOT_MIN)  # nothing moved
     assert set(dots.marker.color) == {viz_routing.TIE_COLOR} and all(t == "no winner (tie)" for t in dots.text)
-    assert "36 of 36 tied" in fig.layout.title.text and "0 to 0.0000 of the coupling moved" in fig.layout.title.text
+    assert "36/36 tied" in fig.layout.title.text and "0 to 0.0000 moved" in fig.layout.title.text
 
 
 def test_split_overlay_sizes_each_position_by_its_distance_from_uniform():
@@ -42,7 +42,7 @@ def test_split_overlay_sizes_each_position_by_its_distance_from_uniform():
     assert sizes[7] == pytest.approx(viz_routing.DOT_MAX) and sizes[0] == pytest.approx(viz_routing.DOT_MIN)
     assert sizes[8] == pytest.approx(viz_routing.DOT_MIN + (viz_routing.DOT_MAX - viz_routing.DOT_MIN) * 0.05 / 0.9)
     assert dots.marker.color[7] == viz.DIGIT_COLORS[3] and dots.text[7] == "favours digit 3"
-    assert "34 of 36 tied" in fig.layout.title.text and "0 to 0.9000 of the coupling" in fig.layout.title.text
+    assert "34/36 tied" in fig.layout.title.text and "0 to 0.9000 moved" in fig.layout.title.text
     assert list(dots.customdata[7][:2]) == [1, 1]  # a click on it picks row 1, column 1
 
 

@@ -84,9 +84,8 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
     )
     ties = sum(w is None for w in winners)
     layout = base_layout(
-        f"Each position's couplings against uniform, iteration {iteration}"
-        f"<br><sup>dot size: 0 to {span:.4f} of the coupling moved off uniform (at most {1 - 1 / j:.1f}); "
-        f"colour: the digit favoured; {ties} of {cells} tied (grey)</sup>",
+        f"Couplings against uniform, iteration {iteration}"
+        f"<br><sup>dot size: 0 to {span:.4f} moved (of at most {1 - 1 / j:.1f}); {ties}/{cells} tied (grey)</sup>",
         OVERLAY_HEIGHT,
         top=70,
         **image_axes(),

@@ -198,10 +198,10 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
             selection_mode="points",
         )
         st.caption(
-            f"Each bar sits at the centre of a 6×6 position's receptive field and splits its votes over the "
-            f"{config.num_classes} digits: segment width = the mean coupling of the {ray.num_types} capsule types "
-            "there, colours as in the legend. Equal segments mean uniform; a tie has no winner. Click a bar to "
-            "inspect the capsule of the same type at that position."
+            f"Each dot sits at the centre of a 6×6 position's receptive field. Its size: how much of that position's "
+            f"coupling (the mean over its {ray.num_types} capsule types) has moved off uniform, 1/{config.num_classes} "
+            "to each digit, scaled from none to the most on this input (the title gives both); its colour: the digit "
+            "the position favours, grey where two tie. Click a dot to inspect the capsule of the same type there."
         )
     if selected is not None:
         inspector(ray, config, int(selected), digit)
