@@ -210,7 +210,7 @@ def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(env):
         bars = array(figure(app, f"fig_compare_lengths_{iters}")["data"][0]["y"])
         np.testing.assert_allclose(bars, expected, atol=1e-5)
     split = figure(app, "fig_compare_split_1")
-    assert "36 of 36 positions tied" in split["layout"]["title"]["text"]  # uniform couplings: all tied
+    assert "36/36 tied" in split["layout"]["title"]["text"]  # uniform couplings: all tied
     assert any("Routed: 3 iterations (the model's count)" in md.value for md in app.markdown)
     assert any(md.value.startswith("**Measured:** With uniform couplings") for md in app.markdown)
 

@@ -20,6 +20,7 @@ from capsviz.ui.card import plain
 from capsviz.ui.resources import LoadedModel, model_from_file
 from capsviz.ui.two_digit_input import pair_input
 
+NO_EXTRA = -1  # "Also reconstruct from capsule": none
 ROUTED, PLAIN, CNN = "capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist"
 NAMES = {ROUTED: "CapsNet", PLAIN: "CapsNet trained without routing (1 iteration)", CNN: "CNN"}
 INTRO = (
@@ -57,41 +58,54 @@ def two_digits_tab(device: str) -> None:
     x, labels, singles = picture.x, picture.labels, picture.singles
     capsnet = models[ROUTED].model
     reading = read(capsnet, x, iters)
+    named = in_picture_order(capsnet, x, reading.named, picture, iters)  # red: the picture's first digit
     with right:
         extra = state.widget(
-            st.selectbox, "Also reconstruct from capsule", [None, *range(10)], key=state.TWO_EXTRA, default=None,
-            format_func=lambda d: "none" if d is None else str(d),
+            st.selectbox, "Also reconstruct from capsule", [NO_EXTRA, *range(10)], key=state.TWO_EXTRA,
+            default=NO_EXTRA, format_func=lambda d: "none" if d == NO_EXTRA else str(d),
             help="Any digit capsule's pose through the decoder, the others masked: the paper's 'digit that is not "
             "there' decodes to what that capsule holds.",
         )  # fmt: skip
-        seen = separate(capsnet, x, reading.named + ((extra,) if extra is not None else ()), iters)
-        st.plotly_chart(pair_figure(_panels(x, reading, seen, models[PLAIN], extra)), key="two_pair_figure")
+        seen = separate(capsnet, x, named + ((extra,) if extra != NO_EXTRA else ()), iters)
+        st.plotly_chart(
+            pair_figure(_panels(picture, reading, named, seen, models[PLAIN], extra)), key="two_pair_figure"
+        )
     readings_table(models, x, iters, labels)
     st.plotly_chart(
-        scores_figure(reading.scores, reading.named, f"CapsNet capsule lengths ({iters} iterations)", "capsule length"),
+        scores_figure(reading.scores, named, f"CapsNet capsule lengths ({iters} iterations)", "capsule length"),
         key="two_scores_figure",
     )
     report = shipped_report(models)
     st.divider()
-    couplings(seen, reading.named, singles, labels, capsnet.config)
+    couplings(seen, named, singles, labels, capsnet.config)
     measured_coupling(report)
     st.divider()
     measured(models, report)
 
 
-def _panels(x, reading, seen, plain: LoadedModel | None, extra: int | None) -> list:
+def in_picture_order(model, x, named: tuple[int, int], picture, iters: int | None) -> tuple[int, int]:
+    """The two named digits in the order of the picture's own (its labels, or its red then blue ink), so that red
+    is the first digit in every figure; as named (longest first) when the picture has no digits of its own."""
+    if picture.labels is not None:
+        return tuple(sorted(named, key=lambda d: picture.labels.index(d) if d in picture.labels else 2))
+    if picture.singles is not None:
+        seen = separate(model, x, named, iters or model.config.routing_iters)
+        return named[::-1] if matched(seen.reconstructions, picture.singles.numpy()) else named
+    return named
+
+
+def _panels(picture, reading, named, seen, plain: LoadedModel | None, extra: int) -> list:
     """The input, each CapsNet's two reconstructions in red and blue, and the extra capsule's, if one was asked."""
-    a, b = reading.named
-    panels = [
-        ("Input", grey(x[0].numpy())),
-        (f"CapsNet: {a} red, {b} blue", reconstruction_colours(seen.reconstructions)),
-    ]
+    x = picture.x
+    panels = [("Input", grey(x[0].numpy())), (f"CapsNet: {named[0]} red, {named[1]} blue",
+                                             reconstruction_colours(seen.reconstructions))]  # fmt: skip
     if plain is not None:
-        other = read(plain.model, x)
-        alone = separate(plain.model, x, other.named, 1)
-        title = f"Without routing: {other.named[0]} red, {other.named[1]} blue"
-        panels.append((title, reconstruction_colours(alone.reconstructions)))
-    if extra is not None:
+        other = in_picture_order(plain.model, x, read(plain.model, x).named, picture, None)
+        alone = separate(plain.model, x, other, 1)
+        panels.append(
+            (f"Without routing: {other[0]} red, {other[1]} blue", reconstruction_colours(alone.reconstructions))
+        )
+    if extra != NO_EXTRA:
         panels.append((f"CapsNet, capsule {extra} ({reading.scores[extra]:.2f})", grey(seen.reconstructions[2])))
     return panels
 
