@@ -159,3 +159,20 @@ def test_two_digits_drawn_with_two_pens_are_read_and_segmented_by_their_colours(
     assert _readings(app)[0]["names"] == f"{expected[0]} and {expected[1]}" and _readings(app)[0]["right"] == ""
     said = [m.value for m in app.markdown if m.value.startswith("This picture, after iteration 3:")]
     assert len(said) == 1 and "ink" in said[0]  # the inks' colours give the segmentation its ground truth
+
+
+def test_red_is_the_pictures_first_digit_by_its_labels_or_its_red_ink():
+    from capsviz.analysis.two_digits import from_two_colours
+    from capsviz.ui.two_digit_input import Picture
+    from capsviz.ui.two_digits import in_picture_order
+
+    model, _ = load_checkpoint(PRETRAINED_DIR / "capsnet_multimnist.safetensors")
+    x = torch.zeros(1, 36, 36)
+    assert in_picture_order(model, x, (9, 7), Picture(x, (7, 9)), 3) == (7, 9)
+    assert in_picture_order(model, x, (9, 4), Picture(x, (7, 9)), 3) == (9, 4)  # the picture's digit first
+    assert in_picture_order(model, x, (9, 7), Picture(x), 3) == (9, 7)  # nothing to go by: longest first
+    one, zero = (np.asarray(draw_digit(d).convert("L")) for d in (1, 0))
+    drawn, singles = from_two_colours(np.stack([one, np.zeros_like(one), zero], axis=-1))  # 1 red, 0 blue
+    named = read(model, drawn, 3).named
+    assert set(named) == {0, 1}  # the shipped CapsNet reads both (a guard on the case, not on the order)
+    assert in_picture_order(model, drawn, named, Picture(drawn, None, singles), 3) == (1, 0)
