@@ -87,6 +87,41 @@ THREADS = _number(int, low=1, high=4 * (os.cpu_count() or 1))  # far more thread
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"] and argv[1:2] not in (["-h"], ["--help"]):
+        return _app(argv[1:])  # every other argument is streamlit's
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        _check_train_args(parser, args)
+    try:
+        commands_by_name = {
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+            "export": _export,
+            "trace": _trace,
+            "routing-accuracy": _routing_accuracy,
+            "robustness": _robustness,
+            "multimnist-claims": _multimnist_claims,
+        }
+        return commands_by_name[args.command](args)
+    except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output that cannot be written: said plainly, not as a traceback
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the last complete epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`capsviz COMMAND`: each command's options, the shared ones (--data-root, --checkpoint) declared once."""
     parser = argparse.ArgumentParser(prog="capsviz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     data = argparse.ArgumentParser(add_help=False)  # options several commands share, declared once
@@ -95,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT), help="default: the shipped CapsNet")
+    _add_train(commands, data)
+    _add_reading(commands, model, data)
+    _add_export(commands, data)
+    _add_measuring(commands, model, data)
+    commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
+    return parser
 
+
+def _add_train(commands, data) -> None:
     t = commands.add_parser(
         "train", parents=[data], help="train a model on MNIST (a CapsNet unless --model says otherwise)"
     )
@@ -143,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         help="turn the fast path off: float32, NCHW, no fused Adam (capsviz.speed.fastpath)",
     )
 
+
+def _add_reading(commands, model, data) -> None:
+    """evaluate, predict and trace: a model reads images."""
     e = commands.add_parser(
         "evaluate", parents=[model, data], help="accuracy on the 10,000 MNIST test images (or MultiMNIST test pairs)"
     )
@@ -156,6 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
     p.add_argument("--json", action="store_true")
 
+    tr = commands.add_parser(
+        "trace",
+        parents=[model],
+        help="write one image's full routing trace (safetensors; capsviz.analysis.trace_export)",
+    )
+    tr.add_argument("image")
+    tr.add_argument("--out", required=True, help="the .safetensors file to write")
+    tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
+
+
+def _add_export(commands, data) -> None:
     x = commands.add_parser("export", parents=[data], help="convert a run's checkpoint into a shippable model + card")
     x.add_argument("checkpoint", help="a run's last.safetensors")
     x.add_argument("--out", default=str(SHIPPED_CHECKPOINT))
@@ -168,15 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "its epochs, per-epoch test accuracies and wall time are counted in",
     )
 
-    tr = commands.add_parser(
-        "trace",
-        parents=[model],
-        help="write one image's full routing trace (safetensors; capsviz.analysis.trace_export)",
-    )
-    tr.add_argument("image")
-    tr.add_argument("--out", required=True, help="the .safetensors file to write")
-    tr.add_argument("--routing-iters", type=int, default=None, choices=ITERATIONS)
 
+def _add_measuring(commands, model, data) -> None:
+    """routing-accuracy, robustness and multimnist-claims: the measurements the docs and the app cite."""
     ra = commands.add_parser(
         "routing-accuracy", parents=[model, data], help="test accuracy after 1..5 routing iterations -> JSON"
     )
@@ -209,39 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     mc.add_argument("--models", default=str(PRETRAINED_DIR), help="the folder holding the three models")
     mc.add_argument("--out", default=None, help="the JSON report (default pretrained/multimnist_claims.json)")
-
-    commands.add_parser("app", help="serve the app on this machine (http://localhost:8501); streamlit flags follow")
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["app"] and argv[1:2] not in (["-h"], ["--help"]):
-        return _app(argv[1:])  # every other argument is streamlit's
-    args = parser.parse_args(argv)
-    if args.command == "train":
-        _check_train_args(parser, args)
-    try:
-        commands_by_name = {
-            "train": _train,
-            "evaluate": _evaluate,
-            "predict": _predict,
-            "export": _export,
-            "trace": _trace,
-            "routing-accuracy": _routing_accuracy,
-            "robustness": _robustness,
-            "multimnist-claims": _multimnist_claims,
-        }
-        return commands_by_name[args.command](args)
-    except (DataUnavailableError, CheckpointError, DeviceUnavailableError, UsageError, RunFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # an output that cannot be written: said plainly, not as a traceback
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the last complete epoch's checkpoint is kept", file=sys.stderr)
-        return 130
 
 
 def _app(streamlit_args: list[str]) -> int:

@@ -211,3 +211,15 @@ def test_export_measures_a_two_digit_model_on_the_test_pairs(two_digit_run, synt
     evaluated = json.loads(capsviz("evaluate", "--checkpoint", out, "--data-root", synthetic_root, "--json").stdout)
     assert card["task"] == "multimnist" and card["test_images"] == 40
     assert card["test_accuracy"] == evaluated["accuracy"] and "multimnist (36x36)" in card["model"]
+
+
+def test_the_command_lines_training_defaults_are_the_trainers_own():
+    from capsviz import cli
+    from capsviz.train import TrainConfig
+
+    args, trainer = cli.build_parser().parse_args(["train", "--out", "run"]), TrainConfig()
+    for key in ("epochs", "lr", "lr_decay", "lr_schedule", "lr_min"):
+        assert getattr(args, key) == getattr(trainer, key), key
+    for command in ("evaluate", "predict", "trace", "routing-accuracy"):  # one --checkpoint, declared once
+        extra = {"predict": ["x.png"], "trace": ["x.png", "--out", "t.safetensors"]}.get(command, [])
+        assert cli.build_parser().parse_args([command, *extra]).checkpoint == str(cli.SHIPPED_CHECKPOINT)
