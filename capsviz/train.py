@@ -274,112 +274,135 @@ def _train(
     init: str | Path | None,
     ddp: Distributed,
 ) -> TrainResult:
-    start_epoch, history = 0, []
-    if resume:
-        model, card, state = load_training_state(resume, device)
-        start_epoch = state.epoch
-        history = _history(card, resume)
-        if history and ddp.is_main and _same_file(resume, out_dir / "last.safetensors"):
-            _write_logs(out_dir, history)  # the run's logs, rebuilt from its card (a kill may have lost them)
-        model.train()
-    elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
-        model, _ = load_checkpoint(init, device)
-        model.train()
-    else:
-        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
-            torch.manual_seed(config.seed)
-            model = registry.build(model_config or CapsNetConfig()).to(device)
+    """The loop, in the shape of pytorch/examples: build or resume, then each epoch train and finish."""
+    model, history, step, start_epoch = _build_or_resume(config, device, model_config, resume, init, ddp, out_dir)
     check_task(model, train_split)
-    step = TrainStep(model, device=device, config=config, ddp=ddp)
-    if resume:
-        restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
     if config.eval_limit:
         test_split = test_split.head(config.eval_limit)
     train_split, test_split = train_split.to(device), test_split.to(device)
     callbacks = list(callbacks) if ddp.is_main else []
-    checkpoint = out_dir / "last.safetensors"
+    run = _Run(model, out_dir / "last.safetensors", config, device, ddp, callbacks, stop)
     result = TrainResult("finished", history, None, model)  # .checkpoint is set once an epoch is written
-    batch_size = max(1, config.batch_size // ddp.world_size)  # --batch-size is the global batch
-    shard_size = len(train_split) // ddp.world_size if ddp.enabled else len(train_split)
-    report_every = config.report_every or (25 if device.type == "cuda" else 1)
-
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        lr = lr_at(config, epoch)
-        step.set_lr(lr)
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
-        shift_generator = (
-            generator
-            if not ddp.enabled
-            else torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7_919 * ddp.rank)
-        )
-        model.train()
-        num_batches = -(-shard_size // batch_size)
-        epoch_loss = epoch_correct = window_loss = window_correct = torch.zeros((), device=device)
-        seen = window_seen = 0
-        window_start = time.perf_counter()
-        shard = (ddp.rank, ddp.world_size)
-        for index, (images, labels, singles) in enumerate(
-            _epoch_batches(train_split, batch_size, generator, shard), start=1
-        ):
-            if stop is not None and stop.is_set():
-                result.status = "cancelled"
-                return result
-            loss, correct = step(images, labels, shift_generator, singles)
-            n = labels.shape[0]
-            window_loss, window_correct, window_seen = window_loss + loss * n, window_correct + correct, window_seen + n
-            if index % report_every and index != num_batches:
-                continue  # no host sync between reports
-            epoch_loss, epoch_correct = epoch_loss + window_loss, epoch_correct + window_correct
-            seen += window_seen
-            _check_finite(window_loss.item(), epoch, index, checkpoint)
-            info = BatchEnd(
-                epoch,
-                index,
-                num_batches,
-                window_loss.item() / window_seen,
-                window_correct.item() / window_seen,
-                window_seen / max(time.perf_counter() - window_start, 1e-9),
-            )
-            for callback in callbacks:
-                callback.on_batch_end(info)
-            window_loss = window_correct = torch.zeros((), device=device)
-            window_seen, window_start = 0, time.perf_counter()
+        trained = train_epoch(run, step, train_split, epoch)
+        if trained is None:
+            result.status = "cancelled"
+            return result
         if not ddp.is_main:
             ddp.barrier()  # rank 0 evaluates and writes; the others wait for it
             continue
-        test_accuracy, evaluated = evaluate(
-            model,
-            test_split,
-            batch_size=config.eval_batch_size,
-            stop=stop,
-            on_batch=lambda done, total: [c.on_eval_batch(done, total) for c in callbacks],
-        )
-        if evaluated < len(test_split):  # cancelled while evaluating: this epoch is not saved
-            result.status = "cancelled"
+        if not finish_epoch(run, step, test_split, len(train_split), epoch, trained, history):
+            result.status = "cancelled"  # stopped while evaluating: this epoch is not saved
             return result
-        seconds = time.perf_counter() - epoch_start
-        info = EpochEnd(
-            epoch,
-            config.epochs,
-            epoch_loss.item() / seen,
-            epoch_correct.item() / seen,
-            test_accuracy,
-            lr,
-            seconds,
-            str(checkpoint),
-        )
-        _check_finite(info.train_loss, epoch, num_batches, checkpoint)
-        history.append(info)
-        card = _card(config, model, device, history, len(train_split), len(test_split))
-        card["processes"] = ddp.world_size
-        files = {checkpoint: checkpoint_bytes(model, card, optimizer=step.optimizer, name=str(checkpoint))}
-        replace_together({**files, **_logs(out_dir, history)})  # a checkpoint never without its logs
-        result.checkpoint = checkpoint
-        for callback in callbacks:
-            callback.on_epoch_end(info)
+        result.checkpoint = run.checkpoint
         ddp.barrier()
     return result
+
+
+@dataclass
+class _Run:
+    """What every epoch of one run shares."""
+
+    model: nn.Module
+    checkpoint: Path
+    config: TrainConfig
+    device: torch.device
+    ddp: Distributed
+    callbacks: list[Callback]
+    stop: threading.Event | None
+
+
+def _build_or_resume(config: TrainConfig, device, model_config, resume, init, ddp: Distributed, out_dir: Path):
+    """(model, the epochs already trained, the training step, the last epoch done): a new model, a run resumed
+    with its Adam state, or a checkpoint's weights with a fresh optimizer (`init`)."""
+    history, start_epoch = [], 0
+    if resume:
+        model, card, state = load_training_state(resume, device)
+        history, start_epoch = _history(card, resume), state.epoch
+        if history and ddp.is_main and _same_file(resume, out_dir / "last.safetensors"):
+            _write_logs(out_dir, history)  # the run's logs, rebuilt from its card (a kill may have lost them)
+    elif init:  # weights from a checkpoint, a fresh optimizer: epoch 1 of a new schedule
+        model, _ = load_checkpoint(init, device)
+    else:
+        with torch.random.fork_rng(devices=[]):  # seeded init without reseeding other threads' RNG
+            torch.manual_seed(config.seed)
+            model = registry.build(model_config or CapsNetConfig()).to(device)
+    model.train()
+    step = TrainStep(model, device=device, config=config, ddp=ddp)
+    if resume:
+        restore_optimizer(step.optimizer, model, {k: v.to(device) for k, v in state.optimizer.items()})
+    return model, history, step, start_epoch
+
+
+def train_epoch(run: _Run, step: TrainStep, train_split, epoch: int) -> tuple[float, float, float] | None:
+    """One epoch of training -> (mean loss, accuracy, seconds so far), or None when `stop` was set.
+    Reports every `report_every` batches (the only host syncs)."""
+    config, device, ddp = run.config, run.device, run.ddp
+    epoch_start = time.perf_counter()
+    lr = lr_at(config, epoch)
+    step.set_lr(lr)
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)  # same order on every rank
+    shift_generator = (
+        generator
+        if not ddp.enabled
+        else torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7_919 * ddp.rank)
+    )
+    run.model.train()
+    batch_size = max(1, config.batch_size // ddp.world_size)  # --batch-size is the global batch
+    shard_size = len(train_split) // ddp.world_size if ddp.enabled else len(train_split)
+    num_batches = -(-shard_size // batch_size)
+    report_every = config.report_every or (25 if device.type == "cuda" else 1)
+    total_loss = total_correct = window_loss = window_correct = torch.zeros((), device=device)
+    seen = window_seen = 0
+    window_start = time.perf_counter()
+    batches = _epoch_batches(train_split, batch_size, generator, (ddp.rank, ddp.world_size))
+    for index, (images, labels, singles) in enumerate(batches, start=1):
+        if run.stop is not None and run.stop.is_set():
+            return None
+        loss, correct = step(images, labels, shift_generator, singles)
+        n = labels.shape[0]
+        window_loss, window_correct, window_seen = window_loss + loss * n, window_correct + correct, window_seen + n
+        if index % report_every and index != num_batches:
+            continue  # no host sync between reports
+        total_loss, total_correct, seen = total_loss + window_loss, total_correct + window_correct, seen + window_seen
+        _check_finite(window_loss.item(), epoch, index, run.checkpoint)
+        speed = window_seen / max(time.perf_counter() - window_start, 1e-9)
+        info = BatchEnd(epoch, index, num_batches, window_loss.item() / window_seen,
+                        window_correct.item() / window_seen, speed)  # fmt: skip
+        for callback in run.callbacks:
+            callback.on_batch_end(info)
+        window_loss = window_correct = torch.zeros((), device=device)
+        window_seen, window_start = 0, time.perf_counter()
+    _check_finite(total_loss.item() / seen, epoch, num_batches, run.checkpoint)
+    return total_loss.item() / seen, total_correct.item() / seen, time.perf_counter() - epoch_start
+
+
+def finish_epoch(run: _Run, step: TrainStep, test_split, n_train: int, epoch: int, trained, history: list) -> bool:
+    """Evaluate, then write the checkpoint and its logs together and tell the callbacks; False when `stop` cut
+    the evaluation (nothing is written)."""
+    config, model = run.config, run.model
+    train_loss, train_accuracy, seconds = trained
+    evaluation_start = time.perf_counter()
+    test_accuracy, evaluated = evaluate(
+        model,
+        test_split,
+        batch_size=config.eval_batch_size,
+        stop=run.stop,
+        on_batch=lambda done, total: [c.on_eval_batch(done, total) for c in run.callbacks],
+    )
+    if evaluated < len(test_split):
+        return False
+    seconds += time.perf_counter() - evaluation_start
+    info = EpochEnd(epoch, config.epochs, train_loss, train_accuracy, test_accuracy, lr_at(config, epoch), seconds,
+                    str(run.checkpoint))  # fmt: skip
+    history.append(info)
+    card = _card(config, model, run.device, history, n_train, len(test_split))
+    card["processes"] = run.ddp.world_size
+    files = {run.checkpoint: checkpoint_bytes(model, card, optimizer=step.optimizer, name=str(run.checkpoint))}
+    replace_together({**files, **_logs(run.checkpoint.parent, history)})  # a checkpoint never without its logs
+    for callback in run.callbacks:
+        callback.on_epoch_end(info)
+    return True
 
 
 @contextlib.contextmanager
