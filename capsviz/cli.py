@@ -656,6 +656,12 @@ def _shipped_folder(out: Path) -> bool:
     return out.resolve().is_relative_to(SHIPPED_CHECKPOINT.resolve().parent)
 
 
+def _check_json_out(out: Path) -> None:
+    """A report's --out, refused before the measurement rather than after it."""
+    if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+
+
 def _check_full_measurement(out: Path, n: int, task: str) -> None:
     """What lands among the shipped files (pretrained/) was measured on the task's whole test set."""
     full, examples = tasks.TASKS[task].test_size, tasks.TASKS[task].test_set.split(" (")[0]
@@ -744,8 +750,7 @@ def _routing_accuracy(args) -> int:
     model, _ = _load_model(args.checkpoint, resolve_device(args.device))
     _require_routing(model, args.checkpoint)
     out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
-    if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    _check_json_out(out)
     _clean_before_writing(out)
     split = _test_split(model, args.data_root).head(args.limit)
     _check_full_measurement(out, len(split), model.config.task)
@@ -768,8 +773,7 @@ def _multimnist_claims(args) -> int:
     if missing:
         raise UsageError(f"not shipped: {', '.join(missing)}")
     out = Path(args.out or multimnist_claims.REPORT)
-    if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
+    _check_json_out(out)
     pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
     report = multimnist_claims.measure(paths, pairs, command="python -m capsviz multimnist-claims")
     atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())

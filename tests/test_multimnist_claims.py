@@ -78,3 +78,8 @@ def test_a_crafted_report_is_not_read(tmp_path, crafted):
 def test_the_command_names_a_missing_model_before_measuring(tmp_path, synthetic_root):
     result = capsviz("multimnist-claims", "--models", tmp_path, "--data-root", synthetic_root)
     assert result.returncode == 2 and "not shipped" in result.stderr and "cnn_multimnist" in result.stderr
+
+
+def test_the_command_refuses_an_out_it_cannot_write_before_measuring(tmp_path, synthetic_root):
+    result = capsviz("multimnist-claims", "--data-root", synthetic_root, "--out", tmp_path / "claims.txt")
+    assert result.returncode == 2 and "must be a .json file in a writable folder" in result.stderr
