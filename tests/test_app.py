@@ -796,6 +796,7 @@ def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
 def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
     from capsviz.analysis.mistakes import misclassified
     from capsviz.data import load_mnist
+    from capsviz.ui.gallery import SHOWN
 
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
@@ -808,7 +809,7 @@ def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
         load_checkpoint(SHIPPED_CHECKPOINT)[0], load_mnist(os.environ["CAPSVIZ_DATA"], train=False), routing_iters=3
     )
     picks = [b for b in app.button if b.key and b.key.startswith(state.GALLERY_PICK)]
-    assert len(picks) == min(len(errors), 30) and errors  # the synthetic digits fool the shipped model
+    assert len(picks) == min(len(errors), SHOWN) and errors  # the synthetic digits fool the shipped model
     assert any("test images are wrong" in c.value for c in app.caption)
     chosen = picks[-1]
     index = int(chosen.key.removeprefix(state.GALLERY_PICK))
