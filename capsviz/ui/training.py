@@ -252,6 +252,36 @@ def training_tab() -> None:
         f"{QUICK_MEASURED}. On the same CPU, `python -m capsviz.bench` puts one epoch over all 60,000 "
         "images at about 13 minutes of training steps from the command line, plus the evaluation."
     )
+    chosen = _settings(busy)
+    left, right = st.columns(2)
+    if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
+        _start(chosen)
+        return
+    if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
+        job.stop.set()
+    if job is None:
+        return
+    if job.running:
+        live_progress(job)
+    else:
+        draw_job(job)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The training tab's settings, as its widgets show them."""
+
+    epochs: int
+    batch: int
+    lr: float
+    iters: int
+    device: str
+    limit: int
+    eval_limit: int
+
+
+def _settings(busy: bool) -> _Chosen:
+    """The preset and the settings' widgets; a preset other than Custom fixes the ones it sets."""
     kept = state.widget
     presets = [*PRESETS, CUSTOM]
     preset = kept(
@@ -291,29 +321,23 @@ def training_tab() -> None:
         columns[3].number_input, "Test images evaluated", 100, 10_000, step=1000, key=state.TRAIN_EVAL_LIMIT,
         default=quick[state.TRAIN_EVAL_LIMIT], disabled=fixed,
     )  # fmt: skip
-    left, right = st.columns(2)
-    if left.button("Start training", key=state.TRAIN_START, disabled=busy, type="primary") and not busy:
-        config = TrainConfig(
-            epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device, eval_limit=int(eval_limit)
+    return _Chosen(int(epochs), int(batch), float(lr), int(iters), device, int(limit), int(eval_limit))
+
+
+def _start(chosen: _Chosen) -> None:
+    """Start a job with these settings, unless the server already runs its limit of them."""
+    config = TrainConfig(epochs=chosen.epochs, batch_size=chosen.batch, lr=chosen.lr, device=chosen.device,
+                         eval_limit=chosen.eval_limit)  # fmt: skip
+    model_config = CapsNetConfig(routing_iters=chosen.iters)
+    started = start_job(config, chosen.limit, model_config, jobs=job_registry(), owner_alive=session_watch())
+    if started is None:
+        st.warning(
+            f"This server already runs {job_registry().limit} training(s), its limit (${MAX_TRAININGS_ENV}): "
+            "try again when one finishes."
         )
-        model_config = CapsNetConfig(routing_iters=int(iters))
-        started = start_job(config, int(limit), model_config, jobs=job_registry(), owner_alive=session_watch())
-        if started is None:
-            st.warning(
-                f"This server already runs {job_registry().limit} training(s), its limit (${MAX_TRAININGS_ENV}): "
-                "try again when one finishes."
-            )
-            return
-        st.session_state[state.TRAIN_JOB] = started
-        st.rerun()  # redraw the controls: inputs locked, Cancel enabled
-    if right.button("Cancel", key=state.TRAIN_CANCEL, disabled=not busy) and job is not None:
-        job.stop.set()
-    if job is None:
         return
-    if job.running:
-        live_progress(job)
-    else:
-        draw_job(job)
+    st.session_state[state.TRAIN_JOB] = started
+    st.rerun()  # redraw the controls: inputs locked, Cancel enabled
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
