@@ -767,6 +767,7 @@ def _routing_accuracy(args) -> int:
 
 def _multimnist_claims(args) -> int:
     from capsviz.analysis import multimnist_claims
+    from capsviz.analysis.routing_accuracy import display_path
 
     paths = {name: Path(args.models) / f"{name}.safetensors" for name in multimnist_claims.MODELS}
     missing = [str(path) for path in paths.values() if not path.is_file()]
@@ -775,7 +776,14 @@ def _multimnist_claims(args) -> int:
     out = Path(args.out or multimnist_claims.REPORT)
     _check_json_out(out)
     pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
-    report = multimnist_claims.measure(paths, pairs, command="python -m capsviz multimnist-claims")
+    _check_full_measurement(out, len(pairs.labels), "multimnist")
+    _clean_before_writing(out)
+    command = "python -m capsviz multimnist-claims" + "".join(
+        f" {option} {value}" for option, value in (("--models", args.models), ("--out", args.out))
+        if value is not None and not (option == "--models" and Path(value).resolve() == PRETRAINED_DIR.resolve())
+    )  # fmt: skip
+    paths = {name: Path(display_path(path)) for name, path in paths.items()}
+    report = multimnist_claims.measure(paths, pairs, command=command)
     atomic_write(out, (json.dumps(report, indent=2) + "\n").encode())
     print(multimnist_claims.markdown(report), end="")
     print(f"written to {out}", file=sys.stderr)

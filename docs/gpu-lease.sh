@@ -2,7 +2,7 @@
 # One GPU lease in one command (docs/gpu.md): a short GPU bench, then five training runs at once on the
 # one GPU (the three MultiMNIST runs and the MNIST CapsNet with 3 and with 1 routing iteration) beside
 # the CUDA tests, all stopped by one clock; then exports and routing reports, packed into at most 8 files
-# under $OUT. A CPU dry run: LEASE_DEVICE=cpu LEASE_LIMIT=256 LEASE_TRAIN_S=150 LEASE_BENCH_S=10.
+# under $OUT. A CPU dry run: LEASE_DEVICE=cpu LEASE_LIMIT=256 LEASE_TRAIN_S=100 LEASE_BENCH_S=10 LEASE_TESTS_S=20.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 : "${OUT:?OUT must name the folder that comes back}"

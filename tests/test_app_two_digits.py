@@ -61,6 +61,7 @@ def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_thre
     app.slider(key=state.TWO_ITERS).set_value(1).run()
     maps = figure(app, "two_couplings")["data"]
     assert len(maps) == 1 and not array(maps[0]["z"]).any()  # c = 1/10 for every digit: no difference anywhere
+    assert not [m for m in app.markdown if m.value.startswith("This picture, after iteration 1")]  # nothing moved yet
     assert "3 iterations" not in figure(app, "two_scores_figure")["layout"]["title"]["text"]
 
 

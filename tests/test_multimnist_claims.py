@@ -67,12 +67,28 @@ def test_the_command_measures_each_model_as_evaluate_does_and_compares_them(tmp_
 @pytest.mark.parametrize(
     "crafted",
     ['{"models": {}, "comparisons": [], "test_pairs": "all"}', "[1, 2]", '{"models": {"a": {"accuracy": 1e400}}}',
-     '{"models": {}, "comparisons": [], "test_pairs": 5, "coupling": {"own": "high", "other": []}}', "\u0000"],
+     '{"models": {}, "comparisons": [], "test_pairs": 5, "coupling": {"own": "high", "other": []}}', "\u0000",
+     "[" * 100_000 + "]" * 100_000, '{"format": "other", "models": {}, "comparisons": [], "test_pairs": 5}',
+     '{"format": "capsviz-multimnist-claims", "models": {}, "comparisons": [], "test_pairs": -5}',
+     '{"format": "capsviz-multimnist-claims", "models": {}, "comparisons": [], "test_pairs": 5,'
+     ' "coupling": {"own": [], "other": []}}',
+     '{"format": "capsviz-multimnist-claims", "models": {}, "comparisons": [], "test_pairs": 5,'
+     ' "coupling": {"own": [0.1, 0.2], "other": [0.1]}}'],
 )  # fmt: skip
 def test_a_crafted_report_is_not_read(tmp_path, crafted):
     path = tmp_path / "claims.json"
     path.write_text(crafted)
     assert multimnist_claims.load(path) is None
+
+
+def test_the_shipped_report_is_read_and_names_the_shipped_bytes():
+    from capsviz.analysis.routing_accuracy import sha256_of
+    from capsviz.checkpoint import PRETRAINED_DIR
+
+    report = multimnist_claims.load()
+    assert report is not None and report["test_pairs"] == 10_000 and len(report["coupling"]["own"]) == 3
+    for name in multimnist_claims.MODELS:
+        assert report["models"][name]["sha256"] == sha256_of(PRETRAINED_DIR / f"{name}.safetensors"), name
 
 
 def test_the_command_names_a_missing_model_before_measuring(tmp_path, synthetic_root):

@@ -21,7 +21,7 @@ from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import owners
 from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint
 from capsviz.data import to_float
-from capsviz.multimnist import Pairs
+from capsviz.multimnist import TEST_PAIRS, Pairs
 
 FORMAT = "capsviz-multimnist-claims"
 REPORT = PRETRAINED_DIR / "multimnist_claims.json"
@@ -168,16 +168,20 @@ def load(path: Path = REPORT) -> dict | None:
         if path.stat().st_size > MAX_REPORT_BYTES:
             return None
         report = json.loads(path.read_text(encoding="utf-8"))
+        if report["format"] != FORMAT:
+            return None
         models, comparisons = report["models"], report["comparisons"]
         rows = [(str(name), _fraction(m["accuracy"]), str(m["sha256"])) for name, m in models.items()]
         pairs = [(str(c["a"]), str(c["b"]), _number(c["lead"]), _number(c["se"])) for c in comparisons]
         n = report["test_pairs"]
         coupling = report.get("coupling")
         if coupling is not None:
-            coupling = {side: [_fraction(v) for v in coupling[side][:MAX_ITERATIONS]] for side in ("own", "other")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            coupling = {side: [_fraction(v) for v in _list(coupling[side])] for side in ("own", "other")}
+            if not coupling["own"] or len(coupling["own"]) != len(coupling["other"]):
+                raise ValueError("the coupling's iterations")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
-    if type(n) is not int or len(rows) > len(MODELS) or len(pairs) > len(COMPARISONS):
+    if type(n) is not int or not 0 < n <= TEST_PAIRS or len(rows) > len(MODELS) or len(pairs) > len(COMPARISONS):
         return None
     return {
         "test_pairs": n,
@@ -185,6 +189,12 @@ def load(path: Path = REPORT) -> dict | None:
         "comparisons": [dict(zip(("a", "b", "lead", "se"), row)) for row in pairs],
         "coupling": coupling,
     }
+
+
+def _list(value) -> list:
+    if not isinstance(value, list) or len(value) > MAX_ITERATIONS:
+        raise ValueError(value)
+    return value
 
 
 def _number(value) -> float:

@@ -135,8 +135,8 @@ def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
         f"{named[0]} (red) than to {named[1]} (blue), averaged over the 32 capsule types, in percentage points. "
         f"Iteration 1 is uniform (10% to each of the 10 digits). The scale spans the largest difference shown."
     )
-    if singles is None or (labels is not None and set(labels) != set(named)):
-        return  # no ink to tell the digits apart by, or a reading that names another digit
+    if singles is None or (labels is not None and set(labels) != set(named)) or last == 1:
+        return  # no ink to tell the digits apart by, a reading that names another digit, or no routing yet
     if labels is None:  # a drawing: each ink goes with the named digit whose reconstruction covers it more
         order = [1, 0] if matched(seen.reconstructions[:2], singles.numpy()) else [0, 1]
     else:
@@ -195,7 +195,7 @@ def shipped_report(models: dict) -> dict | None:
 
 
 def measured(models: dict, report: dict | None) -> None:
-    st.subheader("Measured on the 10,000 test pairs")
+    st.subheader(f"Measured on the {report['test_pairs']:,} test pairs" if report else "Measured on the test pairs")
     if report is None:
         st.info("No comparison report here: `python -m capsviz multimnist-claims` measures one.")
     else:
@@ -211,5 +211,6 @@ def measured(models: dict, report: dict | None) -> None:
         st.warning(f"The CapsNet's routing report cannot be used: {plain(exc, 300)}")
         return
     if by_iters is not None:
+        counts = list(by_iters["accuracy"])
         steps = ", ".join(f"{r}: {a:.2%}" for r, a in by_iters["accuracy"].items())
-        st.markdown(f"The CapsNet read with 1 to 5 routing iterations, pairs right: {steps}.")
+        st.markdown(f"The CapsNet read with {counts[0]} to {counts[-1]} routing iterations, pairs right: {steps}.")
