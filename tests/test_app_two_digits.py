@@ -14,7 +14,7 @@ from app_pages import APP, array, draw, figure, open_tab, png_bytes, start  # no
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from capsviz import multimnist  # noqa: E402
-from capsviz.analysis.two_digits import centred, read  # noqa: E402
+from capsviz.analysis.two_digits import centred, read, separate  # noqa: E402
 from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint  # noqa: E402
 from capsviz.data import load_mnist  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
@@ -169,11 +169,20 @@ def test_red_is_the_pictures_first_digit_by_its_labels_or_its_red_ink():
 
     model, _ = load_checkpoint(PRETRAINED_DIR / "capsnet_multimnist.safetensors")
     x = torch.zeros(1, 36, 36)
-    assert in_picture_order(model, x, (9, 7), Picture(x, (7, 9)), 3) == (7, 9)
-    assert in_picture_order(model, x, (9, 4), Picture(x, (7, 9)), 3) == (9, 4)  # the picture's digit first
-    assert in_picture_order(model, x, (9, 7), Picture(x), 3) == (9, 7)  # nothing to go by: longest first
+
+    def order(named, picture, iters=3):
+        return in_picture_order(named, picture, separate(model, picture.x, named, iters))[0]
+
+    assert order((9, 7), Picture(x, (7, 9))) == (7, 9)
+    assert order((9, 4), Picture(x, (7, 9))) == (9, 4)  # the picture's digit first
+    assert order((9, 7), Picture(x)) == (9, 7)  # nothing to go by: longest first
     one, zero = (np.asarray(draw_digit(d).convert("L")) for d in (1, 0))
     drawn, singles = from_two_colours(np.stack([one, np.zeros_like(one), zero], axis=-1))  # 1 red, 0 blue
     named = read(model, drawn, 3).named
     assert set(named) == {0, 1}  # the shipped CapsNet reads both (a guard on the case, not on the order)
-    assert in_picture_order(model, drawn, named, Picture(drawn, None, singles), 3) == (1, 0)
+    assert order(named, Picture(drawn, None, singles)) == (1, 0)
+    seen = separate(model, drawn, named, 3)
+    _, reordered = in_picture_order(named, Picture(drawn, None, singles), seen)
+    assert np.array_equal(
+        reordered.reconstructions, seen.reconstructions[::-1] if named == (0, 1) else seen.reconstructions
+    )

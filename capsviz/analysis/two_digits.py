@@ -66,6 +66,11 @@ class Separation:
     reconstructions: np.ndarray  # (K, 36, 36): each digit given decoded from its own masked capsule
     share: np.ndarray  # (R, 2, G, G): coupling each position sends to the two digits, mean over capsule types
 
+    def swapped(self) -> Separation:
+        """The same, its two digits in the other order (an extra reconstruction stays last)."""
+        order = [1, 0, *range(2, len(self.reconstructions))]
+        return Separation(self.reconstructions[order], self.share[:, ::-1])
+
 
 def separate(capsnet: torch.nn.Module, x: torch.Tensor, digits: tuple[int, ...], iterations: int) -> Separation:
     """What `iterations` of routing do with input x (1, 36, 36) for two of its digit capsules; a third digit,

@@ -11,7 +11,7 @@ import streamlit as st
 
 from capsviz.analysis import multimnist_claims, routing_accuracy
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.analysis.two_digits import matched, owned_share, owners, raised, read, separate
+from capsviz.analysis.two_digits import Separation, matched, owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.figures.viz_two import coupling_figure, grey, pair_figure, reconstruction_colours, scores_figure
@@ -57,8 +57,8 @@ def two_digits_tab(device: str) -> None:
         return
     x, labels, singles = picture.x, picture.labels, picture.singles
     capsnet = models[ROUTED].model
-    reading = read(capsnet, x, iters)
-    named = in_picture_order(capsnet, x, reading.named, picture, iters)  # red: the picture's first digit
+    readings = {name: read(m.model, x, iters if name == ROUTED else None) for name, m in models.items() if m}
+    reading = readings[ROUTED]
     with right:
         extra = state.widget(
             st.selectbox, "Also reconstruct from capsule", [NO_EXTRA, *range(10)], key=state.TWO_EXTRA,
@@ -66,11 +66,11 @@ def two_digits_tab(device: str) -> None:
             help="Any digit capsule's pose through the decoder, the others masked: the paper's 'digit that is not "
             "there' decodes to what that capsule holds.",
         )  # fmt: skip
-        seen = separate(capsnet, x, named + ((extra,) if extra != NO_EXTRA else ()), iters)
-        st.plotly_chart(
-            pair_figure(_panels(picture, reading, named, seen, models[PLAIN], extra)), key="two_pair_figure"
-        )
-    readings_table(models, x, iters, labels)
+        seen = separate(capsnet, x, reading.named + ((extra,) if extra != NO_EXTRA else ()), iters)
+        named, seen = in_picture_order(reading.named, picture, seen)  # red: the picture's first digit
+        st.plotly_chart(pair_figure(_panels(picture, reading, named, seen, models[PLAIN], readings, extra)),
+                        key="two_pair_figure")  # fmt: skip
+    readings_table(models, readings, labels)
     st.plotly_chart(
         scores_figure(reading.scores, named, f"CapsNet capsule lengths ({iters} iterations)", "capsule length"),
         key="two_scores_figure",
@@ -83,25 +83,26 @@ def two_digits_tab(device: str) -> None:
     measured(models, report)
 
 
-def in_picture_order(model, x, named: tuple[int, int], picture, iters: int | None) -> tuple[int, int]:
-    """The two named digits in the order of the picture's own (its labels, or its red then blue ink), so that red
-    is the first digit in every figure; as named (longest first) when the picture has no digits of its own."""
+def in_picture_order(named: tuple[int, int], picture, seen: Separation) -> tuple[tuple[int, int], Separation]:
+    """The two named digits, and what `separate` saw for them, in the order of the picture's own digits (its
+    labels, or its red then blue ink), so that red is the first digit in every figure; as named (longest first)
+    when the picture has no digits of its own."""
     if picture.labels is not None:
-        return tuple(sorted(named, key=lambda d: picture.labels.index(d) if d in picture.labels else 2))
-    if picture.singles is not None:
-        seen = separate(model, x, named, iters or model.config.routing_iters)
-        return named[::-1] if matched(seen.reconstructions, picture.singles.numpy()) else named
-    return named
+        first = sorted(named, key=lambda d: picture.labels.index(d) if d in picture.labels else 2)[0]
+        swap = first != named[0]
+    else:
+        swap = picture.singles is not None and matched(seen.reconstructions[:2], picture.singles.numpy())
+    return (named[::-1], seen.swapped()) if swap else (named, seen)
 
 
-def _panels(picture, reading, named, seen, plain: LoadedModel | None, extra: int) -> list:
+def _panels(picture, reading, named, seen, plain: LoadedModel | None, readings: dict, extra: int) -> list:
     """The input, each CapsNet's two reconstructions in red and blue, and the extra capsule's, if one was asked."""
     x = picture.x
     panels = [("Input", grey(x[0].numpy())), (f"CapsNet: {named[0]} red, {named[1]} blue",
                                              reconstruction_colours(seen.reconstructions))]  # fmt: skip
     if plain is not None:
-        other = in_picture_order(plain.model, x, read(plain.model, x).named, picture, None)
-        alone = separate(plain.model, x, other, 1)
+        other = readings[PLAIN].named
+        other, alone = in_picture_order(other, picture, separate(plain.model, x, other, 1))
         panels.append(
             (f"Without routing: {other[0]} red, {other[1]} blue", reconstruction_colours(alone.reconstructions))
         )
@@ -110,13 +111,13 @@ def _panels(picture, reading, named, seen, plain: LoadedModel | None, extra: int
     return panels
 
 
-def readings_table(models: dict, x, iters: int, labels) -> None:
+def readings_table(models: dict, readings: dict, labels) -> None:
     rows = []
-    for name, loaded in models.items():
-        if loaded is None:
+    for name in models:
+        if name not in readings:
             rows.append({"model": NAMES[name], "names": "not shipped here", "their scores": "", "right": ""})
             continue
-        reading = read(loaded.model, x, iters if name == ROUTED else None)
+        reading = readings[name]
         first, second = reading.named
         right = "" if labels is None else ("both" if set(labels) == {first, second} else "no")
         scores = f"{reading.scores[first]:.3f}, {reading.scores[second]:.3f}"
@@ -137,11 +138,7 @@ def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
     )
     if singles is None or (labels is not None and set(labels) != set(named)) or last == 1:
         return  # no ink to tell the digits apart by, a reading that names another digit, or no routing yet
-    if labels is None:  # a drawing: each ink goes with the named digit whose reconstruction covers it more
-        order = [1, 0] if matched(seen.reconstructions[:2], singles.numpy()) else [0, 1]
-    else:
-        order = [labels.index(d) for d in named]
-    owner = owners(singles[order], config)  # (G, G): 0, 1 or -1
+    owner = owners(singles, config)  # (G, G): 0, 1 or -1; `named` is in the picture's order (in_picture_order)
     said = [_ink_summary(seen.share, owner, named, k) for k in (0, 1)]
     if any(said):
         account = (
