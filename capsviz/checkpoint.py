@@ -47,6 +47,17 @@ class CheckpointError(ValueError):
     """A file that is not a usable capsviz checkpoint; the message says what is wrong."""
 
 
+def among_shipped(path: str | os.PathLike) -> bool:
+    """Whether `path` lands among the shipped models and reports (pretrained/, at any depth)."""
+    return Path(path).resolve().is_relative_to(PRETRAINED_DIR.resolve())
+
+
+def refuse_shipped(path: str | os.PathLike, what: str) -> None:
+    """The one guard for writers other than `export`: nothing they write lands in pretrained/."""
+    if among_shipped(path):
+        raise CheckpointError(f"{path} is among the shipped models (pretrained/): write {what} elsewhere")
+
+
 @dataclass
 class TrainingState:
     """What `--resume` needs beyond the weights: Adam's moments and counters."""
@@ -62,12 +73,10 @@ def save_checkpoint(
     *,
     optimizer: torch.optim.Optimizer | None = None,
     half: bool = False,
-    allow_shipped: bool = False,
 ) -> Path:
     """Write `model` (and optionally `optimizer`) atomically; returns the path written."""
     path = Path(path)
-    if path.resolve() == SHIPPED_CHECKPOINT and not allow_shipped:
-        raise CheckpointError(f"refusing to overwrite the shipped checkpoint {path}")
+    refuse_shipped(path, "a training checkpoint")
     atomic_write(path, checkpoint_bytes(model, card, optimizer=optimizer, half=half, name=str(path)))
     return path
 

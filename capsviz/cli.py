@@ -26,9 +26,11 @@ from capsviz.checkpoint import (
     PRETRAINED_DIR,
     SHIPPED_CHECKPOINT,
     CheckpointError,
+    among_shipped,
     load_checkpoint,
     read_card,
     read_config,
+    refuse_shipped,
 )
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import DataUnavailableError, load_mnist
@@ -651,11 +653,6 @@ def _clean_before_writing(*outputs: Path) -> None:
             clean_stale(out.parent, (out.name,))
 
 
-def _shipped_folder(out: Path) -> bool:
-    """Whether `out` would land among the shipped models and reports (in pretrained/, at any depth)."""
-    return out.resolve().is_relative_to(SHIPPED_CHECKPOINT.resolve().parent)
-
-
 def _check_json_out(out: Path) -> None:
     """A report's --out, refused before the measurement rather than after it."""
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
@@ -665,7 +662,7 @@ def _check_json_out(out: Path) -> None:
 def _check_full_measurement(out: Path, n: int, task: str) -> None:
     """What lands among the shipped files (pretrained/) was measured on the task's whole test set."""
     full, examples = tasks.TASKS[task].test_size, tasks.TASKS[task].test_set.split(" (")[0]
-    if n != full and _shipped_folder(out):
+    if n != full and among_shipped(out):
         raise UsageError(
             f"{out} is among the shipped files, which are measured on all {full:,} {examples}; this measurement has "
             f"{n:,}: nothing was written"
@@ -700,8 +697,7 @@ def _trace(args) -> int:
 
     model, _ = _load_mnist_model(args.checkpoint)
     _require_routing(model, args.checkpoint)
-    if _shipped_folder(Path(args.out)):
-        raise UsageError(f"--out {args.out} is among the shipped models (pretrained/); write a trace elsewhere")
+    refuse_shipped(args.out, "a trace")
     _clean_before_writing(Path(args.out))
     try:
         x = to_mnist(open_image(args.image))

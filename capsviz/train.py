@@ -35,6 +35,7 @@ from capsviz.checkpoint import (
     checkpoint_bytes,
     load_checkpoint,
     load_training_state,
+    refuse_shipped,
     restore_optimizer,
 )
 from capsviz.data import MNIST_TRAIN_IMAGES, Split, batches, random_shift, to_float
@@ -464,6 +465,7 @@ def check_task(model: nn.Module, split) -> None:
 
 def check_run_folder(out_dir: Path) -> None:
     """Create the run folder and prove it writable now, not after the first epoch's work."""
+    refuse_shipped(out_dir, "a training run")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunFolderError(f"--out {out_dir} is an existing file, not a folder; pick a folder name")
     try:

@@ -793,6 +793,7 @@ def shipped_folder(tmp_path, monkeypatch) -> Path:
     for name in ("capsnet_mnist.json", "capsnet_mnist.routing.json"):
         (folder / name).write_text('{"test_images": 10000}\n')
     monkeypatch.setattr(cli, "SHIPPED_CHECKPOINT", shipped)
+    monkeypatch.setattr("capsviz.checkpoint.PRETRAINED_DIR", folder)
     return folder
 
 
@@ -840,7 +841,7 @@ def test_export_refuses_a_folder_or_a_foreign_file_before_measuring(good_run, tm
     assert foreign.read_bytes() == b"not a checkpoint"
 
 
-def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folder, synthetic_root, capsys, monkeypatch):
+def test_runs_traces_and_partial_reports_stay_out_of_pretrained(shipped_folder, synthetic_root, capsys, monkeypatch):
     monkeypatch.setattr("capsviz.analysis.routing_accuracy.measure", lambda *a, **k: pytest.fail("measured first"))
     before = _contents(shipped_folder)
     image = shipped_folder.parent / "seven.png"
@@ -852,6 +853,10 @@ def test_traces_and_partial_reports_stay_out_of_the_shipped_folder(shipped_folde
     monkeypatch.setattr("capsviz.analysis.robustness.measure", lambda *a, **k: pytest.fail("measured first"))
     robust = ["robustness", "--data-root", str(synthetic_root), "--out-dir", str(shipped_folder)]
     assert cli.main(robust) == 2 and "measured on all 10,000 MNIST test images" in capsys.readouterr().err
+    train = ["train", "--data-root", str(synthetic_root), "--limit", "64", "--out", str(shipped_folder / "run")]
+    with pytest.raises(SystemExit) as refused:  # argparse's exit, before any data is read
+        cli.main(train)
+    assert refused.value.code == 2 and "among the shipped models" in capsys.readouterr().err
     measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT)]
     for partial in (["--limit", "5"], []):  # 5 or 40 test images, not 10,000
         partial += ["--data-root", str(synthetic_root)]

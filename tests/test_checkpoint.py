@@ -76,9 +76,11 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, small_model, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
 
 
-def test_the_shipped_checkpoint_is_never_overwritten(small_model):
-    with pytest.raises(CheckpointError, match="shipped"):
-        save_checkpoint(SHIPPED_CHECKPOINT, small_model)
+def test_nothing_saved_lands_among_the_shipped_models(small_model):
+    for path in (SHIPPED_CHECKPOINT, SHIPPED_CHECKPOINT.parent / "runs" / "last.safetensors"):
+        with pytest.raises(CheckpointError, match="among the shipped models"):
+            save_checkpoint(path, small_model)
+    assert not (SHIPPED_CHECKPOINT.parent / "runs").exists()
 
 
 def test_optimizer_state_round_trip(tmp_path, small_model, test_device):

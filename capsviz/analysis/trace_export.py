@@ -31,7 +31,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from capsviz.analysis.xray import RoutingXray
-from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError
+from capsviz.checkpoint import refuse_shipped
 from capsviz.files import atomic_write
 
 FORMAT = "capsviz-routing-trace"
@@ -76,8 +76,7 @@ def to_bytes(ray: RoutingXray, *, predicted: int, checkpoint: str = "") -> bytes
 
 def save(path: str | Path, ray: RoutingXray, *, predicted: int, checkpoint: str = "") -> Path:
     path = Path(path)
-    if path.resolve() == SHIPPED_CHECKPOINT.resolve():
-        raise CheckpointError(f"refusing to overwrite the shipped checkpoint {path} with a trace")
+    refuse_shipped(path, "a trace")
     atomic_write(path, to_bytes(ray, predicted=predicted, checkpoint=checkpoint))
     return path
 
