@@ -68,6 +68,13 @@ def lab_tab(loaded: LoadedModel, device: str) -> None:
         "Test the paper's claims on one digit: move it with the sliders, then sweep one transform and watch both "
         "models' scores and the capsule's pose. The robustness table below measures the same on the test set."
     )
+    baseline = lab_on_input(loaded, device)
+    st.divider()
+    robustness_table(loaded, baseline)
+
+
+def lab_on_input(loaded: LoadedModel, device: str) -> LoadedModel | None:
+    """The lab on the Explore tab's input (or a word on why there is none); returns the CNN baseline used."""
     baseline, problem = cnn_baseline(device)
     if problem:
         st.info(problem, icon=":material/info:")
@@ -76,8 +83,7 @@ def lab_tab(loaded: LoadedModel, device: str) -> None:
         st.info(note)
     else:
         lab_body(loaded, baseline, source, note)
-    st.divider()
-    robustness_table(loaded, baseline)
+    return baseline
 
 
 def cnn_baseline(device: str) -> tuple[LoadedModel | None, str | None]:
@@ -197,11 +203,7 @@ def _sweep(
     along: lab.Reading,
 ) -> None:
     st.subheader("Sweep one transform")
-    if st.session_state.get(state.LAB_DIGIT_FOR) != source.key:  # a new input: its label, else CapsNet's reading
-        st.session_state[state.LAB_DIGIT_FOR] = source.key
-        known = source.label if source.label is not None else _unmoved_prediction(loaded, source, iters)
-        state.put(state.LAB_DIGIT, known)
-        share.apply_pending((state.LAB_DIGIT,))  # a link's digit, for the link's input
+    _default_digit(loaded, source, iters)
     controls = st.container(horizontal=True, key="lab_sweep_controls")
     name = state.widget(
         controls.selectbox,
@@ -217,6 +219,33 @@ def _sweep(
     values = np.array(lab.SWEEPS[name])
     current = getattr(transform, name)
     label = lab.LABELS[name]
+    _sweep_charts(values, now, along, digit, label=label, current=current)
+    images = lab.reconstructions(loaded.model, along.poses, digit)  # (N, 28, 28)
+    st.plotly_chart(
+        for_screen(viz_lab.strip_figure(along.images, images, values, label=label)),
+        config=PLOT_CONFIG,
+        key="fig_lab_strip",
+    )
+    st.caption(
+        f"Each column is one sweep point: the moved input and capsule {digit}'s pose decoded (the other capsules "
+        "masked), whether or not it is the longest. If the capsule is equivariant, the decoded digit follows the move."
+    )
+    sweep_download(transform, name, along, iters)
+
+
+def _default_digit(loaded: LoadedModel, source: ModelInput, iters: int) -> None:
+    """A new input sweeps its label, else CapsNet's reading of it (a link's digit wins, for the link's input)."""
+    if st.session_state.get(state.LAB_DIGIT_FOR) != source.key:
+        st.session_state[state.LAB_DIGIT_FOR] = source.key
+        known = source.label if source.label is not None else _unmoved_prediction(loaded, source, iters)
+        state.put(state.LAB_DIGIT, known)
+        share.apply_pending((state.LAB_DIGIT,))
+
+
+def _sweep_charts(
+    values: np.ndarray, now: lab.Reading, along: lab.Reading, digit: int, *, label: str, current: float
+) -> None:
+    """The digit's capsule length (and the CNN's score) along the sweep, beside its 16 pose dimensions."""
     left, right = st.columns(2)
     cnn_now = None if now.cnn is None else float(now.cnn[0, digit])
     left.plotly_chart(
@@ -242,17 +271,6 @@ def _sweep(
         key="fig_lab_poses",
     )
     right.caption(_pose_summary(poses, values))
-    images = lab.reconstructions(loaded.model, along.poses, digit)  # (N, 28, 28)
-    st.plotly_chart(
-        for_screen(viz_lab.strip_figure(along.images, images, values, label=label)),
-        config=PLOT_CONFIG,
-        key="fig_lab_strip",
-    )
-    st.caption(
-        f"Each column is one sweep point: the moved input and capsule {digit}'s pose decoded (the other capsules "
-        "masked), whether or not it is the longest. If the capsule is equivariant, the decoded digit follows the move."
-    )
-    sweep_download(transform, name, along, iters)
 
 
 def _unmoved_prediction(loaded: LoadedModel, source: ModelInput, iters: int) -> int:

@@ -20,7 +20,7 @@ from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.ui import canvas, inputs, state
 from capsviz.ui.downloads import input_downloads
 from capsviz.ui.inputs import ModelInput, model_input
-from capsviz.ui.lab import cnn_baseline, current_input, lab_body, remember_input
+from capsviz.ui.lab import lab_on_input, remember_input
 from capsviz.ui.lesson import start_panel
 from capsviz.ui.routing import routing
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction
@@ -145,7 +145,7 @@ def show(settings, page: Page) -> None:
         canvas.left()  # the canvas remounts with the last drawing
         inputs.left()  # and the upload is kept
     if section == CLAIMS:
-        _claims(settings)
+        lab_on_input(settings.loaded, settings.device)
         return
     loaded = settings.loaded
     iters = page.iterations(loaded) if section == ROUTING else _iterations(loaded)
@@ -165,17 +165,6 @@ def show(settings, page: Page) -> None:
     if source.x is not None:
         ray, result, view = page.read(settings, source, iters)
         _section(section, settings, ray, result, view, iters, source, right)
-
-
-def _claims(settings) -> None:
-    baseline, problem = cnn_baseline(settings.device)
-    if problem:
-        st.info(problem, icon=":material/info:")
-    source, note = current_input()
-    if source is None:
-        st.info(note)
-    else:
-        lab_body(settings.loaded, baseline, source, note)
 
 
 def _section(section: str, settings, ray, result, view: str, iters: int, source: ModelInput, right) -> None:

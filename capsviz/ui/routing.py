@@ -186,23 +186,7 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
             "the last iteration."
         )
     with right:
-        st.plotly_chart(
-            for_screen(
-                viz_routing.split_overlay_figure(
-                    ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
-                )
-            ),
-            config=PLOT_CONFIG,
-            key=state.ROUTING_OVERLAY,
-            on_select=functools.partial(_on_pick_position, ray.grid),
-            selection_mode="points",
-        )
-        st.caption(
-            f"Each dot sits at the centre of a 6×6 position's receptive field. Its size: how much of that position's "
-            f"coupling (the mean over its {ray.num_types} capsule types) has moved off uniform, 1/{config.num_classes} "
-            "to each digit, scaled from none to the most on this input (the title gives both); its colour: the digit "
-            "the position favours, grey where two tie. Click a dot to inspect the capsule of the same type there."
-        )
+        _overlay(ray, config, couplings, iteration)
     if selected is not None:
         inspector(ray, config, int(selected), digit)
     matrix = kept_expander(
@@ -213,6 +197,27 @@ def couplings_view(ray: xray.RoutingXray, config, digit: int, iteration: int) ->
             st.plotly_chart(
                 for_screen(viz.coupling_matrix_figure(couplings, iteration)), config=PLOT_CONFIG, key="fig_matrix"
             )
+
+
+def _overlay(ray: xray.RoutingXray, config, couplings, iteration: int) -> None:
+    """Each position's split of its votes over the input, as departure from uniform; a click inspects it."""
+    st.plotly_chart(
+        for_screen(
+            viz_routing.split_overlay_figure(
+                ray.image, xray.position_split(couplings, ray.grid), xray.field_centres(config), iteration=iteration
+            )
+        ),
+        config=PLOT_CONFIG,
+        key=state.ROUTING_OVERLAY,
+        on_select=functools.partial(_on_pick_position, ray.grid),
+        selection_mode="points",
+    )
+    st.caption(
+        f"Each dot sits at the centre of a 6×6 position's receptive field. Its size: how much of that position's "
+        f"coupling (the mean over its {ray.num_types} capsule types) has moved off uniform, 1/{config.num_classes} "
+        "to each digit, scaled from none to the most on this input (the title gives both); its colour: the digit "
+        "the position favours, grey where two tie. Click a dot to inspect the capsule of the same type there."
+    )
 
 
 def _per_digit_table(values: np.ndarray, decimals: int) -> dict:

@@ -126,34 +126,47 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
         "be guesses."
     )
     live_decoder(model_key=model_key, model=model, pose=result.poses[digit], digit=digit, labels=labels)
+    timing = _server_sliders(model, result, digit)
+    _figure4(model, result, input_id, digit)
+    elapsed = time.perf_counter() - start
+    st.session_state[state.POSE_SECONDS] = elapsed
+    timing.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
+    share.publish()  # the pose digit and offsets, when only this fragment reran
+
+
+def _server_sliders(model: CapsNet, result: Inference, digit: int):
+    """The pose decoded in Python, under sliders that always keep their values; returns the timing slot."""
     server = kept_expander("The same pose decoded on the server (Python sliders)", key=state.POSE_SERVER_OPEN)
     with server:
         side, main = st.columns([1, 3])
         image_slot = side.empty()
         with main:
-            deltas = []
-            for row in range(PAPER.digit_dim // POSE_COLUMNS):
-                columns = st.columns(POSE_COLUMNS)
-                for col, column in enumerate(columns):
-                    d = row * POSE_COLUMNS + col
-                    deltas.append(
-                        state.widget(
-                            column.slider,
-                            f"dim {d}",
-                            -perturb.PAPER_RANGE,
-                            perturb.PAPER_RANGE,
-                            step=SLIDER_STEP,
-                            key=state.POSE_DIM.format(d),
-                            default=0.0,
-                        )
-                    )
-        if server.open:  # decoded and drawn only when shown; the sliders always keep their values
-            pose = perturb.perturb(result.poses[digit], deltas)
-            image = perturb.decode_pose(model, pose, digit)
+            deltas = [
+                _pose_slider(column, row * POSE_COLUMNS + col)
+                for row in range(PAPER.digit_dim // POSE_COLUMNS)
+                for col, column in enumerate(st.columns(POSE_COLUMNS))
+            ]
+        if server.open:  # decoded and drawn only when shown
+            image = perturb.decode_pose(model, perturb.perturb(result.poses[digit], deltas), digit)
             image_slot.plotly_chart(
                 for_screen(viz.image_figure(image, f"decoded as {digit}")), config=PLOT_CONFIG, key="fig_pose"
             )
-        timing = side.empty()
+        return side.empty()
+
+
+def _pose_slider(column, d: int) -> float:
+    return state.widget(
+        column.slider,
+        f"dim {d}",
+        -perturb.PAPER_RANGE,
+        perturb.PAPER_RANGE,
+        step=SLIDER_STEP,
+        key=state.POSE_DIM.format(d),
+        default=0.0,
+    )
+
+
+def _figure4(model: CapsNet, result: Inference, input_id: str, digit: int) -> None:
     grid = kept_expander(
         "The paper's Figure 4 for this input: every dimension from -0.25 to 0.25", key=state.POSE_GRID_OPEN
     )
@@ -166,10 +179,6 @@ def poses(model: CapsNet, result: Inference, input_id: str, model_key: str) -> N
             st.download_button(
                 "Download PNG", png, file_name=f"capsviz-figure4-digit{digit}.png", key="pose_grid_download"
             )
-    elapsed = time.perf_counter() - start
-    st.session_state[state.POSE_SECONDS] = elapsed
-    timing.caption(f"This panel updated in {elapsed * 1000:.0f} ms on the server.")
-    share.publish()  # the pose digit and offsets, when only this fragment reran
 
 
 def _dimension_labels(model: CapsNet, result: Inference, cache_key: str, digit: int) -> list[str]:
