@@ -71,6 +71,14 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, synthetic_root) -> Path:
+    """The app as a test runs it: the synthetic MNIST as its data, its own folder for runs."""
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
 def _real_mnist_root() -> Path | None:
     candidates = [os.environ.get(ENV_VAR), REPO / "data"]
     for candidate in candidates:
@@ -142,3 +150,21 @@ def tiny_models() -> tuple[CapsNet, CNN]:
     """A small CapsNet and CNN, seeded, in eval mode: (capsnet, cnn)."""
     torch.manual_seed(0)
     return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()
+
+
+def routing_report(checkpoint: Path, **changes) -> dict:
+    """A routing-accuracy report of `checkpoint`'s bytes, with `changes` (None: the field left out)."""
+    from capsviz.analysis import routing_accuracy
+
+    report = {
+        "format": routing_accuracy.FORMAT,
+        "checkpoint": str(checkpoint),
+        "sha256": routing_accuracy.sha256_of(checkpoint),
+        "test_images": 40,
+        "trained_routing_iters": 3,
+        "accuracy": {str(r): 0.1 * r for r in range(1, 6)},
+        "errors": {str(r): 40 - 4 * r for r in range(1, 6)},
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m capsviz routing-accuracy --checkpoint X --limit 40",
+    }
+    return {name: value for name, value in {**report, **changes}.items() if value is not None}

@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 KINDS = ("bidi_component", "plotly_chart")  # the elements whose state a page reports
 
 
@@ -56,38 +50,14 @@ def fires(app, key: str, event: str, value):
     return app._run(states)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serve(env: dict, log: Path):
     """A fresh `streamlit run app.py` on a free local port; yields its websocket address. Its output goes to `log`."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-        "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-        deadline = time.time() + 180  # a loaded machine imports slowly
-        while time.time() < deadline:
-            try:
-                if direct.open(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            raise RuntimeError("streamlit did not start: " + log.read_text(errors="replace")[-2000:])
-        yield f"ws://127.0.0.1:{port}/_stcore/stream"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    from capsviz.bench.browser import app_command, free_port, serving
+
+    port = free_port()
+    with serving(app_command(port), port, env={**os.environ, **env}, log=log) as url:
+        yield url.replace("http://", "ws://", 1) + "/_stcore/stream"
 
 
 class Session:

@@ -28,14 +28,8 @@ from capsviz.ui.card import plain  # noqa: E402
 from capsviz.ui.inputs import MISCLASSIFIED, RANDOM, SAMPLE, UPLOAD  # noqa: E402
 from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
 
+from conftest import routing_report  # noqa: E402
 from drawings import draw_digit  # noqa: E402
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path, synthetic_root):
-    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
-    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
-    return tmp_path
 
 
 def expected_prediction(digit: int) -> int:
@@ -44,7 +38,7 @@ def expected_prediction(digit: int) -> int:
         return int(model(to_mnist(draw_digit(digit))[None]).lengths.argmax())
 
 
-def test_starts_with_the_shipped_model_and_a_draw_a_digit_state(env):
+def test_starts_with_the_shipped_model_and_a_draw_a_digit_state(app_env):
     app = start()
     assert "capsviz" in app.title[0].value
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value.startswith("shipped")
@@ -53,7 +47,7 @@ def test_starts_with_the_shipped_model_and_a_draw_a_digit_state(env):
     assert app.slider(key=state.ROUTING_ITERS).value == 3
 
 
-def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(env):
+def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(app_env):
     app = start()
     assert not [c for c in app.get("plotly_chart") if "fig_card_curve" in c.proto.id]  # built only when opened
     app.session_state[state.CARD_CURVE_OPEN] = True  # what opening the expander in the browser reports
@@ -72,7 +66,7 @@ def test_the_sidebar_plots_the_shipped_cards_test_error_per_epoch_when_opened(en
     assert any(c.value == f"The card's note: {plain(card['note'], len(card['note']))}" for c in app.sidebar.caption)
 
 
-def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(env):
+def test_a_drawing_is_classified_with_lengths_routing_and_sixteen_sliders(app_env):
     app = draw(start(), 3)
     assert app.metric[0].value == str(expected_prediction(3))
     lengths = array(figure(app, "fig_lengths")["data"][0]["y"])
@@ -92,14 +86,14 @@ def open_server_pose(app: AppTest) -> AppTest:
     return app.run()
 
 
-def test_blank_canvas_is_a_friendly_state_not_an_error(env):
+def test_blank_canvas_is_a_friendly_state_not_an_error(app_env):
     app = start()
     report(app, draw_digit(1).point(lambda v: 0))
     assert not app.exception and not app.error
     assert any("empty" in info.value for info in app.info)
 
 
-def test_slider_changes_the_reconstruction_and_reset_restores_it(env):
+def test_slider_changes_the_reconstruction_and_reset_restores_it(app_env):
     app = open_server_pose(draw(start(), 5))
     before = heatmap(app, "fig_pose")
     app.slider(key=state.POSE_DIM.format(4)).set_value(0.2).run()
@@ -110,14 +104,14 @@ def test_slider_changes_the_reconstruction_and_reset_restores_it(env):
     assert np.allclose(heatmap(app, "fig_pose"), before, atol=1e-6)
 
 
-def test_a_new_drawing_resets_the_sliders(env):
+def test_a_new_drawing_resets_the_sliders(app_env):
     app = draw(start(), 5)
     app.slider(key=state.POSE_DIM.format(0)).set_value(0.1).run()
     draw(app, 7)
     assert app.slider(key=state.POSE_DIM.format(0)).value == 0.0
 
 
-def test_routing_iterations_change_the_trace(env):
+def test_routing_iterations_change_the_trace(app_env):
     app = draw(start(), 2)
     assert app.slider(key=state.ROUTING_ITERATION).max == 3
     app.slider(key=state.ROUTING_ITERS).set_value(5).run()
@@ -144,7 +138,7 @@ def measured_line(app: AppTest) -> str:
     return lines[0]
 
 
-def test_the_two_iteration_controls_say_how_they_differ(env):
+def test_the_two_iteration_controls_say_how_they_differ(app_env):
     """'Routing iterations at inference' and 'Iteration' sat near each other with no hint of the difference."""
     app = draw(start(), 3)
     shown, run = app.slider(key=state.ROUTING_ITERATION), app.slider(key=state.ROUTING_ITERS)
@@ -153,7 +147,7 @@ def test_the_two_iteration_controls_say_how_they_differ(env):
     assert "Iteration shown" in run.help and "every prediction" in run.help
 
 
-def test_each_routing_view_carries_its_measured_summary(env):
+def test_each_routing_view_carries_its_measured_summary(app_env):
     app = draw(start(), 3)
     assert "routing moved" in measured_line(app) and "capsule" in measured_line(app)
     app.radio(key=state.ROUTING_VIEW).set_value("Votes and agreement").run()
@@ -178,7 +172,7 @@ def test_each_routing_view_carries_its_measured_summary(env):
     assert any(f"{shipped['accuracy']['3']:.2%}" in str(t.value) for t in app.dataframe)
 
 
-def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
+def test_inspector_shows_a_capsule_its_field_and_procedure_1(app_env):
     app = draw(start(), 3)
     assert not any(md.value.startswith("#### Primary capsule") for md in app.markdown)
     app.number_input(key=state.INSPECT_CAPSULE).set_value(36 * 4 + 6 * 2 + 3).run()
@@ -192,24 +186,13 @@ def test_inspector_shows_a_capsule_its_field_and_procedure_1(env):
     assert tiles_data(app)["selected"] == 159  # outlined in the tiles
 
 
-def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(env):
+def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(app_env):
     from capsviz.analysis import routing_accuracy
 
-    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    run = app_env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
     torch.manual_seed(0)
     save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5, "epochs": 1, "train_images": 96})
-    results = {
-        "format": routing_accuracy.FORMAT,
-        "checkpoint": str(run),
-        "sha256": routing_accuracy.sha256_of(run),
-        "test_images": 40,
-        "trained_routing_iters": 3,
-        "accuracy": {str(r): 0.1 * r for r in range(1, 6)},
-        "errors": {str(r): 40 - 4 * r for r in range(1, 6)},
-        "date": "2026-01-01T00:00:00+00:00",
-        "command": "python -m capsviz routing-accuracy --checkpoint X --limit 40",
-    }
-    routing_accuracy.write(results, routing_accuracy.results_path(run))
+    routing_accuracy.write(routing_report(run), routing_accuracy.results_path(run))
     app = start()
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value("run: 20260101-000000-abcdef").run()
     draw(app, 3)
@@ -220,7 +203,7 @@ def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(env):
     assert any(plain("--limit 40") in c.value and plain("2026-01-01") in c.value for c in app.caption)  # as typed
 
 
-def test_mnist_samples_random_by_class_and_misclassified(env):
+def test_mnist_samples_random_by_class_and_misclassified(app_env):
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
     assert not app.exception
@@ -235,7 +218,7 @@ def test_mnist_samples_random_by_class_and_misclassified(env):
     assert any("(**wrong**)" in md.value for md in app.markdown)
 
 
-def test_upload_of_good_and_bad_files(env):
+def test_upload_of_good_and_bad_files(app_env):
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
     photo = draw_digit(4).convert("L").point(lambda v: 255 - v)  # dark ink on white paper
@@ -247,8 +230,8 @@ def test_upload_of_good_and_bad_files(env):
     assert any("Could not read" in e.value for e in app.error)
 
 
-def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
-    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+def test_checkpoint_switching_and_rejecting_a_bad_upload(app_env):
+    run = app_env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
     torch.manual_seed(0)
     save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5, "epochs": 1, "train_images": 96})
     app = start()
@@ -265,7 +248,7 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert not app.exception
     assert any("Rejected" in e.value and "not a safetensors file" in e.value for e in app.sidebar.error)
     assert any("shipped" in md.value for md in app.sidebar.markdown)  # still usable
-    other = env / "five-classes.safetensors"
+    other = app_env / "five-classes.safetensors"
     save_checkpoint(other, CapsNet(CapsNetConfig(num_classes=5, conv_channels=16, primary_types=4)))
     app.file_uploader(key=state.CHECKPOINT_UPLOAD).set_value(
         ("five.safetensors", other.read_bytes(), "application/octet-stream")
@@ -275,9 +258,9 @@ def test_checkpoint_switching_and_rejecting_a_bad_upload(env):
     assert any("5 classes" in e.value and "MNIST needs 10" in e.value for e in app.sidebar.error)
 
 
-def test_a_chosen_run_that_was_pruned_says_so(env):
+def test_a_chosen_run_that_was_pruned_says_so(app_env):
     """Found by a review: another session's training prunes old runs; this one fell back without a word."""
-    run = env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
+    run = app_env / "runs" / "20260101-000000-abcdef" / "last.safetensors"
     torch.manual_seed(0)
     save_checkpoint(run, CapsNet(CapsNetConfig()), {"test_accuracy": 0.5})
     app = start()
@@ -291,15 +274,15 @@ def test_a_chosen_run_that_was_pruned_says_so(env):
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == "shipped (pretrained)"
 
 
-def test_a_share_link_to_a_run_that_never_existed_shows_the_shipped_model_without_a_story(env):
+def test_a_share_link_to_a_run_that_never_existed_shows_the_shipped_model_without_a_story(app_env):
     app = start_with({"model": "run:[click](https://example.invalid) never existed"})  # what share.restore reads
     assert not app.exception and not app.sidebar.warning
     assert app.sidebar.markdown[0].value.startswith("**shipped \\(pretrained\\)**")
 
 
-def test_the_runs_list_skips_a_file_that_vanishes_while_it_is_listed(env, monkeypatch):
+def test_the_runs_list_skips_a_file_that_vanishes_while_it_is_listed(app_env, monkeypatch):
     """Found by a review: another session's prune between the listing and the stat raised FileNotFoundError."""
-    kept, vanishing = (env / "runs" / name / "last.safetensors" for name in ("20260101-000000-kept", "vanish"))
+    kept, vanishing = (app_env / "runs" / name / "last.safetensors" for name in ("20260101-000000-kept", "vanish"))
     for path in (kept, vanishing):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
@@ -314,9 +297,9 @@ def test_the_runs_list_skips_a_file_that_vanishes_while_it_is_listed(env, monkey
     assert run_checkpoints() == [kept]
 
 
-def test_a_crafted_card_shows_question_marks_not_a_crash_or_markup(env):
+def test_a_crafted_card_shows_question_marks_not_a_crash_or_markup(app_env):
     """Found by a review: a huge JSON integer crashed the page; a bool showed as 100%; strings went in whole."""
-    run = env / "runs" / "20260101-000000-crafted" / "last.safetensors"
+    run = app_env / "runs" / "20260101-000000-crafted" / "last.safetensors"
     torch.manual_seed(0)
     card = {
         "test_accuracy": True,
@@ -355,10 +338,10 @@ def start_small_training(epochs: int):
     return app, app.session_state[state.TRAIN_JOB]
 
 
-def test_a_run_another_session_shows_survives_the_prune_a_training_starts(env, monkeypatch):
+def test_a_run_another_session_shows_survives_the_prune_a_training_starts(app_env, monkeypatch):
     """Found by a review: starting a training deleted old app runs even while another session showed one."""
     monkeypatch.setenv("CAPSVIZ_KEEP_RUNS", "1")  # the new run only: every older app run may go
-    shown, other = (env / "runs" / name for name in ("20260101-000000-abcdef", "20260102-000000-abcdef"))
+    shown, other = (app_env / "runs" / name for name in ("20260101-000000-abcdef", "20260102-000000-abcdef"))
     torch.manual_seed(0)
     for run in (shown, other):
         save_checkpoint(run / "last.safetensors", CapsNet(CapsNetConfig()), {"test_accuracy": 0.5})
@@ -371,7 +354,7 @@ def test_a_run_another_session_shows_survives_the_prune_a_training_starts(env, m
     assert not viewer.exception and viewer.selectbox(key=state.CHECKPOINT_CHOICE).value == f"run: {shown.name}"
 
 
-def test_a_finished_run_whose_folder_was_pruned_says_so(env):
+def test_a_finished_run_whose_folder_was_pruned_says_so(app_env):
     app, job = start_small_training(epochs=1)
     job.thread.join(timeout=300)
     assert job.status == "finished", job.error
@@ -392,7 +375,7 @@ def test_open_runs_forget_the_sessions_that_closed():
     assert runs.folders() == set()
 
 
-def test_train_in_the_app_then_switch_to_the_new_model(env):
+def test_train_in_the_app_then_switch_to_the_new_model(app_env):
     app, job = start_small_training(epochs=1)
     job.thread.join(timeout=300)
     assert job.status == "finished", job.error
@@ -411,7 +394,7 @@ def test_train_in_the_app_then_switch_to_the_new_model(env):
     assert read_card(job.out_dir / "last.safetensors")["test_accuracy"] == job.epochs[0].test_accuracy
 
 
-def test_training_can_be_cancelled_and_keeps_nothing_half_written(env):
+def test_training_can_be_cancelled_and_keeps_nothing_half_written(app_env):
     app, job = start_small_training(epochs=50)
     assert app.button(key=state.TRAIN_START).disabled and not app.button(key=state.TRAIN_CANCEL).disabled
     app.button(key=state.TRAIN_CANCEL).click().run()
@@ -429,8 +412,8 @@ def test_training_can_be_cancelled_and_keeps_nothing_half_written(env):
         assert any("nothing was saved" in w.value for w in app.warning)
 
 
-def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
-    monkeypatch.setenv("CAPSVIZ_DATA", str(env / "no-data-here"))
+def test_training_without_data_says_how_to_fix_it(app_env, monkeypatch):
+    monkeypatch.setenv("CAPSVIZ_DATA", str(app_env / "no-data-here"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     app = start("Train")
@@ -442,7 +425,7 @@ def test_training_without_data_says_how_to_fix_it(env, monkeypatch):
     assert any("MNIST is not in" in e.value and "copy" in e.value for e in app.error)
 
 
-def test_sessions_share_one_cached_model_and_never_change_it(env):
+def test_sessions_share_one_cached_model_and_never_change_it(app_env):
     """Two sessions in one process (as under one server) read the same cached model object."""
     from capsviz.ui.resources import shipped_model
 
@@ -466,10 +449,10 @@ def test_sessions_share_one_cached_model_and_never_change_it(env):
 # --- the page as a browser shows it: panels in sync, drawings and expanders kept, clear feedback -
 
 
-def save_run(env, name: str, seed: int) -> str:
+def save_run(app_env, name: str, seed: int) -> str:
     """A randomly initialised checkpoint under the runs folder; returns its sidebar option."""
     torch.manual_seed(seed)
-    save_checkpoint(env / "runs" / name / "last.safetensors", CapsNet(CapsNetConfig()), {"epochs": 1})
+    save_checkpoint(app_env / "runs" / name / "last.safetensors", CapsNet(CapsNetConfig()), {"epochs": 1})
     return f"run: {name}"
 
 
@@ -482,9 +465,9 @@ def shown_digits(app: AppTest) -> tuple[int, int, int]:
     )
 
 
-def test_switching_model_or_routing_iterations_resyncs_every_panel(env):
+def test_switching_model_or_routing_iterations_resyncs_every_panel(app_env):
     """The routing and pose panels follow the model and the routing iterations, not only the input."""
-    option = save_run(env, "20260101-000000-random", seed=1)
+    option = save_run(app_env, "20260101-000000-random", seed=1)
     app = draw(start(), 3)
     shipped_prediction = shown_digits(app)[0]
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
@@ -501,7 +484,7 @@ def test_switching_model_or_routing_iterations_resyncs_every_panel(env):
     assert shown_digits(app) == (int(app.metric[0].value),) * 3
 
 
-def test_canvas_has_visible_undo_and_clear_and_says_so(env):
+def test_canvas_has_visible_undo_and_clear_and_says_so(app_env):
     """Undo and Clear are buttons under the canvas, and the caption names them (no hover-only toolbar)."""
     app = start()
     assert any("Undo and Clear are under it" in c.value for c in app.caption)
@@ -514,7 +497,7 @@ def test_canvas_has_visible_undo_and_clear_and_says_so(env):
     assert any("Draw a digit" in info.value for info in app.info)
 
 
-def test_a_report_older_than_the_last_clear_or_undo_is_not_shown(env):
+def test_a_report_older_than_the_last_clear_or_undo_is_not_shown(app_env):
     """The page may report a drawing before it has applied a Clear or Undo: that drawing is stale."""
     stroke = {"type": "path", "path": [["M", 60, 40], ["L", 220, 40]], "stroke": "#FFFFFF", "t": 1}
     app = draw(start(), 3, objects=[stroke, {**stroke, "t": 2}])
@@ -531,7 +514,7 @@ def test_a_report_older_than_the_last_clear_or_undo_is_not_shown(env):
 @pytest.mark.parametrize(
     "image", [Image.new("RGBA", (5000, 5000)), Image.new("RGBA", (28, 28))], ids=["huge", "not-the-canvas"]
 )
-def test_a_canvas_report_that_is_not_its_drawing_is_refused_with_a_message(env, image):
+def test_a_canvas_report_that_is_not_its_drawing_is_refused_with_a_message(app_env, image):
     app = draw(start(), 3)
     shown = app.metric[0].value
     report(app, image)
@@ -539,14 +522,14 @@ def test_a_canvas_report_that_is_not_its_drawing_is_refused_with_a_message(env, 
     assert app.metric and app.metric[0].value == shown  # the last real drawing stays
 
 
-def test_a_canvas_report_that_is_not_base64_is_ignored(env):
+def test_a_canvas_report_that_is_not_base64_is_ignored(app_env):
     app = start()
     app.session_state[state.CANVAS] = {"drawing": {"raw": {"objects": []}, "data": "data:image/png;base64,ab!c"}}
     app.run()
     assert not app.exception and not app.metric
 
 
-def test_the_drawing_survives_a_detour_through_mnist(env):
+def test_the_drawing_survives_a_detour_through_mnist(app_env):
     """Draw -> MNIST -> Draw keeps the drawing."""
     stroke = {"type": "path", "path": [["M", 60, 40], ["L", 220, 40], ["L", 110, 240]], "stroke": "#FFFFFF"}
     app = draw(start(), 7, objects=[stroke])
@@ -559,7 +542,7 @@ def test_the_drawing_survives_a_detour_through_mnist(env):
     assert memory["load"]["objects"] == [stroke]  # the component is told to redraw the strokes
 
 
-def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
+def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(app_env):
     """Expanders stay open after Clear; the downloaded Figure 4 labels its rows and columns."""
     app = draw(start(), 5)
     expander = next(e for e in app.expander if "Figure 4" in e.label)
@@ -587,7 +570,7 @@ def test_figure4_expander_stays_open_after_clear_and_its_png_is_labelled(env):
     assert (labels < 128).sum() > 200  # dark text on the white label band
 
 
-def test_searching_for_a_mistake_says_what_it_did(env):
+def test_searching_for_a_mistake_says_what_it_did(app_env):
     """A search of several seconds shows a status saying what it searched."""
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
@@ -597,7 +580,7 @@ def test_searching_for_a_mistake_says_what_it_did(env):
     assert statuses and "random test images" in statuses[0].label
 
 
-def test_upload_messages_show_the_picture_and_admit_doubt(env):
+def test_upload_messages_show_the_picture_and_admit_doubt(app_env):
     """A bad upload is named without an object repr; a good one shows the original picture beside its 28x28."""
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
@@ -619,7 +602,7 @@ def test_upload_messages_show_the_picture_and_admit_doubt(env):
     assert not any("Your last upload, kept" in c.value for c in app.caption)
 
 
-def test_a_photo_in_shadow_is_read_and_its_crop_and_threshold_update_the_28x28(env):
+def test_a_photo_in_shadow_is_read_and_its_crop_and_threshold_update_the_28x28(app_env):
     """A dark 7 on grey paper with a shadowed edge read "Not sure: 6"; uploads had no crop or threshold."""
     from drawings import drawn_ink, photograph
 
@@ -657,15 +640,15 @@ def uploaded_pictures(app: AppTest) -> list[str]:
     ]
 
 
-def test_a_weak_answer_is_shown_as_not_sure(env):
-    option = save_run(env, "20260101-000000-random", seed=1)
+def test_a_weak_answer_is_shown_as_not_sure(app_env):
+    option = save_run(app_env, "20260101-000000-random", seed=1)
     app = draw(start(), 3)
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
     assert app.metric[0].label.startswith("Not sure")
     assert any("No capsule says its digit is there" in w.value for w in app.warning)
 
 
-def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(env):
+def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(app_env):
     """A 1 drawn over a 2: capsule 2 at 0.77 and capsule 8 at 0.62 said "Prediction 2"."""
     from PIL import ImageChops
 
@@ -677,7 +660,7 @@ def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(env):
     assert app.metric[0].label.startswith("Not sure") and any("near-tie margin of 0.05" in w.value for w in app.warning)
 
 
-def test_phone_friendly_order_and_controls(env):
+def test_phone_friendly_order_and_controls(app_env):
     """The pose sliders run 0, 1, 2, ... (not 0, 4, 8, ... down a phone) and routing iterations sit on the page."""
     app = draw(start(), 2)
     order = [s.key for s in app.slider if s.key and s.key.startswith("pose_dim_")]
@@ -686,7 +669,7 @@ def test_phone_friendly_order_and_controls(env):
     assert app.slider(key=state.ROUTING_ITERS).value == 3
 
 
-def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
+def test_charts_have_a_way_back_from_zoom_and_a_png_button(app_env):
     """An accidental drag-zoom has a way back: double-click resets, and the modebar shows reset and PNG."""
     app = draw(start(), 2)
     for element in app.get("plotly_chart"):
@@ -695,7 +678,7 @@ def test_charts_have_a_way_back_from_zoom_and_a_png_button(env):
         assert "resetScale2d" in config["modeBarButtons"][0] and "toImage" in config["modeBarButtons"][0]
 
 
-def test_training_tab_starts_from_the_quick_lesson_preset(env):
+def test_training_tab_starts_from_the_quick_lesson_preset(app_env):
     """The Train tab opens on a preset of minutes on a CPU (the full defaults take 40+ minutes)."""
     app = start("Train")
     assert app.radio(key=state.TRAIN_PRESET).value == "Quick lesson"
@@ -708,13 +691,13 @@ def test_training_tab_starts_from_the_quick_lesson_preset(env):
     assert not app.number_input(key=state.TRAIN_LIMIT).disabled
 
 
-def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(env):
+def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(app_env):
     """A model below a sane accuracy (8.9%, say) is used only once the user says so."""
     from capsviz.train import EpochEnd, TrainConfig
     from capsviz.ui.training import TrainingJob
 
-    option = save_run(env, "20260101-000000-weak", seed=1)
-    job = TrainingJob(TrainConfig(epochs=1), 100, env / "runs" / "20260101-000000-weak", status="finished")
+    option = save_run(app_env, "20260101-000000-weak", seed=1)
+    job = TrainingJob(TrainConfig(epochs=1), 100, app_env / "runs" / "20260101-000000-weak", status="finished")
     job.epochs.append(EpochEnd(1, 1, 0.5, 0.1, 0.089, 1e-3, 1.0, "last.safetensors"))
     job.finished = job.started
     app = start("Train")
@@ -727,13 +710,13 @@ def test_a_model_below_a_sane_accuracy_asks_before_it_is_used(env):
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value == option
 
 
-def test_evaluation_is_its_own_phase_with_an_estimate(env):
+def test_evaluation_is_its_own_phase_with_an_estimate(app_env):
     from capsviz.train import TrainConfig
     from capsviz.ui.training import TrainingJob, eval_remaining_seconds
 
     assert eval_remaining_seconds(0, 1000, 3.0) is None
     assert eval_remaining_seconds(250, 1000, 2.0) == pytest.approx(6.0)
-    job = TrainingJob(TrainConfig(epochs=1, eval_limit=1000), 2000, env / "runs" / "x", status="evaluating")
+    job = TrainingJob(TrainConfig(epochs=1, eval_limit=1000), 2000, app_env / "runs" / "x", status="evaluating")
     job.batches_done = job.batches_total = 63
     job.eval_done, job.eval_total, job.eval_started = 500, 1000, job.started
 
@@ -758,7 +741,7 @@ def tiles_data(app: AppTest) -> dict:
     return component_data(app, "capsviz.coupling_tiles")
 
 
-def test_pose_slider_captions_are_figures_a_reader_can_take_literally(env):
+def test_pose_slider_captions_are_figures_a_reader_can_take_literally(app_env):
     """They said 'ink -114%' (the change over a faint decode's ink) and 'middle' for nearly every dimension."""
     import re
 
@@ -771,7 +754,7 @@ def test_pose_slider_captions_are_figures_a_reader_can_take_literally(env):
     assert any("share of this input's ink" in c.value for c in app.caption)
 
 
-def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
+def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(app_env):
     app = draw(start(), 3)
     first = live_data(app)
     assert first["weights"] is not None and len(first["weights"]["layers"]) == 3  # sent with the first view
@@ -787,13 +770,13 @@ def test_live_decoder_gets_weights_once_and_its_reports_reach_the_server(env):
     app.button(key=state.POSE_RESET).click().run()
     assert app.slider(key=state.POSE_DIM.format(5)).value == 0.0  # the old report is not applied again
     assert live_data(app)["deltas"] == [0.0] * 16 and live_data(app)["nonce"] == nonce + 1
-    option = save_run(env, "20260101-000000-other", seed=1)
+    option = save_run(app_env, "20260101-000000-other", seed=1)
     app.run()  # the sidebar lists the new run
     app.selectbox(key=state.CHECKPOINT_CHOICE).set_value(option).run()
     assert live_data(app)["weights"] is not None  # a new model: its weights are sent
 
 
-def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
+def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(app_env):
     from capsviz.analysis.mistakes import misclassified
     from capsviz.data import load_mnist
     from capsviz.ui.gallery import SHOWN
@@ -819,7 +802,7 @@ def test_misclassified_gallery_lists_the_errors_and_a_click_explores_one(env):
     assert app.metric[0].value == str(predicted)
 
 
-def test_the_input_is_decoded_as_each_digit(env):
+def test_the_input_is_decoded_as_each_digit(app_env):
     app = draw(start(), 3)
     strip = figure(app, "fig_each_digit")
     ticks = strip["layout"]["xaxis"]["ticktext"]
@@ -847,7 +830,7 @@ def start_with(params: dict) -> AppTest:
     return app
 
 
-def test_a_link_restores_an_mnist_view(env):
+def test_a_link_restores_an_mnist_view(app_env):
     app = start_with({"src": "mnist", "i": "7", "model": "shipped", "iters": "2", "digit": "4"})
     assert any("MNIST test image #7," in c.value for c in app.caption)
     assert app.slider(key=state.ROUTING_ITERS).value == 2
@@ -856,7 +839,7 @@ def test_a_link_restores_an_mnist_view(env):
     assert app.query_params["i"] in ("7", ["7"]) and app.query_params["iters"] in ("2", ["2"])
 
 
-def test_a_drawing_travels_in_the_link_as_its_28x28_input(env):
+def test_a_drawing_travels_in_the_link_as_its_28x28_input(app_env):
     from capsviz.ui.share import decode_image, encode_image
 
     app = draw(start(), 3)
@@ -872,7 +855,7 @@ def test_a_drawing_travels_in_the_link_as_its_28x28_input(env):
     assert any("Draw a digit" in info.value for info in again.info)
 
 
-def test_a_broken_link_is_ignored(env):
+def test_a_broken_link_is_ignored(app_env):
     app = start_with({"src": "image", "img": "not-base64!", "iters": "9", "digit": "x", "model": "run:missing"})
     assert app.slider(key=state.ROUTING_ITERS).value == 3
     assert app.selectbox(key=state.CHECKPOINT_CHOICE).value.startswith("shipped")
@@ -881,7 +864,7 @@ def test_a_broken_link_is_ignored(env):
     assert not app.exception
 
 
-def test_the_guided_path_shows_each_stage_for_this_input(env):
+def test_the_guided_path_shows_each_stage_for_this_input(app_env):
     from capsviz.analysis import stages
 
     app = draw(start(), 3)
@@ -896,7 +879,7 @@ def test_the_guided_path_shows_each_stage_for_this_input(env):
         assert any(stages.STAGES[index][2] in md.value for md in app.markdown)
 
 
-def test_the_primary_caps_stage_shows_turns_on_a_fixed_scale_and_measures_its_lengths(env):
+def test_the_primary_caps_stage_shows_turns_on_a_fixed_scale_and_measures_its_lengths(app_env):
     """All 32 tiles were uniformly yellow (every length about 1) under 'a capsule's length says a part is there'."""
     from capsviz.analysis import stages
 
@@ -913,12 +896,12 @@ def test_the_primary_caps_stage_shows_turns_on_a_fixed_scale_and_measures_its_le
     assert "does not say whether a part is there" in note  # the shipped model's lengths are saturated
 
 
-def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
+def test_a_trained_run_downloads_as_weights_only_and_loads_back(app_env):
     """The app's own checkpoint holds Adam's state for resuming; the download holds the weights only."""
     from capsviz.train import TrainConfig, train
     from capsviz.ui.training import weights_only
 
-    run = env / "runs" / "20260101-000000-small"
+    run = app_env / "runs" / "20260101-000000-small"
     import os
 
     from capsviz.data import load_mnist
@@ -935,7 +918,7 @@ def test_a_trained_run_downloads_as_weights_only_and_loads_back(env):
     assert card["epochs"] == 1
 
 
-def test_the_coupling_matrix_expander_stays_open_after_clear_and_names_its_iteration(env):
+def test_the_coupling_matrix_expander_stays_open_after_clear_and_names_its_iteration(app_env):
     """The full-matrix expander stays open after Clear, and its title names the iteration."""
     app = draw(start(), 5)
     expander = next(e for e in app.expander if "coupling matrix" in e.label)
@@ -958,7 +941,7 @@ def test_a_tiles_click_report_is_read_as_a_capsule_index():
         assert picked(junk) is None, junk
 
 
-def test_a_search_for_a_misclassified_image_is_known_before_the_input_is_drawn(env):
+def test_a_search_for_a_misclassified_image_is_known_before_the_input_is_drawn(app_env):
     """The Explore tab clears the last verdict before such a search, so no stale "True label" stays beside it."""
 
     def page():

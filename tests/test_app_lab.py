@@ -31,9 +31,7 @@ LAB = "Claims lab"
 
 
 @pytest.fixture
-def lab_env(monkeypatch, tmp_path, synthetic_root):
-    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
-    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+def lab_env(app_env, monkeypatch, tmp_path):
     torch.manual_seed(0)
     cnn = tmp_path / "cnn.safetensors"
     save_checkpoint(cnn, CNN(TINY_CNN), {"epochs": 0})

@@ -30,13 +30,6 @@ from capsviz.ui.widgets import PRESENT_CHART_FONT, PRESENT_TEXT_SCALE  # noqa: E
 from drawings import draw_digit  # noqa: E402
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, synthetic_root):
-    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
-    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def shown(widget):
     """What the browser shows: the value the server sets (set_value), else the widget's default. A widget
     mounted anew shows its default unless the server sets its value, whatever the session state holds."""
@@ -53,7 +46,7 @@ def load_example(app, name: str):
     return app
 
 
-def test_the_first_screens_two_digit_example_opens_the_two_digits_tab_on_a_test_pair(env):
+def test_the_first_screens_two_digit_example_opens_the_two_digits_tab_on_a_test_pair(app_env):
     from capsviz.ui.lesson import TWO_DIGIT_EXAMPLE
 
     app = start()
@@ -64,7 +57,7 @@ def test_the_first_screens_two_digit_example_opens_the_two_digits_tab_on_a_test_
     assert any(c.value.startswith(f"Test pair #{TWO_DIGIT_EXAMPLE}:") for c in app.caption)
 
 
-def test_the_first_screen_explains_capsules_and_its_examples_load_onto_the_canvas(env):
+def test_the_first_screen_explains_capsules_and_its_examples_load_onto_the_canvas(app_env):
     app = start()
     assert any("A **capsule**" in md.value for md in app.markdown)
     assert [app.button(key=state.LESSON_EXAMPLE.format(n)).label for n in EXAMPLES] == [
@@ -87,7 +80,7 @@ def test_the_first_screen_explains_capsules_and_its_examples_load_onto_the_canva
     assert not any("On the canvas" in c.value for c in app.caption)
 
 
-def test_an_example_replaces_the_image_a_link_brought(env):
+def test_an_example_replaces_the_image_a_link_brought(app_env):
     app = start()
     app.session_state[state.SHARE_IMAGE] = example_input(EXAMPLES["thin_1"])
     app.run()
@@ -108,7 +101,7 @@ def step(app, button: str):
     return app
 
 
-def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(env):
+def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(app_env):
     app = draw(start(), 3)
     app.slider(key=state.ROUTING_ITERS).set_value(2).run()
     app.selectbox(key=state.ROUTING_DIGIT).set_value(5).run()
@@ -139,7 +132,7 @@ def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(e
     assert app.session_state[state.PRESENT_SECTION] == "Pose sliders"  # it resumes where it was left
 
 
-def test_a_clickers_keys_step_the_sections_and_anything_else_is_ignored(env):
+def test_a_clickers_keys_step_the_sections_and_anything_else_is_ignored(app_env):
     app = present(draw(start(), 3))
     for report, section in (({"step": 1}, SECTIONS[1]), ({"step": 1}, SECTIONS[2]), ({"step": -1}, SECTIONS[1])):
         fires(app, state.PRESENT_KEYS, "step", report["step"])  # Page Down, Page Down, Page Up, as the page fires them
@@ -150,7 +143,7 @@ def test_a_clickers_keys_step_the_sections_and_anything_else_is_ignored(env):
         assert not app.exception and app.session_state[state.PRESENT_SECTION] == SECTIONS[1], junk
 
 
-def test_presentation_without_an_input_says_where_to_give_one(env):
+def test_presentation_without_an_input_says_where_to_give_one(app_env):
     app = present(start())
     step(app, state.PRESENT_NEXT)
     assert any("Input screen" in i.value for i in app.info)
@@ -168,7 +161,7 @@ def tick(app, play: int, iteration: int):
     return app.slider(key=state.ROUTING_ITERATION).value
 
 
-def test_play_steps_the_routing_iterations_one_report_at_a_time(env):
+def test_play_steps_the_routing_iterations_one_report_at_a_time(app_env):
     app = draw(start(), 3)
     assert app.slider(key=state.ROUTING_ITERATION).value == 3 and ticker(app) is None
     app.button(key=state.ROUTING_PLAY).click().run()
@@ -187,7 +180,7 @@ def test_play_steps_the_routing_iterations_one_report_at_a_time(env):
     assert tick(app, 1, 1) == 1  # a report of an older play does nothing
 
 
-def test_a_player_report_that_is_not_the_current_step_moves_nothing(env):
+def test_a_player_report_that_is_not_the_current_step_moves_nothing(app_env):
     app = draw(start(), 3)
     app.button(key=state.ROUTING_PLAY).click().run()
     for junk in ("1", [1], [1, 1, 1], [True, 1], [1.0, 1], [1, "1"], None, {"play": 1}, [2**70, 1]):
@@ -197,7 +190,7 @@ def test_a_player_report_that_is_not_the_current_step_moves_nothing(env):
     assert tick(app, 1, 1) == 2  # the real report still steps
 
 
-def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(env):
+def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(app_env):
     app = draw(start(), 3)
     app.slider(key=state.ROUTING_ITERS).set_value(5).run()  # the comparison uses the model's own 3
     app.radio(key=state.ROUTING_VIEW).set_value(COMPARE).run()
@@ -215,7 +208,7 @@ def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(env):
     assert any(md.value.startswith("**Measured:** With uniform couplings") for md in app.markdown)
 
 
-def test_downloads_offer_the_inputs_numbers_and_the_lab_sweep_without_a_rerun(env):
+def test_downloads_offer_the_inputs_numbers_and_the_lab_sweep_without_a_rerun(app_env):
     app = draw(start(), 3)
     buttons = {b.proto.id.rsplit("-", 1)[-1]: b.proto for b in app.get("download_button")}
     for key in (state.DOWNLOAD_CAPSULES, state.DOWNLOAD_ROUTING):

@@ -27,20 +27,13 @@ from drawings import draw_digit  # noqa: E402
 TAB = "Two digits"
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, synthetic_root):
-    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
-    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
-    return synthetic_root
-
-
 def _readings(app) -> list[dict]:
     return app.table[0].value.to_dict("records")  # the first table of the tab
 
 
-def test_a_test_pair_is_read_by_the_three_models_as_the_command_line_reads_it(env):
+def test_a_test_pair_is_read_by_the_three_models_as_the_command_line_reads_it(app_env, synthetic_root):
     app = start(TAB)
-    pairs = multimnist.fixed_test_pairs(load_mnist(env, train=False))
+    pairs = multimnist.fixed_test_pairs(load_mnist(synthetic_root, train=False))
     app.number_input(key=state.TWO_PAIR).set_value(5).run()
     assert not app.exception, app.exception
     rows = _readings(app)
@@ -54,7 +47,7 @@ def test_a_test_pair_is_read_by_the_three_models_as_the_command_line_reads_it(en
     assert any(f"Test pair #5: a {pairs.labels[5, 0]} and a {pairs.labels[5, 1]}" in c.value for c in app.caption)
 
 
-def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_three_maps(env):
+def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_three_maps(app_env):
     app = start(TAB)
     maps = figure(app, "two_couplings")["data"]
     assert len(maps) == 3  # the CapsNet's default: the count it was trained with
@@ -65,7 +58,7 @@ def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_thre
     assert "3 iterations" not in figure(app, "two_scores_figure")["layout"]["title"]["text"]
 
 
-def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(env):
+def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(app_env):
     app = draw(start(), 7)
     open_tab(app, TAB)
     app.radio(key=state.TWO_SOURCE).set_value(EXPLORED).run()
@@ -79,7 +72,7 @@ def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(env):
     assert titles[2].startswith("Without routing: ")  # the same picture through the CapsNet trained without it
 
 
-def test_a_link_opens_the_tab_on_its_pair_and_routing_count(env):
+def test_a_link_opens_the_tab_on_its_pair_and_routing_count(app_env):
     app = AppTest.from_file(APP, default_timeout=120)
     app.query_params.update({"tab": "two", "two_src": "pair", "pair": "12", "two_iters": "2"})
     app.run()
@@ -89,7 +82,7 @@ def test_a_link_opens_the_tab_on_its_pair_and_routing_count(env):
     assert (params["tab"], params["two_src"], params["pair"], params["two_iters"]) == ("two", "pair", "12", "2")
 
 
-def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(env):
+def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(app_env):
     app = AppTest.from_file(APP, default_timeout=120)
     app.query_params.update({"tab": "two", "pair": "10000", "two_iters": "9"})
     app.run()
@@ -99,7 +92,7 @@ def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(env):
     assert app.number_input(key=state.TWO_PAIR).value == 0 and app.slider(key=state.TWO_ITERS).value == 3
 
 
-def test_two_digits_by_class_are_shifted_as_the_sliders_say_and_the_link_keeps_them(env):
+def test_two_digits_by_class_are_shifted_as_the_sliders_say_and_the_link_keeps_them(app_env, synthetic_root):
     app = start(TAB)
     app.radio(key=state.TWO_SOURCE).set_value(DIGITS).run()
     app.selectbox(key=state.TWO_CLASS.format(0)).set_value(1).run()
@@ -107,7 +100,7 @@ def test_two_digits_by_class_are_shifted_as_the_sliders_say_and_the_link_keeps_t
     app.slider(key=state.TWO_SHIFT.format(0)).set_value(-4).run()  # the first digit, 4 px left
     app.slider(key=state.TWO_SHIFT.format(3)).set_value(3).run()  # the second, 3 px down
     assert not app.exception, app.exception
-    digits = load_mnist(env, train=False)
+    digits = load_mnist(synthetic_root, train=False)
     first, second = app.session_state[state.TWO_PICKED]
     assert (int(digits.labels[first]), int(digits.labels[second])) == (1, 7)
     shown = array(figure(app, "two_pair_figure")["data"][0]["z"])[..., 0]  # (36, 36) the input, grey
@@ -129,7 +122,7 @@ def figure_z(app) -> list:
     return array(figure(app, "two_pair_figure")["data"][0]["z"]).tolist()
 
 
-def test_any_other_capsule_can_be_reconstructed_beside_the_two(env):
+def test_any_other_capsule_can_be_reconstructed_beside_the_two(app_env):
     app = start(TAB)
     app.selectbox(key=state.TWO_EXTRA).set_value(4).run()
     assert not app.exception, app.exception
@@ -137,7 +130,7 @@ def test_any_other_capsule_can_be_reconstructed_beside_the_two(env):
     assert len(figure(app, "two_pair_figure")["data"]) == 4 and titles[3].startswith("CapsNet, capsule 4 (")
 
 
-def test_two_digits_drawn_with_two_pens_are_read_and_segmented_by_their_colours(env):
+def test_two_digits_drawn_with_two_pens_are_read_and_segmented_by_their_colours(app_env):
     from PIL import Image
 
     from capsviz.analysis.two_digits import from_two_colours

@@ -44,7 +44,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import ink_map, open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
 
-from conftest import NEEDS_APP, REPO, TINY_CAPSNET
+from conftest import NEEDS_APP, REPO, TINY_CAPSNET, routing_report
 from drawings import draw_digit
 
 
@@ -1289,24 +1289,6 @@ def test_a_tiles_click_of_a_number_no_float_holds_is_ignored():
 
 
 # --- Reports: the routing and robustness reports are checked once, where they are read ------------------------
-
-
-def routing_report(checkpoint: Path, **changes) -> dict:
-    """A routing-accuracy report of `checkpoint`'s bytes, with `changes` (None: the field left out)."""
-    from capsviz.analysis import routing_accuracy
-
-    report = {
-        "format": routing_accuracy.FORMAT,
-        "checkpoint": str(checkpoint),
-        "sha256": routing_accuracy.sha256_of(checkpoint),
-        "test_images": 40,
-        "trained_routing_iters": 3,
-        "accuracy": {str(r): 0.1 * r for r in range(1, 6)},
-        "errors": {str(r): 40 - 4 * r for r in range(1, 6)},
-        "date": "2026-01-01T00:00:00+00:00",
-        "command": "python -m capsviz routing-accuracy --checkpoint X --limit 40",
-    }
-    return {name: value for name, value in {**report, **changes}.items() if value is not None}
 
 
 CRAFTED_ROUTING = [
