@@ -83,3 +83,29 @@ def component_data(app: AppTest, name: str) -> dict | None:
     """The data a components v2 element was mounted with (None when it was mounted without)."""
     element = next(e for e in app.get("bidi_component") if e.proto.component_name == name)
     return json.loads(element.proto.json) if element.proto.json else None
+
+
+def start_with(params: dict) -> AppTest:
+    """The app opened from a link holding `params`."""
+    app = AppTest.from_file(APP, default_timeout=120)
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def shown(widget):
+    """What a browser that has just mounted this widget displays: the run's value if it sent one, else the default."""
+    p = widget.proto
+    kind = type(widget).__name__
+    if kind in ("Radio", "Selectbox"):
+        return p.raw_value if p.set_value else widget.options[p.default]
+    if kind == "Slider":
+        return list(p.value if p.set_value else p.default)
+    if kind == "NumberInput":
+        field = "value" if p.set_value else "default"
+        return getattr(p, field) if p.HasField(field) else None
+    if kind == "ButtonGroup":
+        return list(p.raw_values) if p.set_value else [p.options[i].content for i in p.default]
+    return p.value if p.set_value else p.default

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -17,7 +19,18 @@ import torch
 from PIL import Image
 
 pytest.importorskip("streamlit")
-from app_pages import APP, array, component_data, draw, figure, heatmap, open_tab, png_bytes, report, start  # noqa: E402
+from app_pages import (  # noqa: E402
+    array,
+    component_data,
+    draw,
+    figure,
+    heatmap,
+    open_tab,
+    png_bytes,
+    report,
+    start,
+    start_with,
+)
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint, read_card, save_checkpoint  # noqa: E402
@@ -27,6 +40,7 @@ from capsviz.ui import state  # noqa: E402
 from capsviz.ui.card import plain  # noqa: E402
 from capsviz.ui.inputs import MISCLASSIFIED, RANDOM, SAMPLE, UPLOAD  # noqa: E402
 from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
+from capsviz.ui.two_digit_input import EXPLORED  # noqa: E402
 
 from conftest import routing_report  # noqa: E402
 from drawings import draw_digit  # noqa: E402
@@ -655,7 +669,12 @@ def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(app_en
     app = start()
     report(app, ImageChops.lighter(draw_digit(1), draw_digit(2)))
     assert app.metric[0].label == "Two digits?" and app.metric[0].value == "2 and 8"
-    assert any("the model sees a 2 and an 8" in w.value and "not a softmax" in w.value for w in app.warning)
+    note = next(w.value for w in app.warning if "the model sees a 2 and an 8" in w.value)
+    assert "not a softmax" in note
+    link = re.search(r"\]\((\?[^)]+)\)", note).group(1)  # the note's link to the Two digits tab
+    two = start_with({name: values[-1] for name, values in parse_qs(link[1:]).items()})
+    assert two.session_state[state.TABS] == "Two digits" and two.session_state[state.TWO_SOURCE] == EXPLORED
+    assert not two.warning and not two.error
     report(app, ImageChops.lighter(draw_digit(3), draw_digit(5)))  # 5 at 0.33, 3 at 0.30: doubt, nearly tied
     assert app.metric[0].label.startswith("Not sure") and any("near-tie margin of 0.05" in w.value for w in app.warning)
 
@@ -819,15 +838,6 @@ def test_alikeness_is_the_mean_pixel_difference_among_the_others_and_to_the_winn
     images[0] = 1.0  # the winner
     images[2, 0, 0] = 1.0  # one pixel of four differs between the two others
     assert alikeness(images, 0) == pytest.approx((0.25, (1.0 + 0.75) / 2))
-
-
-def start_with(params: dict) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120)
-    for name, value in params.items():
-        app.query_params[name] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
 
 
 def test_a_link_restores_an_mnist_view(app_env):

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from app_pages import array, component_data, draw, figure, open_tab, start  # noqa: E402
+from app_pages import array, component_data, draw, figure, open_tab, shown, start  # noqa: E402
 from page_messages import fires, sends  # noqa: E402
 
 from capsviz.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint  # noqa: E402
@@ -28,16 +28,6 @@ from capsviz.ui.routing_play import STEP_SECONDS  # noqa: E402
 from capsviz.ui.widgets import PRESENT_CHART_FONT, PRESENT_TEXT_SCALE  # noqa: E402
 
 from drawings import draw_digit  # noqa: E402
-
-
-def shown(widget):
-    """What the browser shows: the value the server sets (set_value), else the widget's default. A widget
-    mounted anew shows its default unless the server sets its value, whatever the session state holds."""
-    proto = widget.proto
-    if widget.type == "selectbox":  # an option's label
-        return proto.raw_value if proto.set_value else proto.options[proto.default[0]]
-    value = proto.value if proto.set_value else proto.default  # a slider's values
-    return value[0] if len(value) == 1 else list(value)
 
 
 def load_example(app, name: str):
@@ -114,7 +104,7 @@ def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(a
     assert lengths["xaxis"]["tickfont"]["size"] >= PRESENT_CHART_FONT and lengths["font"]["size"] >= 14
     assert app.get("download_button")  # the data goes out from here too
     step(app, state.PRESENT_NEXT)  # routing: the normal page's iterations and digit, on screen too
-    assert shown(app.slider(key=state.ROUTING_ITERS)) == 2 and shown(app.selectbox(key=state.ROUTING_DIGIT)) == "5"
+    assert shown(app.slider(key=state.ROUTING_ITERS)) == [2] and shown(app.selectbox(key=state.ROUTING_DIGIT)) == "5"
     assert component_data(app, "capsviz.coupling_tiles")["font_scale"] == PRESENT_TEXT_SCALE
     app.selectbox(key=state.ROUTING_DIGIT).set_value(7).run()
     step(app, state.PRESENT_NEXT)  # pose sliders
@@ -125,7 +115,7 @@ def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(a
     assert app.session_state[state.PRESENT_SECTION] == "Pose sliders"
     step(app, state.PRESENT_LEAVE)  # the normal page, as the screens left it
     assert app.tabs and app.metric[0].value == "3"
-    assert shown(app.slider(key=state.ROUTING_ITERS)) == 2 and shown(app.selectbox(key=state.ROUTING_DIGIT)) == "7"
+    assert shown(app.slider(key=state.ROUTING_ITERS)) == [2] and shown(app.selectbox(key=state.ROUTING_DIGIT)) == "7"
     assert component_data(app, "capsviz.coupling_tiles")["font_scale"] == 1.0
     assert figure(app, "fig_lengths")["layout"].get("font") is None  # the page's own sizes again
     present(app)

@@ -8,13 +8,12 @@ import pytest
 pytest.importorskip("streamlit")
 
 import numpy as np  # noqa: E402
-from test_app import draw, env, heatmap, open_tab, start, start_with  # noqa: E402, F401
-from test_state import shown  # noqa: E402
+from app_pages import draw, heatmap, open_tab, shown, start, start_with  # noqa: E402
 
 from capsviz.analysis import lab, stages  # noqa: E402
 from capsviz.ui import share, state  # noqa: E402
 from capsviz.ui.app import LINK_CAPTION  # noqa: E402
-from capsviz.ui.routing import VOTES  # noqa: E402
+from capsviz.ui.routing import VIEWS, VOTES  # noqa: E402
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED  # noqa: E402
 
 LAB, EXPLORE = "Claims lab", "Explore"
@@ -92,7 +91,7 @@ def state_value(app, key: str):
     return app.session_state[key] if key in app.session_state else kept.get(key)
 
 
-@pytest.mark.usefixtures("env")
+@pytest.mark.usefixtures("app_env")
 def test_a_link_round_trips_every_part_its_caption_names():
     app = start()
     app.radio(key=state.INPUT_SOURCE).set_value("MNIST test image").run()
@@ -131,7 +130,18 @@ def test_a_link_round_trips_every_part_its_caption_names():
     assert _params(again) == params
 
 
-@pytest.mark.usefixtures("env")
+@pytest.mark.usefixtures("app_env")
+def test_every_routing_view_round_trips_through_a_link():
+    app = draw(start(), 3)
+    for view in VIEWS:
+        app.radio(key=state.ROUTING_VIEW).set_value(view).run()
+        params = _params(app)
+        again = start_with(params)
+        assert not again.warning, (view, params)
+        assert again.radio(key=state.ROUTING_VIEW).value == view
+
+
+@pytest.mark.usefixtures("app_env")
 def test_a_link_to_a_drawing_on_the_lab_tab_shows_that_drawing_there():
     app = draw(start(), 3)
     open_tab(app, LAB)
@@ -142,7 +152,7 @@ def test_a_link_to_a_drawing_on_the_lab_tab_shows_that_drawing_there():
     assert np.abs(drawn - linked).max() <= 0.5 / 255 + 1e-6  # the link carries the 28x28 input in 8 bits
 
 
-@pytest.mark.usefixtures("env")
+@pytest.mark.usefixtures("app_env")
 def test_a_malformed_link_says_which_part_and_loads_the_rest():
     app = start_with({"src": "image", "img": "not-base64!", "iters": "9", "route": "x", "pose": "2", "tab": "lab",
                       "rotation": "30", "model": "run:[click](https://example.invalid)"})  # fmt: skip

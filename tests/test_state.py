@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from test_app import env, open_tab, start  # noqa: E402, F401  (env: MNIST and runs folders of the test's own)
+from app_pages import open_tab, shown, start  # noqa: E402
 
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.inputs import BY_CLASS, RANDOM, SAMPLE  # noqa: E402
 from capsviz.ui.routing import COUPLINGS, VOTES  # noqa: E402
 from capsviz.ui.training import CUSTOM  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("env")
+pytestmark = pytest.mark.usefixtures("app_env")
 LAB, EXPLORE, TRAIN = "Claims lab", "Explore", "Train"
 EXPLORE_KEYS = (
     state.INPUT_SOURCE,
@@ -53,22 +53,6 @@ def _serialized(widget):
     field = ws.WhichOneof("value")
     value = getattr(ws, field) if field else None
     return list(value.data) if hasattr(value, "data") else value
-
-
-def shown(widget):
-    """What a browser that has just mounted this widget displays: the run's value if it sent one, else the default."""
-    p = widget.proto
-    kind = type(widget).__name__
-    if kind in ("Radio", "Selectbox"):
-        return p.raw_value if p.set_value else widget.options[p.default]
-    if kind == "Slider":
-        return list(p.value if p.set_value else p.default)
-    if kind == "NumberInput":
-        field = "value" if p.set_value else "default"
-        return getattr(p, field) if p.HasField(field) else None
-    if kind == "ButtonGroup":
-        return list(p.raw_values) if p.set_value else [p.options[i].content for i in p.default]
-    return p.value if p.set_value else p.default
 
 
 def controls(app, keys) -> dict:

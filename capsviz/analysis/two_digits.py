@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from capsviz import registry
+from capsviz.data import to_float
 from capsviz.multimnist import CANVAS, MAX_SHIFT
 
 FIT = 26  # px: two overlapping digits drawn on a canvas fill about this much of the 36x36 canvas, as in training
@@ -25,7 +26,7 @@ def from_two_colours(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | Non
     """A two-pen drawing (H, W, 3 or 4) uint8, the first digit in red and the second in blue on black, ->
     (x (1, 36, 36), singles (2, 36, 36)) in [0, 1]: both fitted together (their box's longer side FIT px,
     centred) so they keep their overlap. None until both colours hold ink."""
-    inks = torch.from_numpy(np.ascontiguousarray(rgb[..., [0, 2]])).permute(2, 0, 1).float() / 255  # (2, H, W)
+    inks = to_float(torch.from_numpy(np.ascontiguousarray(rgb[..., [0, 2]])).permute(2, 0, 1))[:, 0]  # (2, H, W)
     if (inks.flatten(1).amax(dim=1) < 0.5).any():
         return None
     union = inks.amax(dim=0)  # (H, W)

@@ -8,7 +8,7 @@
     src, i     an MNIST test image by index; src=image and img: the 28x28 input itself (784 bytes)
     model      shipped, or run:NAME (a run in this server's runs folder)
     iters      routing iterations at inference, 1 to 5
-    view       the routing view: couplings, votes or adds; iteration: the iteration it shows
+    view       the routing view: couplings, votes, adds or compare; iteration: the iteration it shows
     route      the parent capsule (digit) the routing views show; capsule: the inspected primary capsule
     stage      the guided path's stage: input, conv1, primarycaps, digitcaps or decoder
     pose       the digit reconstructed from its pose; offsets: the 16 pose offsets, when any is not 0
@@ -40,6 +40,7 @@ import torch
 from capsviz import multimnist
 from capsviz.analysis import lab, perturb, stages
 from capsviz.configs import MAX_ROUTING_ITERS
+from capsviz.data import to_float
 from capsviz.model import PAPER
 from capsviz.ui import state
 from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
@@ -50,7 +51,7 @@ from capsviz.ui.two_digit_input import DIGITS, DRAWN, EXPLORED, PAIR
 
 SIDE = 28
 TABS = state.TAB_NAMES
-VIEW_NAMES = dict(zip(("couplings", "votes", "adds"), VIEWS))
+VIEW_NAMES = dict(zip(("couplings", "votes", "adds", "compare"), VIEWS, strict=True))  # every view has a name
 STAGE_NAMES = {name.lower(): f"{name} · {holds}" for name, holds, _ in stages.STAGES}  # the guided path's labels
 CAPSULES = PAPER.num_primary
 TWO_SOURCES = {"pair": PAIR, "digits": DIGITS, "draw": DRAWN, "explore": EXPLORED}
@@ -78,8 +79,8 @@ def decode_image(text: str) -> torch.Tensor | None:
         return None
     if len(raw) != SIDE * SIDE:
         return None
-    pixels = np.frombuffer(raw, dtype=np.uint8).reshape(SIDE, SIDE)
-    return torch.from_numpy(pixels.astype(np.float32) / 255).unsqueeze(0)  # (1, 28, 28)
+    pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(1, SIDE, SIDE)
+    return to_float(pixels)[0]  # (1, 28, 28)
 
 
 # --- reading a link: pure, so the rules are tested without a page --------------------------------------------
