@@ -340,7 +340,19 @@ def test_phone_layout(browser, server):
             key,
         )
         assert fits, key
+        page.locator(f".st-key-{key} .js-plotly-plot").hover()  # the toolbar shows on hover (or a tap)
+        page.wait_for_timeout(300)
+        assert not page.evaluate(TOOLBAR_OVER_TITLE, key), key
     assert not errors, errors
+
+
+TOOLBAR_OVER_TITLE = """key => {
+  const plot = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  const bar = plot.querySelector('.modebar'), title = plot.querySelector('.gtitle');
+  if (!bar || !title) return false;
+  const a = bar.getBoundingClientRect(), b = title.getBoundingClientRect();
+  return a.width > 0 && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+}"""
 
 
 LAB_MOVED_Z = """() => {
@@ -671,6 +683,7 @@ def _example(page, title: str) -> str:
 
 def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server):
     page, errors = _open_fresh(browser, server, 1440, 900)
+    _shot(page, "first-screen-1440x900.png")
     assert _example(page, "A clean 3") == "3"
     page.get_by_role("button", name="Play").click()
     seen = set()
@@ -681,6 +694,8 @@ def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server
             break
     _wait_idle(page)
     assert seen >= {"1", "2"} and page.locator(ITERATION).inner_text().strip() == "3", seen
+    page.locator(".st-key-routing_play").scroll_into_view_if_needed()
+    _shot(page, "play-1440x900.png")
     with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name="Capsules (CSV)").click()
     assert download.value.suggested_filename == "capsviz-capsules-3-r3.csv"
@@ -713,9 +728,34 @@ def test_presentation_mode_follows_a_clicker_with_projector_sized_charts(browser
     assert not errors, errors
 
 
+def test_on_a_phone_presentation_mode_names_its_screen_and_uniform_vs_routed_fits(browser, server):
+    page, errors = _open_fresh(browser, server, 390, 844)
+    _example(page, "An ambiguous 4/9")
+    compare = page.get_by_text("Uniform vs routed", exact=True).first
+    compare.evaluate("e => e.scrollIntoView({block: 'center'})")  # clear of the page's sticky header
+    compare.click()
+    page.get_by_text("with uniform couplings").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "compare-phone-390x844.png")
+    assert page.locator(ITERATION).inner_text().strip() == "3"  # the slider still shows the last iteration
+    page.get_by_test_id("stExpandSidebarButton").click()  # a phone folds the sidebar away
+    page.get_by_text("Presentation mode").first.click()
+    page.get_by_role("button", name="Next").wait_for(timeout=60_000)
+    _wait_idle(page)
+    page.get_by_test_id("stSidebarCollapseButton").locator("button").click()  # it lies over the page
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("2 / 5 · Capsule lengths").wait_for(timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "present-phone-390x844.png")
+    width = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollWidth")
+    assert width <= 390, width  # nothing wider than the phone
+    assert not errors, errors
+
+
 def test_on_a_phone_the_prediction_stays_above_the_fold_after_an_example(browser, server):
     page, errors = _open_fresh(browser, server, 390, 844)
     page.get_by_role("button", name="A rotated 7").wait_for(state="visible", timeout=30_000)  # the first screen
+    _shot(page, "first-screen-phone-390x844.png")
     assert _example(page, "A rotated 7") == "7"
     page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, 0)")  # the top of the page
     page.wait_for_timeout(300)
