@@ -77,13 +77,16 @@ class Session:
     def __exit__(self, *exc) -> None:
         self._connection.__exit__(*exc)
 
-    def run(self, reports: dict[str, object] | None = None, timeout: float = 300) -> list[tuple[str, object]]:
-        """Rerun with `reports` (key -> the JSON a page reports for that element); -> [(kind, element proto)]."""
+    def run(
+        self, reports: dict[str, object] | None = None, timeout: float = 300, query: str = ""
+    ) -> list[tuple[str, object]]:
+        """Rerun with `reports` (key -> the JSON a page reports for that element) at the address's `query`
+        (a link's parameters); -> [(kind, element proto)]."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         message = BackMsg()
-        message.rerun_script.query_string = ""
+        message.rerun_script.query_string = query
         for key, value in (reports or {}).items():
             kind, element_id = self.ids[key]
             state = message.rerun_script.widget_states.widgets.add()

@@ -1513,9 +1513,10 @@ SESSIONS = 8
 
 
 @NEEDS_APP
-def test_sessions_that_draw_at_once_on_a_fresh_server_all_get_their_prediction(tmp_path, synthetic_root):
-    """Right after the server starts, every page opens and then draws at once: none may crash (Plotly read pandas
-    half-imported by another session's thread)."""
+def test_sessions_that_open_links_at_once_on_a_fresh_server_all_get_their_prediction(tmp_path, synthetic_root):
+    """Right after the server starts, pages open links to MNIST images all at once, so every first run
+    classifies and draws charts: none may crash (Plotly read pandas half-imported by another session's
+    thread: 7 to 9 of 10 such sessions crashed without the app's early import)."""
     pytest.importorskip("websockets.sync.client")
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -1523,25 +1524,20 @@ def test_sessions_that_draw_at_once_on_a_fresh_server_all_get_their_prediction(t
 
     from page_messages import Session, serve
 
-    from capsviz.ui import state
-
     env = {"CAPSVIZ_DATA": str(synthetic_root), "CAPSVIZ_RUNS": str(tmp_path / "runs"), "CAPSVIZ_VALIDATE_FIGURES": ""}
-    strokes = [{"type": "path", "t": 1, "path": [["M", 60, 40], ["L", 220, 40], ["L", 110, 240]]}]
     together = threading.Barrier(SESSIONS)
 
-    def draw(session: Session, digit: int) -> list:
+    def open_link(session: Session, k: int) -> list:
         together.wait(timeout=600)
-        return session.run({state.CANVAS: canvas_report(draw_digit(digit), strokes)})
+        return session.run(query=f"src=mnist&i={k}")
 
     log = tmp_path / "server.log"
     with serve(env, log) as address, ThreadPoolExecutor(SESSIONS) as pool, ExitStack() as stack:
         sessions = [stack.enter_context(Session(address)) for _ in range(SESSIONS)]
-        opened = list(pool.map(Session.run, sessions))  # every page opens at once
-        shown = list(pool.map(draw, sessions, range(SESSIONS)))
-    for k, elements in enumerate([*opened, *shown]):
+        shown = list(pool.map(open_link, sessions, range(SESSIONS)))
+    for k, elements in enumerate(shown):
         kinds = [kind for kind, _ in elements]
-        assert "exception" not in kinds, (k, log.read_text()[-3000:])
-    assert all(any(kind == "metric" for kind, _ in elements) for elements in shown)
+        assert "exception" not in kinds and "metric" in kinds, (k, kinds, log.read_text()[-3000:])
 
 
 @NEEDS_APP
