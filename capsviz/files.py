@@ -57,6 +57,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     try:
         _write_fd(fd, data, tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, say: the message names the file, whose old version is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror or exc} while writing {path}; it was not replaced") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1141,6 +1141,38 @@ def test_robustness_replaces_none_of_its_files_when_one_cannot_be_written(
     assert {p.name: p.read_text() for p in out.iterdir()} == {name: f"old {name}" for name in robustness_files}
 
 
+def _full_disk(monkeypatch) -> None:
+    """Every fsync fails as on a full disk: each write fails at its last step, after its data is out."""
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+def test_train_export_and_routing_accuracy_on_a_full_disk_name_the_file_and_replace_nothing(
+    good_run, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    data = ["--data-root", str(synthetic_root)]
+    report = tmp_path / "routing.json"
+    report.write_text("old report")
+    commands = {
+        "train": ["train", *data, "--limit", "64", "--batch-size", "32", "--out", str(tmp_path / "run")],
+        "export": ["export", str(good_run), *data, "--out", str(tmp_path / "new.safetensors")],
+        "routing-accuracy": ["routing-accuracy", "--checkpoint", str(good_run), *data, "--out", str(report)],
+    }
+    _full_disk(monkeypatch)
+    for name, argv in commands.items():
+        assert cli.main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "No space left on device while writing" in err and str(tmp_path) in err, (name, err)
+    monkeypatch.undo()
+    assert report.read_text() == "old report"
+    assert not (tmp_path / "new.safetensors").exists() and not (tmp_path / "run" / "last.safetensors").exists()
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # temporaries and staging folders
+    assert not leftovers, leftovers
+
+
 def test_a_robustness_run_killed_between_renames_is_finished_by_the_next_write(tiny_robustness, tmp_path):
     from capsviz.files import clean_stale
 
