@@ -540,6 +540,47 @@ def test_a_huge_png_is_refused_from_its_header(tmp_path):
     assert cli.main(["predict", str(path), "--json"]) == 1  # every image failed
 
 
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _text_chunk_bomb(png: bytes) -> bytes:
+    """`png` with a zTXt chunk that inflates to 20 MB of zeros (from about 20 KB), after its header."""
+    data = b"k\0\0" + zlib.compress(b"\0" * 20_000_000, 9)
+    chunk = struct.pack(">I", len(data)) + b"zTXt" + data + struct.pack(">I", zlib.crc32(b"zTXt" + data))
+    return png[:33] + chunk + png[33:]
+
+
+def _one_pixel_wide(height: int) -> bytes:
+    """A whole, black greyscale PNG 1 pixel wide and `height` tall."""
+    ihdr = struct.pack(">IIBBBBB", 1, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0\0" * height)  # each row: filter byte 0, one black pixel
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_odd_image_formats_read_as_their_digit_or_are_refused_plainly():
+    seven = draw_digit(7).convert("L")
+    expected = to_mnist(seven)
+    grey = np.asarray(seven, dtype=np.float32) / 255
+    same_digit = {
+        "CMYK JPEG": _encoded(seven.convert("CMYK"), "JPEG"),
+        "float TIFF": _encoded(Image.fromarray(grey), "TIFF"),
+        "32-bit integer TIFF": _encoded(Image.fromarray((grey * 100).astype(np.int32)), "TIFF"),
+    }
+    for name, data in same_digit.items():
+        x = to_mnist(data)
+        assert x is not None and torch.allclose(x, expected, atol=0.15), name
+    with pytest.raises(ValueError, match="too large"):  # Pillow's limit on text chunks, said as a ValueError
+        to_mnist(_text_chunk_bomb(_encoded(seven, "PNG")))
+    assert to_mnist(_one_pixel_wide(16_777_216)) is None  # 16.7 M pixels read, all black: blank, not a digit
+
+
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     photo = draw_digit(7, size=280).convert("L").resize((4200, 4200))  # 17.6 M pixels, over the cap
     buffer = io.BytesIO()
