@@ -168,6 +168,37 @@ def test_export_writes_weights_and_card_together(good_run, synthetic_root, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_readers_of_a_model_see_whole_exports_while_it_is_exported_again(good_run, synthetic_root, tmp_path):
+    """What the app's reruns do while `export` replaces the model they read: every load is one whole export."""
+    import threading
+
+    out = tmp_path / "ship" / "m.safetensors"
+    export = ["export", str(good_run), "--data-root", str(synthetic_root), "--out", str(out)]
+    assert cli.main([*export, "--note", "export 0"]) == 0
+    stop, notes, errors = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                notes.append(load_checkpoint(out)[1]["note"])
+            except Exception as exc:  # noqa: BLE001 - any failure is what this test looks for
+                errors.append(repr(exc))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for k in range(1, 5):
+            assert cli.main([*export, "--note", f"export {k}"]) == 0
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert not errors, errors[:3]
+    assert notes and set(notes) <= {f"export {k}" for k in range(5)}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.json", "m.safetensors"]  # nothing left staged
+
+
 def test_export_continues_an_earlier_card(good_run, synthetic_root, tmp_path):
     """A run started from a shipped model (--init) is exported with the whole history counted in."""
     earlier = tmp_path / "earlier.json"
