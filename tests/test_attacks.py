@@ -547,6 +547,8 @@ def test_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
     assert (out / "log.json").read_bytes() == before["log.json"]
     assert (out / "log.csv").read_bytes() == before["log.csv"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    checkpoint = (out / "last.safetensors").read_bytes()  # renamed before the logs: a whole epoch 3, or epoch 2
+    assert checkpoint == before["last.safetensors"] or load_checkpoint(out / "last.safetensors")[1]["epochs"] == 3
 
 
 # --- image bombs are refused before decoding; an upload is decoded once ---------------------
