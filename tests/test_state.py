@@ -20,7 +20,7 @@ from capsviz.ui.routing import COUPLINGS, VOTES  # noqa: E402
 from capsviz.ui.training import CUSTOM  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("app_env")
-LAB, EXPLORE, TRAIN = "Claims lab", "Explore", "Train"
+LAB, EXPLORE, TRAIN, TWO = "Claims lab", "Explore", "Train", "Two digits"
 EXPLORE_KEYS = (
     state.INPUT_SOURCE,
     state.SAMPLE_MODE,
@@ -148,3 +148,42 @@ def test_the_lab_sliders_and_its_routing_count_come_back_as_they_were():
     open_tab(app, LAB)
     assert_shown_as_kept(app, lab)  # not each slider's minimum, nor digit 0
     assert any("4 routing iterations" in m.value for m in app.markdown)
+
+
+def test_the_two_digits_tab_and_an_uploads_crop_keep_their_values_across_three_round_trips():
+    import io
+
+    from capsviz.ui.inputs import UPLOAD
+    from capsviz.ui.two_digit_input import DIGITS
+
+    from drawings import draw_digit
+
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(UPLOAD).run()
+    photo = io.BytesIO()
+    draw_digit(4).save(photo, format="PNG")
+    app.file_uploader(key=state.UPLOAD).set_value(("four.png", photo.getvalue(), "image/png")).run()
+    app.slider(key=state.UPLOAD_CROP_X).set_value([10, 90]).run()
+    app.slider(key=state.UPLOAD_THRESHOLD).set_value(20).run()
+    upload = controls(app, (state.INPUT_SOURCE, state.UPLOAD_CROP_X, state.UPLOAD_CROP_Y, state.UPLOAD_THRESHOLD))
+    seen = app.metric[0].value
+
+    open_tab(app, TWO)
+    app.radio(key=state.TWO_SOURCE).set_value(DIGITS).run()
+    app.selectbox(key=state.TWO_CLASS.format(0)).set_value(1).run()
+    app.selectbox(key=state.TWO_CLASS.format(1)).set_value(7).run()
+    app.slider(key=state.TWO_SHIFT.format(2)).set_value(-3).run()
+    app.slider(key=state.TWO_ITERS).set_value(2).run()
+    app.selectbox(key=state.TWO_EXTRA).set_value(5).run()
+    two_keys = (state.TWO_SOURCE, state.TWO_CLASS.format(0), state.TWO_CLASS.format(1), state.TWO_ITERS,
+                state.TWO_EXTRA, *(state.TWO_SHIFT.format(k) for k in range(4)))  # fmt: skip
+    two = controls(app, two_keys)
+    picked = app.session_state[state.TWO_PICKED]
+
+    for _ in range(3):
+        open_tab(app, EXPLORE)
+        assert_shown_as_kept(app, upload)
+        assert app.metric[0].value == seen  # the same upload, cropped as before
+        open_tab(app, TWO)
+        assert_shown_as_kept(app, two)
+        assert app.session_state[state.TWO_PICKED] == picked  # the same two test digits
