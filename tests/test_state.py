@@ -166,6 +166,8 @@ def test_the_two_digits_tab_and_an_uploads_crop_keep_their_values_across_three_r
     app.slider(key=state.UPLOAD_CROP_X).set_value([10, 90]).run()
     app.slider(key=state.UPLOAD_THRESHOLD).set_value(20).run()
     upload = controls(app, (state.INPUT_SOURCE, state.UPLOAD_CROP_X, state.UPLOAD_CROP_Y, state.UPLOAD_THRESHOLD))
+    assert upload[state.UPLOAD_CROP_X] == [10, 90] and upload[state.UPLOAD_THRESHOLD] == [20]  # applied
+    model_sees = app.session_state[state.LAB_INPUT].x.clone()  # the cropped 28x28
     seen = app.metric[0].value
 
     open_tab(app, TWO)
@@ -178,12 +180,40 @@ def test_the_two_digits_tab_and_an_uploads_crop_keep_their_values_across_three_r
     two_keys = (state.TWO_SOURCE, state.TWO_CLASS.format(0), state.TWO_CLASS.format(1), state.TWO_ITERS,
                 state.TWO_EXTRA, *(state.TWO_SHIFT.format(k) for k in range(4)))  # fmt: skip
     two = controls(app, two_keys)
+    assert [two[k] for k in two_keys[1:5]] == ["1", "7", [2], "5"] and two[state.TWO_SHIFT.format(2)] == [-3]
     picked = app.session_state[state.TWO_PICKED]
 
     for _ in range(3):
         open_tab(app, EXPLORE)
         assert_shown_as_kept(app, upload)
-        assert app.metric[0].value == seen  # the same upload, cropped as before
+        assert app.metric[0].value == seen and app.session_state[state.LAB_INPUT].x.equal(model_sees)
         open_tab(app, TWO)
         assert_shown_as_kept(app, two)
         assert app.session_state[state.TWO_PICKED] == picked  # the same two test digits
+
+
+def test_a_widget_first_drawn_in_a_run_stopped_for_a_rerun_is_sent_with_its_value_next_run():
+    """A run stopped for a rerun can end after a widget's registration but before its message reaches the browser:
+    the next run sends the value again, or the browser would mount it at the slider's minimum."""
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from capsviz.ui import state
+
+        state.run_started()
+        if st.session_state.get("show"):
+            state.widget(st.slider, "Iteration shown", 1, 5, key="iteration", default=3)
+        if not st.session_state.get("stopped"):  # as if a rerun request stopped the run here
+            state.run_finished()
+
+    app = AppTest.from_function(page).run()
+    app.session_state["show"], app.session_state["stopped"] = True, True
+    app.run()
+    app.session_state["stopped"] = False
+    app.run()
+    slider = app.slider(key="iteration")
+    assert slider.value == 3 and slider.proto.set_value and shown(slider) == [3]
+    app.run()  # drawn in a finished run: the browser holds it, nothing is sent again
+    assert app.slider(key="iteration").value == 3 and not app.slider(key="iteration").proto.set_value

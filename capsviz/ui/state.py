@@ -194,10 +194,18 @@ def put(key: str, new: Any) -> None:
     st.session_state[key] = new
 
 
+def _maybe_unsent(key: str) -> bool:
+    """Last drawn in a run stopped for a rerun: a stopped run can end between a widget's registration and its
+    message to the browser, which then mounts it at its own default unless its value is sent again."""
+    drawn = st.session_state.setdefault(DRAWN, {}).get(key)
+    return drawn is not None and st.session_state.get(FINISHED, 0) < drawn < st.session_state.get(STARTED, 0)
+
+
 def restore(key: str, default: Any = None, fits: Callable[[Any], bool] | None = None) -> None:
-    """Before a widget is drawn: a widget the last finished run did not draw gets its kept value (else `default`),
-    set through session state so that Streamlit sends it to the browser. Once per run; `fits` vets a kept value."""
-    if not _live(key):
+    """Before a widget is drawn: a widget the last finished run did not draw (or perhaps never sent) gets its kept
+    value (else `default`), set through session state so that Streamlit sends it to the browser. Once per run;
+    `fits` vets a kept value."""
+    if not _live(key) or _maybe_unsent(key):
         kept = _kept().get(key, default)
         put(key, kept if fits is None or fits(kept) else default)
     st.session_state[DRAWN][key] = st.session_state.get(STARTED, 0)
