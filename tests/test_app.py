@@ -674,6 +674,8 @@ def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(app_en
     link = re.search(r"\]\((\?[^)]+)\)", note).group(1)  # the note's link to the Two digits tab
     two = start_with({name: values[-1] for name, values in parse_qs(link[1:]).items()})
     assert two.session_state[state.TABS] == "Two digits" and two.session_state[state.TWO_SOURCE] == EXPLORED
+    drawn, linked = app.session_state[state.LAB_INPUT].x, two.session_state[state.LAB_INPUT].x
+    assert torch.allclose(drawn, linked, atol=1 / 255)  # the drawing itself, to the link's 8 bits
     assert not two.warning and not two.error
     report(app, ImageChops.lighter(draw_digit(3), draw_digit(5)))  # 5 at 0.33, 3 at 0.30: doubt, nearly tied
     assert app.metric[0].label.startswith("Not sure") and any("near-tie margin of 0.05" in w.value for w in app.warning)

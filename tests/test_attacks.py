@@ -547,7 +547,8 @@ def test_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
     assert (out / "log.json").read_bytes() == before["log.json"]
     assert (out / "log.csv").read_bytes() == before["log.csv"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    checkpoint = (out / "last.safetensors").read_bytes()  # renamed before the logs: a whole epoch 3, or epoch 2
+    # the checkpoint is whole: the old epoch 2, or epoch 3 ahead of the logs (which a resume rewrites from it)
+    checkpoint = (out / "last.safetensors").read_bytes()
     assert checkpoint == before["last.safetensors"] or load_checkpoint(out / "last.safetensors")[1]["epochs"] == 3
 
 
@@ -855,7 +856,7 @@ def test_a_killed_exports_staging_folder_is_cleaned_up(tmp_path):
     assert not stale.exists()
 
 
-# Found by the read-only review of session 10: commands that replaced what they should not.
+# Commands that must not replace what they should not: the shipped folder, a foreign file, a partial report.
 
 
 @pytest.fixture

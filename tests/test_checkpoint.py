@@ -76,11 +76,15 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, small_model, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
 
 
-def test_nothing_saved_lands_among_the_shipped_models(small_model):
-    for path in (SHIPPED_CHECKPOINT, SHIPPED_CHECKPOINT.parent / "runs" / "last.safetensors"):
+def test_nothing_saved_lands_among_the_shipped_models(small_model, tmp_path, monkeypatch):
+    shipped = tmp_path / "pretrained"  # a stand-in, so a broken guard cannot touch the real models
+    shipped.mkdir()
+    monkeypatch.setattr("capsviz.checkpoint.PRETRAINED_DIR", shipped)
+    for path in (shipped / SHIPPED_CHECKPOINT.name, shipped / "runs" / "last.safetensors"):
         with pytest.raises(CheckpointError, match="among the shipped models"):
             save_checkpoint(path, small_model)
-    assert not (SHIPPED_CHECKPOINT.parent / "runs").exists()
+    assert not list(shipped.iterdir())
+    assert save_checkpoint(tmp_path / "last.safetensors", small_model).exists()  # anywhere else is fine
 
 
 def test_optimizer_state_round_trip(tmp_path, small_model, test_device):
