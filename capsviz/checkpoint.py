@@ -44,7 +44,7 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # the float dtypes a ch
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable capsviz checkpoint; the message says what is wrong."""
+    """A file that is not a usable capsviz checkpoint, or a place one may not be written; the message says which."""
 
 
 def among_shipped(path: str | os.PathLike) -> bool:

@@ -51,15 +51,20 @@ def _temporary_prefix(name: str) -> str:
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file + fsync + rename: readers see old or new, never half."""
     path = Path(path)
+    try:
+        _replace(path, data)
+    except OSError as exc:  # a full disk, say: the message names the file, whose old version is untouched
+        said = f"{exc.strerror or exc} while writing {path}; it was not replaced"
+        raise (OSError(exc.errno, said) if exc.errno is not None else OSError(said)) from None
+
+
+def _replace(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path.parent, names=(path.name,))
     fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         _write_fd(fd, data, tmp)
         os.replace(tmp, path)
-    except OSError as exc:  # a full disk, say: the message names the file, whose old version is untouched
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, f"{exc.strerror or exc} while writing {path}; it was not replaced") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
