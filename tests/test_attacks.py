@@ -1168,6 +1168,22 @@ def test_temporaries_of_killed_writers_are_removed_when_a_run_starts(run_copy, s
     assert list(app_run.iterdir()) == []
 
 
+@NEEDS_APP
+def test_a_starting_server_removes_what_a_killed_one_left_in_its_runs(run_copy, synthetic_root, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    run = tmp_path / "runs" / "20260101-000000-abcdef"
+    run.mkdir(parents=True)
+    (run / "last.safetensors").write_bytes(run_copy.read_bytes())
+    left = run / f".last.safetensors.capsviz-{dead_pid()}-abc.tmp"
+    left.write_bytes(b"98 MB of a killed server's epoch")
+    monkeypatch.setenv("CAPSVIZ_DATA", str(synthetic_root))
+    monkeypatch.setenv("CAPSVIZ_RUNS", str(tmp_path / "runs"))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    assert not app.exception and not left.exists()  # before anyone trains
+    assert [p.name for p in run.iterdir()] == ["last.safetensors"]
+
+
 def test_a_killed_export_never_pairs_its_weights_with_the_old_card(good_run, synthetic_root, tmp_path):
     out = tmp_path / "model.safetensors"
     base = ["export", good_run, "--data-root", synthetic_root]

@@ -50,8 +50,18 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or Path.cwd() / "runs")
 
 
+@st.cache_resource(show_spinner=False)
+def _cleaned(root: str) -> bool:
+    """Once per server and runs folder: what killed writers (an earlier server, say) left in its runs goes."""
+    from capsviz.train import clean_run_folders
+
+    clean_run_folders(Path(root))
+    return True
+
+
 def run_checkpoints() -> list[Path]:
     """Checkpoints of finished or interrupted runs, newest first."""
+    _cleaned(str(runs_dir()))
     found = []
     for path in runs_dir().glob("*/last.safetensors"):
         try:
