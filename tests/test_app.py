@@ -38,7 +38,7 @@ from capsviz.model import CapsNet, CapsNetConfig  # noqa: E402
 from capsviz.preprocess import to_mnist  # noqa: E402
 from capsviz.ui import state  # noqa: E402
 from capsviz.ui.card import plain  # noqa: E402
-from capsviz.ui.inputs import MISCLASSIFIED, RANDOM, SAMPLE, UPLOAD  # noqa: E402
+from capsviz.ui.inputs import BY_CLASS, MISCLASSIFIED, RANDOM, SAMPLE, UPLOAD  # noqa: E402
 from capsviz.ui.resources import OpenRuns, run_checkpoints  # noqa: E402
 from capsviz.ui.two_digit_input import EXPLORED  # noqa: E402
 
@@ -951,6 +951,24 @@ def test_a_tiles_click_report_is_read_as_a_capsule_index():
     assert picked({"picked": 500}) == 500 and picked({"picked": 7.0}) == 7
     for junk in (None, {}, {"picked": None}, {"picked": True}, {"picked": "5"}, {"picked": 2.5}):
         assert picked(junk) is None, junk
+
+
+def test_the_last_verdict_is_cleared_before_a_search_for_a_misclassified_image(app_env, monkeypatch):
+    """A search takes a while: the verdict's place is emptied before it starts, so no stale "True label: 0
+    (correct)" stays beside it. A search stopped by an error shows what the page had sent before it."""
+    app = start()
+    app.radio(key=state.INPUT_SOURCE).set_value(SAMPLE).run()
+    app.radio(key=state.SAMPLE_MODE).set_value(BY_CLASS).run()
+    assert [type(e).__name__ for e in app.columns[1].children.values()] != ["UnknownElement"]  # a verdict
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("stopped in the search")
+
+    monkeypatch.setattr("capsviz.ui.inputs.find_misclassified", stopped)
+    app.radio(key=state.SAMPLE_MODE).set_value(MISCLASSIFIED).run()
+    assert app.exception  # (its message is redacted: the server shows no error details)
+    middle = list(app.columns[1].children.values())
+    assert [e.type for e in middle] == ["empty"], middle  # sent before the search: the verdict's place, empty
 
 
 def test_a_search_for_a_misclassified_image_is_known_before_the_input_is_drawn(app_env):
