@@ -600,6 +600,11 @@ def test_the_two_digits_tab_reads_a_pair_and_the_drawing_and_explore_keeps_it(br
     assert page.get_by_text("Test pair #").first.inner_text() != caption or "pair=0" in page.url
     assert "tab=two" in page.url and "pair=" in page.url
     _shot(page, name)
+    pair = page.get_by_text("Test pair #").first.inner_text()
+    page.reload(wait_until="domcontentloaded")  # the address bar's link reopens the tab on the same pair
+    page.get_by_text("Where routing sends the votes").first.wait_for(timeout=90_000)
+    _wait_idle(page)
+    assert page.get_by_text("Test pair #").first.inner_text() == pair
     page.locator(".st-key-two_source").get_by_text("The Explore tab's input").click()
     _wait_idle(page)
     page.get_by_text("at the centre of the 36x36 two-digit canvas").first.wait_for(timeout=60_000)
