@@ -707,6 +707,14 @@ def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server
     rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
     assert rows[0] == table_export.header(table_export.CAPSULE_COLUMNS, 16) and len(rows) == 11
     assert [row[0] for row in rows[1:] if row[2] == "1"] == ["3"]
+    page.get_by_role("button", name="Examples").click()  # a second example: the routing follows its prediction
+    page.get_by_role("button", name="A thin 1").click()
+    _wait_idle(page)
+    page.wait_for_timeout(1500)  # the canvas redraws the example and reports it: one more run
+    _wait_idle(page)
+    assert page.get_by_test_id("stMetricValue").first.inner_text().strip() == "1"
+    assert page.locator(".st-key-routing_digit input").first.input_value() == "1" and "route=1" in page.url
+    assert page.get_by_text("the mean coupling to digit 1 went").count() == 1  # the charts' digit, as shown
     assert page.locator("[data-testid='stException']").count() == 0
     assert not errors, errors
 

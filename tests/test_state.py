@@ -217,3 +217,31 @@ def test_a_widget_first_drawn_in_a_run_stopped_for_a_rerun_is_sent_with_its_valu
     assert slider.value == 3 and slider.proto.set_value and shown(slider) == [3]
     app.run()  # drawn in a finished run: the browser holds it, nothing is sent again
     assert app.slider(key="iteration").value == 3 and not app.slider(key="iteration").proto.set_value
+
+
+def test_a_report_that_crossed_a_value_set_by_the_last_run_does_not_undo_it():
+    """A new input resets the parent digit to the prediction; a component's report sent before the browser got that
+    (the canvas redrawing an example) carries the old digit: the reset stands and is sent again, so the dropdown
+    and the charts agree (they showed 1 and 7)."""
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import streamlit as st
+
+        from capsviz.ui import state
+
+        state.run_started()
+        if st.session_state.pop("new_input", False):
+            state.put("digit", 1)  # what views.sync_to_input does for a new prediction
+        st.session_state["used"] = state.widget(st.selectbox, "Parent capsule", range(10), key="digit", default=7)
+        state.run_finished()
+
+    app = AppTest.from_function(page).run()
+    app.session_state["new_input"] = True
+    app.run()
+    assert app.session_state["used"] == 1
+    app.selectbox(key="digit").set_value(7).run()  # the report that left the browser before the reset arrived
+    selectbox = app.selectbox(key="digit")
+    assert app.session_state["used"] == 1 and selectbox.value == 1 and selectbox.proto.set_value
+    app.selectbox(key="digit").set_value(7).run()  # a later choice of 7 is the user's own
+    assert app.session_state["used"] == 7

@@ -5,7 +5,8 @@ Streamlit forgets a widget's value at the end of a run that does not draw it (a 
 option), and a widget drawn again comes back at its default, in the browser too. So each control here has a
 second, persistent copy of its value: `widget` draws it and records the value; when the widget was not drawn in
 the last finished run, it first sets the kept value, which Streamlit then sends to the browser with the widget.
-`value` reads a control whether or not it is drawn; `put` sets one from code.
+`value` reads a control whether or not it is drawn; `put` sets one from code, and that value stands against a
+report that crossed it on the way (sent by the browser before it had the new value).
 
     state.run_started()                   # top of the page's script, before any widget
     iters = state.widget(st.slider, "Routing iterations", 1, 5, key=state.ROUTING_ITERS, default=3)
@@ -150,6 +151,7 @@ KEPT = "kept_values"  # {widget key: its value}, kept across runs that do not dr
 DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or in one of its fragments' reruns}
 STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)
 FINISHED = "run_finished"  # the number of the latest full run that finished (one stopped for a rerun has not)
+PUTS = "kept_puts"  # {widget key: (the full run that set it from code, its value before, the value set)}
 
 
 def _kept() -> dict:
@@ -170,6 +172,20 @@ def run_started() -> None:
         if _live(key) and key in st.session_state:
             kept[key] = st.session_state[key]
     st.session_state[STARTED] = st.session_state.get(STARTED, -1) + 1
+    _keep_what_code_set()
+
+
+def _keep_what_code_set() -> None:
+    """A report that crossed the last run's messages (a component's, say) carries a control's value from before
+    that run set it: the set value stands and is sent again. (So does a user's choice of exactly the old value
+    in the very next run, which then shows what the numbers use.)"""
+    now, puts = st.session_state[STARTED], st.session_state.setdefault(PUTS, {})
+    for key, (run, before, after) in list(puts.items()):
+        if run < now - 1:
+            del puts[key]
+        elif run == now - 1 and before != after and key in st.session_state and st.session_state[key] == before:
+            del puts[key]  # once: the next report of the old value is the user's own
+            _kept()[key] = st.session_state[key] = after
 
 
 def run_finished() -> None:
@@ -190,6 +206,8 @@ def known(key: str) -> bool:
 
 def put(key: str, new: Any) -> None:
     """Set a control's value from code (a callback, a link, a new input): before its widget is drawn in this run."""
+    before = st.session_state[key] if key in st.session_state else _kept().get(key)
+    st.session_state.setdefault(PUTS, {})[key] = (st.session_state.get(STARTED, 0), before, new)
     _kept()[key] = new
     st.session_state[key] = new
 
