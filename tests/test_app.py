@@ -830,7 +830,8 @@ def test_the_input_is_decoded_as_each_digit(app_env):
     assert len(ticks) == 10 and f"<b>{app.metric[0].value}</b>" in ticks[int(app.metric[0].value)]
     assert heatmap(app, "fig_each_digit").shape == (28, 10 * 29 - 1)
     said = next(c.value for c in app.caption if "decoder's drawing from one capsule's pose alone" in c.value)
-    assert "look alike" in said and "grey levels a pixel" in said  # why nine of the ten look the same
+    assert "long here, and their images differ from one another by" in said and "grey levels a pixel" in said
+    assert said.endswith("so their images look alike.")  # why nine of the ten look the same
 
 
 def test_alikeness_is_the_mean_pixel_difference_among_the_others_and_to_the_winner():

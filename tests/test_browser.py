@@ -713,6 +713,7 @@ def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server
     page.wait_for_timeout(1500)  # the canvas redraws the example and reports it: one more run
     _wait_idle(page)
     assert page.get_by_test_id("stMetricValue").first.inner_text().strip() == "1"
+    assert not page.get_by_role("button", name="A clean 3").is_visible()  # the popover folded off the prediction
     assert page.locator(".st-key-routing_digit input").first.input_value() == "1" and "route=1" in page.url
     assert page.get_by_text("the mean coupling to digit 1 went").count() == 1  # the charts' digit, as shown
     assert page.locator("[data-testid='stException']").count() == 0

@@ -37,6 +37,7 @@ def load(name: str) -> None:
     st.session_state.pop(state.SHARE_IMAGE, None)  # a link's image gives way, as "Draw your own" does
     canvas.show(canvas_objects(EXAMPLES[name]), _png(name))
     st.session_state[state.LESSON_SHOWN] = name
+    st.session_state[state.LESSON_POPOVER] = False  # the popover folds away, off the prediction it covered
 
 
 def shown_example() -> str | None:
@@ -77,6 +78,7 @@ def open_two_digits() -> None:
     state.put(state.TWO_SOURCE, PAIR)
     state.put(state.TWO_PAIR, TWO_DIGIT_EXAMPLE)
     st.session_state[state.TABS] = state.TAB_NAMES["two"]
+    st.session_state[state.LESSON_POPOVER] = False
 
 
 def _note() -> str | None:
@@ -96,7 +98,7 @@ def start_panel() -> None:
 def examples_popover() -> None:
     """The same, folded into a popover once there is an input, with the note beside it."""
     row = st.container(horizontal=True, vertical_alignment="center", key="lesson_compact")
-    with row.popover("Examples", icon=":material/school:", key="lesson_popover"):
+    with row.popover("Examples", icon=":material/school:", key=state.LESSON_POPOVER, on_change="rerun"):
         st.markdown(INTRO)
         _buttons()
     if note := _note():

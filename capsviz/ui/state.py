@@ -133,6 +133,7 @@ TWO_SHIFT = "two_shift_{}"  # .format(k): the first digit across, down, the seco
 LESSON_EXAMPLE = "lesson_example_{}"  # .format(name) for each capsviz.examples.EXAMPLES entry: its button
 LESSON_TWO = "lesson_two"  # the button that opens the Two digits tab on a test pair
 LESSON_SHOWN = "lesson_shown"  # the example last loaded into the canvas
+LESSON_POPOVER = "lesson_popover"  # the Examples popover beside the prediction: open or closed
 PRESENT = "present"  # the presentation-mode toggle
 PRESENT_SECTION = "present_section"  # the section on screen, one of capsviz.ui.present.SECTIONS
 PRESENT_BACK = "present_back"

@@ -80,12 +80,12 @@ def each_digit(model: CapsNet, result: Inference) -> None:
     among, to_winner = perturb.alikeness(images, result.predicted)
     others = np.delete(result.lengths, result.predicted)
     short = others.max() < 0.5 and among < to_winner  # the usual case: say why the nine look alike
-    why = "give the decoder little to draw from, so their images look alike:" if short else "and their images"
+    why = " Such short capsules give the decoder little to draw from, so their images look alike." if short else ""
     st.caption(
         f"Each image is the decoder's drawing from one capsule's pose alone, the other nine masked. The capsules "
-        f"other than {result.predicted} are {others.min():.2f} to {others.max():.2f} long here {why} they differ "
-        f"from one another by {among * 255:.0f} grey levels a pixel on average, and from the {result.predicted}'s "
-        f"by {to_winner * 255:.0f}."
+        f"other than {result.predicted} are {others.min():.2f} to {others.max():.2f} long here, and their images "
+        f"differ from one another by {among * 255:.0f} grey levels a pixel on average, and from the "
+        f"{result.predicted}'s by {to_winner * 255:.0f}.{why}"
     )
 
 
