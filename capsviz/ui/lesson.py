@@ -37,7 +37,7 @@ def load(name: str) -> None:
     st.session_state.pop(state.SHARE_IMAGE, None)  # a link's image gives way, as "Draw your own" does
     canvas.show(canvas_objects(EXAMPLES[name]), _png(name))
     st.session_state[state.LESSON_SHOWN] = name
-    st.session_state[state.LESSON_POPOVER] = False  # the popover folds away, off the prediction it covered
+    _fold_popover()
 
 
 def shown_example() -> str | None:
@@ -78,7 +78,13 @@ def open_two_digits() -> None:
     state.put(state.TWO_SOURCE, PAIR)
     state.put(state.TWO_PAIR, TWO_DIGIT_EXAMPLE)
     st.session_state[state.TABS] = state.TAB_NAMES["two"]
-    st.session_state[state.LESSON_POPOVER] = False
+    _fold_popover()
+
+
+def _fold_popover() -> None:
+    """A popover drawn under a new key starts closed: off the prediction it would cover (a report crossing the
+    change cannot reopen it, as it could through session state)."""
+    st.session_state[state.LESSON_LOADS] = st.session_state.get(state.LESSON_LOADS, 0) + 1
 
 
 def _note() -> str | None:
@@ -98,7 +104,8 @@ def start_panel() -> None:
 def examples_popover() -> None:
     """The same, folded into a popover once there is an input, with the note beside it."""
     row = st.container(horizontal=True, vertical_alignment="center", key="lesson_compact")
-    with row.popover("Examples", icon=":material/school:", key=state.LESSON_POPOVER, on_change="rerun"):
+    key = f"lesson_popover_{st.session_state.get(state.LESSON_LOADS, 0)}"
+    with row.popover("Examples", icon=":material/school:", key=key):
         st.markdown(INTRO)
         _buttons()
     if note := _note():

@@ -133,7 +133,7 @@ TWO_SHIFT = "two_shift_{}"  # .format(k): the first digit across, down, the seco
 LESSON_EXAMPLE = "lesson_example_{}"  # .format(name) for each capsviz.examples.EXAMPLES entry: its button
 LESSON_TWO = "lesson_two"  # the button that opens the Two digits tab on a test pair
 LESSON_SHOWN = "lesson_shown"  # the example last loaded into the canvas
-LESSON_POPOVER = "lesson_popover"  # the Examples popover beside the prediction: open or closed
+LESSON_LOADS = "lesson_loads"  # examples loaded so far: each gives the Examples popover a new key, so it folds
 PRESENT = "present"  # the presentation-mode toggle
 PRESENT_SECTION = "present_section"  # the section on screen, one of capsviz.ui.present.SECTIONS
 PRESENT_BACK = "present_back"
@@ -178,8 +178,9 @@ def run_started() -> None:
 
 def _keep_what_code_set() -> None:
     """A report that crossed the last run's messages (a component's, say) carries a control's value from before
-    that run set it: the set value stands and is sent again. (So does a user's choice of exactly the old value
-    in the very next run, which then shows what the numbers use.)"""
+    that run set it: the set value stands and is sent again, once. (So does a user's choice of exactly the old
+    value in the very next run, which then shows what the numbers use.) A callback's put needs none of this: it
+    is applied after the report."""
     now, puts = st.session_state[STARTED], st.session_state.setdefault(PUTS, {})
     for key, (run, before, after) in list(puts.items()):
         if run < now - 1:
