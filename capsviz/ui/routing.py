@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from capsviz.analysis import compare, routing_accuracy, trace_export, xray
+from capsviz.analysis import routing_accuracy, trace_export, xray
 from capsviz.analysis.inference import Inference
 from capsviz.figures import viz, viz_routing
 from capsviz.ui import routing_play, state, tiles
@@ -75,11 +75,8 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
     st.subheader("Dynamic routing, measured on this input")
     controls = st.columns([1, 1, 2, 1])
     with controls[0]:
-        if state.value(state.ROUTING_VIEW, COUPLINGS) == COMPARE:  # shows two fixed counts: no slider to mislead
-            st.session_state[state.ROUTING_PLAYING] = None
-            uniform, routed = compare.compared_counts(config.routing_iters, full.iterations)
-            st.caption(f"Iterations shown: {uniform} and {routed}, side by side.")
-            iteration = ray.iterations
+        if state.value(state.ROUTING_VIEW, COUPLINGS) == COMPARE:  # two fixed counts: no slider to mislead
+            iteration = routing_play.fixed_counts(config.routing_iters, full.iterations)
         else:
             iteration = routing_play.iteration_slider(ray.iterations)
     digits = range(config.num_classes)

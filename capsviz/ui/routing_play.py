@@ -94,6 +94,14 @@ def iteration_slider(last: int) -> int:
     return iteration
 
 
+def fixed_counts(model_iters: int, available: int) -> int:
+    """In place of the slider, for the comparison's two fixed counts: names them, stops any play; the last."""
+    st.session_state[state.ROUTING_PLAYING] = None
+    uniform, routed = compare.compared_counts(model_iters, available)
+    st.caption(f"Iterations shown: {uniform} and {routed}, side by side.")
+    return routed
+
+
 def compare_view(full: xray.RoutingXray, model_iters: int, centres) -> None:
     """The same input with uniform couplings (1 iteration) and with the model's count, side by side."""
     uniform, routed = compare.compared_counts(model_iters, full.iterations)

@@ -185,7 +185,7 @@ def _keep_what_code_set() -> None:
     for key, (run, before, after) in list(puts.items()):
         if run < now - 1:
             del puts[key]
-        elif run == now - 1 and before != after and key in st.session_state and st.session_state[key] == before:
+        elif run == now - 1 and key in st.session_state and st.session_state[key] == before:
             del puts[key]  # once: the next report of the old value is the user's own
             _kept()[key] = st.session_state[key] = after
 
@@ -209,7 +209,8 @@ def known(key: str) -> bool:
 def put(key: str, new: Any) -> None:
     """Set a control's value from code (a callback, a link, a new input): before its widget is drawn in this run."""
     before = st.session_state[key] if key in st.session_state else _kept().get(key)
-    st.session_state.setdefault(PUTS, {})[key] = (st.session_state.get(STARTED, 0), before, new)
+    if before != new:  # only a change can be crossed by a report of the old value
+        st.session_state.setdefault(PUTS, {})[key] = (st.session_state.get(STARTED, 0), before, new)
     _kept()[key] = new
     st.session_state[key] = new
 
