@@ -161,6 +161,16 @@ def test_the_two_iteration_controls_say_how_they_differ(app_env):
     assert "Iteration shown" in run.help and "every prediction" in run.help
 
 
+def test_one_routing_iteration_says_what_is_shown_where_the_slider_was(app_env):
+    """With a single iteration there is nothing to step through: a line in place of the slider, no gap."""
+    app = draw(start(), 3)
+    app.slider(key=state.ROUTING_ITERS).set_value(1).run()
+    assert not app.exception
+    assert [s.key for s in app.slider].count(state.ROUTING_ITERATION) == 0
+    assert any("only one the prediction ran" in c.value for c in app.caption)
+    assert not any(b.key == state.ROUTING_PLAY for b in app.button)
+
+
 def test_each_routing_view_carries_its_measured_summary(app_env):
     app = draw(start(), 3)
     assert "routing moved" in measured_line(app) and "capsule" in measured_line(app)

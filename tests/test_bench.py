@@ -164,3 +164,10 @@ def test_the_multimnist_pilot_times_both_capsnets_side_by_side(synthetic_root, c
     assert (result["mnist"]["input"], result["multimnist"]["input"]) == ("28x28", "36x36")
     assert result["mnist"]["steps_timed"] == result["multimnist"]["steps_timed"] == 1 and result["ratio_cpu"] > 0
     assert result["command"].startswith("python -m capsviz.bench.multimnist --data-root")
+
+
+def test_every_measured_section_has_a_table_and_runs_in_the_tables_order():
+    from capsviz.bench import __main__ as bench_main
+    from capsviz.bench import report
+
+    assert tuple(bench_main.MEASURES) == tuple(report.SECTIONS)

@@ -149,7 +149,7 @@ def _lesson(args, device: torch.device) -> dict:
     return quick_lesson(args.data_root)
 
 
-MEASURES = {  # in the order they run and are tabled
+MEASURES = {  # in the order they run; report.SECTIONS tables the same names
     "training": _training,
     "kernels": _kernels,
     "interaction": _interaction,

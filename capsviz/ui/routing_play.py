@@ -74,8 +74,9 @@ ITERATION_HELP = (
 
 def iteration_slider(last: int) -> int:
     """The routing views' iteration (1..last), with Play beside it."""
-    if last == 1:
+    if last == 1:  # nothing to step through: say so where the slider would be
         st.session_state[state.ROUTING_PLAYING] = None
+        st.caption("Iteration shown: 1, the only one the prediction ran: every coupling is 1/10.")
         return 1
     _advance(last)
     fits = range(1, last + 1).__contains__
