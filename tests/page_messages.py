@@ -35,6 +35,22 @@ def sends(app, key: str, value):
     return app._run(states)
 
 
+def sends_text(app, key: str, text: str):
+    """Rerun `app` as after a page reported raw `text` for the element under `key`: what a crafted page can send
+    where a browser sends JSON."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    kind, element_id = next(
+        (kind, e.proto.id) for kind in KINDS for e in app.get(kind) if e.proto.id.endswith(f"-{key}")
+    )
+    states = WidgetStates()
+    states.CopyFrom(app._tree.get_widget_states())
+    state = next((w for w in states.widgets if w.id == element_id), None) or states.widgets.add()
+    state.id = element_id
+    setattr(state, "string_value" if kind == "plotly_chart" else "json_value", text)
+    return app._run(states)
+
+
 def fires(app, key: str, event: str, value):
     """Rerun `app` as the page does after the element under `key` fired `event` with `value` (setTriggerValue):
     a trigger, sent once, so the same value fired twice runs its callback twice."""

@@ -1336,6 +1336,25 @@ def test_a_live_decoder_report_that_is_not_16_numbers_is_ignored(app_env):
 
 
 @NEEDS_APP
+def test_a_report_that_is_not_json_is_dropped_and_the_session_goes_on(app_env):
+    from page_messages import sends_text
+
+    from capsviz.ui import state
+
+    app = drawn(app_test())
+    shown = app.metric[0].value
+    not_json = ["{bad", "[" * 100_000, "1" * 5_000, ""]
+    for key in (state.CANVAS, state.ROUTING_OVERLAY, state.ROUTING_TICKER):
+        for text in not_json:
+            sends_text(app, key, text)
+            assert not app.exception, (key, text[:10], app.exception)
+            app.run()  # Streamlit keeps what a page sent: a later rerun must read it too
+            assert not app.exception and app.metric[0].value == shown, (key, text[:10], app.exception)
+    drawn(app, 7)  # a real drawing is still read
+    assert app.metric[0].value == "7"
+
+
+@NEEDS_APP
 def test_a_canvas_report_that_is_not_a_drawing_is_ignored_with_a_warning_and_later_runs_work(app_env):
     from page_messages import sends
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from capsviz.analysis.inference import from_xray
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.ui import canvas, inputs, present, share, state, two_digit_input
+from capsviz.ui import canvas, inputs, present, share, state, two_digit_input, widget_guard
 from capsviz.ui.downloads import input_downloads
 from capsviz.ui.guide import guided_path
 from capsviz.ui.inputs import ModelInput, model_input
@@ -33,6 +33,8 @@ PAGE_CSS = """<style>
 }
 </style>"""
 TABS = tuple(state.TAB_NAMES.values())
+widget_guard.install()  # once per server process, before a later rerun reads what a page reported
+
 LINK_CAPTION = (
     ":material/link: The address bar holds this view: the open tab, the input, model and routing iterations, the "
     "routing view, iteration, parent digit and inspected capsule, the guided path's stage, the pose digit and its "
