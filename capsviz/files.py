@@ -203,7 +203,7 @@ def _lock(path: Path, option: str) -> int:
                 return fd
         except FileNotFoundError:
             pass
-        os.close(fd)  # the holder removed it between our open and our lock: take the new one
+        os.close(fd)  # the holder removed it between this open and this lock: take the new one
 
 
 def _create_lock(path: Path, option: str) -> int:

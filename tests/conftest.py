@@ -30,7 +30,7 @@ NEEDS_APP = pytest.mark.skipif(
 os.environ["CAPSVIZ_VALIDATE_FIGURES"] = "1"
 
 # No test may download anything: subprocesses get every proxy pointed at a closed local
-# port, so a machine with internet behaves like ours (torchvision downloads through urllib).
+# port, so a machine with internet behaves like one without (torchvision downloads through urllib).
 CLOSED_PORT = "http://127.0.0.1:9"
 OFFLINE_ENV = {
     **os.environ,

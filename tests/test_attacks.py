@@ -799,7 +799,7 @@ def test_the_shipped_streamlit_config_is_what_capsviz_app_passes():
     assert "--server.address=localhost" in line and line[-2:] == ["--server.port", "8502"]  # later flags win
 
 
-# Found by the review of the merged registry, trace and export code (session 4).
+# Cases from a review of the registry, trace and export code.
 
 
 @pytest.mark.parametrize(

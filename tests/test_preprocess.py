@@ -175,7 +175,7 @@ def test_encoded_bytes_are_accepted():
 
 
 def test_an_mnist_digit_survives_the_round_trip(mnist_root):
-    """Upscale a real MNIST digit onto a big canvas, off-centre: we get (nearly) it back."""
+    """Upscale a real MNIST digit onto a big canvas, off-centre: it comes back (nearly) unchanged."""
     from capsviz.data import load_mnist
 
     split = load_mnist(mnist_root, train=False)

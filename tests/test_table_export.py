@@ -1,4 +1,4 @@
-"""capsviz.table_export: the CSV downloads hold the numbers they document, checked against hand-made cases."""
+"""capsviz.analysis.table_export: the CSV downloads hold the numbers they document, checked against hand-made cases."""
 
 from __future__ import annotations
 

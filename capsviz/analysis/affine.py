@@ -13,8 +13,8 @@ about the centre or an integer shift moves pixel centres onto pixel centres and 
 The affNIST-like set draws, per image and from a seeded generator, a rotation in +-20 degrees,
 a shear in +-0.2 and a scale in 0.8-1.2 per axis (affNIST's ranges), then a translation drawn
 uniformly among those that keep the ink inside the frame. affNIST applies its ranges to MNIST
-digits on a 40x40 canvas; ours differs in three ways: the canvas stays 28x28 (our models read
-28x28), the translation is bounded by the ink's own box so no ink leaves the frame, and
+digits on a 40x40 canvas; this set differs in three ways: the canvas stays 28x28 (capsviz's
+MNIST models read 28x28), the translation is bounded by the ink's own box so no ink leaves the frame, and
 resampling is bilinear. A digit whose transformed ink box would not fit the frame is shrunk just
 enough to fit: 887 of the 10,000 test digits at seed 0, none by less than 0.81 (`shrink_factors`;
 the robustness report counts them). Nothing is written to disk: the set is regenerated from MNIST test.

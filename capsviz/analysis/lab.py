@@ -291,8 +291,8 @@ def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list
 
 
 def affine_gaps(entries: list[dict], test_images) -> tuple[dict | None, list[dict]]:
-    """The measured size of the paper's claim on our set, image by image (`robustness.comparisons`): the first
-    CapsNet at its trained routing against the first CNN (None when the report cannot say), and what other
+    """The measured size of the paper's claim on the affNIST-like set, image by image (`robustness.comparisons`):
+    the first CapsNet at its trained routing against the first CNN (None when the report cannot say), and what other
     routing counts change against the trained one."""
     rows = robustness.comparisons(entries, test_images)
     against_cnn = next((row for row in rows if row["against"] == "cnn"), None)

@@ -51,7 +51,8 @@ PAPER_NOTE = (
     f"on affNIST, a CNN with a similar number of parameters and 99.22% only **{PAPER_AFFNIST['cnn']:.0%}**."
 )
 OURS_NOTE = (
-    "Ours differ: both models are trained with shifts of up to 2 pixels on the 28x28 frame, and our affNIST-like set "
+    "capsviz's models and set differ: both models are trained with shifts of up to 2 pixels on the 28x28 frame, "
+    "and the affNIST-like set "
     "is not affNIST: the same ranges of rotation, shear and scale, but on the 28x28 frame (not 40x40), with "
     "translations that keep the ink inside it and bilinear resampling (`capsviz/analysis/affine.py`). "
     "Compare the gap between the models, not the numbers."
@@ -367,7 +368,7 @@ def robustness_table(loaded: LoadedModel, baseline: LoadedModel | None) -> None:
 
 
 def _gap_line(gap: dict) -> str:
-    """The measured size of the paper's claim on our set, with its noise: the effect next to the table."""
+    """The measured size of the paper's claim on the affNIST-like set, with its noise: the effect next to the table."""
     paper = 100 * (PAPER_AFFNIST["capsnet"] - PAPER_AFFNIST["cnn"])
     return (
         f"**Measured gap on the affNIST-like set:** {plain(gap['a'])} {gap['accuracy_a']:.2%} − {plain(gap['b'])} "
