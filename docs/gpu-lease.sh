@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# One GPU lease in one command (docs/gpu.md): a short GPU bench, then five training runs at once on the
-# one GPU (the three MultiMNIST runs and the MNIST CapsNet with 3 and with 1 routing iteration) beside
-# the CUDA tests, all stopped by one clock; then exports and routing reports, packed into at most 8 files
-# under $OUT. A CPU dry run: LEASE_DEVICE=cpu LEASE_LIMIT=256 LEASE_TRAIN_S=100 LEASE_BENCH_S=10 LEASE_TESTS_S=20.
+# The GPU path in one command (docs/gpu.md), for a machine with one CUDA GPU: the GPU bench alone, then
+# five training runs at once on the one GPU (the three MultiMNIST runs and the MNIST CapsNet with 3 and
+# with 1 routing iteration) beside the CUDA tests (the test files that use the test_device fixture), all
+# stopped by one clock; then exports and routing reports, packed under $OUT as lease.log and lease.tar.NN
+# (16,000,000-byte parts). Each step has its own clock: LEASE_BENCH_S, LEASE_TESTS_S, LEASE_TRAIN_S.
+# A CPU dry run: LEASE_DEVICE=cpu LEASE_LIMIT=256 LEASE_TRAIN_S=100 LEASE_BENCH_S=10 LEASE_TESTS_S=20.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 : "${OUT:?OUT must name the folder that comes back}"
 DATA=${LEASE_DATA:-.gpu-data}
 DEVICE=${LEASE_DEVICE:-cuda}
 LIMIT=${LEASE_LIMIT:+--limit $LEASE_LIMIT}
-BENCH_S=${LEASE_BENCH_S:-40} TESTS_S=${LEASE_TESTS_S:-60} TRAIN_S=${LEASE_TRAIN_S:-300}
+BENCH_S=${LEASE_BENCH_S:-240} TESTS_S=${LEASE_TESTS_S:-120} TRAIN_S=${LEASE_TRAIN_S:-300}
 WORK=${LEASE_WORK:-/tmp/capsviz-lease}
 BACK=$WORK/back
 rm -rf "$WORK" && mkdir -p "$BACK"
@@ -23,7 +25,7 @@ say "device: $GPU, torch $(python3 -c 'import torch; print(torch.__version__)')"
 # unpacked once here, not by five runs at once
 python3 -c 'import sys; from capsviz.data import load_mnist; [load_mnist(sys.argv[1], train=t) for t in (True, False)]' "$DATA"
 say "1. GPU bench alone (${BENCH_S} s)"
-timeout "$BENCH_S" python3 -m capsviz.bench --device "$DEVICE" --sections training --plain \
+timeout "$BENCH_S" python3 -m capsviz.bench --device "$DEVICE" --sections training --plain --epoch \
   --steps 20 --rounds 3 --warmup 5 --data-root "$DATA" --json "$BACK/bench-gpu.json" 2>&1 | tail -n 30 | tee -a "$BACK/lease.log"
 
 declare -A RUNS=(
@@ -41,7 +43,7 @@ for run in "${!RUNS[@]}"; do
 done
 CAPSVIZ_TEST_DEVICE=$DEVICE timeout "$TESTS_S" python3 -m pytest -v -p no:cacheprovider \
   --junitxml="$BACK/tests-cuda.xml" tests/test_model.py tests/test_routing.py tests/test_fastpath.py \
-  tests/test_checkpoint.py tests/test_multimnist.py >"$BACK/tests-cuda.log" 2>&1  # -v: a cut run still names each result
+  tests/test_checkpoint.py tests/test_train.py >"$BACK/tests-cuda.log" 2>&1  # -v: a cut run still names each result
 tail -n 5 "$BACK/tests-cuda.log" | tee -a "$BACK/lease.log"
 wait
 for run in "${!RUNS[@]}"; do
