@@ -51,6 +51,24 @@ def sends_text(app, key: str, text: str):
     return app._run(states)
 
 
+def sends_widgets(app, values: dict):
+    """Rerun `app` as after the page reported each widget under a key in `values` as {key: (field, value)}: a
+    widget state's field (`string_value`, `string_array_value`, `trigger_value`, ...) holding any value at all."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    states = WidgetStates()
+    states.CopyFrom(app._tree.get_widget_states())
+    for key, (field, value) in values.items():
+        state = next((w for w in states.widgets if w.id.endswith(f"-{key}")), None)
+        assert state is not None, f"no widget {key} on the page"
+        if field.endswith("_array_value"):
+            getattr(state, field).ClearField("data")
+            getattr(state, field).data.extend(value)
+        else:
+            setattr(state, field, value)
+    return app._run(states)
+
+
 def fires(app, key: str, event: str, value):
     """Rerun `app` as the page does after the element under `key` fired `event` with `value` (setTriggerValue):
     a trigger, sent once, so the same value fired twice runs its callback twice."""

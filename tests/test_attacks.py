@@ -1355,6 +1355,50 @@ def test_a_report_that_is_not_json_is_dropped_and_the_session_goes_on(app_env):
 
 
 @NEEDS_APP
+def test_a_choice_the_page_does_not_offer_is_never_kept_even_with_a_tab_switch_in_the_same_message(app_env):
+    from app_pages import open_tab
+    from page_messages import sends_widgets
+
+    from capsviz.ui import state
+
+    def after_switch(app, tab: str, values: dict) -> None:
+        app.session_state[state.TABS] = tab  # the switch and the crafted value arrive together
+        sends_widgets(app, values)
+        assert not app.exception, (values, app.exception)
+        app.run()  # and every later run still works
+        assert not app.exception, (values, app.exception)
+
+    app = drawn(app_test())
+    after_switch(app, "Claims lab", {state.ROUTING_DIGIT: ("string_value", "Bogus")})
+    after_switch(app, "Explore", {state.LAB_DIGIT: ("string_value", "Bogus")})
+    after_switch(app, "Claims lab", {state.POSE_CLASS: ("string_value", "Bogus")})
+    open_tab(app, "Explore")
+    assert app.metric[0].value == "3"
+    open_tab(app, "Two digits")
+    after_switch(app, "Explore", {state.TWO_SOURCE: ("string_value", "Bogus")})
+    assert app.metric[0].value == "3"
+
+
+@NEEDS_APP
+def test_presentation_steps_from_a_section_the_page_does_not_offer_and_an_unknown_tab(app_env):
+    from page_messages import sends_widgets
+
+    from capsviz.ui import present, state
+
+    app = drawn(app_test())
+    app.session_state[state.PRESENT] = True
+    app.run()
+    assert not app.exception, app.exception
+    sends_widgets(app, {state.PRESENT_SECTION: ("string_array_value", []), state.PRESENT_NEXT: ("trigger_value", True)})
+    assert not app.exception, app.exception
+    assert app.session_state[state.PRESENT_SECTION] == present.SECTIONS[1]  # Next from the section kept
+    app.session_state[state.TABS] = "Bogus"
+    app.run()
+    assert not app.exception, app.exception
+    assert "tab" not in app.query_params
+
+
+@NEEDS_APP
 def test_a_canvas_report_that_is_not_a_drawing_is_ignored_with_a_warning_and_later_runs_work(app_env):
     from page_messages import sends
 

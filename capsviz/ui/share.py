@@ -339,8 +339,9 @@ def _two_params() -> dict[str, str]:
     """The Two digits tab's picture and routing count, once the tab has set them."""
     params = {}
     source = state.value(state.TWO_SOURCE)
-    if source is not None:
-        params["two_src"] = next(name for name, label in TWO_SOURCES.items() if label == source)
+    name = next((name for name, label in TWO_SOURCES.items() if label == source), None)
+    if name is not None:
+        params["two_src"] = name
     if source == PAIR and state.value(state.TWO_PAIR) is not None:
         params["pair"] = str(int(state.value(state.TWO_PAIR)))
     picked = st.session_state.get(state.TWO_PICKED)
@@ -361,9 +362,10 @@ def two_digit_link(source: ModelInput | None) -> str:
 def publish() -> None:
     """Write the current view into the address bar (from any tab, and from the fragments that change it)."""
     params = {}
-    tab = st.session_state.get(state.TABS, TABS["explore"])
-    if tab != TABS["explore"]:
-        params["tab"] = next(name for name, label in TABS.items() if label == tab)
+    tab = st.session_state.get(state.TABS)  # undrawn while presenting: what a page sent, unchecked
+    name = next((name for name, label in TABS.items() if label == tab), "explore")
+    if name != "explore":
+        params["tab"] = name
     params.update(_input_params(st.session_state.get(state.LAB_INPUT)))
     choice = st.session_state.get(state.CHECKPOINT_CHOICE, SHIPPED)
     if choice == SHIPPED:

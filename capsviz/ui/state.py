@@ -6,7 +6,8 @@ option), and a widget drawn again comes back at its default, in the browser too.
 second, persistent copy of its value: `widget` draws it and records the value; when the widget was not drawn in
 the last finished run, it first sets the kept value, which Streamlit then sends to the browser with the widget.
 `value` reads a control whether or not it is drawn; `put` sets one from code, and that value stands against a
-report that crossed it on the way (sent by the browser before it had the new value).
+report that crossed it on the way (sent by the browser before it had the new value). A value the widget does not
+offer (a crafted page can send any) is never kept or read: the control keeps its last value.
 
     state.run_started()                   # top of the page's script, before any widget
     iters = state.widget(st.slider, "Routing iterations", 1, 5, key=state.ROUTING_ITERS, default=3)
@@ -17,6 +18,7 @@ report that crossed it on the way (sent by the browser before it had the new val
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Number
 from typing import Any
 
 import streamlit as st
@@ -153,6 +155,9 @@ DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or i
 STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)
 FINISHED = "run_finished"  # the number of the latest full run that finished (one stopped for a rerun has not)
 PUTS = "kept_puts"  # {widget key: (the full run that set it from code, its value before, the value set)}
+OFFERS = "kept_offers"  # {widget key: what its widget accepts, value -> bool}, from the last time it was drawn
+CHOICES = ("radio", "selectbox", "segmented_control")  # widgets whose value is one of their options
+SWITCHES = ("checkbox", "toggle")
 
 
 def _kept() -> dict:
@@ -166,11 +171,22 @@ def _live(key: str) -> bool:
     return drawn is not None and drawn >= st.session_state.get(FINISHED, 0)
 
 
+def _offered(key: str, value: Any) -> bool:
+    """Whether `key`'s widget, as last drawn, offers `value`."""
+    fits = st.session_state.get(OFFERS, {}).get(key)
+    return fits is None or bool(fits(value))
+
+
+def _sent(key: str) -> bool:
+    """Drawn lately, and the browser's value is one its widget offers."""
+    return _live(key) and key in st.session_state and _offered(key, st.session_state[key])
+
+
 def run_started() -> None:
     """Before any widget of a full run: the values of the widgets still drawn, as the browser sent them."""
     kept = _kept()
     for key in st.session_state.setdefault(DRAWN, {}):
-        if _live(key) and key in st.session_state:
+        if _sent(key):
             kept[key] = st.session_state[key]
     st.session_state[STARTED] = st.session_state.get(STARTED, -1) + 1
     _keep_what_code_set()
@@ -197,7 +213,7 @@ def run_finished() -> None:
 
 def value(key: str, default: Any = None) -> Any:
     """A control's value, drawn in this run or not (in a callback too, before the run has started)."""
-    if _live(key) and key in st.session_state:
+    if _sent(key):
         return st.session_state[key]
     return _kept().get(key, default)
 
@@ -224,9 +240,9 @@ def _maybe_unsent(key: str) -> bool:
 
 def restore(key: str, default: Any = None, fits: Callable[[Any], bool] | None = None) -> None:
     """Before a widget is drawn: a widget the last finished run did not draw (or perhaps never sent) gets its kept
-    value (else `default`), set through session state so that Streamlit sends it to the browser. Once per run;
-    `fits` vets a kept value."""
-    if not _live(key) or _maybe_unsent(key):
+    value (else `default`), set through session state so that Streamlit sends it to the browser, and so does one
+    whose browser sent a value it does not offer. Once per run; `fits` vets a kept value."""
+    if not _live(key) or _maybe_unsent(key) or (key in st.session_state and not _sent(key)):
         kept = _kept().get(key, default)
         put(key, kept if fits is None or fits(kept) else default)
     st.session_state[DRAWN][key] = st.session_state.get(STARTED, 0)
@@ -238,7 +254,38 @@ def widget(make: Callable, *args, key: str, default: Any = None, fits: Callable[
 
     The widget gets no value or default argument of its own: `default` is its value until the user sets one.
     """
+    st.session_state.setdefault(OFFERS, {})[key] = _accepts(getattr(make, "__name__", ""), args, kwargs)
     restore(key, default, fits)
     drawn = make(*args, key=key, **kwargs)
     _kept()[key] = drawn
     return drawn
+
+
+def _accepts(kind: str, args: tuple, kwargs: dict) -> Callable[[Any], bool]:
+    """What a widget drawn as `kind(*args, **kwargs)` accepts: one of its options, a number within its bounds, or a
+    bool."""
+    if kind in CHOICES:
+        options = tuple(kwargs.get("options", args[1] if len(args) > 1 else ()))
+        return lambda value: _among(value, options)
+    if kind in ("slider", "number_input"):
+        low = kwargs.get("min_value", args[1] if len(args) > 1 else None)
+        high = kwargs.get("max_value", args[2] if len(args) > 2 else None)
+        return lambda value: all(_within(v, low, high) for v in (value if _is_range(value) else (value,)))
+    if kind in SWITCHES:
+        return lambda value: isinstance(value, bool)
+    return lambda value: True
+
+
+def _among(value: Any, options: tuple) -> bool:
+    plain = isinstance(value, (str, Number)) and not isinstance(value, bool)  # what a page sends may be anything
+    return plain and any(value == option for option in options)
+
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2  # a slider's range: (low, high)
+
+
+def _within(value: Any, low: Any, high: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Number) or value != value:
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
