@@ -56,7 +56,7 @@ PRESETS = {  # widget values each preset sets; Custom leaves them to the user
         state.TRAIN_EVAL_LIMIT: 10_000,
     },
 }
-QUICK_MEASURED = (  # python -m capsviz.bench --sections lesson (the app's own worker thread): bench/app-2026-11-23.json
+QUICK_MEASURED = (  # docs/bench/app-2026-11-23.json: python -m capsviz.bench --sections lesson (the app's thread)
     "about a minute on a 2-core CPU (50 s and 87.5% on the 1,000 test images on a 2-core AMD EPYC VM "
     "without a GPU, 2026-11-23)"
 )
