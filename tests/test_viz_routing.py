@@ -21,13 +21,24 @@ def test_field_centres_are_the_receptive_field_centres():
 
 def test_split_overlay_of_uniform_couplings_is_small_grey_dots_and_no_winner():
     fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), np.full((G * G, J), 0.1), CENTRES, iteration=1)
-    heat, dots = fig.data
+    heat, dots, tie = fig.data
     assert heat.type == "heatmap" and dots.type == "scatter"
+    assert tie.name == "tie" and tie.marker.symbol == viz_routing.TIE_SYMBOL  # the legend names the open ring
     np.testing.assert_allclose(np.asarray(dots.x, dtype=float), CENTRES[:, 0])  # at each field's centre
     np.testing.assert_allclose(np.asarray(dots.y, dtype=float), CENTRES[:, 1])
     np.testing.assert_allclose(np.asarray(dots.marker.size, dtype=float), viz_routing.DOT_MIN)  # nothing moved
     assert set(dots.marker.color) == {viz_routing.TIE_COLOR} and all(t == "no winner (tie)" for t in dots.text)
-    assert "36/36 tied" in fig.layout.title.text and "0 to 0.0000 moved" in fig.layout.title.text
+    assert set(dots.marker.symbol) == {viz_routing.TIE_SYMBOL}
+    assert "36/36 tied" in fig.layout.title.text and "no position moved" in fig.layout.title.text
+
+
+def test_split_overlay_of_float_noise_is_no_scale():
+    split = np.full((G * G, J), 0.1)
+    split[5, 2] += 3e-9  # what float32 averaging leaves at iteration 1, where nothing moved
+    split[5, 3] -= 3e-9
+    fig = viz_routing.split_overlay_figure(np.zeros((28, 28)), split, CENTRES, iteration=1)
+    np.testing.assert_allclose(np.asarray(fig.data[1].marker.size, dtype=float), viz_routing.DOT_MIN)
+    assert "no position moved" in fig.layout.title.text
 
 
 def test_split_overlay_sizes_each_position_by_its_distance_from_uniform():
@@ -42,6 +53,8 @@ def test_split_overlay_sizes_each_position_by_its_distance_from_uniform():
     assert sizes[7] == pytest.approx(viz_routing.DOT_MAX) and sizes[0] == pytest.approx(viz_routing.DOT_MIN)
     assert sizes[8] == pytest.approx(viz_routing.DOT_MIN + (viz_routing.DOT_MAX - viz_routing.DOT_MIN) * 0.05 / 0.9)
     assert dots.marker.color[7] == viz.DIGIT_COLORS[3] and dots.text[7] == "favours digit 3"
+    assert [t.name for t in fig.data[2:]] == ["3", "tie"]  # the legend: each favoured digit's colour, then ties
+    assert fig.data[2].marker.color == viz.DIGIT_COLORS[3]
     assert "34/36 tied" in fig.layout.title.text and "0 to 0.9000 moved" in fig.layout.title.text
     assert list(dots.customdata[7][:2]) == [1, 1]  # a click on it picks row 1, column 1
 

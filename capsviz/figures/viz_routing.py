@@ -34,6 +34,7 @@ from capsviz.figures.viz import (
 
 DOT_MIN, DOT_MAX = 3.0, 14.0  # px: uniform couplings, and the position furthest from uniform in this figure
 TIE_COLOR = "#888888"  # readable on light and dark themes
+TIE_SYMBOL = "circle-open"  # a ring: a tie reads apart from every digit's colour (7's is a grey too)
 SPLIT_OPACITY = 0.9
 VOTE_SIZE_MAX = 16.0  # px, the longest vote of this digit
 VOTE_SIZE_MIN = 2.0
@@ -56,7 +57,8 @@ def departure(split: np.ndarray) -> np.ndarray:
 def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarray, *, iteration: int) -> go.Figure:
     """The input, and at each primary-grid position's field centre a dot: its size says how far the position's
     couplings (averaged over the capsule types there) are from uniform, on a scale the title states; its colour
-    the digit they favour, grey where two digits tie. split: (G*G, J) from `xray.position_split`.
+    the digit they favour (the legend names each), an open grey ring where two digits tie. split: (G*G, J) from
+    `xray.position_split`.
 
     centres: (G*G, 2) field centres (x, y) in input pixels, from `xray.field_centres`.
     """
@@ -66,16 +68,18 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
     rows, cols = np.divmod(np.arange(cells), g)  # (G*G,) each
     moved = departure(split)  # (G*G,)
     span = float(moved.max())
+    scaled = span > xray.TIE_TOLERANCE  # float32 sums leave ~1e-9 where nothing moved: that is not a scale
     winners = [xray.winner(row) for row in split]
     verdict = [f"favours digit {w}" if w is not None else "no winner (tie)" for w in winners]
     colours = [DIGIT_COLORS[w % len(DIGIT_COLORS)] if w is not None else TIE_COLOR for w in winners]
-    size = DOT_MIN + (DOT_MAX - DOT_MIN) * (moved / span if span > 0 else np.zeros(cells))  # (G*G,)
+    size = DOT_MIN + (DOT_MAX - DOT_MIN) * (moved / span if scaled else np.zeros(cells))  # (G*G,)
     dots = dict(
         type="scatter",
         mode="markers",
         x=np.asarray(centres, dtype=np.float64)[:, 0],
         y=np.asarray(centres, dtype=np.float64)[:, 1],
-        marker={"size": size, "color": colours, "line": {"width": 1, "color": "white"}, "opacity": SPLIT_OPACITY},
+        marker={"size": size, "color": colours, "symbol": [TIE_SYMBOL if w is None else "circle" for w in winners],
+                "line": {"width": 1, "color": "white"}, "opacity": SPLIT_OPACITY},  # fmt: skip
         customdata=np.stack([rows, cols, moved], axis=1).astype(np.float32),  # (G*G, 3)
         text=verdict,
         hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>%{text}<br>"
@@ -83,14 +87,28 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
         showlegend=False,
     )
     ties = sum(w is None for w in winners)
+    sizes = f"dot size: 0 to {span:.4f} moved (of at most {1 - 1 / j:.1f})" if scaled else "no position moved"
     layout = base_layout(
-        f"Couplings against uniform, iteration {iteration}"
-        f"<br><sup>dot size: 0 to {span:.4f} moved (of at most {1 - 1 / j:.1f}); {ties}/{cells} tied (grey)</sup>",
+        f"Couplings against uniform, iteration {iteration}<br><sup>{sizes}; {ties}/{cells} tied (open rings)</sup>",
         OVERLAY_HEIGHT,
         top=70,
+        showlegend=True,
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "top", "title": {"text": "favours"}},
         **image_axes(),
     )
-    return figure_of([image_trace(image), dots], layout)
+    return figure_of([image_trace(image), dots, *_favour_keys(winners)], layout)
+
+
+def _favour_keys(winners: list) -> list[dict]:
+    """Legend entries, no points: the colour of each digit some position favours, then the tie's ring."""
+    favoured = sorted({w for w in winners if w is not None})
+    keys = [(str(d), DIGIT_COLORS[d % len(DIGIT_COLORS)], "circle") for d in favoured]
+    keys += [("tie", TIE_COLOR, TIE_SYMBOL)] if None in winners else []
+    return [
+        dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+             marker={"color": colour, "symbol": symbol, "size": 10})  # fmt: skip
+        for name, colour, symbol in keys
+    ]
 
 
 # --- lengths after 1..R iterations ------------------------------------------------------------

@@ -219,7 +219,8 @@ def _overlay(ray: xray.RoutingXray, config, couplings, iteration: int) -> None:
         f"Each dot sits at the centre of a 6×6 position's receptive field. Its size: how much of that position's "
         f"coupling (the mean over its {ray.num_types} capsule types) has moved off uniform, 1/{config.num_classes} "
         "to each digit, scaled from none to the most on this input (the title gives both); its colour: the digit "
-        "the position favours, grey where two tie. Click a dot to inspect the capsule of the same type there."
+        "the position favours (the legend names each), an open ring where two tie. Click a dot to inspect the "
+        "capsule of the same type there."
     )
 
 
