@@ -61,8 +61,26 @@ def test_a_malformed_part_is_named_and_the_rest_is_read():
 def test_parts_that_disagree_or_run_long_are_refused_without_being_read_in_full():
     link = _read({"iters": "2", "iteration": "3", "offsets": ",".join(["0"] * 17)})
     assert link.values == {state.ROUTING_ITERS: 2}
-    assert link.problems == ["`offsets`: not 16 numbers from -0.25 to 0.25", "`iteration`: more than `iters`"]
+    assert link.problems == ["`offsets`: not 16 numbers from -0.25 to 0.25", "`iteration`: more than `iters` (2)"]
     assert share.decode_image("A" * 10**6) is None  # refused by its length, not decoded
+
+
+def test_a_part_read_only_with_another_is_named_when_that_one_is_missing():
+    alone = _read({"src": "mnist", "i": "5", "iteration": "5"})  # no `iters`: the model's 3
+    assert state.ROUTING_ITERATION not in alone.values
+    assert alone.problems == ["`iteration`: more than `iters` (3 when not given)"]
+    assert _read({"i": "42"}).problems == ["`i`: read only with `src=mnist`"]
+    assert _read({"img": "AAAA"}).problems == ["`img`: read only with `src=image`"]
+    assert _read({"src": "image", "i": "3", "img": "A"}).problems[-1] == "`i`: read only with `src=mnist`"
+
+
+def test_names_no_link_holds_are_named_a_few_at_a_time_and_cannot_break_out_of_their_code_span():
+    assert _read({"embed": "true", "embed_options": "light_theme"}).problems == []  # Streamlit's own
+    assert _read({"iter": "2"}).problems == ["`iter`: not part of a capsviz link"]
+    many = _read({f"p{n:04d}": "1" for n in range(2000)})
+    assert many.problems == ["`p0000`, `p0001`, `p0002`, `p0003`, `p0004` and 1,995 more: not part of a capsviz link"]
+    crafted = _read({"a`![x](http://h/i.png)\n- b": "1"}).problems[0]
+    assert crafted.count("`") == 2 and "\n" not in crafted and len(crafted) < 80
 
 
 def test_an_older_link_with_one_digit_sets_both_digits():

@@ -157,6 +157,11 @@ RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
+# every name a capsviz link can hold; Streamlit's own embedding options pass through
+NAMES = {*RULES, "digit", "digits", "shifts", "offsets", "tab", "model", "src", "i", "img", "embed", "embed_options"}
+MAX_NAMED = 5  # a link of 2,000 unknown names gets one line, not 2,000
+
+
 def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -> Link:
     """A link's parameters -> what to restore. runs: the run names this server has; mnist_size: how many MNIST
     test images it has (None: no MNIST here, so an index is taken as it is and the Explore tab says why)."""
@@ -183,8 +188,8 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
         for d, offset in enumerate(offsets or []):
             link.values[state.POSE_DIM.format(d)] = offset
     iteration, iters = link.values.get(state.ROUTING_ITERATION), link.values.get(state.ROUTING_ITERS)
-    if iteration is not None and iters is not None and iteration > iters:
-        link.problems.append("`iteration`: more than `iters`")
+    if iteration is not None and iteration > (iters or PAPER.routing_iters):
+        link.problems.append(f"`iteration`: more than `iters` ({iters or f'{PAPER.routing_iters} when not given'})")
         del link.values[state.ROUTING_ITERATION]
     if "tab" in params:
         link.tab = TABS.get(params["tab"])
@@ -192,7 +197,27 @@ def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -
             link.problems.append("`tab`: not one of " + ", ".join(TABS))
     _read_model(params, link, runs)
     _read_input(params, link, mnist_size)
+    _unread(params, link)
     return link
+
+
+def _unread(params: Mapping[str, str], link: Link) -> None:
+    """Parameters this page reads nothing from: an input's part without its `src`, or a name capsviz never writes."""
+    source = params.get("src")
+    for name, needs in (("i", "mnist"), ("img", "image")):
+        if name in params and source != needs:
+            link.problems.append(f"`{name}`: read only with `src={needs}`")
+    unknown = sorted(name for name in params if name not in NAMES)
+    if unknown:
+        shown = ", ".join(f"`{_safe_name(name)}`" for name in unknown[:MAX_NAMED])
+        more = f" and {len(unknown) - MAX_NAMED:,} more" if len(unknown) > MAX_NAMED else ""
+        link.problems.append(f"{shown}{more}: not part of a capsviz link")
+
+
+def _safe_name(name: str) -> str:
+    """A parameter's name as a code span can hold it: short, one line, and no backtick to break out."""
+    name = "".join(c if c.isprintable() and c != "`" else "?" for c in name)
+    return name if len(name) <= 24 else name[:23] + "…"
 
 
 def _read_two_digits(params: Mapping[str, str], link: Link) -> None:
