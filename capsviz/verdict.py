@@ -32,12 +32,10 @@ class Verdict:
     note: str  # one or two sentences under the headline, with the lengths they rest on
 
 
-def verdict(lengths: np.ndarray, *, two_digit_link: str | None = None) -> Verdict:
+def verdict(lengths: np.ndarray) -> Verdict:
     """The wording for (J,) capsule lengths, J >= 2. In order: two or more capsules longer than
     CONFIDENT_LENGTH (TWO); none longer (UNSURE, saying so when the two longest are within NEAR_TIE);
     the two longest within NEAR_TIE (TIE); else SURE.
-
-    two_digit_link: where the page reads a picture as two digits; the TWO note links it when given.
     """
     lengths = np.asarray(lengths, dtype=np.float64)  # (J,)
     first, second = (int(d) for d in np.argsort(-lengths, kind="stable")[:2])
@@ -48,7 +46,7 @@ def verdict(lengths: np.ndarray, *, two_digit_link: str | None = None) -> Verdic
         f"near-tie margin of {NEAR_TIE}"
     )
     if runner > CONFIDENT_LENGTH:
-        return _two(lengths, first, second, two_digit_link)
+        return _two(lengths, first, second)
     if top <= CONFIDENT_LENGTH:
         note = (
             f"No capsule says its digit is there: the longest, {first}, is {top:.2f} long (a present digit's "
@@ -62,7 +60,7 @@ def verdict(lengths: np.ndarray, *, two_digit_link: str | None = None) -> Verdic
     return Verdict(SURE, "Prediction", str(first), f"capsule {first} has length {top:.3f}")
 
 
-def _two(lengths: np.ndarray, first: int, second: int, link: str | None) -> Verdict:
+def _two(lengths: np.ndarray, first: int, second: int) -> Verdict:
     """Two (or more) capsules above CONFIDENT_LENGTH: the model sees each of those digits."""
     present = [int(d) for d in np.argsort(-lengths, kind="stable") if lengths[d] > CONFIDENT_LENGTH]  # longest first
     listed = _and([f"{d} ({lengths[d]:.3f})" for d in present])
@@ -71,8 +69,6 @@ def _two(lengths: np.ndarray, first: int, second: int, link: str | None) -> Verd
         f"Capsules {listed} are {both} longer than {CONFIDENT_LENGTH}: the model sees "
         f"{_and([_a(d) for d in present])}. {INDEPENDENT}"
     )
-    if link:  # the one place the two-digit view is offered
-        note += f" [Read it as two digits]({link})."
     return Verdict(TWO, "Two digits?", f"{first} and {second}", note)
 
 

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -681,12 +680,12 @@ def test_two_long_capsules_are_shown_as_two_digits_not_a_plain_prediction(app_en
     assert app.metric[0].label == "Two digits?" and app.metric[0].value == "2 and 8"
     note = next(w.value for w in app.warning if "the model sees a 2 and an 8" in w.value)
     assert "not a softmax" in note
-    link = re.search(r"\]\((\?[^)]+)\)", note).group(1)  # the note's link to the Two digits tab
-    two = start_with({name: values[-1] for name, values in parse_qs(link[1:]).items()})
-    assert two.session_state[state.TABS] == "Two digits" and two.session_state[state.TWO_SOURCE] == EXPLORED
-    drawn, linked = app.session_state[state.LAB_INPUT].x, two.session_state[state.LAB_INPUT].x
-    assert torch.allclose(drawn, linked, atol=1 / 255)  # the drawing itself, to the link's 8 bits
-    assert not two.warning and not two.error
+    drawn = app.session_state[state.LAB_INPUT].x
+    app.button(key=state.READ_AS_TWO).click().run()  # in this page: same model, routing count and drawing
+    assert app.session_state[state.TABS] == "Two digits" and app.session_state[state.TWO_SOURCE] == EXPLORED
+    assert app.session_state[state.LAB_INPUT].x.equal(drawn) and not app.error
+    assert app.query_params["iters"] in ("3", ["3"]) and app.query_params["tab"] in ("two", ["two"])
+    open_tab(app, "Explore")
     report(app, ImageChops.lighter(draw_digit(3), draw_digit(5)))  # 5 at 0.33, 3 at 0.30: doubt, nearly tied
     assert app.metric[0].label.startswith("Not sure") and any("near-tie margin of 0.05" in w.value for w in app.warning)
 
@@ -774,7 +773,6 @@ def tiles_data(app: AppTest) -> dict:
 
 def test_pose_slider_captions_are_figures_a_reader_can_take_literally(app_env):
     """They said 'ink -114%' (the change over a faint decode's ink) and 'middle' for nearly every dimension."""
-    import re
 
     app = draw(start(), 7)
     labels = live_data(app)["labels"]

@@ -30,14 +30,6 @@ def test_three_capsules_above_one_half_are_listed_longest_first():
     assert "1 (0.900), 7 (0.700) and 4 (0.600) are all longer than 0.5: the model sees a 1, a 7 and a 4." in v.note
 
 
-def test_the_two_digit_link_goes_in_the_two_capsule_note_only():
-    assert verdict(lengths(d8=0.88, d0=0.53), two_digit_link="?view=two").note.endswith(
-        "[Read it as two digits](?view=two)."
-    )
-    assert "?view=two" not in verdict(lengths(d3=0.9), two_digit_link="?view=two").note
-    assert "Read it as two digits" not in verdict(lengths(d8=0.88, d0=0.53)).note
-
-
 def test_a_near_tie_states_the_gap_and_the_margin():
     """0.505 against 0.490: 0.015 apart, under the margin of 0.05."""
     v = verdict(lengths(d8=0.505, d6=0.49))

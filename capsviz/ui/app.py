@@ -141,7 +141,7 @@ def explore_tab(settings) -> None:
         return
     ray, result, view = reading(settings, source, iters)
     with middle:
-        prediction(result, source.label, share.two_digit_link(source))
+        prediction(result, source.label, two_digit_input.read_explored)
     with right:
         examples_popover()  # beside the prediction, so nothing moves under a drawing hand
         lengths_chart(result)

@@ -20,6 +20,7 @@ from capsviz.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_checkpo
 from capsviz.data import DataUnavailableError, Split, load_mnist
 from capsviz.device import resolve_device
 from capsviz.model import CapsNet
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 
 RUNS_ENV = "CAPSVIZ_RUNS"
 # Few torch threads: the app's batches are small, and threads waiting on each other on a shared CPU
@@ -151,7 +152,7 @@ def mnist_test() -> tuple[Split | None, str | None]:
     try:
         return _mnist_test(os.environ.get("CAPSVIZ_DATA")), None
     except DataUnavailableError as exc:
-        return None, str(exc)
+        return None, plain(str(exc), MAX_MESSAGE_CHARS)  # it quotes the data root, which any path can be
 
 
 def available_devices() -> list[str]:

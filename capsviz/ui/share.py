@@ -47,6 +47,7 @@ from capsviz.ui.inputs import DRAW, RANDOM, SAMPLE, ModelInput
 from capsviz.ui.resources import mnist_test, run_checkpoints
 from capsviz.ui.routing import VIEWS
 from capsviz.ui.sidebar import RUN_PREFIX, SHIPPED
+from capsviz.ui.text import plain
 from capsviz.ui.two_digit_input import DIGITS, DRAWN, EXPLORED, PAIR
 
 SIDE = 28
@@ -160,6 +161,7 @@ RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
 # every name a capsviz link can hold; Streamlit's own embedding options pass through
 NAMES = {*RULES, "digit", "digits", "shifts", "offsets", "tab", "model", "src", "i", "img", "embed", "embed_options"}
 MAX_NAMED = 5  # a link of 2,000 unknown names gets one line, not 2,000
+MAX_NAME_CHARS = 24
 
 
 def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -> Link:
@@ -209,15 +211,9 @@ def _unread(params: Mapping[str, str], link: Link) -> None:
             link.problems.append(f"`{name}`: read only with `src={needs}`")
     unknown = sorted(name for name in params if name not in NAMES)
     if unknown:
-        shown = ", ".join(f"`{_safe_name(name)}`" for name in unknown[:MAX_NAMED])
+        shown = ", ".join(plain(name, MAX_NAME_CHARS) for name in unknown[:MAX_NAMED])
         more = f" and {len(unknown) - MAX_NAMED:,} more" if len(unknown) > MAX_NAMED else ""
         link.problems.append(f"{shown}{more}: not part of a capsviz link")
-
-
-def _safe_name(name: str) -> str:
-    """A parameter's name as a code span can hold it: short, one line, and no backtick to break out."""
-    name = "".join(c if c.isprintable() and c != "`" else "?" for c in name)
-    return name if len(name) <= 24 else name[:23] + "…"
 
 
 def _read_two_digits(params: Mapping[str, str], link: Link) -> None:
@@ -376,12 +372,6 @@ def _two_params() -> dict[str, str]:
     if state.value(state.TWO_ITERS) is not None:
         params["two_iters"] = str(int(state.value(state.TWO_ITERS)))
     return params
-
-
-def two_digit_link(source: ModelInput | None) -> str:
-    """The Two digits tab reading this input on the 36x36 canvas (a relative link: it opens a fresh page)."""
-    params = {"tab": "two", "two_src": "explore", **_input_params(source)}
-    return "?" + "&".join(f"{name}={value}" for name, value in params.items())
 
 
 def publish() -> None:

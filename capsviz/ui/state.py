@@ -64,6 +64,7 @@ ROUTING_OVERLAY = "fig_overlay"  # the split overlay: a click picks that positio
 ROUTING_EXPORT = "routing_export"
 INSPECT_CAPSULE = "inspect_capsule"  # the primary capsule index shown in the inspector, or None
 POSE_CLASS = "pose_class"
+READ_AS_TWO = "read_as_two"  # the button under a "Two digits?" verdict: the Two digits tab on this input
 POSE_DIM = "pose_dim_{}"  # .format(d) for d in 0..15
 POSE_RESET = "pose_reset"
 POSE_NONCE = "pose_nonce"  # bumped by Reset, so the live sliders reset even when the offsets were already 0

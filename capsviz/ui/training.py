@@ -37,6 +37,7 @@ from capsviz.train import BatchEnd, Callback, EpochEnd, TrainConfig, clean_run_f
 from capsviz.ui import state
 from capsviz.ui.resources import available_devices, open_runs, runs_dir, session_watch, torch_threads
 from capsviz.ui.sidebar import run_option
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 from capsviz.ui.widgets import PLOT_CONFIG
 
 REFRESH_SECONDS = 1.0
@@ -353,7 +354,7 @@ def draw_job(job: TrainingJob) -> None:
     """The run's progress, its live curves, and once it has ended what became of it."""
     _progress_bars(job)
     if job.error:
-        st.error(job.error)
+        st.error(plain(job.error, MAX_MESSAGE_CHARS))  # an exception's words, which may quote any path
     if job.losses or job.epochs:
         st.plotly_chart(
             viz.training_figure(job.losses, [(e.epoch, e.test_accuracy) for e in job.epochs], job.batches_total),

@@ -15,6 +15,7 @@ from capsviz.analysis.two_digits import centred, from_two_colours
 from capsviz.data import DataUnavailableError, Split, load_mnist
 from capsviz.multimnist import MAX_SHIFT
 from capsviz.ui import canvas, state
+from capsviz.ui.text import MAX_MESSAGE_CHARS, plain
 
 PAIR, DIGITS, DRAWN = "A MultiMNIST test pair", "Two test digits, by class", "Draw two digits (two pens)"
 EXPLORED = "The Explore tab's input"
@@ -59,8 +60,14 @@ def pair_input() -> Picture | None:
         root = os.environ.get("CAPSVIZ_DATA")
         return _test_pair(_test_pairs(root)) if source == PAIR else _by_class(_test_digits(root))
     except DataUnavailableError as exc:
-        st.error(str(exc))
+        st.error(plain(str(exc), MAX_MESSAGE_CHARS))
         return None
+
+
+def read_explored() -> None:
+    """A button's callback: the Two digits tab, reading the Explore tab's input."""
+    state.put(state.TWO_SOURCE, EXPLORED)
+    st.session_state[state.TABS] = state.TAB_NAMES["two"]
 
 
 def left() -> None:

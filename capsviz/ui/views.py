@@ -8,6 +8,7 @@ a fragment, so dragging one reruns only the decoder and its image.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
@@ -21,7 +22,7 @@ from capsviz.ui import share, state
 from capsviz.ui.inputs import ModelInput
 from capsviz.ui.live_decoder import live_decoder
 from capsviz.ui.widgets import PLOT_CONFIG, for_screen, kept_expander
-from capsviz.verdict import SURE, verdict
+from capsviz.verdict import SURE, TWO, verdict
 
 SLIDER_STEP = 0.01
 POSE_COLUMNS = 4
@@ -49,14 +50,17 @@ def reset_sliders() -> None:
     st.session_state[state.POSE_NONCE] = st.session_state.get(state.POSE_NONCE, 0) + 1
 
 
-def prediction(result: Inference, label: int | None, two_digit_link: str | None = None) -> None:
-    """The verdict on this input; when two capsules are long, its note links `two_digit_link`."""
-    said = verdict(result.lengths, two_digit_link=two_digit_link)
+def prediction(result: Inference, label: int | None, two_digits: Callable[[], None] | None = None) -> None:
+    """The verdict on this input; when two capsules are long, a button calls `two_digits` (which opens the Two
+    digits tab on this input, in this page: same model, nothing lost)."""
+    said = verdict(result.lengths)
     st.metric(said.label, said.value)
     if said.kind == SURE:
         st.caption(said.note)
     else:
         st.warning(said.note, icon=":material/help:")
+    if said.kind == TWO and two_digits is not None:
+        st.button("Read it as two digits", key=state.READ_AS_TWO, on_click=two_digits, icon=":material/filter_2:")
     if label is not None:
         mark = "correct" if label == result.predicted else "**wrong**"
         st.markdown(f"True label: **{label}** ({mark})")
