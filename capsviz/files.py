@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -224,3 +225,17 @@ def _holder(fd: int) -> str:
         return f"process {int(record['pid'])} on {record['host']} (since {record['since']})"
     except (OSError, ValueError, TypeError, KeyError):
         return "another process"
+
+
+def read_capped(path: str | os.PathLike, limit: int) -> bytes:
+    """A small file's bytes. Raises ValueError for one that is not a regular file (a link to /dev/zero, a FIFO:
+    never read forever, and opening a FIFO does not wait for a writer) or holds more than `limit` bytes, and
+    OSError (FileNotFoundError too) as open does."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("it is not a regular file")
+        data = handle.read(limit + 1)  # one byte more tells a file over the limit, whatever its size says
+    if len(data) > limit:
+        raise ValueError(f"it is over {limit:,} bytes")
+    return data

@@ -33,6 +33,7 @@ from capsviz import registry
 from capsviz.analysis import affine, robustness
 from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
+from capsviz.files import read_capped
 
 BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
 ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of pretrained/robustness.json
@@ -189,12 +190,10 @@ def load_robustness(path: Path) -> tuple[dict | None, str | None]:
     Each field the lab shows is kept only when it is of its type and range (else it shows as "?"), and a report
     of more than MAX_MODELS models or MAX_READOUTS readouts a model is refused. What a file makes is cached by its
     bytes: a rerun reads and hashes it, never checks it again."""
-    if not path.is_file():
+    if not path.exists():
         return None, NOT_MEASURED
     try:
-        if path.stat().st_size > MAX_ROBUSTNESS_BYTES:
-            raise ValueError(f"it is over {MAX_ROBUSTNESS_BYTES // 2**20} MB")
-        data = path.read_bytes()
+        data = read_capped(path, MAX_ROBUSTNESS_BYTES)
     except (OSError, ValueError) as exc:
         return None, f"{path.name} could not be read ({exc})"
     digest = hashlib.sha256(data).hexdigest()
