@@ -219,3 +219,5 @@ def test_the_sweep_summary_says_when_the_score_is_not_above_half_in_one_stretch(
     assert "above 0.5 at 3 of 5 points, not in one stretch" in _sweep_summary(along, 3, values)
     scores[:, 3] = [0.1, 0.9, 0.9, 0.9, 0.1]
     assert "above 0.5 from -1 to 1" in _sweep_summary(along, 3, values)
+    scores[:, 3] = [0.1, 0.9, 0.1, 0.1, 0.1]  # one point is not a range "from -1 to -1"
+    assert "above 0.5 only at -1)" in _sweep_summary(along, 3, values)

@@ -51,6 +51,9 @@ def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_thre
     app = start(TAB)
     maps = figure(app, "two_couplings")["data"]
     assert len(maps) == 3  # the CapsNet's default: the count it was trained with
+    span = max(float(np.abs(array(m["z"])).max()) for m in maps)
+    assert list(array(maps[-1]["colorbar"]["tickvals"])) == pytest.approx([-span, 0, span], rel=1e-4)  # its ends, named
+    assert any(f"±{span:.2f} points" in c.value for c in app.caption)
     app.slider(key=state.TWO_ITERS).set_value(1).run()
     maps = figure(app, "two_couplings")["data"]
     assert len(maps) == 1 and not array(maps[0]["z"]).any()  # c = 1/10 for every digit: no difference anywhere

@@ -71,11 +71,17 @@ def scores_figure(scores: np.ndarray, named: tuple[int, int], title: str, unit: 
     return figure_of([bars], layout)
 
 
+def coupling_span(share: np.ndarray) -> float:
+    """share (R, 2, G, G) -> the largest |c(first) - c(second)| of any iteration and position, in points: the
+    colour scale's end (at least 0.001, so that a uniform map still has a scale)."""
+    return max(float(np.abs(share[:, 0] - share[:, 1]).max()) * 100, 1e-3)
+
+
 def coupling_figure(share: np.ndarray, named: tuple[int, int]) -> go.Figure:
     """share (R, 2, G, G) -> one map per iteration of c(first) - c(second) at each position, in percentage
     points, on one symmetric scale spanning the largest difference of any iteration (said on the colour bar)."""
     difference = (share[:, 0] - share[:, 1]) * 100  # (R, G, G) points of coupling
-    span = max(float(np.abs(difference).max()), 1e-3)
+    span = coupling_span(share)
     iterations = difference.shape[0]
     width = 1.0 / iterations
     traces, layout = [], base_layout("", MAP_HEIGHT, top=30)
@@ -90,7 +96,8 @@ def coupling_figure(share: np.ndarray, named: tuple[int, int]) -> go.Figure:
                 zmax=span,
                 colorscale=scale,
                 showscale=r == iterations - 1,
-                colorbar={"title": {"text": f"c({named[0]}) − c({named[1]}),<br>points"}, "len": 0.9},
+                colorbar={"title": {"text": f"c({named[0]}) − c({named[1]}),<br>points"}, "len": 0.9,
+                          "tickvals": [-span, 0.0, span], "ticktext": [f"{-span:+.2f}", "0", f"{span:+.2f}"]},
                 xaxis=f"x{suffix}",
                 yaxis=f"y{suffix}",
                 hovertemplate="row %{y}, col %{x}: %{z:+.3f} points<extra></extra>",

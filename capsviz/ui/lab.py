@@ -314,6 +314,8 @@ def _sweep_summary(along: lab.Reading, digit: int, values: np.ndarray) -> str:
         held = values[above]
         if not held.size:
             span = "never above 0.5"
+        elif held.size == 1:
+            span = f"above 0.5 only at {held[0]:g}"
         elif np.ptp(np.flatnonzero(above)) + 1 == held.size:  # one unbroken stretch
             span = f"above 0.5 from {held.min():g} to {held.max():g}"
         else:
