@@ -196,10 +196,12 @@ def test_uniform_vs_routed_shows_one_iteration_beside_the_models_count(app_env):
     assert "36/36 tied" in split["layout"]["title"]["text"]  # uniform couplings: all tied
     assert any("Routed: 3 iterations (the model's count)" in md.value for md in app.markdown)
     assert any(md.value.startswith("**Measured:** With uniform couplings") for md in app.markdown)
+    assert not [s for s in app.selectbox if s.key == state.ROUTING_DIGIT]  # a parent digit it would not use
     assert not [s for s in app.slider if s.key == state.ROUTING_ITERATION]  # no slider that would change nothing
     assert any(c.value == "Iterations shown: 1 and 3, side by side." for c in app.caption)
     app.radio(key=state.ROUTING_VIEW).set_value(VOTES).run()  # back: the slider as it was
     assert app.slider(key=state.ROUTING_ITERATION).value == 5 and shown(app.slider(key=state.ROUTING_ITERATION)) == [5]
+    assert app.selectbox(key=state.ROUTING_DIGIT).value == 3  # the parent digit too, where it is used
 
 
 def test_downloads_offer_the_inputs_numbers_and_the_lab_sweep_without_a_rerun(app_env):

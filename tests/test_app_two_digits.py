@@ -77,12 +77,16 @@ def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(app_env):
 
 def test_a_link_opens_the_tab_on_its_pair_and_routing_count(app_env):
     app = AppTest.from_file(APP, default_timeout=120)
-    app.query_params.update({"tab": "two", "two_src": "pair", "pair": "12", "two_iters": "2"})
+    app.query_params.update({"tab": "two", "two_src": "pair", "pair": "12", "two_iters": "2", "also": "5"})
     app.run()
     assert not app.exception, app.exception
     assert app.number_input(key=state.TWO_PAIR).value == 12 and app.slider(key=state.TWO_ITERS).value == 2
+    assert app.selectbox(key=state.TWO_EXTRA).value == 5  # the extra capsule reconstructed
     params = {name: v if isinstance(v, str) else v[-1] for name, v in app.query_params.items()}
-    assert (params["tab"], params["two_src"], params["pair"], params["two_iters"]) == ("two", "pair", "12", "2")
+    assert (params["tab"], params["two_src"], params["pair"], params["two_iters"], params["also"]) == (
+        "two", "pair", "12", "2", "5")  # fmt: skip
+    app.selectbox(key=state.TWO_EXTRA).set_value(-1).run()  # "none": no part of the link
+    assert "also" not in app.query_params
 
 
 def test_a_bad_pair_in_a_link_is_named_and_the_tab_still_opens(app_env):

@@ -38,9 +38,9 @@ widget_guard.install()  # once per server process, before a later rerun reads wh
 LINK_CAPTION = (
     ":material/link: The address bar holds this view: the open tab, the input, model and routing iterations, the "
     "routing view, iteration, parent digit and inspected capsule, the guided path's stage, the pose digit and its "
-    "offsets, the Two digits tab's picture and routing iterations, and the Claims lab's transform, sweep and "
-    "digit. Copy it to share it or to come back to it. Each "
-    "chart's camera button (the coupling tiles: Save PNG) saves it as a PNG."
+    "offsets, the Two digits tab's picture, routing iterations and extra capsule, and the Claims lab's transform, "
+    "sweep and digit. Copy it to share it or to come back to it. Each chart's camera button (the coupling tiles: "
+    "Save PNG) saves it as a PNG."
 )
 
 

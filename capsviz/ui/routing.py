@@ -74,15 +74,16 @@ def routing(loaded: LoadedModel, full: xray.RoutingXray, result: Inference, rout
     config = loaded.model.config
     st.subheader("Dynamic routing, measured on this input")
     controls = st.columns([1, 1, 2, 1])
+    shown = state.value(state.ROUTING_VIEW, COUPLINGS)  # the radio below: its value as this run began
     with controls[0]:
-        if state.value(state.ROUTING_VIEW, COUPLINGS) == COMPARE:  # two fixed counts: no slider to mislead
+        if shown == COMPARE:  # two fixed counts: no slider to mislead
             iteration = routing_play.fixed_counts(config.routing_iters, full.iterations)
         else:
             iteration = routing_play.iteration_slider(ray.iterations)
-    digits = range(config.num_classes)
-    digit = state.widget(
-        controls[1].selectbox, "Parent capsule (digit)", digits, key=state.ROUTING_DIGIT, default=result.predicted
-    )
+    digit = None  # the other views show every digit, or the prediction's: no parent to choose
+    if shown in (COUPLINGS, VOTES):
+        digit = state.widget(controls[1].selectbox, "Parent capsule (digit)", range(config.num_classes),
+                             key=state.ROUTING_DIGIT, default=result.predicted)  # fmt: skip
     view = state.widget(controls[2].radio, "View", VIEWS, horizontal=True, key=state.ROUTING_VIEW, default=COUPLINGS)
     with controls[3]:
         st.download_button(

@@ -155,6 +155,7 @@ RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "two_src": (state.TWO_SOURCE, TWO_SOURCES.get, "one of " + ", ".join(TWO_SOURCES)),
     "pair": (state.TWO_PAIR, lambda t: _integer(t, 0, TEST_PAIRS - 1), f"a test pair from 0 to {TEST_PAIRS - 1}"),
     "two_iters": (state.TWO_ITERS, lambda t: _integer(t, 1, MAX_ROUTING_ITERS), f"from 1 to {MAX_ROUTING_ITERS}"),
+    "also": (state.TWO_EXTRA, lambda t: _integer(t, 0, 9), "a digit from 0 to 9"),
 }
 
 
@@ -371,6 +372,9 @@ def _two_params() -> dict[str, str]:
         params["shifts"] = ",".join(str(int(state.value(state.TWO_SHIFT.format(k), 0))) for k in range(4))
     if state.value(state.TWO_ITERS) is not None:
         params["two_iters"] = str(int(state.value(state.TWO_ITERS)))
+    extra = state.value(state.TWO_EXTRA)
+    if extra is not None and extra >= 0:  # "none" is the default, and no part of the link
+        params["also"] = str(int(extra))
     return params
 
 
