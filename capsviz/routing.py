@@ -62,6 +62,8 @@ def paper_routing(u_hat: torch.Tensor, r: int) -> torch.Tensor:
 
     The readable reference for `dynamic_routing`: same forward values, gradients through every iteration.
     """
+    if r < 1:
+        raise ValueError(f"routing needs at least 1 iteration, got {r}")
     b = u_hat.new_zeros(u_hat.shape[:3])  # b_ij = 0 for every child i and parent j: (B, N, J)
     for _ in range(r):
         c = torch.softmax(b, dim=2)  # c_i = softmax(b_i), Eq. 3, over the parents j: (B, N, J)

@@ -1,5 +1,6 @@
 """Squash and dynamic routing; on CAPSVIZ_TEST_DEVICE (cpu unless set: tests/conftest.py)."""
 
+import pytest
 import torch
 
 from capsviz.routing import dynamic_routing, paper_routing, squash
@@ -100,3 +101,10 @@ def test_the_fast_form_computes_the_papers_procedure_1(test_device):
     for iterations in range(1, 6):
         fast, _ = dynamic_routing(votes, iterations)
         assert torch.allclose(fast, paper_routing(votes, iterations), atol=1e-6), iterations
+
+
+@pytest.mark.parametrize("router", [paper_routing, dynamic_routing])
+@pytest.mark.parametrize("iterations", [0, -1])
+def test_fewer_than_one_routing_iteration_is_a_clear_error(router, iterations):
+    with pytest.raises(ValueError, match="routing needs at least 1 iteration"):
+        router(torch.randn(1, 6, 10, 16), iterations)
