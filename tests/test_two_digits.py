@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from capsviz import registry, tasks
-from capsviz.analysis.two_digits import centred, from_two_colours, matched, owned_share, owners, raised, read, separate
+from capsviz.analysis.two_digits import (
+    centred,
+    from_two_colours,
+    inks_swapped,
+    owned_share,
+    owners,
+    raised,
+    read,
+    separate,
+)
 from capsviz.model import CapsNetConfig
 
 SMALL = CapsNetConfig(conv_channels=16, primary_types=4, decoder_hidden=(32, 64))
@@ -84,7 +93,7 @@ def test_a_two_pen_drawing_becomes_two_inks_fitted_together_onto_the_canvas():
     assert from_two_colours(rgb * np.array([1, 1, 0, 1], dtype=np.uint8)) is None  # one pen only: not yet two
 
 
-def test_each_ink_is_matched_to_the_reconstruction_that_covers_it():
+def test_inks_read_swapped_only_when_each_reconstruction_covers_the_other_ink():
     inks = np.zeros((2, 4, 4))
     inks[0, :2], inks[1, 2:] = 1, 1
-    assert not matched(inks * 0.8, inks) and matched(inks[::-1] * 0.8, inks)
+    assert not inks_swapped(inks * 0.8, inks) and inks_swapped(inks[::-1] * 0.8, inks)

@@ -124,8 +124,8 @@ def raised(share: np.ndarray, owner: np.ndarray, k: int) -> tuple[float, float] 
     return float((change > 0).mean()), float(change.mean())
 
 
-def matched(reconstructions: np.ndarray, singles: np.ndarray) -> bool:
+def inks_swapped(reconstructions: np.ndarray, singles: np.ndarray) -> bool:
     """Whether the two reconstructions (2, H, W) overlap the two inks (2, H, W) better swapped than in order."""
-    same = float((reconstructions * singles).sum())
+    in_order = float((reconstructions * singles).sum())
     swapped = float((reconstructions * singles[::-1]).sum())
-    return swapped > same
+    return swapped > in_order

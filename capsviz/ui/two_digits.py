@@ -11,7 +11,7 @@ import streamlit as st
 
 from capsviz.analysis import multimnist_claims, routing_accuracy
 from capsviz.analysis.routing_accuracy import sha256_of
-from capsviz.analysis.two_digits import Separation, matched, owned_share, owners, raised, read, separate
+from capsviz.analysis.two_digits import Separation, inks_swapped, owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.figures.viz_two import coupling_figure, grey, pair_figure, reconstruction_colours, scores_figure
@@ -91,7 +91,7 @@ def in_picture_order(named: tuple[int, int], picture, seen: Separation) -> tuple
         first = sorted(named, key=lambda d: picture.labels.index(d) if d in picture.labels else 2)[0]
         swap = first != named[0]
     else:
-        swap = picture.singles is not None and matched(seen.reconstructions[:2], picture.singles.numpy())
+        swap = picture.singles is not None and inks_swapped(seen.reconstructions[:2], picture.singles.numpy())
     return (named[::-1], seen.swapped()) if swap else (named, seen)
 
 
