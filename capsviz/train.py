@@ -558,13 +558,21 @@ def _card(
     }
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a leading quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _logs(out_dir: Path, history: list[EpochEnd]) -> dict[Path, bytes]:
-    """log.json and log.csv of `history`."""
+    """log.json and log.csv of `history` (the checkpoint column comes from --out or a resumed card: text only)."""
     rows = [asdict(h) for h in history]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
     return {out_dir / "log.json": json.dumps(rows, indent=2).encode(), out_dir / "log.csv": text.getvalue().encode()}
 
 

