@@ -698,6 +698,7 @@ def _trace(args) -> int:
     model, _ = _load_mnist_model(args.checkpoint)
     _require_routing(model, args.checkpoint)
     refuse_shipped(args.out, "a trace")
+    _check_trace_out(Path(args.out))
     _clean_before_writing(Path(args.out))
     try:
         x = to_mnist(open_image(args.image))
@@ -712,6 +713,18 @@ def _trace(args) -> int:
     out = trace_export.save(args.out, ray, predicted=predicted, checkpoint=str(args.checkpoint))
     print(f"{out}: predicted {predicted}, {ray.iterations} routing iterations ({', '.join(trace_export.KEYS)})")
     return 0
+
+
+def _check_trace_out(out: Path) -> None:
+    """A trace's --out: a .safetensors file name, replacing only a regular file that holds a capsviz trace."""
+    from capsviz.analysis import trace_export
+
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out {out} must be a .safetensors file name (a routing trace)")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"--out {out} exists and is not a regular file: refusing to replace it")
+    if out.exists() and not trace_export.is_trace(out):
+        raise UsageError(f"--out {out} exists and is not a capsviz routing trace: refusing to replace it")
 
 
 def _load_model(path, device="cpu", *, mnist_only: bool = False):

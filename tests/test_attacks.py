@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from capsviz import cli, registry
+from capsviz.analysis import trace_export
 from capsviz.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -957,6 +959,37 @@ def test_runs_traces_and_partial_reports_stay_out_of_pretrained(shipped_folder, 
         assert cli.main([*measure, *partial]) == 2
         assert "measured on all 10,000 MNIST test images" in capsys.readouterr().err
     assert _contents(shipped_folder) == before
+
+
+def test_trace_replaces_nothing_but_an_earlier_trace(tmp_path, capsys):
+    model = save_checkpoint(tmp_path / "m.safetensors", CapsNet(TINY_CAPSNET), {})
+    image = tmp_path / "seven.png"
+    draw_digit(7).save(image)
+    trace = ["trace", str(image), "--checkpoint", str(model), "--out"]
+    readme, folder, pipe = tmp_path / "README.md", tmp_path / "folder.safetensors", tmp_path / "pipe.safetensors"
+    readme.write_text("notes")
+    folder.mkdir()
+    os.mkfifo(pipe)  # reading it would wait for a writer
+    device = tmp_path / "device.safetensors"
+    device.symlink_to("/dev/null")
+    cases = [
+        (readme, "must be a .safetensors file name"),
+        (Path("/dev/null"), "must be a .safetensors file name"),
+        (folder, "exists and is not a regular file"),
+        (pipe, "exists and is not a regular file"),
+        (device, "exists and is not a regular file"),
+        (model, "exists and is not a capsviz routing trace"),
+    ]
+    for out, message in cases:
+        assert cli.main([*trace, str(out)]) == 2
+        assert message in capsys.readouterr().err, out
+    assert readme.read_text() == "notes" and folder.is_dir() and stat.S_ISFIFO(pipe.stat().st_mode)
+    assert device.is_symlink() and Path("/dev/null").is_char_device()
+    assert not any(map(trace_export.is_trace, (readme, folder, pipe, device, model, tmp_path / "none.safetensors")))
+    assert load_checkpoint(model)[0].config == TINY_CAPSNET
+    mine = tmp_path / "seven.safetensors"
+    assert cli.main([*trace, str(mine)]) == 0 and trace_export.is_trace(mine)
+    assert cli.main([*trace, str(mine)]) == 0  # an earlier trace is replaced
 
 
 def test_train_into_a_folder_that_holds_a_run_is_refused_unless_it_resumes_it(synthetic_root, tmp_path):

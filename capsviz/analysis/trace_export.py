@@ -24,6 +24,8 @@ checkpoint and this key list. Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from capsviz.analysis.xray import RoutingXray
-from capsviz.checkpoint import refuse_shipped
+from capsviz.checkpoint import MAX_HEADER_BYTES, refuse_shipped
 from capsviz.files import atomic_write
 
 FORMAT = "capsviz-routing-trace"
@@ -79,6 +81,24 @@ def save(path: str | Path, ray: RoutingXray, *, predicted: int, checkpoint: str 
     refuse_shipped(path, "a trace")
     atomic_write(path, to_bytes(ray, predicted=predicted, checkpoint=checkpoint))
     return path
+
+
+def is_trace(path: str | Path) -> bool:
+    """Whether `path` is a regular file whose safetensors header says it is a capsviz routing trace (the header
+    alone is read, and nothing from a FIFO or a device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO's opening does not wait
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len > MAX_HEADER_BYTES:
+                return False
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, RecursionError):
+        return False
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(metadata, dict) and metadata.get("format") == FORMAT
 
 
 def load(data: bytes | str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
