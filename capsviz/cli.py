@@ -680,13 +680,16 @@ def _check_export_out(out: Path, model) -> None:
             raise UsageError(f"the shipped checkpoint is the explorer's CapsNet and {why}: give a {kind} its own --out")
     if out.exists():
         try:
-            existing = registry.kind_of(read_config(out))
+            existing = read_config(out)
         except CheckpointError:
             raise UsageError(
                 f"--out {out} exists and is not a capsviz model checkpoint: refusing to replace it"
             ) from None
-        if existing != kind:
-            raise UsageError(f"--out {out} holds a {existing} model; give a {kind} its own --out")
+        if registry.kind_of(existing) != kind:
+            raise UsageError(f"--out {out} holds a {registry.kind_of(existing)} model; give a {kind} its own --out")
+        if existing.task != model.config.task:
+            was, now = tasks.TASKS[existing.task].title, tasks.TASKS[model.config.task].title
+            raise UsageError(f"--out {out} holds a model trained on {was}; give this {now} model its own --out")
 
 
 def _trace(args) -> int:

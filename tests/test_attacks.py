@@ -31,10 +31,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from capsviz import cli, registry
+from capsviz import cli, registry, tasks
 from capsviz.analysis import trace_export
 from capsviz.checkpoint import (
     CheckpointError,
+    checkpoint_bytes,
     load_checkpoint,
     load_training_state,
     read_card,
@@ -47,7 +48,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import ink_map, open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, csv_cell, train
 
-from conftest import NEEDS_APP, REPO, TINY_CAPSNET, routing_report
+from conftest import NEEDS_APP, REPO, TINY_CAPSNET, TINY_CNN, routing_report
 from drawings import draw_digit
 
 
@@ -958,6 +959,27 @@ def test_runs_traces_and_partial_reports_stay_out_of_pretrained(shipped_folder, 
         partial += ["--data-root", str(synthetic_root)]
         assert cli.main([*measure, *partial]) == 2
         assert "measured on all 10,000 MNIST test images" in capsys.readouterr().err
+    assert _contents(shipped_folder) == before
+
+
+@pytest.fixture
+def whole_test_sets(monkeypatch) -> None:
+    """The 40 synthetic test images stand for a whole test set: a measurement on them may land in pretrained/."""
+    for task in ("mnist", "multimnist"):
+        monkeypatch.setitem(tasks.TASKS, task, replace(tasks.TASKS[task], test_size=40))
+
+
+@pytest.mark.parametrize("config", [TINY_CAPSNET, TINY_CNN])
+def test_export_never_replaces_a_shipped_model_of_the_other_task(
+    shipped_folder, whole_test_sets, synthetic_root, tmp_path, capsys, config
+):
+    shipped = shipped_folder / f"{registry.kind_of(config)}_multimnist.safetensors"
+    shipped.write_bytes(checkpoint_bytes(registry.build(tasks.for_task(config, "multimnist")), {}))
+    run = save_checkpoint(tmp_path / "run.safetensors", registry.build(config), {})  # an MNIST model of that kind
+    before = _contents(shipped_folder)
+    code = cli.main(["export", str(run), "--out", str(shipped), "--data-root", str(synthetic_root)])
+    assert code == 2
+    assert "holds a model trained on MultiMNIST; give this MNIST model its own --out" in capsys.readouterr().err
     assert _contents(shipped_folder) == before
 
 
