@@ -653,8 +653,11 @@ def _clean_before_writing(*outputs: Path) -> None:
             clean_stale(out.parent, (out.name,))
 
 
-def _check_json_out(out: Path) -> None:
-    """A report's --out, refused before the measurement rather than after it."""
+def _check_json_out(out: Path, own: Path) -> None:
+    """A report's --out, refused before the measurement rather than after it: a .json file in a writable folder,
+    among the shipped files (pretrained/) only as the command's `own` report there."""
+    if out.resolve() != own.resolve():
+        refuse_shipped(out, "this report")
     if out.suffix != ".json" or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UsageError(f"--out {out} must be a .json file in a writable folder (checked before the measurement)")
 
@@ -761,8 +764,9 @@ def _routing_accuracy(args) -> int:
 
     model, _ = _load_model(args.checkpoint, resolve_device(args.device))
     _require_routing(model, args.checkpoint)
-    out = Path(args.out or routing_accuracy.results_path(args.checkpoint))
-    _check_json_out(out)
+    own = routing_accuracy.results_path(args.checkpoint)  # NAME.routing.json beside the checkpoint
+    out = Path(args.out or own)
+    _check_json_out(out, own)
     _clean_before_writing(out)
     split = _test_split(model, args.data_root).head(args.limit)
     _check_full_measurement(out, len(split), model.config.task)
@@ -781,12 +785,12 @@ def _multimnist_claims(args) -> int:
     from capsviz.analysis import multimnist_claims
     from capsviz.analysis.routing_accuracy import display_path
 
+    out = Path(args.out or multimnist_claims.REPORT)
+    _check_json_out(out, multimnist_claims.REPORT)
     paths = {name: Path(args.models) / f"{name}.safetensors" for name in multimnist_claims.MODELS}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise UsageError(f"not shipped: {', '.join(missing)}")
-    out = Path(args.out or multimnist_claims.REPORT)
-    _check_json_out(out)
     pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
     _check_full_measurement(out, len(pairs.labels), "multimnist")
     _clean_before_writing(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,24 @@ def tiny_models() -> tuple[CapsNet, CNN]:
     """A small CapsNet and CNN, seeded, in eval mode: (capsnet, cnn)."""
     torch.manual_seed(0)
     return CapsNet(TINY_CAPSNET).eval(), CNN(TINY_CNN).eval()
+
+
+def two_digit_models(folder: Path, cards: dict[str, dict] | None = None) -> Path:
+    """The three models `multimnist-claims` compares, tiny and untrained, in `folder` under their shipped names;
+    `cards` adds fields to a model's card (by name)."""
+    from capsviz import registry, tasks
+    from capsviz.checkpoint import save_checkpoint
+
+    configs = {
+        "capsnet_multimnist": TINY_CAPSNET,
+        "capsnet_r1_multimnist": replace(TINY_CAPSNET, routing_iters=1),
+        "cnn_multimnist": TINY_CNN,
+    }
+    for seed, (name, config) in enumerate(configs.items()):
+        torch.manual_seed(seed)
+        model = registry.build(tasks.for_task(config, "multimnist"))
+        save_checkpoint(folder / f"{name}.safetensors", model, {"epochs": 1, **(cards or {}).get(name, {})})
+    return folder
 
 
 def routing_report(checkpoint: Path, **changes) -> dict:

@@ -48,7 +48,7 @@ from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import ink_map, open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, csv_cell, train
 
-from conftest import NEEDS_APP, REPO, TINY_CAPSNET, TINY_CNN, routing_report
+from conftest import NEEDS_APP, REPO, TINY_CAPSNET, TINY_CNN, routing_report, two_digit_models
 from drawings import draw_digit
 
 
@@ -967,6 +967,24 @@ def whole_test_sets(monkeypatch) -> None:
     """The 40 synthetic test images stand for a whole test set: a measurement on them may land in pretrained/."""
     for task in ("mnist", "multimnist"):
         monkeypatch.setitem(tasks.TASKS, task, replace(tasks.TASKS[task], test_size=40))
+
+
+def test_a_report_replaces_no_other_shipped_file_and_its_own_one_still(
+    shipped_folder, whole_test_sets, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("capsviz.analysis.multimnist_claims.REPORT", shipped_folder / "multimnist_claims.json")
+    data = ["--data-root", str(synthetic_root)]
+    measure = ["routing-accuracy", "--checkpoint", str(cli.SHIPPED_CHECKPOINT), *data]
+    claims = ["multimnist-claims", "--models", str(two_digit_models(tmp_path / "models")), *data]
+    before = _contents(shipped_folder)
+    for command, other in ((measure, "capsnet_mnist.json"), (claims, "capsnet_mnist.routing.json")):
+        assert cli.main([*command, "--out", str(shipped_folder / other)]) == 2
+        assert "among the shipped models (pretrained/): write this report elsewhere" in capsys.readouterr().err
+    assert _contents(shipped_folder) == before
+    assert cli.main(measure) == 0 and cli.main(claims) == 0  # each its own report: NAME.routing.json, the claims
+    after = _contents(shipped_folder)
+    assert set(after) == {*before, "multimnist_claims.json"}
+    assert [name for name in before if after[name] != before[name]] == ["capsnet_mnist.routing.json"]
 
 
 @pytest.mark.parametrize("config", [TINY_CAPSNET, TINY_CNN])
