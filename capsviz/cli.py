@@ -791,6 +791,7 @@ def _multimnist_claims(args) -> int:
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise UsageError(f"not shipped: {', '.join(missing)}")
+    multimnist_claims.check_models(paths)  # each file's kind, task and card, before the test pairs are drawn
     pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
     _check_full_measurement(out, len(pairs.labels), "multimnist")
     _clean_before_writing(out)

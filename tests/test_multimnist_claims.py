@@ -7,7 +7,7 @@ import pytest
 import torch
 from cli_runs import capsviz
 
-from capsviz import multimnist, registry, tasks
+from capsviz import cli, multimnist, registry, tasks
 from capsviz.analysis import multimnist_claims
 from capsviz.analysis.multimnist_claims import digits_named, paired, right_per_pair
 from capsviz.checkpoint import save_checkpoint
@@ -15,6 +15,8 @@ from capsviz.cnn import CNNConfig
 from capsviz.data import load_mnist
 from capsviz.model import CapsNetConfig
 from capsviz.train import evaluate
+
+from conftest import TINY_CAPSNET, TINY_CNN, two_digit_models
 
 
 def test_a_pair_is_right_only_when_both_digits_are_named_in_any_order():
@@ -99,3 +101,54 @@ def test_the_command_names_a_missing_model_before_measuring(tmp_path, synthetic_
 def test_the_command_refuses_an_out_it_cannot_write_before_measuring(tmp_path, synthetic_root):
     result = capsviz("multimnist-claims", "--data-root", synthetic_root, "--out", tmp_path / "claims.txt")
     assert result.returncode == 2 and "must be a .json file in a writable folder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, config, message",
+    [
+        ("capsnet_multimnist", TINY_CAPSNET, "it was trained on mnist, not on MultiMNIST pairs"),
+        ("cnn_multimnist", tasks.for_task(TINY_CAPSNET, "multimnist"), "reads cnn_multimnist as a cnn"),
+        ("capsnet_r1_multimnist", TINY_CNN, "cnn model; the comparison reads capsnet_r1_multimnist as a capsnet"),
+        (
+            "capsnet_r1_multimnist",
+            tasks.for_task(CapsNetConfig(conv_channels=16, primary_types=4, num_classes=5), "multimnist"),
+            "it classifies 5 classes of 36x36x1 input; MultiMNIST needs 10 of 36x36x1",
+        ),
+    ],
+)
+def test_the_command_names_a_model_of_another_kind_or_task_before_measuring(
+    tmp_path, synthetic_root, monkeypatch, capsys, name, config, message
+):
+    models = two_digit_models(tmp_path / "models")
+    save_checkpoint(models / f"{name}.safetensors", registry.build(config), {"epochs": 1})
+    monkeypatch.setattr(multimnist_claims, "measure", lambda *a, **k: pytest.fail("measured first"))
+    out = tmp_path / "claims.json"
+    code = cli.main(["multimnist-claims", "--models", str(models), "--data-root", str(synthetic_root),
+                     "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and f"{models / name}.safetensors" in err and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("epochs", ["3 | 99.9% |\n| `forged` | 1 |", 2.5, -1, [1]])
+def test_a_card_whose_epochs_is_not_a_count_is_named_before_measuring(tmp_path, synthetic_root, capsys, epochs):
+    models = two_digit_models(tmp_path / "models", {"cnn_multimnist": {"epochs": epochs}})
+    out = tmp_path / "claims.json"
+    code = cli.main(["multimnist-claims", "--models", str(models), "--data-root", str(synthetic_root),
+                     "--out", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and f"{models / 'cnn_multimnist.safetensors'} has an unreadable card: 'epochs'" in captured.err
+    assert not out.exists() and "forged" not in captured.out
+
+
+def test_every_cell_of_the_table_stays_one_cell_whatever_it_holds():
+    def report(kind: str, epochs) -> dict:
+        model = {"kind": kind, "routing_iters": None, "parameters": 10, "epochs": epochs, "accuracy": 0.5,
+                 "digits_named": 0.75}  # fmt: skip
+        return {"test_pairs": 40, "models": {"cnn_multimnist": model}, "comparisons": [], "coupling": None}
+
+    plain = multimnist_claims.markdown(report("cnn", 3)).splitlines()
+    crafted = multimnist_claims.markdown(report("cnn | x\n| `forged` | row |", "3 |\n| 1 |")).splitlines()
+    assert len(crafted) == len(plain)  # no row more
+    assert [line.count(" | ") for line in crafted] == [line.count(" | ") for line in plain]  # no column more
+    assert "| - |" in multimnist_claims.markdown(report("cnn", None))  # a card without epochs

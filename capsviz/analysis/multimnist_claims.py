@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from capsviz import registry, tasks
+from capsviz.analysis.robustness import _cell
 from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import owners
-from capsviz.checkpoint import PRETRAINED_DIR, load_checkpoint
+from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, load_checkpoint, read_card, read_config
 from capsviz.data import to_float
 from capsviz.multimnist import TEST_PAIRS, Pairs
 
@@ -27,6 +28,7 @@ FORMAT = "capsviz-multimnist-claims"
 REPORT = PRETRAINED_DIR / "multimnist_claims.json"
 ROUTED = "capsnet_multimnist"  # the CapsNet whose couplings are measured
 MODELS = ("capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist")  # shipped names, in table order
+KINDS = {"capsnet_multimnist": "capsnet", "capsnet_r1_multimnist": "capsnet", "cnn_multimnist": "cnn"}
 COMPARISONS = (  # (a, b): is a better than b on the same pairs?
     ("capsnet_multimnist", "cnn_multimnist"),
     ("capsnet_multimnist", "capsnet_r1_multimnist"),
@@ -90,6 +92,35 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     return {"a_only": a_only, "b_only": b_only, "lead": lead, "se": se, "z": lead / se if se else 0.0}
 
 
+def check_models(paths: dict[str, Path]) -> None:
+    """Each file, from its header alone: the kind its name says (KINDS), a two-digit model that reads the
+    MultiMNIST canvas, and a card whose fields the table shows; a CheckpointError names the first that is not."""
+    for name, path in paths.items():
+        config = read_config(path)
+        kind = registry.kind_of(config)
+        if kind != KINDS.get(name, kind):
+            raise CheckpointError(f"{path} holds a {kind} model; the comparison reads {name} as a {KINDS[name]}")
+        problem = _two_digit_mismatch(config)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
+        card_epochs(read_card(path), path)
+
+
+def _two_digit_mismatch(config) -> str | None:
+    """Why a model of `config` cannot read the MultiMNIST test pairs, or None when it can."""
+    if config.task != "multimnist":
+        return f"it was trained on {config.task}, not on MultiMNIST pairs"
+    return tasks.mismatch(config)
+
+
+def card_epochs(card: dict, path) -> int | None:
+    """The card's epoch count (None when it has none); a CheckpointError for anything but a whole count."""
+    epochs = card.get("epochs")
+    if epochs is not None and (type(epochs) is not int or epochs < 0):
+        raise CheckpointError(f"{path} has an unreadable card: 'epochs' is {str(epochs)[:40]!r}, not a count of epochs")
+    return epochs
+
+
 def measure(paths: dict[str, Path], pairs: Pairs, *, command: str) -> dict:
     """Each model's accuracy and digits named on `pairs`, and the paired comparisons among those given."""
     right, models = {}, {}
@@ -103,7 +134,7 @@ def measure(paths: dict[str, Path], pairs: Pairs, *, command: str) -> dict:
             "kind": registry.kind_of(model),
             "routing_iters": getattr(model.config, "routing_iters", None),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "epochs": card.get("epochs"),
+            "epochs": card_epochs(card, path),
             "accuracy": right[name].float().mean().item(),
             "errors": int((~right[name]).sum()),
             "digits_named": digits_named(named, pairs.labels) / (2 * len(pairs.labels)),
@@ -134,10 +165,10 @@ def markdown(report: dict) -> str:
     for name, m in report["models"].items():
         paper = f"{PAPER_ERROR[name]:.1%}" if name in PAPER_ERROR else "-"
         routing = f", {m['routing_iters']} routing iteration(s)" if m["routing_iters"] else ""
-        lines.append(
-            f"| `{name}` ({m['kind']}{routing}) | {m['parameters']:,} | {m['epochs']} | {m['accuracy']:.2%} | "
-            f"{1 - m['accuracy']:.2%} | {m['digits_named']:.2%} | {paper} |"
-        )
+        epochs = "-" if m["epochs"] is None else m["epochs"]
+        cells = [f"`{name}` ({m['kind']}{routing})", f"{m['parameters']:,}", epochs, f"{m['accuracy']:.2%}",
+                 f"{1 - m['accuracy']:.2%}", f"{m['digits_named']:.2%}", paper]  # fmt: skip
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")  # each one cell, whatever a card held
     lines += [
         "",
         "| a vs b | only a right | only b right | a's lead | paired SE | z |",
