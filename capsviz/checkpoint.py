@@ -252,13 +252,20 @@ def _check_header(prefix: bytes, read, size: int, name: str) -> dict:
     return header
 
 
-def _check_shapes(header: dict, config, name: str) -> None:
-    """Compare the header's tensors with what `config` builds, on the meta device: nothing is allocated."""
+def bounded_parameters(config, name: str) -> dict[str, nn.Parameter]:
+    """The parameters `config` builds, by name, on the meta device (nothing is allocated); a CheckpointError
+    naming `name` for a model of more than MAX_PARAMETERS, which no checkpoint may hold."""
     with torch.device("meta"):
         params = dict(registry.build(config).named_parameters())
     count = sum(p.numel() for p in params.values())
     if count > MAX_PARAMETERS:
         raise CheckpointError(f"{name} describes a model of {count:,} parameters; capsviz allows {MAX_PARAMETERS:,}")
+    return params
+
+
+def _check_shapes(header: dict, config, name: str) -> None:
+    """Compare the header's tensors with what `config` builds, on the meta device: nothing is allocated."""
+    params = bounded_parameters(config, name)
     found = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     weights = {k: v for k, v in found.items() if not k.startswith(OPTIMIZER_PREFIX)}
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))

@@ -27,6 +27,7 @@ from capsviz.checkpoint import (
     SHIPPED_CHECKPOINT,
     CheckpointError,
     among_shipped,
+    bounded_parameters,
     load_checkpoint,
     read_card,
     read_config,
@@ -293,14 +294,18 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
     try:
         config = read_config(source) if source else None  # a foreign or broken checkpoint is refused before any work
         card = resumed_settings(read_card(args.resume), args.resume) if args.resume else {}
-        check_no_other_run(Path(args.out), args.resume)  # again under the run's lock (`train`)
-        check_run_folder(Path(args.out))
-    except (CheckpointError, RunFolderError) as exc:
+    except CheckpointError as exc:
         parser.error(str(exc))
     if config is not None and args.data not in (None, config.task):
         parser.error(f"{source} holds a {config.task} model: it trains on --data {config.task}, not {args.data}")
     args.data = config.task if config is not None else args.data or tasks.DEFAULT
     _check_same_run(parser, args, card)
+    try:
+        args.model_config = _model_config(args)
+        check_no_other_run(Path(args.out), args.resume)  # again under the run's lock (`train`)
+        check_run_folder(Path(args.out))  # the run folder is made last, once every argument is accepted
+    except (UsageError, CheckpointError, RunFolderError) as exc:
+        parser.error(str(exc))
 
 
 def _check_same_run(parser, args, card: dict) -> None:
@@ -330,7 +335,6 @@ def _train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_config = _model_config(args)
     ddp = distributed.from_env()  # set by torchrun; a single process otherwise
     device = distributed.setup(args.device, ddp) if ddp.enabled else args.device
     config = TrainConfig(
@@ -362,7 +366,7 @@ def _train(args) -> int:
             test_split,
             args.out,
             config,
-            model_config=model_config,
+            model_config=args.model_config,
             callbacks=callbacks,
             resume=args.resume,
             init=args.init,
@@ -380,8 +384,9 @@ def _train(args) -> int:
 
 
 def _model_config(args):
-    """The config --model and --routing-iters describe; None when the model comes from --resume / --init (with
-    which _check_train_args has refused them)."""
+    """The config --model, --preset, --routing-iters and --data describe, within the size a checkpoint may hold
+    (`bounded_parameters`); None when the model comes from --resume / --init (with which _check_train_args has
+    refused them)."""
     if args.resume or args.init:
         return None
     kind = args.model or registry.LEGACY_KIND
@@ -391,7 +396,14 @@ def _model_config(args):
         named = ", ".join(sorted(presets)) or "none"
         raise UsageError(f"--preset {args.preset!r} is not a named {kind} config (named: {named})")
     base = presets[args.preset] if args.preset is not None else config_class()
-    return tasks.for_task(dataclasses.replace(base, **_routing_option(kind, args.routing_iters)), args.data)
+    config = tasks.for_task(dataclasses.replace(base, **_routing_option(kind, args.routing_iters)), args.data)
+    options = {"--model": kind, "--preset": args.preset, "--data": args.data}
+    named = " ".join(f"{option} {value}" for option, value in options.items() if value is not None)
+    try:
+        bounded_parameters(config, named)  # the one count that checkpoint loading enforces
+    except CheckpointError as exc:
+        raise UsageError(f"{exc}, so its checkpoint could not be loaded: nothing was trained") from None
+    return config
 
 
 def _routing_option(kind: str, routing_iters: int | None) -> dict:

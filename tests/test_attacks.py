@@ -35,6 +35,7 @@ from capsviz import cli, registry, tasks
 from capsviz.analysis import trace_export
 from capsviz.checkpoint import (
     CheckpointError,
+    bounded_parameters,
     checkpoint_bytes,
     load_checkpoint,
     load_training_state,
@@ -488,6 +489,18 @@ def test_the_library_checks_the_run_folder_before_loading_anything(tmp_path, spl
     monkeypatch.setattr("capsviz.train.registry", None)  # building a model would fail differently
     with pytest.raises(RunFolderError, match="existing file"):
         train(*splits, existing, tiny_config())
+
+
+def test_a_model_larger_than_a_checkpoint_may_hold_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "load_mnist", lambda *a, **k: pytest.fail("read the data first"))
+    out = tmp_path / "runs" / "paper-cnn"
+    with pytest.raises(SystemExit) as stopped:  # the paper's CNN on the 36x36 canvas: 56.9M parameters
+        cli.main(["train", "--data", "multimnist", "--model", "cnn", "--preset", "paper", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert "--model cnn --preset paper --data multimnist describes a model of 56,941,330 parameters" in err
+    assert "capsviz allows 50,000,000" in err and not (tmp_path / "runs").exists()
+    bounded_parameters(tasks.for_task(CNNConfig.PRESETS["paper"], "mnist"), "the paper's CNN")  # 35.4M: allowed
 
 
 # --- resume flags, malformed cards, left-over temporaries, atomic logs ------------------------
