@@ -34,7 +34,7 @@ from capsviz.checkpoint import (
     refuse_shipped,
 )
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
 from capsviz.files import atomic_write, clean_stale, replace_together
 from capsviz.train import (
@@ -302,6 +302,7 @@ def _check_train_args(parser: argparse.ArgumentParser, args) -> None:
     _check_same_run(parser, args, card)
     try:
         args.model_config = _model_config(args)
+        args.new_folders = _missing_folders(Path(args.out))  # what a refused or failed start removes again
         check_no_other_run(Path(args.out), args.resume)  # again under the run's lock (`train`)
         check_run_folder(Path(args.out))  # the run folder is made last, once every argument is accepted
     except (UsageError, CheckpointError, RunFolderError) as exc:
@@ -328,7 +329,29 @@ def _check_same_run(parser, args, card: dict) -> None:
         args.limit = args.resumed_images  # the run's own training set (and test images, as --limit cut both)
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders of `path` that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
 def _train(args) -> int:
+    """Train, and when the run stops before its first epoch is written, remove the folders it made (left empty)."""
+    try:
+        return _run_training(args)
+    except BaseException:
+        for folder in args.new_folders:
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        raise
+
+
+def _run_training(args) -> int:
     from capsviz.speed import distributed
     from capsviz.speed.fastpath import FAST, PLAIN
     from capsviz.train import TrainConfig, train
@@ -349,8 +372,8 @@ def _train(args) -> int:
         fast=dataclasses.replace(PLAIN if args.plain else FAST, compile=args.compile),
     )
     try:
-        train_split = load_mnist(args.data_root, train=True).head(args.limit)
-        test_split = tasks.evaluation_set(args.data, load_mnist(args.data_root, train=False)).head(args.limit)
+        train_split = _digits(args.data, args.data_root, train=True, limit=args.limit)
+        test_split = tasks.evaluation_set(args.data, _digits(args.data, args.data_root, train=False)).head(args.limit)
         if args.data == "multimnist":
             train_split = multimnist.PairSource(train_split)  # fresh pairs of these digits every epoch
         if args.resumed_images is not None and len(train_split) != args.resumed_images:
@@ -757,7 +780,22 @@ def _load_model(path, device="cpu", *, mnist_only: bool = False):
 
 def _test_split(model, data_root):
     """The test set of the model's task: the MNIST test digits, or the fixed MultiMNIST test pairs of them."""
-    return tasks.evaluation_set(model.config.task, load_mnist(data_root, train=False))
+    return tasks.evaluation_set(model.config.task, _digits(model.config.task, data_root, train=False))
+
+
+def _digits(task: str, data_root, *, train: bool, limit: int | None = None):
+    """The MNIST digits (the first `limit`) that `task`'s images are made of; a UsageError when MultiMNIST cannot
+    pair them: digits of one class (a cut data root, or a small --limit) give no pair of two classes."""
+    digits = load_mnist(data_root, train=train).head(limit)
+    classes = digits.labels.unique().tolist()
+    if task == "multimnist" and len(classes) < 2:
+        where = f"{default_data_root(data_root) / 'MNIST'}" + (f" (--limit {limit})" if limit else "")
+        which = "training" if train else "test"
+        found = f"no MNIST {which} digit was read from {where}"
+        if classes:
+            found = f"the {len(digits):,} MNIST {which} digits read from {where} are all {classes[0]}s"
+        raise UsageError(f"MultiMNIST pairs two digits of different classes, and {found}")
+    return digits
 
 
 def _load_mnist_model(path, device="cpu"):
@@ -804,7 +842,7 @@ def _multimnist_claims(args) -> int:
     if missing:
         raise UsageError(f"not shipped: {', '.join(missing)}")
     multimnist_claims.check_models(paths)  # each file's kind, task and card, before the test pairs are drawn
-    pairs = multimnist.fixed_test_pairs(load_mnist(args.data_root, train=False))
+    pairs = multimnist.fixed_test_pairs(_digits("multimnist", args.data_root, train=False))
     _check_full_measurement(out, len(pairs.labels), "multimnist")
     _clean_before_writing(out)
     command = "python -m capsviz multimnist-claims" + "".join(

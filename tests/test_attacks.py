@@ -44,12 +44,21 @@ from capsviz.checkpoint import (
     save_checkpoint,
 )
 from capsviz.cnn import CNNConfig
-from capsviz.data import DataUnavailableError, load_mnist
+from capsviz.data import DataUnavailableError, Split, load_mnist
 from capsviz.model import CapsNet, CapsNetConfig
 from capsviz.preprocess import ink_map, open_image, to_mnist
 from capsviz.train import NonFiniteLossError, RunFolderError, TrainConfig, csv_cell, train
 
-from conftest import NEEDS_APP, REPO, TINY_CAPSNET, TINY_CNN, routing_report, two_digit_models
+from conftest import (
+    NEEDS_APP,
+    REPO,
+    TINY_CAPSNET,
+    TINY_CNN,
+    routing_report,
+    synthetic_digits,
+    two_digit_models,
+    write_idx,
+)
 from drawings import draw_digit
 
 
@@ -735,6 +744,37 @@ def test_a_read_only_folder_of_archives_is_named(mnist_copy, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.MNIST.__init__", read_only)
     with pytest.raises(DataUnavailableError, match=rf"{raw} is read-only.*gunzip -k"):
         load_mnist(mnist_copy, train=False)
+
+
+@pytest.fixture
+def sevens_root(tmp_path) -> Path:
+    """MNIST archives whose digits are all 7s: no MultiMNIST pair of two classes can be drawn from them."""
+    root = tmp_path / "sevens"
+    for prefix, n in (("train", 64), ("t10k", 40)):
+        write_idx(root / "MNIST" / "raw", prefix, Split(synthetic_digits(n).images, torch.full((n,), 7)))
+    return root
+
+
+def test_multimnist_from_digits_of_one_class_is_refused_and_leaves_no_run_folder(
+    sevens_root, synthetic_root, tmp_path, capsys
+):
+    train_ = ["train", "--data", "multimnist", "--device", "cpu", "--batch-size", "16"]
+    runs = tmp_path / "runs"
+    cases = ((sevens_root, "32", "the 32 MNIST training digits"), (synthetic_root, "1", "(--limit 1)"))
+    for root, limit, found in cases:  # every digit a 7, or a --limit that keeps one digit
+        assert cli.main([*train_, "--data-root", str(root), "--limit", limit, "--out", str(runs / "multi")]) == 2
+        err = capsys.readouterr().err
+        assert "MultiMNIST pairs two digits of different classes" in err and found in err and "are all " in err
+        assert not runs.exists()  # the run folder (and the folder made for it) went again
+    model = save_checkpoint(tmp_path / "m.safetensors", registry.build(tasks.for_task(TINY_CAPSNET, "multimnist")))
+    evaluate = ["evaluate", "--checkpoint", str(model), "--data-root", str(sevens_root)]
+    claims = ["multimnist-claims", "--models", str(two_digit_models(tmp_path / "models")), "--data-root",
+              str(sevens_root), "--out", str(tmp_path / "claims.json")]  # fmt: skip
+    for command in (evaluate, claims):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert f"the 40 MNIST test digits read from {sevens_root / 'MNIST'} are all 7s" in err, command[0]
+    assert not (tmp_path / "claims.json").exists()
 
 
 # --- trainings of closed tabs stop; a server runs a bounded number; runs/ is bounded -----------
