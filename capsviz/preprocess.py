@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -157,6 +158,9 @@ def open_image(source: bytes | str | os.PathLike) -> Image.Image:
 
     Raises ValueError (with the reason) for anything that is not a readable, reasonably sized image.
     """
+    problem = None if isinstance(source, bytes) else _not_regular(source)  # a FIFO blocks open(), /dev/zero never ends
+    if problem is not None:
+        raise ValueError(f"not a readable image: {problem}")
     try:
         with warnings.catch_warnings():  # Pillow's bomb warning: the size is checked here, far lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -174,6 +178,15 @@ def open_image(source: bytes | str | os.PathLike) -> Image.Image:
             return ImageOps.exif_transpose(opened)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable image: {exc}") from None
+
+
+def _not_regular(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file to read, or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        return str(exc)
+    return None if stat.S_ISREG(mode) else f"{os.fspath(path)!r} is not a regular file"
 
 
 def _unit_float(pil: Image.Image) -> Image.Image:
@@ -239,21 +252,25 @@ def _plain_ink(grey: np.ndarray) -> np.ndarray:
     return _stretch(ink, floor=_border_median(ink))
 
 
+def _edge(grey: np.ndarray) -> np.ndarray:
+    """(H, W) -> the pixels along the picture's edge, clockwise from the top left (none for a 1x1 picture)."""
+    return np.concatenate([grey[0, :-1], grey[:-1, -1], grey[-1, :0:-1], grey[:0:-1, 0]])
+
+
 def _edge_runs(grey: np.ndarray) -> list[float]:
     """The medians of LIGHT_SEGMENTS runs along the picture's edge, clockwise: a stroke crossing it barely counts."""
-    ring = np.concatenate([grey[0, :-1], grey[:-1, -1], grey[-1, :0:-1], grey[:0:-1, 0]])  # clockwise
-    return [float(np.median(run)) for run in np.array_split(ring, LIGHT_SEGMENTS) if run.size]
+    return [float(np.median(run)) for run in np.array_split(_edge(grey), LIGHT_SEGMENTS) if run.size]
 
 
 def _edge_spread(grey: np.ndarray) -> float:
-    """How much the background's brightness changes along the picture's edge."""
+    """How much the background's brightness changes along the picture's edge (0 where it has no edge)."""
     runs = _edge_runs(grey)
-    return max(runs) - min(runs)
+    return max(runs) - min(runs) if runs else 0.0
 
 
 def _edge_noise(grey: np.ndarray) -> float:
     """The median difference between neighbouring edge pixels: sensor noise, 0 on a drawing."""
-    ring = np.concatenate([grey[0, :-1], grey[:-1, -1], grey[-1, :0:-1], grey[:0:-1, 0]])  # clockwise
+    ring = _edge(grey)
     return float(np.median(np.abs(np.diff(ring)))) if ring.size > 1 else 0.0
 
 

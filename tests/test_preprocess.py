@@ -1,4 +1,5 @@
 import io
+import os
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from capsviz.preprocess import (
     from_ink,
     ink_bbox,
     ink_map,
+    open_image,
     to_mnist,
     to_two_digits,
 )
@@ -408,3 +410,16 @@ def test_a_threshold_removes_faint_blotches_and_keeps_the_digit():
 def test_a_crop_or_threshold_out_of_range_is_refused_clearly(settings):
     with pytest.raises(ValueError, match="crop|threshold"):
         from_ink(drawn_ink(1), **settings)
+
+
+@pytest.mark.parametrize("mode, value", [("L", 255), ("L", 0), ("L", 128), ("RGB", (0, 0, 0)), ("LA", (0, 255))])
+def test_a_one_pixel_picture_is_read_as_blank_not_an_internal_error(mode, value):
+    assert to_mnist(Image.new(mode, (1, 1), value)) is None  # no edge to judge the light by: nothing to read
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would wait for a writer
+    for path in (tmp_path / "pipe.png", "/dev/zero", tmp_path / "missing.png"):
+        with pytest.raises(ValueError, match="not a readable image"):
+            open_image(path)
