@@ -14,7 +14,14 @@ from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import Separation, inks_swapped, owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
-from capsviz.figures.viz_two import coupling_figure, grey, pair_figure, reconstruction_colours, scores_figure
+from capsviz.figures.viz_two import (
+    coupling_figure,
+    coupling_span,
+    grey,
+    pair_figure,
+    reconstruction_colours,
+    scores_figure,
+)
 from capsviz.ui import state
 from capsviz.ui.card import plain
 from capsviz.ui.resources import LoadedModel, model_from_file
@@ -134,7 +141,8 @@ def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
     st.caption(
         f"Each map: the 10x10 primary-capsule positions; colour: how much more of its coupling a position sends to "
         f"{named[0]} (red) than to {named[1]} (blue), averaged over the 32 capsule types, in percentage points. "
-        f"Iteration 1 is uniform (10% to each of the 10 digits). The scale spans the largest difference shown."
+        f"Iteration 1 is uniform (10% to each of the 10 digits). The scale spans ±{coupling_span(seen.share):.2f} "
+        "points, the largest difference shown."
     )
     if singles is None or (labels is not None and set(labels) != set(named)) or last == 1:
         return  # no ink to tell the digits apart by, a reading that names another digit, or no routing yet
@@ -154,8 +162,9 @@ def _ink_summary(share: np.ndarray, owner: np.ndarray, named: tuple[int, int], k
         return None
     digit, other = named[k], named[1 - k]
     return (f"positions on the {digit}'s ink ({int((owner == k).sum())} of 100) send {owned[-1, k, k]:.2f}% of "
-            f"their coupling to {digit} and {owned[-1, k, 1 - k]:.2f}% to {other}; {rose[0]:.0%} of them raised their "
-            f"coupling to {digit} since iteration 1, by {rose[1] * 100:+.2f} points on average")  # fmt: skip
+            f"their coupling to {digit} and {owned[-1, k, 1 - k]:.2f}% to {other}; since iteration 1, {rose[0]:.0%} "
+            f"of them raised their coupling to {digit}, which changed by {rose[1] * 100:+.2f} points on "
+            "average")  # fmt: skip
 
 
 def measured_coupling(report: dict | None) -> None:
