@@ -36,7 +36,7 @@ from capsviz.checkpoint import (
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import DataUnavailableError, default_data_root, load_mnist
 from capsviz.device import DEVICE_CHOICES, DeviceUnavailableError
-from capsviz.files import atomic_write, clean_stale, replace_together
+from capsviz.files import atomic_write, clean_stale, read_capped, replace_together
 from capsviz.train import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -541,11 +541,13 @@ MAX_CARD_BYTES = 1 << 20
 def read_earlier_card(path: str) -> dict:
     """The card of the checkpoint a run started from, checked: epochs, per-epoch accuracies, wall time."""
     file = Path(path)
-    if not file.is_file() or file.stat().st_size > MAX_CARD_BYTES:
-        raise UsageError(f"--continues {path}: not a card file (a .json of at most 1 MiB)")
     try:
-        card = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raw = read_capped(file, MAX_CARD_BYTES)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--continues {path}: not a card file (a .json of at most 1 MiB): {exc}") from None
+    try:
+        card = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise UsageError(f"--continues {path}: not JSON ({exc})") from None
     per_epoch = card.get("test_accuracy_per_epoch") if isinstance(card, dict) else None
     ok = (

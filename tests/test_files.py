@@ -58,3 +58,15 @@ def test_the_claims_labs_report_linked_to_an_endless_device_is_unreadable_not_re
     (tmp_path / "robustness.json").symlink_to("/dev/zero")
     report, why = lab.load_robustness(tmp_path / "robustness.json")
     assert report is None and "not a regular file" in why
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_every_report_linked_to_an_endless_device_is_unreadable_not_read_forever(tmp_path):
+    from capsviz.analysis import multimnist_claims, routing_accuracy
+
+    (tmp_path / "multimnist_claims.json").symlink_to("/dev/zero")
+    assert multimnist_claims.load(tmp_path / "multimnist_claims.json") is None
+    checkpoint = tmp_path / "model.safetensors"
+    routing_accuracy.results_path(checkpoint).symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="not a regular file"):
+        routing_accuracy.load_for(checkpoint, sha256="0" * 64)

@@ -22,6 +22,7 @@ from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import owners
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, load_checkpoint, read_card, read_config
 from capsviz.data import to_float
+from capsviz.files import read_capped
 from capsviz.multimnist import TEST_PAIRS, Pairs
 
 FORMAT = "capsviz-multimnist-claims"
@@ -196,9 +197,7 @@ MAX_REPORT_BYTES = 1 << 20  # a report is about 2 kB; a bigger file is not one
 def load(path: Path = REPORT) -> dict | None:
     """The report, or None when it is missing, too big or not of this shape (a crafted file is never shown)."""
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            return None
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(read_capped(path, MAX_REPORT_BYTES))
         if report["format"] != FORMAT:
             return None
         models, comparisons = report["models"], report["comparisons"]

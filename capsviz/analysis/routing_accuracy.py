@@ -22,7 +22,7 @@ import torch
 from capsviz import registry, tasks
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import Split, to_float
-from capsviz.files import atomic_write
+from capsviz.files import atomic_write, read_capped
 from capsviz.model import CapsNet
 
 SUFFIX = ".routing.json"
@@ -105,9 +105,7 @@ def load_for(checkpoint: str | Path, sha256: str | None = None) -> dict | None:
     """
     path = results_path(checkpoint)
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise ValueError(f"it is over {MAX_REPORT_BYTES // 2**20} MB")
-        results = json.loads(path.read_text())
+        results = json.loads(read_capped(path, MAX_REPORT_BYTES))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecursionError) as exc:
