@@ -70,13 +70,13 @@ def tabs(settings) -> None:
         with explore:
             explore_tab(settings)
     else:
-        canvas.left()  # the canvas remounts with the last drawing
-        inputs.left()  # and the upload is kept
+        canvas.hidden()  # the canvas remounts with the last drawing
+        inputs.hidden()  # and the upload is kept
     if two.open:
         with two:
             two_digits_tab(settings.device)
     else:
-        two_digit_input.left()  # the two-pen canvas too
+        two_digit_input.hidden()  # the two-pen canvas too
     if lab.open:
         with lab:
             lab_tab(settings.loaded, settings.device)

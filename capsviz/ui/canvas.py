@@ -185,7 +185,7 @@ def show(objects: list, png: bytes) -> None:
     memory["objects"], memory["data"] = objects, png
 
 
-def left(keys: CanvasKeys = EXPLORE) -> None:
+def hidden(keys: CanvasKeys = EXPLORE) -> None:
     """Called on a run without the canvas: the next time it mounts, it loads the last drawing."""
     memory = _memory(keys)
     if memory["objects"] and (memory["load"] or {}).get("objects") is not memory["objects"]:

@@ -61,7 +61,7 @@ def model_input(loaded: LoadedModel, routing_iters: int) -> ModelInput:
         return _from_link()
     if source == DRAW:
         return _from_canvas()
-    canvas.left()
+    canvas.hidden()
     if source == SAMPLE:
         return _from_mnist(loaded, routing_iters)
     return _from_upload()
@@ -111,7 +111,7 @@ def _from_upload() -> ModelInput:
     return _shown(kept[1])
 
 
-def left() -> None:
+def hidden() -> None:
     """Called on a run without the Explore tab: Streamlit empties its file uploader, the upload is kept."""
     if state.UPLOAD_DECODED in st.session_state:
         st.session_state[state.UPLOAD_AWAY] = True

@@ -142,8 +142,8 @@ def show(settings, page: Page) -> None:
     st.html(CSS)
     section = navigation()
     if section != INPUT:
-        canvas.left()  # the canvas remounts with the last drawing
-        inputs.left()  # and the upload is kept
+        canvas.hidden()  # the canvas remounts with the last drawing
+        inputs.hidden()  # and the upload is kept
     if section == CLAIMS:
         lab_on_input(settings.loaded, settings.device)
         return

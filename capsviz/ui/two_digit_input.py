@@ -51,7 +51,7 @@ def _test_pairs(root: str | None) -> multimnist.Pairs:
 def pair_input() -> Picture | None:
     source = state.widget(st.radio, "Two digits from", SOURCES, key=state.TWO_SOURCE, default=PAIR)
     if source != DRAWN:
-        canvas.left(CANVAS)  # the two-pen canvas remounts with its drawing
+        canvas.hidden(CANVAS)  # the two-pen canvas remounts with its drawing
     if source == DRAWN:
         return _drawn()
     if source == EXPLORED:
@@ -70,9 +70,9 @@ def read_explored() -> None:
     st.session_state[state.TABS] = state.TAB_NAMES["two"]
 
 
-def left() -> None:
+def hidden() -> None:
     """Called on a run without this tab: the two-pen canvas remounts with its drawing."""
-    canvas.left(CANVAS)
+    canvas.hidden(CANVAS)
 
 
 def _drawn() -> Picture | None:
