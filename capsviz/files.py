@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import glob
 import hashlib
 import json
@@ -168,9 +169,33 @@ def _finish(staged: Path) -> None:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_of(path)
     except OSError:
         return None
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """A file's sha256, read in 1 MiB blocks (a checkpoint is 30 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_cached(path: str | os.PathLike) -> str | None:
+    """`sha256_of`, hashed again only when the file is replaced or rewritten (another inode, time or size); None
+    for a file that cannot be read. For the page, which asks on every rerun."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return _sha256_keyed(str(Path(path).resolve()), status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_keyed(path: str, inode: int, mtime_ns: int, size: int) -> str | None:
+    return _sha256(Path(path))
 
 
 @contextlib.contextmanager

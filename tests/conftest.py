@@ -173,12 +173,13 @@ def two_digit_models(folder: Path, cards: dict[str, dict] | None = None) -> Path
 
 def routing_report(checkpoint: Path, **changes) -> dict:
     """A routing-accuracy report of `checkpoint`'s bytes, with `changes` (None: the field left out)."""
+    from capsviz import files
     from capsviz.analysis import routing_accuracy
 
     report = {
         "format": routing_accuracy.FORMAT,
         "checkpoint": str(checkpoint),
-        "sha256": routing_accuracy.sha256_of(checkpoint),
+        "sha256": files.sha256_of(checkpoint),
         "test_images": 40,
         "trained_routing_iters": 3,
         "accuracy": {str(r): 0.1 * r for r in range(1, 6)},

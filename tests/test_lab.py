@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from capsviz.analysis import affine, lab, robustness
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import save_checkpoint
 from capsviz.cnn import CNN
+from capsviz.files import sha256_of
 from capsviz.model import CapsNet
 
 from conftest import TINY_CAPSNET, TINY_CNN

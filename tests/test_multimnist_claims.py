@@ -84,8 +84,8 @@ def test_a_crafted_report_is_not_read(tmp_path, crafted):
 
 
 def test_the_shipped_report_is_read_and_names_the_shipped_bytes():
-    from capsviz.analysis.routing_accuracy import sha256_of
     from capsviz.checkpoint import PRETRAINED_DIR
+    from capsviz.files import sha256_of
 
     report = multimnist_claims.load()
     assert report is not None and report["test_pairs"] == 10_000 and len(report["coupling"]["own"]) == 3

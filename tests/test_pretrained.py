@@ -9,9 +9,9 @@ import pytest
 
 from capsviz import registry
 from capsviz.analysis import robustness
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR, SHIPPED_CHECKPOINT, load_checkpoint, read_card, read_config
 from capsviz.cnn import CNNConfig
+from capsviz.files import sha256_of
 from capsviz.model import CapsNetConfig
 
 from drawings import draw_digit

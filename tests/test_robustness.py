@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from capsviz.analysis import affine, robustness
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import save_checkpoint
 from capsviz.data import load_mnist, to_float
+from capsviz.files import sha256_of
 from capsviz.train import evaluate
 
 from conftest import OFFLINE_ENV

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from capsviz import files
 from capsviz.analysis import routing_accuracy
 from capsviz.checkpoint import save_checkpoint
 from capsviz.model import CapsNet, CapsNetConfig
@@ -41,7 +42,7 @@ def test_command_writes_json_next_to_the_checkpoint_and_matches_only_those_weigh
     path = tmp_path / "model.routing.json"
     results = json.loads(path.read_text())
     assert results["test_images"] == 30 and set(results["accuracy"]) == {"1", "2", "3", "4", "5"}
-    assert results["sha256"] == routing_accuracy.sha256_of(checkpoint)
+    assert results["sha256"] == files.sha256_of(checkpoint)
     assert "--limit 30" in results["command"] and results["date"]
     for r in results["accuracy"]:
         assert results["errors"][r] == round(30 * (1 - results["accuracy"][r]))
@@ -61,7 +62,7 @@ def test_a_shipped_measurement_belongs_to_the_shipped_checkpoint():
     if not path.exists():
         pytest.skip(f"no {path.name} shipped")
     results = json.loads(path.read_text())
-    assert results["sha256"] == routing_accuracy.sha256_of(SHIPPED_CHECKPOINT), "stale: rerun routing-accuracy"
+    assert results["sha256"] == files.sha256_of(SHIPPED_CHECKPOINT), "stale: rerun routing-accuracy"
     card = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
     if results["test_images"] == card.get("test_images"):
         trained = str(card.get("routing_iters", 3))

@@ -17,7 +17,6 @@ Shape letters: N images (sweep points), J = 10 classes (capsules), D = 16 pose d
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -31,9 +30,8 @@ from torch import nn
 
 from capsviz import registry
 from capsviz.analysis import affine, robustness
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
-from capsviz.files import read_capped
+from capsviz.files import read_capped, sha256_cached
 
 BASELINE_ENV = "CAPSVIZ_BASELINE"  # a CNN checkpoint to use instead of the shipped one, or "none"
 ROBUSTNESS_ENV = "CAPSVIZ_ROBUSTNESS"  # the robustness JSON to show instead of pretrained/robustness.json
@@ -282,7 +280,7 @@ def rows_in_use(result: dict, checkpoints: list[Path]) -> tuple[list[dict], list
             named = where.name == path.name
         else:
             named = where.resolve() == path.resolve()
-        return named and (entry.get("sha256") is None or entry["sha256"] == _digest(path))
+        return named and (entry.get("sha256") is None or entry["sha256"] == sha256_cached(path))
 
     chosen = [m for m in result["models"] if any(same(m, p) for p in checkpoints)]
     missing = [p for p in checkpoints if not any(same(m, p) for m in result["models"])]
@@ -298,14 +296,3 @@ def affine_gaps(entries: list[dict], test_images) -> tuple[dict | None, list[dic
     return against_cnn, [row for row in rows if row["against"] == "routing"]
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return _digest_of(str(path.resolve()), status.st_mtime_ns, status.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _digest_of(path: str, mtime_ns: int, size: int) -> str:  # keyed by mtime and size: a rewritten file is re-read
-    return sha256_of(path)

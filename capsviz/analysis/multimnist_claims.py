@@ -18,11 +18,10 @@ import torch
 
 from capsviz import registry, tasks
 from capsviz.analysis.robustness import _cell
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import owners
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, load_checkpoint, read_card, read_config
 from capsviz.data import to_float
-from capsviz.files import read_capped
+from capsviz.files import read_capped, sha256_of
 from capsviz.multimnist import TEST_PAIRS, Pairs
 
 FORMAT = "capsviz-multimnist-claims"

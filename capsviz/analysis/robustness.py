@@ -28,9 +28,9 @@ from torch import nn
 
 from capsviz import registry
 from capsviz.analysis import affine
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, read_config
 from capsviz.data import Split, to_float
+from capsviz.files import sha256_of
 
 ROUTING = (1, 3, 5)
 FORMAT = "capsviz-robustness"

@@ -13,7 +13,6 @@ names the checkpoint by its sha256, so the app shows it only next to the weights
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,19 +21,11 @@ import torch
 from capsviz import registry, tasks
 from capsviz.configs import MAX_ROUTING_ITERS
 from capsviz.data import Split, to_float
-from capsviz.files import atomic_write, read_capped
+from capsviz.files import atomic_write, read_capped, sha256_of
 from capsviz.model import CapsNet
 
 SUFFIX = ".routing.json"
 FORMAT = "capsviz-routing-accuracy"
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def display_path(path: str | Path) -> str:

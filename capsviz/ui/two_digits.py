@@ -4,13 +4,10 @@ votes, and the measured size of each effect on the 10,000 test pairs beside it."
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import streamlit as st
 
 from capsviz.analysis import multimnist_claims, routing_accuracy
-from capsviz.analysis.routing_accuracy import sha256_of
 from capsviz.analysis.two_digits import Separation, inks_swapped, owned_share, owners, raised, read, separate
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError
 from capsviz.configs import MAX_ROUTING_ITERS
@@ -22,6 +19,7 @@ from capsviz.figures.viz_two import (
     reconstruction_colours,
     scores_figure,
 )
+from capsviz.files import sha256_cached
 from capsviz.ui import state
 from capsviz.ui.card import plain
 from capsviz.ui.resources import LoadedModel, model_from_file
@@ -177,21 +175,12 @@ def measured_coupling(report: dict | None) -> None:
                 f"send {own} of their coupling to that digit, and {other} to the other digit.")  # fmt: skip
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _sha256_at(path: str, mtime: float) -> str:
-    return sha256_of(path)
-
-
-def _sha256(path) -> str:
-    return _sha256_at(str(path), os.stat(path).st_mtime)
-
-
 def shipped_report(models: dict) -> dict | None:
     """The comparison report with only the models whose exact weights it measured and this page shows."""
     report = multimnist_claims.load()
     if report is None:
         return None
-    here = {n: _sha256(m.path) for n, m in models.items() if m is not None and m.path is not None}
+    here = {n: sha256_cached(m.path) for n, m in models.items() if m is not None and m.path is not None}
     kept = {name: m for name, m in report["models"].items() if here.get(name) == m["sha256"]}
     if ROUTED not in kept:
         report["coupling"] = None  # measured on other weights than the CapsNet shown
@@ -212,7 +201,8 @@ def measured(models: dict, report: dict | None) -> None:
                         f"(paired standard error {c['se'] * 100:.2f}).")  # fmt: skip
     routed = models[ROUTED]
     try:
-        by_iters = routing_accuracy.load_for(routed.path, _sha256(routed.path)) if routed.path is not None else None
+        path = routed.path
+        by_iters = routing_accuracy.load_for(path, sha256_cached(path)) if path is not None else None
     except ValueError as exc:
         st.warning(f"The CapsNet's routing report cannot be used: {plain(exc, 300)}")
         return
