@@ -82,3 +82,19 @@ def test_capsviz_app_serves_the_page_from_the_installed_package(installed, tmp_p
     with serving(command, port, env=OFFLINE_ENV, cwd=tmp_path, host="localhost", log=log):
         pass
     assert f"localhost:{port}" in log.read_text()  # bound to this machine only, as .streamlit/config.toml says
+
+
+def test_streamlit_is_imported_only_by_the_app_and_the_two_bench_sections_that_drive_it():
+    """The library trains and measures where streamlit is not installed (a GPU machine)."""
+    import re
+
+    package = REPO / "capsviz"
+    drivers = {package / "bench" / "app.py", package / "bench" / "lesson.py"}  # Streamlit's AppTest, timed
+    importing = re.compile(r"^\s*(import streamlit|from streamlit[ .])", re.MULTILINE)
+    outside = [
+        str(path.relative_to(REPO))
+        for path in package.rglob("*.py")
+        if importing.search(path.read_text(encoding="utf-8")) and package / "ui" not in path.parents
+        and path not in drivers
+    ]  # fmt: skip
+    assert outside == []
