@@ -190,7 +190,7 @@ class CapsNet(nn.Module):
         self, x: torch.Tensor, routing_iters: int | None = None, trace: bool = False
     ) -> tuple[torch.Tensor, RoutingTrace | None, torch.Tensor]:
         """x: (B, C, H, W) -> DigitCaps poses (B, J, D), the optional trace, primary capsules (B, N, I)."""
-        features = torch.relu(self.conv1(x))  # (B, 256, 20, 20)
+        features = torch.relu(self.conv1(x))  # (B, 256, S-8, S-8): 20x20 for MNIST, 28x28 for MultiMNIST
         primary = self.primary(features)  # (B, N, I)
         iterations = self.config.routing_iters if routing_iters is None else routing_iters
         poses, routing_trace = self.digits(primary, iterations, trace=trace)
@@ -206,7 +206,7 @@ class CapsNet(nn.Module):
         mask = nn.functional.one_hot(classes, self.config.num_classes).to(poses.dtype)  # (B, J)
         masked = (poses * mask.unsqueeze(-1)).flatten(1)  # (B, J*D)
         c, s = self.config.in_channels, self.config.input_size
-        return self.decoder(masked).view(-1, c, s, s)
+        return self.decoder(masked).view(-1, c, s, s)  # (B, C*S*S) -> (B, C, S, S)
 
     def decode(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """One pose per example, (B, D), read as the capsule of `classes` (B,) -> (B, C, H, W).

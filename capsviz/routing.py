@@ -5,6 +5,7 @@ Dimension letters used in shape comments throughout capsviz:
     J  parent capsules    D  parent capsule size, 16
     I  child capsule size, 8
     R  routing iterations
+(In `paper_routing`'s einsum subscripts, i and j are the paper's: i a child capsule, one of N, j a parent.)
 
 `paper_routing` is Procedure 1 written as the paper writes it, one einsum per line; the
 router the model runs, `dynamic_routing`, computes the same values in a faster parent-major
@@ -17,9 +18,9 @@ RoutingTrace or None). Another algorithm is one function here and one entry in `
 Gradients: only the final iteration's weighted sum carries gradient to the votes
 u_hat. The agreement updates of the inner iterations use a detached copy of the votes,
 so the coupling coefficients act as constants in the backward pass (as in several
-faithful re-implementations; the paper leaves it open). This halves the backward cost
-of routing and matches the trained behaviour; the forward values are identical either
-way.
+faithful re-implementations; the paper leaves it open). The backward pass then skips
+the inner iterations (how much time that saves is not measured on its own); the forward
+values are identical either way.
 """
 
 from __future__ import annotations

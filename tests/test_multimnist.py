@@ -3,6 +3,7 @@ fixed test set, fresh pairs every epoch, and the bounding-box overlap, on synthe
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,14 @@ def test_the_overlap_summary_of_a_test_set(digits):
     summary = multimnist.overlap_summary(multimnist.fixed_test_pairs(digits))
     assert summary["pairs"] == 60 and set(summary) == {"pairs", "frame_overlap", "ink_iou", "ink_of_smaller"}
     assert 0.6 < summary["frame_overlap"] < 1 and 0 < summary["ink_iou"] <= summary["ink_of_smaller"] <= 1
+    iou, of_smaller = [], []  # the ink boxes' overlap, pair by pair, counted here pixel by pixel
+    for a, b in multimnist.fixed_test_pairs(digits).singles.numpy() > 0:
+        box = [np.zeros_like(a) for _ in range(2)]
+        for mask, ink in zip(box, (a, b)):
+            rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+            mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+        both = (box[0] & box[1]).sum()
+        iou.append(both / (box[0] | box[1]).sum())
+        of_smaller.append(both / min(box[0].sum(), box[1].sum()))
+    assert summary["ink_iou"] == pytest.approx(np.mean(iou), abs=1e-6)
+    assert summary["ink_of_smaller"] == pytest.approx(np.mean(of_smaller), abs=1e-6)

@@ -69,7 +69,11 @@ def test_decode_pose_is_a_float32_image_in_unit_range(model, pose):
     image = decode_pose(model, pose, digit=3)
     assert isinstance(image, np.ndarray)
     assert image.shape == (28, 28) and image.dtype == np.float32
-    assert image.min() >= 0.0 and image.max() <= 1.0
+    masked = torch.zeros(1, 10 * 16)
+    masked[0, 3 * 16 : 4 * 16] = pose  # capsule 3 holds the pose, the other nine are zero
+    with torch.no_grad():
+        expected = model.decoder(masked).view(28, 28).numpy()
+    np.testing.assert_allclose(image, expected, atol=1e-6)  # the decoder's sigmoid output: in [0, 1]
 
 
 def test_perturbation_grid_centre_column_is_the_unperturbed_decode(model, pose):

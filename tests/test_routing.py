@@ -24,8 +24,9 @@ def test_squash_keeps_direction_and_length_below_one(test_device):
     torch.manual_seed(0)  # seeded: in float32 a length rounds to 1 once |s| passes about 4,000
     s = (torch.randn(100, 8) * torch.logspace(-3, 3, 100)[:, None]).to(test_device)
     v = squash(s)
-    lengths = v.norm(dim=-1)
-    assert (lengths < 1).all() and (lengths >= 0).all()
+    lengths, n = v.norm(dim=-1), s.norm(dim=-1)
+    assert (lengths < 1).all()
+    assert torch.allclose(lengths, n**2 / (1 + n**2), rtol=1e-5)  # Eq. 1's length, |s|^2 / (1 + |s|^2)
     cosine = torch.nn.functional.cosine_similarity(v, s, dim=-1)
     assert torch.allclose(cosine, torch.ones(100, device=test_device), atol=1e-5)
 
@@ -101,6 +102,18 @@ def test_the_fast_form_computes_the_papers_procedure_1(test_device):
     for iterations in range(1, 6):
         fast, _ = dynamic_routing(votes, iterations)
         assert torch.allclose(fast, paper_routing(votes, iterations), atol=1e-6), iterations
+
+
+def test_the_fast_forms_couplings_and_poses_are_the_papers_at_every_iteration(test_device):
+    torch.manual_seed(1)
+    votes = torch.randn(3, 60, 10, 16).to(test_device)  # (B, N, J, D)
+    _, trace = dynamic_routing(votes, 5, trace=True)
+    logits = torch.zeros(3, 60, 10, device=test_device)  # b_ij, accumulated from the paper's own v_j
+    for r in range(5):
+        assert torch.allclose(trace.couplings[:, r], torch.softmax(logits, dim=-1), atol=1e-6), r
+        v = paper_routing(votes, r + 1)  # (B, J, D) after r + 1 iterations
+        assert torch.allclose(trace.poses[:, r], v, atol=1e-6), r
+        logits = logits + torch.einsum("bnjd,bjd->bnj", votes, v)
 
 
 @pytest.mark.parametrize("router", [paper_routing, dynamic_routing])

@@ -62,7 +62,7 @@ def coupling_to_own(capsnet: torch.nn.Module, pairs: Pairs, *, batch_size: int =
     """Over all pairs, at the primary positions one digit's ink dominates (capsviz.analysis.two_digits.owners):
     the mean coupling they send to that digit ("own") and to the other one ("other"), iteration by iteration."""
     iterations = capsnet.config.routing_iters
-    own, other, positions = torch.zeros(iterations), torch.zeros(iterations), 0
+    own, other, positions = torch.zeros(iterations), torch.zeros(iterations), 0  # (R,) sums over positions
     types = capsnet.config.primary_types
     with registry.evaluating(capsnet), torch.no_grad():
         for start in range(0, len(pairs.labels), batch_size):
@@ -76,8 +76,8 @@ def coupling_to_own(capsnet: torch.nn.Module, pairs: Pairs, *, batch_size: int =
             owner = torch.from_numpy(owners(pairs.singles[start : start + batch_size], capsnet.config))  # (B, G, G)
             for k in (0, 1):
                 mask = owner == k  # (B, G, G)
-                own += share[..., k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)
-                other += share[..., 1 - k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)
+                own += share[..., k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)  # (R, B, G, G) -> (R, owned) -> (R,)
+                other += share[..., 1 - k].permute(1, 0, 2, 3)[:, mask].sum(dim=1)  # the same, to the other digit
                 positions += int(mask.sum())
     n = max(positions, 1)
     return {"positions": positions, "own": (own / n).tolist(), "other": (other / n).tolist()}

@@ -192,7 +192,7 @@ def tile_grid(tiles: np.ndarray, columns: int) -> np.ndarray:
     grid = np.full((rows, h + 1, columns, w + 1), np.nan, dtype=np.float32)  # each tile with its gap
     flat = np.full((rows * columns, h, w), np.nan, dtype=np.float32)
     flat[:t] = tiles
-    grid[:, :h, :, :w] = flat.reshape(rows, columns, h, w).transpose(0, 2, 1, 3)
+    grid[:, :h, :, :w] = flat.reshape(rows, columns, h, w).transpose(0, 2, 1, 3)  # (rows, h, columns, w)
     return grid.reshape(rows * (h + 1), columns * (w + 1))[:-1, :-1]  # (rows*(h+1) - 1, columns*(w+1) - 1)
 
 
