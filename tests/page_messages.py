@@ -19,25 +19,12 @@ KINDS = ("bidi_component", "plotly_chart")  # the elements whose state a page re
 
 def sends(app, key: str, value):
     """Rerun `app` as the page does after the element under `key` reported `value` (a JSON object)."""
-    from streamlit.proto.WidgetStates_pb2 import WidgetStates
-
-    kind, element_id = next(
-        (kind, e.proto.id) for kind in KINDS for e in app.get(kind) if e.proto.id.endswith(f"-{key}")
-    )
-    states = WidgetStates()
-    states.CopyFrom(app._tree.get_widget_states())
-    state = next((w for w in states.widgets if w.id == element_id), None) or states.widgets.add()
-    state.id = element_id
-    if kind == "plotly_chart":  # a chart's selection travels as a JSON string
-        state.string_value = json.dumps(value)
-    else:
-        state.json_value = json.dumps(value)
-    return app._run(states)
+    return sends_text(app, key, json.dumps(value))
 
 
 def sends_text(app, key: str, text: str):
-    """Rerun `app` as after a page reported raw `text` for the element under `key`: what a crafted page can send
-    where a browser sends JSON."""
+    """Rerun `app` as after the element under `key` reported raw `text`: a browser sends JSON there (a chart's
+    selection as a string, a component's state as JSON), a crafted page anything."""
     from streamlit.proto.WidgetStates_pb2 import WidgetStates
 
     kind, element_id = next(
