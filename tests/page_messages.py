@@ -38,15 +38,27 @@ def sends_text(app, key: str, text: str):
     return app._run(states)
 
 
-def sends_widgets(app, values: dict):
+def widget_ids(app) -> dict[str, str]:
+    """{key: element id} of the widgets and components `app` drew in its last run. An id depends only on how the
+    element is drawn, so one read from another session names the same element in this one, drawn here or not."""
+    components = {e.proto.id: None for kind in KINDS for e in app.get(kind)}
+    every = [*components, *(w.id for w in app._tree.get_widget_states().widgets)]
+    return {element_id.rsplit("-", 1)[-1]: element_id for element_id in every}
+
+
+def sends_widgets(app, values: dict, ids: dict[str, str] | None = None):
     """Rerun `app` as after the page reported each widget under a key in `values` as {key: (field, value)}: a
-    widget state's field (`string_value`, `string_array_value`, `trigger_value`, ...) holding any value at all."""
+    widget state's field (`string_value`, `string_array_value`, `trigger_value`, ...) holding any value at all.
+    `ids` (from `widget_ids`) names widgets this page has not drawn yet."""
     from streamlit.proto.WidgetStates_pb2 import WidgetStates
 
     states = WidgetStates()
     states.CopyFrom(app._tree.get_widget_states())
     for key, (field, value) in values.items():
         state = next((w for w in states.widgets if w.id.endswith(f"-{key}")), None)
+        if state is None and ids and key in ids:
+            state = states.widgets.add()
+            state.id = ids[key]
         assert state is not None, f"no widget {key} on the page"
         if field.endswith("_array_value"):
             getattr(state, field).ClearField("data")
@@ -99,10 +111,12 @@ class Session:
         self._connection.__exit__(*exc)
 
     def run(
-        self, reports: dict[str, object] | None = None, timeout: float = 300, query: str = ""
+        self, reports: dict[str, object] | None = None, timeout: float = 300, query: str = "",
+        raw: dict[str, str] | None = None,
     ) -> list[tuple[str, object]]:
         """Rerun with `reports` (key -> the JSON a page reports for that element) at the address's `query`
-        (a link's parameters); -> [(kind, element proto)]."""
+        (a link's parameters), and `raw` (element id -> text sent as a component's JSON, read or not);
+        -> [(kind, element proto)]."""  # fmt: skip
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -116,6 +130,9 @@ class Session:
                 state.string_value = json.dumps(value)
             else:
                 state.json_value = json.dumps(value)
+        for element_id, text in (raw or {}).items():
+            state = message.rerun_script.widget_states.widgets.add()
+            state.id, state.json_value = element_id, text
         self.socket.send(message.SerializeToString())
         shown = []
         while True:

@@ -1500,6 +1500,53 @@ def test_a_report_that_is_not_json_is_dropped_and_the_session_goes_on(app_env):
 
 
 @NEEDS_APP
+def test_a_report_for_a_widget_not_yet_drawn_or_of_another_kind_is_dropped_and_the_session_goes_on(app_env):
+    from app_pages import open_tab
+    from page_messages import sends_widgets, widget_ids
+
+    from capsviz.ui import state
+
+    elsewhere = open_tab(app_test(), "Claims lab")  # another session names the lab's widgets
+    lab_ids = widget_ids(elsewhere)
+    app = drawn(app_test())
+    shown = app.metric[0].value
+    app.session_state[state.TABS] = "Claims lab"  # its sliders are first drawn in the run that reads this
+    sends_widgets(app, {state.LAB_PARAM.format("rotation"): ("string_value", "x")}, ids=lab_ids)
+    assert not app.exception, app.exception
+    for crafted in ({state.INPUT_SOURCE: ("bool_value", True)}, {state.ROUTING_DIGIT: ("int_value", 3)},
+                    {state.GUIDE_STAGE: ("double_array_value", [float("nan")])},
+                    {state.ROUTING_ITERS: ("string_value", "x")}):  # fmt: skip
+        app.run()
+        assert not app.exception, (crafted, app.exception)
+        open_tab(app, "Explore")
+        sends_widgets(app, crafted)
+        assert not app.exception, (crafted, app.exception)
+        app.run()  # Streamlit keeps what a page sent: a later rerun must read it too
+        assert not app.exception and app.metric[0].value == shown, (crafted, app.exception)
+    assert app.session_state[state.ROUTING_ITERS] == 3 and app.session_state[state.INPUT_SOURCE] == "Draw"
+
+
+@NEEDS_APP
+def test_a_fresh_servers_first_message_that_is_not_json_leaves_its_session_working(tmp_path, synthetic_root):
+    """The guard is installed by the first run's import of the app: the first message of the first session
+    arrives before it, and must not break that session."""
+    pytest.importorskip("websockets.sync.client")
+    from page_messages import Session, serve, widget_ids
+
+    from capsviz.ui import state
+
+    canvas = widget_ids(app_test())[state.CANVAS]  # the same id on any server
+    env = {"CAPSVIZ_DATA": str(synthetic_root), "CAPSVIZ_RUNS": str(tmp_path / "runs")}
+    with serve(env, tmp_path / "server.log") as address, Session(address) as page:
+        first = page.run(raw={canvas: "{bad"})
+        later = page.run()
+        drawing = page.run({state.CANVAS: canvas_report(draw_digit(3))})
+    for shown in (first, later, drawing):
+        assert "exception" not in [kind for kind, _ in shown], (tmp_path / "server.log").read_text()[-3000:]
+    assert "metric" in [kind for kind, _ in drawing]
+
+
+@NEEDS_APP
 def test_a_choice_the_page_does_not_offer_is_never_kept_even_with_a_tab_switch_in_the_same_message(app_env):
     from app_pages import open_tab
     from page_messages import sends_widgets

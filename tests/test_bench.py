@@ -171,13 +171,3 @@ def test_every_measured_section_has_a_table_and_runs_in_the_tables_order():
     from capsviz.bench import report
 
     assert tuple(bench_main.MEASURES) == tuple(report.SECTIONS)
-
-
-def test_the_guard_bench_times_the_guard_beside_streamlits_own_parse_of_the_same_reports():
-    pytest.importorskip("streamlit")
-    from capsviz.bench.guard import guard_cost, largest_reports
-
-    states = largest_reports()
-    assert len(states.widgets) == 41 and 0.9 < len(states.widgets[0].json_value) / 1e6 < 1.5  # near the 1 MB PNG cap
-    cost = guard_cost(repeat=1)
-    assert set(cost) == {"report_mb", "guard_ms", "parse_ms", "ratio"} and cost["guard_ms"] > 0 and cost["parse_ms"] > 0

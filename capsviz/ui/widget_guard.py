@@ -1,9 +1,14 @@
-"""A page's report that its widget cannot read is dropped before Streamlit keeps it.
+"""A page's report that its widget cannot read counts as no report at all.
 
-Streamlit reads what a page reports (the canvas's JSON, the overlay's selection) before any of the app's code runs,
-and keeps it: text that is not JSON, `[` nested 100,000 deep or a 5,000-digit integer would make every later rerun
-of that browser session fail. `install` clears such a report, as if the page had sent none, so the widget falls
-back to its default and the session goes on.
+Streamlit keeps what a page reports (the canvas's JSON, the overlay's selection, a slider's numbers) as it came and
+reads it when a widget asks, on this run and on every later one. A report that cannot be read (text that is not
+JSON, `[` nested 100,000 deep, a 5,000-digit integer, a value of another kind than its widget's, such as a bool for a
+radio) would then fail every later rerun of that browser session. `install` checks reports twice:
+
+- as they arrive, against the widgets this session has drawn: an unreadable one is removed, and the widget keeps
+  its last value;
+- when a widget reads one (a widget drawn for the first time, or the first message of a fresh server, before this
+  module was imported): an unreadable one is replaced by a cleared one, and the widget starts at its default.
 """
 
 from __future__ import annotations
@@ -13,48 +18,83 @@ import json
 JSON_FIELDS = ("json_value", "json_trigger_value")  # the widget state fields that hold JSON text
 
 
-def readable(text: str) -> bool:
+def install() -> None:
+    """Wrap Streamlit's rerun hook and its read of a kept report, once per server process."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    from streamlit.runtime.state.safe_session_state import SafeSessionState
+    from streamlit.runtime.state.session_state import Serialized, WStates
+
+    rerun, read = SafeSessionState.on_script_will_rerun, WStates.__getitem__
+    if getattr(read, "capsviz_guard", False):
+        return
+
+    def arriving(self, fresh_widget_states, *args, replay_trigger_states=None, **kwargs):
+        metadata = self._state._new_widget_state.widget_metadata  # from this session's earlier runs
+        for states in (fresh_widget_states, replay_trigger_states):
+            drop_unreadable(states, metadata)
+        return rerun(self, fresh_widget_states, *args, replay_trigger_states=replay_trigger_states, **kwargs)
+
+    def reading(self, key: str):
+        sent = self.states.get(key)
+        if not isinstance(sent, Serialized):
+            return read(self, key)  # absent, or a value code set or already read
+        if of_its_kind(sent.value, self.widget_metadata.get(key)):
+            try:
+                return read(self, key)
+            except KeyError:
+                raise
+            except Exception:  # whatever the page sent, a widget that cannot read it must not end the session
+                pass
+        self.states[key] = Serialized(WidgetState(id=key))  # in place: the session may be iterating its states
+        return read(self, key)
+
+    arriving.capsviz_guard = reading.capsviz_guard = True
+    SafeSessionState.on_script_will_rerun, WStates.__getitem__ = arriving, reading
+
+
+def drop_unreadable(states, metadata: dict) -> int:
+    """Remove from `states` (a WidgetStates proto, or None) each widget state that `readable` refuses; `metadata`:
+    widget id -> WidgetMetadata of the widgets drawn so far. -> how many were removed."""
+    if states is None:
+        return 0
+    kept = [state for state in states.widgets if readable(state, metadata.get(state.id))]
+    dropped = len(states.widgets) - len(kept)
+    if dropped:
+        del states.widgets[:]
+        states.widgets.extend(kept)
+    return dropped
+
+
+def readable(state, metadata) -> bool:
+    """Whether a widget state (WidgetState proto) can be read: for a widget already drawn (`metadata`, its
+    WidgetMetadata), of its kind and accepted by its deserializer; for another, JSON where JSON is due."""
+    from streamlit.runtime.state.common import unpack_widget_state_value
+
+    sent = state.WhichOneof("value")
+    if metadata is None:
+        return sent not in JSON_FIELDS or _json(getattr(state, sent))
+    if sent is None:
+        return True
+    if not of_its_kind(state, metadata):
+        return False
+    try:
+        metadata.deserializer(unpack_widget_state_value(state))  # the one parse the guard adds to a report
+    except Exception:  # whatever the page sent, a widget that cannot read it must not end the session
+        return False
+    return True
+
+
+def of_its_kind(state, metadata) -> bool:
+    """Whether a widget state holds the kind of value its widget sends (a cleared one, or an unknown widget's,
+    passes): Streamlit would otherwise keep a bool for a radio and fail when it sends the radio back."""
+    sent = state.WhichOneof("value")
+    return metadata is None or sent is None or metadata.value_type is None or sent == metadata.value_type
+
+
+def _json(text: str) -> bool:
     """Whether Python's json module reads `text` (it refuses deep nesting and huge integers by raising)."""
     try:
         json.loads(text)
     except (ValueError, RecursionError):
         return False
     return True
-
-
-def drop_unreadable(states, metadata: dict) -> int:
-    """Clear each widget state in `states` (a WidgetStates proto, or None) that its widget's deserializer (from
-    `metadata`, widget id -> WidgetMetadata) refuses, or that is not JSON where JSON is due; -> how many."""
-    from streamlit.runtime.state.common import unpack_widget_state_value
-
-    dropped = 0
-    for widget in states.widgets if states is not None else ():
-        field = widget.WhichOneof("value")
-        if field in JSON_FIELDS and not readable(getattr(widget, field)):
-            widget.ClearField(field)
-            dropped += 1
-        elif (known := metadata.get(widget.id)) is not None:
-            try:
-                known.deserializer(unpack_widget_state_value(widget))
-            except Exception:  # whatever the page sent, a widget that cannot read it must not end the session
-                widget.ClearField(field)
-                dropped += 1
-    return dropped
-
-
-def install() -> None:
-    """Wrap Streamlit's rerun hook once per server process, so every session's reports pass `drop_unreadable`."""
-    from streamlit.runtime.state.safe_session_state import SafeSessionState
-
-    rerun = SafeSessionState.on_script_will_rerun
-    if getattr(rerun, "capsviz_guard", False):
-        return
-
-    def guarded(self, fresh_widget_states, *args, replay_trigger_states=None, **kwargs):
-        metadata = self._state._new_widget_state.widget_metadata  # from this session's earlier runs
-        drop_unreadable(fresh_widget_states, metadata)
-        drop_unreadable(replay_trigger_states, metadata)
-        return rerun(self, fresh_widget_states, *args, replay_trigger_states=replay_trigger_states, **kwargs)
-
-    guarded.capsviz_guard = True
-    SafeSessionState.on_script_will_rerun = guarded
