@@ -207,6 +207,9 @@ def test_inspector_shows_a_capsule_its_field_and_procedure_1(app_env):
     assert any("Procedure 1" in md.value for md in app.markdown)
     assert len(app.latex) == 1
     assert tiles_data(app)["selected"] == 159  # outlined in the tiles
+    app.number_input(key=state.INSPECT_CAPSULE).set_value(None).run()  # emptied: no capsule inspected
+    assert app.number_input(key=state.INSPECT_CAPSULE).value is None
+    assert not any(md.value.startswith("#### Primary capsule") for md in app.markdown)
 
 
 def test_routing_accuracy_table_shows_only_for_the_checkpoint_it_measured(app_env):

@@ -156,7 +156,7 @@ DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or i
 STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)
 FINISHED = "run_finished"  # the number of the latest full run that finished (one stopped for a rerun has not)
 PUTS = "kept_puts"  # {widget key: (the full run that set it from code, its value before, the value set)}
-OFFERS = "kept_offers"  # {widget key: what its widget accepts, value -> bool}, from the last time it was drawn
+OFFERS = "kept_offers"  # {widget key: (value -> bool, ...): what its widget accepts}, from its last drawing
 CHOICES = ("radio", "selectbox", "segmented_control")  # widgets whose value is one of their options
 SWITCHES = ("checkbox", "toggle")
 
@@ -173,9 +173,12 @@ def _live(key: str) -> bool:
 
 
 def _offered(key: str, value: Any) -> bool:
-    """Whether `key`'s widget, as last drawn, offers `value`."""
-    fits = st.session_state.get(OFFERS, {}).get(key)
-    return fits is None or bool(fits(value))
+    """Whether `key`'s widget, as last drawn, offers `value` (and its caller's `fits` takes it)."""
+    offers = st.session_state.get(OFFERS, {}).get(key, ())
+    try:
+        return all(fits(value) for fits in offers)
+    except Exception:  # a caller's `fits` need not expect what a crafted page sends: that is not offered
+        return False
 
 
 def _sent(key: str) -> bool:
@@ -255,7 +258,8 @@ def widget(make: Callable, *args, key: str, default: Any = None, fits: Callable[
 
     The widget gets no value or default argument of its own: `default` is its value until the user sets one.
     """
-    st.session_state.setdefault(OFFERS, {})[key] = _accepts(getattr(make, "__name__", ""), args, kwargs)
+    offers = (_accepts(getattr(make, "__name__", ""), args, kwargs), *((fits,) if fits is not None else ()))
+    st.session_state.setdefault(OFFERS, {})[key] = offers
     restore(key, default, fits)
     drawn = make(*args, key=key, **kwargs)
     _kept()[key] = drawn
@@ -271,7 +275,10 @@ def _accepts(kind: str, args: tuple, kwargs: dict) -> Callable[[Any], bool]:
     if kind in ("slider", "number_input"):
         low = kwargs.get("min_value", args[1] if len(args) > 1 else None)
         high = kwargs.get("max_value", args[2] if len(args) > 2 else None)
-        return lambda value: all(_within(v, low, high) for v in (value if _is_range(value) else (value,)))
+        empty = "value" in kwargs and kwargs["value"] is None  # a number input drawn empty can be emptied again
+        return lambda value: (empty and value is None) or all(
+            _within(v, low, high) for v in (value if _is_range(value) else (value,))
+        )
     if kind in SWITCHES:
         return lambda value: isinstance(value, bool)
     return lambda value: True
