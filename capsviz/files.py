@@ -188,7 +188,9 @@ def sha256_cached(path: str | os.PathLike) -> str | None:
     for a file that cannot be read. For the page, which asks on every rerun."""
     try:
         status = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return None
+    if not stat.S_ISREG(status.st_mode):  # a FIFO would block the read, /dev/zero never end it
         return None
     return _sha256_keyed(str(Path(path).resolve()), status.st_ino, status.st_mtime_ns, status.st_size)
 
@@ -257,10 +259,15 @@ def read_capped(path: str | os.PathLike, limit: int) -> bytes:
     never read forever, and opening a FIFO does not wait for a writer) or holds more than `limit` bytes, and
     OSError (FileNotFoundError too) as open does."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder opens too
             raise ValueError("it is not a regular file")
-        data = handle.read(limit + 1)  # one byte more tells a file over the limit, whatever its size says
-    if len(data) > limit:
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):  # one byte more tells a file over it
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
         raise ValueError(f"it is over {limit:,} bytes")
-    return data
+    return b"".join(chunks)

@@ -70,3 +70,28 @@ def test_every_report_linked_to_an_endless_device_is_unreadable_not_read_forever
     routing_accuracy.results_path(checkpoint).symlink_to("/dev/zero")
     with pytest.raises(ValueError, match="not a regular file"):
         routing_accuracy.load_for(checkpoint, sha256="0" * 64)
+
+
+def test_a_folder_is_refused_as_not_a_regular_file_and_leaves_no_descriptor_open(tmp_path):
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for _ in range(50):
+        with pytest.raises(ValueError, match="not a regular file"):
+            read_capped(tmp_path, 10)
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) <= before + 1  # none of the 50 left open
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_the_cached_hash_of_what_is_not_a_regular_file_is_none_without_reading_it(tmp_path):
+    from capsviz.files import sha256_cached
+
+    os.mkfifo(tmp_path / "weights.safetensors")
+    outcome = []  # in a thread: a read would wait for a writer, and the test with it
+    hashing = threading.Thread(target=lambda: outcome.append(sha256_cached(tmp_path / "weights.safetensors")),
+                               daemon=True)  # fmt: skip
+    hashing.start()
+    hashing.join(timeout=30)
+    assert outcome == [None]
+    assert sha256_cached("/dev/zero") is None
+    (tmp_path / "w.bin").write_bytes(b"abc")
+    assert sha256_cached(tmp_path / "w.bin") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
