@@ -76,11 +76,14 @@ def test_a_part_read_only_with_another_is_named_when_that_one_is_missing():
 
 def test_names_no_link_holds_are_named_a_few_at_a_time_and_shown_as_typed():
     assert _read({"embed": "true", "embed_options": "light_theme"}).problems == []  # Streamlit's own
-    assert _read({"iter": "2"}).problems == ["iter: not part of a capsviz link"]
+    assert _read({"iter": "2"}).problems == ["“iter”: not part of a capsviz link"]
     many = _read({f"p{n:04d}": "1" for n in range(2000)})
-    assert many.problems == ["p0000, p0001, p0002, p0003, p0004 and 1,995 more: not part of a capsviz link"]
+    assert many.problems == ["“p0000”, “p0001”, “p0002”, “p0003”, “p0004” and 1,995 more: not part of a capsviz link"]
     crafted = _read({"a`![x](h://i)\n- b": "1"}).problems[0]
-    assert crafted == "a\\`\\!\\[x\\]\\(h\\://i\\) \\- b: not part of a capsviz link"  # escaped, one line
+    assert crafted == "“a\\`\\!\\[x\\]\\(h\\://i\\) \\- b”: not part of a capsviz link"  # escaped, one line
+    assert _read({"a, b": "1", "": "2"}).problems == ["“”, “a, b”: not part of a capsviz link"]
+    assert _read({"x" * 30: "1"}).problems == [f"“{'x' * 24}…”: not part of a capsviz link"]
+    assert "\u202e" not in _read({"ab\u202ecd": "1"}).problems[0]  # no mark that turns the rest of the line
 
 
 def test_an_older_link_with_one_digit_sets_both_digits():

@@ -162,7 +162,7 @@ RULES: dict[str, tuple[str, Callable[[str], Any], str]] = {
 # every name a capsviz link can hold; Streamlit's own embedding options pass through
 NAMES = {*RULES, "digit", "digits", "shifts", "offsets", "tab", "model", "src", "i", "img", "embed", "embed_options"}
 MAX_NAMED = 5  # a link of 2,000 unknown names gets one line, not 2,000
-MAX_NAME_CHARS = 24
+MAX_NAME_CHARS = 24  # of an unknown name, shown
 
 
 def read(params: Mapping[str, str], *, runs: set[str], mnist_size: int | None) -> Link:
@@ -212,9 +212,15 @@ def _unread(params: Mapping[str, str], link: Link) -> None:
             link.problems.append(f"`{name}`: read only with `src={needs}`")
     unknown = sorted(name for name in params if name not in NAMES)
     if unknown:
-        shown = ", ".join(plain(name, MAX_NAME_CHARS) for name in unknown[:MAX_NAMED])
+        shown = ", ".join(_shown_name(name) for name in unknown[:MAX_NAMED])
         more = f" and {len(unknown) - MAX_NAMED:,} more" if len(unknown) > MAX_NAMED else ""
         link.problems.append(f"{shown}{more}: not part of a capsviz link")
+
+
+def _shown_name(name: str) -> str:
+    """An unknown name as typed, in quotes (a comma inside it cannot pass for two names), cut with an ellipsis."""
+    cut = name[:MAX_NAME_CHARS] + ("…" if len(name) > MAX_NAME_CHARS else "")
+    return f"“{plain(cut, MAX_NAME_CHARS + 1)}”"
 
 
 def _read_two_digits(params: Mapping[str, str], link: Link) -> None:

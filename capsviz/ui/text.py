@@ -13,7 +13,8 @@ import re
 MAX_FIELD_CHARS = 100  # a one-line field: a name, a device, a folder
 MAX_MESSAGE_CHARS = 600  # an error message that may quote a path or a header's field
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:&])")  # what Streamlit's Markdown could read as markup
-_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # newlines, tabs and the other controls
+# newlines, tabs, the other controls, and the invisible marks that turn or hide the text after them
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+")
 
 
 def plain(text, limit: int = MAX_FIELD_CHARS) -> str:
