@@ -1009,3 +1009,13 @@ def test_a_search_for_a_misclassified_image_is_known_before_the_input_is_drawn(a
     app.session_state["setup"] = {state.INPUT_SOURCE: SAMPLE, state.SAMPLE_MODE: RANDOM}
     app.run()
     assert "searching: False" in app.markdown[0].value
+
+
+def test_presentation_offers_no_two_digit_example_it_could_not_open(app_env):
+    app = start()
+    assert [b for b in app.button if b.key == state.LESSON_TWO]  # the normal page opens the Two digits tab
+    app.session_state[state.PRESENT] = True
+    app.run()
+    assert not app.exception, app.exception
+    keys = [b.key for b in app.button]
+    assert state.LESSON_TWO not in keys and state.LESSON_EXAMPLE.format("clean_3") in keys  # no such screen there

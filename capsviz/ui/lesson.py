@@ -16,6 +16,7 @@ from capsviz.examples import EXAMPLES, canvas_objects, render
 from capsviz.ui import canvas, state
 from capsviz.ui.inputs import DRAW
 from capsviz.ui.two_digit_input import PAIR
+from capsviz.ui.widgets import presenting
 
 INTRO = (
     "A **capsule** is a group of neurons whose output is a vector: its **length** says how sure the network is "
@@ -64,6 +65,8 @@ def _buttons() -> None:
     row = st.container(horizontal=True, key="lesson_examples")
     for name, example in EXAMPLES.items():
         row.button(example.title, key=state.LESSON_EXAMPLE.format(name), on_click=load, args=(name,), help=example.note)
+    if presenting():
+        return  # presentation mode has no Two digits screen to open
     row.button(
         "Two overlapping digits", key=state.LESSON_TWO, on_click=open_two_digits,
         help="Where the paper says routing matters: a MultiMNIST test pair in the Two digits tab.",
