@@ -61,6 +61,11 @@ def test_one_routing_iteration_leaves_every_coupling_uniform_and_three_draw_thre
     assert "3 iterations" not in figure(app, "two_scores_figure")["layout"]["title"]["text"]
 
 
+def _panel_titles(app) -> list[str]:
+    """The pair figure's panel titles as read (wrapped to a phone's width: their line breaks read as spaces)."""
+    return [a["text"].replace("<br>", " ") for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
+
+
 def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(app_env):
     app = draw(start(), 7)
     open_tab(app, TAB)
@@ -70,7 +75,7 @@ def test_the_explore_tabs_drawing_is_read_on_the_two_digit_canvas(app_env):
     expected = read(model, centred(to_mnist(draw_digit(7))), 3).named
     assert _readings(app)[0]["names"] == f"{expected[0]} and {expected[1]}"
     assert _readings(app)[0]["right"] == ""  # a drawing has no labels to be right about
-    titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
+    titles = _panel_titles(app)
     assert titles[:2] == ["Input", f"CapsNet: {expected[0]} red, {expected[1]} blue"]
     assert titles[2].startswith("Without routing: ")  # the same picture through the CapsNet trained without it
 
@@ -133,7 +138,7 @@ def test_any_other_capsule_can_be_reconstructed_beside_the_two(app_env):
     app = start(TAB)
     app.selectbox(key=state.TWO_EXTRA).set_value(4).run()
     assert not app.exception, app.exception
-    titles = [a["text"] for a in figure(app, "two_pair_figure")["layout"]["annotations"]]
+    titles = _panel_titles(app)
     assert len(figure(app, "two_pair_figure")["data"]) == 4 and titles[3].startswith("CapsNet, capsule 4 (")
 
 

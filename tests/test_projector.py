@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,60 @@ def test_the_apps_figures_projected_have_no_text_under_the_minimum(figure):
     for name, axis in spec["layout"].items():
         if name[1:].startswith("axis"):  # xaxis, yaxis2, ...: the theme's tick font is overridden
             assert axis["tickfont"]["size"] >= MINIMUM, name
+
+
+def said(text: str) -> str:
+    """What a chart text says: its words, whatever its line breaks and subtitle tags."""
+    return " ".join(re.sub(r"<br>|</?sup>", " ", text).split())
+
+
+def drawn(text: str, size: float) -> list[tuple[str, float]]:
+    """Each line a chart draws of a text, with its font size (a <sup> line at Plotly's 70%)."""
+    return [
+        (re.sub(r"</?sup>", "", line), size * viz.SUBTITLE_SCALE if line.startswith("<sup>") else size)
+        for line in text.split("<br>")
+    ]
+
+
+def _texts(layout: dict):
+    """(text, font size, width in px at the narrowest chart) of the title, the panel titles and the x-axis titles."""
+    if layout.get("title", {}).get("text"):
+        title = layout["title"]
+        yield title["text"], title["font"]["size"], viz.NARROWEST_CHART * (1 - 2 * title["x"])
+    for note in layout.get("annotations", []):
+        if note.get("name") == viz.PANEL_TITLE:
+            span = next(a["domain"] for k, a in layout.items() if k.startswith("xaxis") and
+                        a.get("domain", [0, 1])[0] <= note["x"] <= a.get("domain", [0, 1])[1])  # fmt: skip
+            yield note["text"], note["font"]["size"], (span[1] - span[0]) * viz.NARROWEST_CHART
+    for name, axis in layout.items():
+        if name.startswith("xaxis") and axis.get("title", {}).get("text"):
+            low, high = axis.get("domain", [0, 1])
+            yield axis["title"]["text"], axis["title"]["font"]["size"], (high - low) * viz.NARROWEST_CHART
+
+
+@pytest.mark.parametrize("figure", list(_app_figures()), ids=lambda f: f.layout.title.text or "untitled")
+def test_the_apps_figures_projected_wrap_their_titles_to_a_phones_width_and_say_the_same(figure):
+    """At projector size the overlay's subtitle ran off the chart ("...0/36 tied (g"), and a title ran under the
+    toolbar ("Digit capsule lengths (predicte[toolbar]d 9)")."""
+    spec = projector.projected(figure, minimum=MINIMUM).to_dict()
+    layout = spec["layout"]
+    for text, size, width in _texts(layout):
+        for line, line_size in drawn(text, size):
+            assert len(line) * viz.CHAR_WIDTH * line_size <= width or " " not in line, (line, width)
+    if figure.layout.title.text:
+        assert said(layout["title"]["text"]) == said(figure.layout.title.text)  # the same words
+        assert layout["title"]["pad"]["t"] >= viz.MODEBAR_ROOM and layout["title"]["yanchor"] == "top"
+        lines = len(layout["title"]["text"].split("<br>"))
+        assert layout["margin"]["t"] >= viz.MODEBAR_ROOM + lines * viz.LINE_SPACING * layout["title"]["font"]["size"]
+
+
+def test_the_overlays_title_and_subtitle_wrap_at_projector_size():
+    image = np.zeros((28, 28), dtype=np.float32)
+    split = np.full((36, 10), 0.1)
+    figure = viz_routing.split_overlay_figure(image, split, xray.field_centres(PAPER), iteration=3)
+    title = projector.projected(figure, minimum=MINIMUM).layout.title
+    assert title.text == (
+        "Couplings against uniform,<br>iteration 3<br><sup>no position moved; 36/36 tied (open rings)</sup>"
+    )
+    assert title.font.size == MINIMUM + projector.TITLE_EXTRA
+    assert title.pad.t > viz.MODEBAR_ROOM  # a title of several lines is drawn from its first baseline

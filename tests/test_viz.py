@@ -1,11 +1,12 @@
 import json
 import os
+import re
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from capsviz.figures import viz, viz_lab
+from capsviz.figures import viz, viz_lab, viz_two
 
 N, J, R = 1152, 10, 3
 
@@ -251,3 +252,55 @@ def test_figures_skip_plotly_validation_in_the_app_and_the_tests_turn_it_on(monk
         viz.figure_of([{"type": "bar", "y": [1], "notaproperty": 1}], {})
     monkeypatch.delenv(viz.VALIDATE_ENV)
     viz.figure_of([{"type": "bar", "y": [1], "notaproperty": 1}], {})  # the app's path: no check
+
+
+# --- titles: wrapped to the narrowest chart, under the toolbar ----------------------------------
+
+
+def drawn_lines(text: str) -> list[str]:
+    """The lines a chart draws of a text: split at its breaks, without tags."""
+    return [re.sub(r"</?\w+>", "", line) for line in text.split("<br>")]
+
+
+def test_wrap_breaks_between_words_after_a_clause_and_wraps_afresh():
+    assert viz.wrap("CapsNet: 9 red, 7 blue", 18) == "CapsNet: 9 red,<br>7 blue"  # not "... 7<br>blue"
+    assert viz.wrap("Digit capsule lengths (predicted 9)", 34) == "Digit capsule lengths<br>(predicted 9)"
+    assert viz.wrap("Couplings against uniform, iteration 3", 40) == "Couplings against uniform, iteration 3"
+    narrow = viz.wrap("Couplings against uniform, iteration 3", 12)
+    assert viz.wrap(narrow, 40) == "Couplings against uniform, iteration 3"  # its breaks undone first
+    assert viz.wrap("averyveryverylongword x", 5) == "averyveryverylongword<br>x"  # never inside a word
+
+
+def test_a_title_wraps_under_the_toolbar_and_the_plot_keeps_its_height():
+    """On a phone the toolbar covered the end of a title, and a long subtitle ran off the chart."""
+    title = (
+        "Couplings against uniform, iteration 3"
+        "<br><sup>dot size: 0 to 0.0050 moved (of at most 0.9); 0/36 tied (open rings)</sup>"
+    )
+    fig = viz.figure_of([], viz.base_layout(title, 380, top=70))
+    shown = fig.layout.title
+    assert shown.text == (
+        "Couplings against uniform, iteration 3"
+        "<br><sup>dot size: 0 to 0.0050 moved (of at most 0.9); 0/36 tied</sup><br><sup>(open rings)</sup>"
+    )
+    assert (shown.yref, shown.y, shown.yanchor) == ("container", 1, "top") and shown.pad.t >= viz.MODEBAR_ROOM
+    lines = len(drawn_lines(shown.text))
+    assert fig.layout.margin.t >= viz.MODEBAR_ROOM + lines * viz.LINE_SPACING * viz.TITLE_FONT
+    assert fig.layout.height - fig.layout.margin.t == 380 - 70  # the plot as high as before
+    assert viz.figure_of([], fig.layout.to_plotly_json()).layout.title.text == shown.text  # fitting twice: the same
+
+
+def test_the_two_digit_panels_titles_wrap_to_their_width_under_the_toolbar():
+    """Three panels side by side on a phone: "CapsNet: 9 red, 7 blue" ran into "Without routing: 9 red, 7 blue"."""
+    image = np.zeros((36, 36, 3), dtype=np.uint8)
+    fig = viz_two.pair_figure(
+        [("Input", image), ("CapsNet: 9 red, 7 blue", image), ("Without routing: 9 red, 7 blue", image)]
+    )
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["Input", "CapsNet: 9 red,<br>7 blue", "Without routing:<br>9 red, 7 blue"]
+    size = fig.layout.annotations[1].font.size
+    for note, axis in zip(fig.layout.annotations, ("xaxis", "xaxis2", "xaxis3"), strict=True):
+        low, high = fig.layout[axis].domain
+        width = (high - low) * viz.NARROWEST_CHART
+        assert all(len(line) * viz.CHAR_WIDTH * size <= width for line in drawn_lines(note.text)), note.text
+    assert fig.layout.margin.t >= viz.MODEBAR_ROOM + 2 * viz.LINE_SPACING * size

@@ -5,7 +5,8 @@
 Streamlit's chart theme gives ticks, legends, hover labels and colour bars small sizes of their
 own, which a figure's `layout.font` does not override: each of those fonts is set here
 explicitly, and every font the figure already names is raised to the minimum (never lowered).
-Titles get a few pixels more, and a figure with a fixed height grows to make room.
+Titles get a few pixels more, and a figure with a fixed height grows to make room; its titles are
+wrapped again for their larger size (`viz.figure_of` fits them: `viz.fit_titles`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ Every builder is a pure function; the UI only places the figures. Visual constan
 sizes, heights) live at the top of this file so the whole app changes look in one place.
 Builders stay fast on every rerun: one trace per heatmap, float32 data, no per-cell traces.
 
+Every figure goes through `figure_of`, which fits its titles (`fit_titles`): the title, the
+panel titles and the x-axis titles are wrapped to the narrowest chart the page draws, and the
+title sits below a band left for Plotly's toolbar, which a touch screen always shows.
+
 Shape letters are those of `capsviz.routing`: N = 1152 primary capsules, J = 10 digit
 capsules, R routing iterations; primary capsules are type-major, n = type * G*G + row * G + col
 with G = 6 the primary grid, so n reshapes to (32 types, 6, 6).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -59,6 +64,24 @@ MATRIX_HEIGHT = 520
 LINE_WIDTH = 1.5
 PREDICTED_LINE_WIDTH = 4.0
 
+# --- room for the titles ----------------------------------------------------------------------
+
+MODEBAR_ROOM = 34  # px above a figure's title: Plotly's toolbar (26 px tall), always shown on a touch screen
+NARROWEST_CHART = 340  # px: the narrowest chart with a title (a phone's width, a presentation-mode column)
+CHAR_WIDTH = 0.45  # em: a chart character's mean width, rounded up (0.41-0.43 measured on the page's font)
+LINE_SPACING = 1.3  # em from one line of a chart's text to the next (Plotly's)
+SUBTITLE_SCALE = 0.7  # a <sup> subtitle's size, of its title's (Plotly's)
+TITLE_FONT = 16  # px: a figure's title (the page theme's size, made explicit so the wrapping knows it)
+PANEL_TITLE_FONT = 14  # px: the title over one panel of a figure
+AXIS_TITLE_FONT = 14  # px: the page theme's axis titles
+TITLE_GAP = 6  # px between the titles and the plot
+TICK_GAP = 10  # px between an axis's tick labels, its title and the plot
+PLOTLY_TOP = 100  # px: Plotly's top margin where a layout names none
+PANEL_TITLE = "panel title"  # the `name` of an annotation that titles one panel (`panel_title`)
+CLAUSE_ENDS = (",", ";", ":")  # a line is best broken after one of these, or before a parenthesis
+CAP_SHIFT = 0.7  # em: how far below its place Plotly draws a one-line title's baseline (a longer title: none)
+SUBTITLED = re.compile(r"(.*?)<br><sup>(.*)</sup>", re.S)  # a title, then its subtitle on the next line
+
 # --- layout of the primary capsules -----------------------------------------------------------
 
 PRIMARY_GRID = PAPER.primary_grid  # G: each capsule type is a 6x6 grid of positions
@@ -75,18 +98,154 @@ def base_layout(title: str, height: int, top: int | None = None, **extra) -> dic
     return {
         "margin": margin,
         "height": height,
-        "title": {"text": title, "x": 0.02},
+        "title": {"text": title, "x": 0.02, "font": {"size": TITLE_FONT}},
         **extra,
     }
+
+
+def wrap(text: str, chars: int) -> str:
+    """Plain text broken with <br> at its spaces into lines of at most `chars` characters (a longer word keeps a
+    line to itself), after a clause where one ends late enough. Breaks already in it are undone first, so text
+    wrapped again at another width starts afresh."""
+    lines: list[list[str]] = []
+    for word in text.replace("<br>", " ").split(" "):
+        if not word:
+            continue
+        if lines and len(" ".join([*lines[-1], word])) <= chars:
+            lines[-1].append(word)
+        elif lines:
+            lines[-1:] = _broken(lines[-1], word, chars)
+        else:
+            lines.append([word])
+    return "<br>".join(" ".join(line) for line in lines)
+
+
+def _broken(line: list[str], word: str, chars: int) -> list[list[str]]:
+    """A full line and the word that overflows it, as two lines: cut at the line's last clause boundary (after a
+    word ending in , ; or :, or before a parenthesis) when that keeps a quarter of the width or more and the rest
+    fits with `word`; else before `word`."""
+    for k in range(len(line) - 1, 0, -1):
+        head, tail = line[:k], [*line[k:], word]
+        clause = head[-1].endswith(CLAUSE_ENDS) or tail[0].startswith("(")
+        if clause and len(" ".join(head)) >= chars / 4 and len(" ".join(tail)) <= chars:
+            return [head, tail]
+    return [line, [word]]
+
+
+def chars_across(width: float, size: float) -> int:
+    """How many characters of a `size` px font fit across `width` px."""
+    return max(int(width / (CHAR_WIDTH * size)), 1)
+
+
+def wrap_title(text: str, size: float, width: float) -> tuple[str, int]:
+    """A title, and its subtitle (after "<br><sup>") if it has one, wrapped to `width` px at `size` px, each
+    subtitle line in its own <sup>: (the text, its number of lines)."""
+    subtitled = SUBTITLED.fullmatch(text)
+    main, sub = (subtitled[1], subtitled[2]) if subtitled else (text, None)
+    lines = wrap(main, chars_across(width, size)).split("<br>")
+    if sub is not None:
+        sub = wrap(sub.replace("</sup><br><sup>", " "), chars_across(width, size * SUBTITLE_SCALE))
+        lines += [f"<sup>{line}</sup>" for line in sub.split("<br>")]
+    return "<br>".join(lines), len(lines)
+
+
+def panel_title(text: str, domain: list[float], size: float = PANEL_TITLE_FONT) -> dict:
+    """The title over the panel whose x axis spans `domain` of the figure's width, as make_subplots places it
+    (a layout annotation; `fit_titles` wraps it to the panel's width)."""
+    return {
+        "text": text,
+        "name": PANEL_TITLE,
+        "x": sum(domain) / 2,
+        "y": 1.0,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": size},
+    }
+
+
+def _font_size(owner, default: float) -> float:
+    font = owner.get("font") if isinstance(owner, dict) else None
+    size = font.get("size") if isinstance(font, dict) else None
+    return float(size) if isinstance(size, (int, float)) else default
+
+
+def _x_axes(layout: dict) -> dict:
+    return {key: axis for key, axis in layout.items() if re.fullmatch(r"xaxis\d*", key) and isinstance(axis, dict)}
+
+
+def _span(axis: dict) -> float:
+    """The share of the figure's width an x axis spans."""
+    low, high = axis.get("domain") or (0.0, 1.0)
+    return float(high) - float(low)
+
+
+def _covers(axis: dict, x: float) -> bool:
+    low, high = axis.get("domain") or (0.0, 1.0)
+    return low <= x <= high
+
+
+def _lines(text: str) -> int:
+    return text.count("<br>") + 1
+
+
+def fit_titles(layout: dict) -> dict:
+    """`layout`, changed in place: its title, panel titles (`panel_title`) and x-axis titles wrapped to fit the
+    narrowest chart at their font sizes, the title below the toolbar's band, and a top margin (and height: the
+    plot keeps its size) that holds them. Fitting a fitted layout again, at larger fonts
+    (capsviz.figures.projector), wraps it afresh."""
+    room = 0.0  # px the titles need above the plot, under the toolbar's band
+    title = layout.get("title")
+    title = {"text": title} if isinstance(title, str) else title
+    if isinstance(title, dict) and title.get("text"):
+        size = _font_size(title, TITLE_FONT)
+        text, lines = wrap_title(title["text"], size, NARROWEST_CHART * (1 - 2 * title.get("x", 0.02)))
+        first_line = MODEBAR_ROOM + (CAP_SHIFT * size if lines > 1 else 0)  # level with a one-line title
+        layout["title"] = {**title, "text": text, "y": 1, "yref": "container", "yanchor": "top",
+                           "pad": {"t": round(first_line)}}  # fmt: skip
+        room += lines * LINE_SPACING * size
+    axes = _x_axes(layout)
+    panels, tallest = [], 0.0
+    for note in layout.get("annotations") or []:
+        if isinstance(note, dict) and note.get("name") == PANEL_TITLE:
+            size = _font_size(note, PANEL_TITLE_FONT)
+            spans = [_span(a) for a in axes.values() if _covers(a, note["x"])] or [1.0]
+            note = {**note, "text": wrap(note["text"], chars_across(spans[0] * NARROWEST_CHART, size))}
+            tallest = max(tallest, _lines(note["text"]) * LINE_SPACING * size)
+        panels.append(note)
+    if panels:
+        layout["annotations"] = panels
+    for key, axis in axes.items():
+        named = axis.get("title")
+        named = {"text": named} if isinstance(named, str) else named
+        if isinstance(named, dict) and named.get("text"):
+            size = _font_size(named, AXIS_TITLE_FONT)
+            text = wrap(named["text"], chars_across(_span(axis) * NARROWEST_CHART, size))
+            layout[key] = {**axis, "title": {**named, "text": text}}
+            if axis.get("side") == "top":  # between the figure's title and the plot
+                tallest = max(tallest, _lines(text) * LINE_SPACING * size)
+        if axis.get("side") == "top":
+            room += LINE_SPACING * _font_size({"font": axis.get("tickfont")}, AXIS_TITLE_FONT) + TICK_GAP
+    if room or tallest:
+        margin = dict(layout.get("margin") or {})
+        old = margin.get("t", PLOTLY_TOP)
+        margin["t"] = max(old, math.ceil(MODEBAR_ROOM + room + tallest + TITLE_GAP))
+        layout["margin"] = margin
+        if isinstance(layout.get("height"), (int, float)):
+            layout["height"] += margin["t"] - old
+    return layout
 
 
 VALIDATE_ENV = "CAPSVIZ_VALIDATE_FIGURES"  # "1": Plotly checks every property (the tests set it)
 
 
 def figure_of(traces: list, layout: dict) -> go.Figure:
-    """One constructor call. Plotly's property validation costs more than a figure's own arithmetic, so
-    the app skips it (python -m capsviz.bench --sections app); the test suite turns it on for every figure."""
-    return go.Figure(data=traces, layout=layout, _validate=os.environ.get(VALIDATE_ENV) == "1")
+    """One constructor call, on the layout with its titles fitted (`fit_titles`). Plotly's property validation
+    costs more than a figure's own arithmetic, so the app skips it (python -m capsviz.bench --sections app); the
+    test suite turns it on for every figure."""
+    return go.Figure(data=traces, layout=fit_titles(layout), _validate=os.environ.get(VALIDATE_ENV) == "1")
 
 
 def image_axes(**extra) -> dict:
@@ -139,20 +298,7 @@ def two_panels(titles: tuple[str, str], spacing: float) -> dict:
     """Layout of two side-by-side subplots (x/y and x2/y2), titled like make_subplots does."""
     width = (1.0 - spacing) / 2
     domains = ([0.0, width], [1.0 - width, 1.0])
-    annotations = [
-        {
-            "text": title,
-            "x": sum(domain) / 2,
-            "y": 1.0,
-            "xref": "paper",
-            "yref": "paper",
-            "xanchor": "center",
-            "yanchor": "bottom",
-            "showarrow": False,
-            "font": {"size": 14},
-        }
-        for title, domain in zip(titles, domains)
-    ]
+    annotations = [panel_title(title, domain) for title, domain in zip(titles, domains)]
     return {
         "xaxis": {"domain": domains[0], "anchor": "y"},
         "yaxis": {"anchor": "x"},

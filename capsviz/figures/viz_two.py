@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from capsviz.figures.viz import BAR_COLOR, FIG_HEIGHT, base_layout, figure_of, image_axes
+from capsviz.figures.viz import BAR_COLOR, FIG_HEIGHT, base_layout, figure_of, image_axes, panel_title
 
 COLOURS = ("#d62728", "#1f77b4")  # the first named digit red, the second blue, in every figure of the view
 PAIR_HEIGHT = 260
 MAP_HEIGHT = 260
+PANEL_FONT = 12  # px: three or four panels side by side, each titled
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -45,10 +46,7 @@ def _panel(layout: dict, suffix: str, domain: list[float], title: str) -> None:
     axes = image_axes(visible=False)
     layout[f"xaxis{suffix}"] = {**axes["xaxis"], "domain": domain, "anchor": f"y{suffix}"}
     layout[f"yaxis{suffix}"] = {**axes["yaxis"], "anchor": f"x{suffix}", "scaleanchor": f"x{suffix}"}
-    layout.setdefault("annotations", []).append(
-        {"text": title, "x": sum(domain) / 2, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
-         "yanchor": "bottom", "showarrow": False}
-    )  # fmt: skip
+    layout.setdefault("annotations", []).append(panel_title(title, domain, PANEL_FONT))
 
 
 def scores_figure(scores: np.ndarray, named: tuple[int, int], title: str, unit: str) -> go.Figure:

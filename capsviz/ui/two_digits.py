@@ -24,6 +24,7 @@ from capsviz.ui import state
 from capsviz.ui.card import plain
 from capsviz.ui.resources import LoadedModel, model_from_file
 from capsviz.ui.two_digit_input import pair_input
+from capsviz.ui.widgets import PLOT_CONFIG
 
 NO_EXTRA = -1  # "Also reconstruct from capsule": none
 ROUTED, PLAIN, CNN = "capsnet_multimnist", "capsnet_r1_multimnist", "cnn_multimnist"
@@ -74,10 +75,11 @@ def two_digits_tab(device: str) -> None:
         seen = separate(capsnet, x, reading.named + ((extra,) if extra != NO_EXTRA else ()), iters)
         named, seen = in_picture_order(reading.named, picture, seen)  # red: the picture's first digit
         st.plotly_chart(pair_figure(_panels(picture, reading, named, seen, models[PLAIN], readings, extra)),
-                        key="two_pair_figure")  # fmt: skip
+                        config=PLOT_CONFIG, key="two_pair_figure")  # fmt: skip
     readings_table(models, readings, labels)
     st.plotly_chart(
         scores_figure(reading.scores, named, f"CapsNet capsule lengths ({iters} iterations)", "capsule length"),
+        config=PLOT_CONFIG,
         key="two_scores_figure",
     )
     report = shipped_report(models)
@@ -134,7 +136,7 @@ def readings_table(models: dict, readings: dict, labels) -> None:
 
 def couplings(seen, named: tuple[int, int], singles, labels, config) -> None:
     st.subheader("Where routing sends the votes")
-    st.plotly_chart(coupling_figure(seen.share, named), key="two_couplings")
+    st.plotly_chart(coupling_figure(seen.share, named), config=PLOT_CONFIG, key="two_couplings")
     last = len(seen.share)
     st.caption(
         f"Each map: the 10x10 primary-capsule positions; colour: how much more of its coupling a position sends to "
