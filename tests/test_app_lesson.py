@@ -122,6 +122,18 @@ def test_presentation_mode_walks_the_five_sections_with_the_normal_pages_state(a
     assert app.session_state[state.PRESENT_SECTION] == "Pose sliders"  # it resumes where it was left
 
 
+def test_presentations_input_screen_puts_the_lesson_beside_the_canvas_never_above_it(app_env):
+    """On a phone the columns stack: the lesson panel above the canvas pushed the canvas below the fold. As on the
+    normal page, the panel stands beside the input (under it on a phone) and folds into a popover once there is one."""
+    app = present(start())
+    canvas_side, lesson_side = app.columns[:2]
+    assert canvas_side.radio(key=state.INPUT_SOURCE).value == DRAW
+    assert [b.key for b in lesson_side.button] == [state.LESSON_EXAMPLE.format(name) for name in EXAMPLES]
+    load_example(app, "clean_3")
+    lesson_side = app.columns[1]
+    assert lesson_side.get("popover") and lesson_side.metric[0].value == "3"  # folded, above the prediction
+
+
 def test_a_clickers_keys_step_the_sections_and_anything_else_is_ignored(app_env):
     app = present(draw(start(), 3))
     for report, section in (({"step": 1}, SECTIONS[1]), ({"step": 1}, SECTIONS[2]), ({"step": -1}, SECTIONS[1])):

@@ -599,6 +599,7 @@ def test_the_two_digits_tab_reads_a_pair_and_the_drawing_and_explore_keeps_it(br
     _wait_idle(page)
     assert page.get_by_text("Test pair #").first.inner_text() != caption or "pair=0" in page.url
     assert "tab=two" in page.url and "pair=" in page.url
+    assert page.evaluate(CHART_TEXTS_IN_THE_WAY) == []  # panel titles side by side on a phone, none under the toolbar
     _shot(page, name)
     pair = page.get_by_text("Test pair #").first.inner_text()
     page.reload(wait_until="domcontentloaded")  # the address bar's link reopens the tab on the same pair
@@ -646,6 +647,23 @@ TRUNCATED = """() => [...document.querySelectorAll('[class*="st-key-gallery_pick
     && e.scrollWidth > e.clientWidth);
   return cut ? b.innerText : null;  // an element narrower than its text: the label ends in an ellipsis
 })"""
+
+
+CUT_BUTTONS = """() => [...document.querySelectorAll('button [data-testid="stMarkdownContainer"]')].filter(e => {
+  const text = document.createRange(), width = e.getBoundingClientRect().width;
+  text.selectNodeContents(e);
+  return width > 0 && text.getBoundingClientRect().width > width + 0.5;  // a pixel over: Streamlit cuts it to "…"
+}).map(e => e.innerText)"""
+CHART_TEXTS_IN_THE_WAY = """() => [...document.querySelectorAll('.js-plotly-plot')]
+  .filter(g => g.getBoundingClientRect().height > 0).flatMap(g => {
+    const box = g.getBoundingClientRect(), bar = g.querySelector('.modebar').getBoundingClientRect();
+    return [...g.querySelectorAll('.gtitle, .annotation-text, .xtitle')].filter(t => t.textContent.trim()).map(t => {
+      const r = t.getBoundingClientRect();
+      if (r.left < box.left - 1 || r.right > box.right + 1) return `cut: ${t.textContent}`;
+      const under = r.top < bar.bottom - 1 && r.bottom > bar.top && r.right > bar.left && r.left < bar.right;
+      return under ? `under the toolbar: ${t.textContent}` : null;
+    }).filter(Boolean);
+  })"""
 
 
 def test_the_mistakes_gallery_shows_whole_labels_on_a_projector(browser, server):
@@ -734,6 +752,10 @@ def test_presentation_mode_follows_a_clicker_with_projector_sized_charts(browser
     _shot(page, "present-lengths-1440x900.png")
     page.keyboard.press("ArrowRight")
     page.locator(".st-key-coupling_tiles canvas").wait_for(timeout=60_000)
+    page.locator(".st-key-fig_overlay .js-plotly-plot").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.evaluate(CUT_BUTTONS) == []  # "Download the trace", never "Download the tr…"
+    assert page.evaluate(CHART_TEXTS_IN_THE_WAY) == []  # the overlay's subtitle whole ("…0/36 tied (open rings)")
     page.keyboard.press("PageUp")
     _wait_idle(page)
     assert page.locator(".st-key-fig_lengths .js-plotly-plot").count() == 1
@@ -758,12 +780,15 @@ def test_on_a_phone_presentation_mode_names_its_screen_and_uniform_vs_routed_fit
     page.get_by_role("button", name="Next").wait_for(timeout=60_000)
     _wait_idle(page)
     page.get_by_test_id("stSidebarCollapseButton").locator("button").click()  # it lies over the page
+    canvas = page.locator(".st-key-canvas canvas.draw").first.bounding_box()
+    assert canvas["y"] + canvas["height"] <= 844, canvas  # the Input screen: the canvas first, the lesson under it
     page.get_by_role("button", name="Next").click()
     page.get_by_text("2 / 5 · Capsule lengths").wait_for(timeout=60_000)
     _wait_idle(page)
     _shot(page, "present-phone-390x844.png")
     width = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollWidth")
     assert width <= 390, width  # nothing wider than the phone
+    assert page.evaluate(CHART_TEXTS_IN_THE_WAY) == []  # titles wrapped, clear of the toolbar a phone always shows
     assert not errors, errors
 
 

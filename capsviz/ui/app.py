@@ -24,9 +24,13 @@ from capsviz.ui.training import training_tab
 from capsviz.ui.two_digits import two_digits_tab
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction, sync_to_input, view_id
 
-# Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold.
+# Phones (Streamlit stacks columns below 640 px): a smaller title keeps the prediction above the fold. A button's
+# label wraps onto a second line where Streamlit would cut it to an ellipsis ("Download the tr…" in a narrow column).
 PAGE_CSS = """<style>
 .st-key-narrow_hint { display: none; }
+:is(.stButton, .stDownloadButton) button :is([data-testid="stMarkdownContainer"], p) {
+  white-space: normal; overflow: visible; text-overflow: clip;
+}
 @media (max-width: 640px) {
   h1 { font-size: 1.7rem !important; padding-top: 0 !important; }
   .st-key-narrow_hint { display: block; }  /* what a phone cuts off, said where it is cut */

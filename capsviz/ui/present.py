@@ -21,7 +21,7 @@ from capsviz.ui import canvas, inputs, state
 from capsviz.ui.downloads import input_downloads
 from capsviz.ui.inputs import ModelInput, model_input
 from capsviz.ui.lab import lab_on_input, remember_input
-from capsviz.ui.lesson import start_panel
+from capsviz.ui.lesson import examples_popover, first_screen, start_panel
 from capsviz.ui.routing import routing
 from capsviz.ui.views import each_digit, lengths_chart, poses, prediction
 
@@ -151,16 +151,20 @@ def show(settings, page: Page) -> None:
     iters = page.iterations(loaded) if section == ROUTING else _iterations(loaded)
     right = None
     if section == INPUT:
-        start_panel()
         left, right = st.columns([1.1, 1])
         with left:
             source = model_input(loaded, iters)
         remember_input(source)
+        with right:  # beside the canvas, as on the normal page (under it on a phone): the canvas stays at the top
+            if source.x is None:
+                (st.error if source.error else st.info)(source.message)
+            if first_screen():
+                start_panel()
+            else:
+                examples_popover()
     else:
         source = st.session_state.get(state.LAB_INPUT) or ModelInput(None, message="")
-    if source.x is None and section == INPUT:
-        (st.error if source.error else st.info)(source.message)
-    elif source.x is None:
+    if source.x is None and section != INPUT:
         st.info(f"Nothing to show yet: draw, pick or upload a digit on the {INPUT} screen first.")
     if source.x is not None:
         ray, result, view = page.read(settings, source, iters)
