@@ -207,6 +207,10 @@ def test_inspector_shows_a_capsule_its_field_and_procedure_1(app_env):
     assert any("Procedure 1" in md.value for md in app.markdown)
     assert len(app.latex) == 1
     assert tiles_data(app)["selected"] == 159  # outlined in the tiles
+    from page_messages import sends_widgets
+
+    sends_widgets(app, {state.INSPECT_CAPSULE: ("int_value", 160)})  # as a browser sends a whole number
+    assert any(md.value.startswith("#### Primary capsule 160") for md in app.markdown)
     app.number_input(key=state.INSPECT_CAPSULE).set_value(None).run()  # emptied: no capsule inspected
     assert app.number_input(key=state.INSPECT_CAPSULE).value is None
     assert not any(md.value.startswith("#### Primary capsule") for md in app.markdown)

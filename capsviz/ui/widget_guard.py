@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 
 JSON_FIELDS = ("json_value", "json_trigger_value")  # the widget state fields that hold JSON text
+# fields of one kind: a number input is registered as double_value and sends int_value when its numbers are whole
+KINDS = {"int_value": "number", "double_value": "number"}
 
 
 def install() -> None:
@@ -88,7 +90,9 @@ def of_its_kind(state, metadata) -> bool:
     """Whether a widget state holds the kind of value its widget sends (a cleared one, or an unknown widget's,
     passes): Streamlit would otherwise keep a bool for a radio and fail when it sends the radio back."""
     sent = state.WhichOneof("value")
-    return metadata is None or sent is None or metadata.value_type is None or sent == metadata.value_type
+    if metadata is None or sent is None or metadata.value_type is None:
+        return True
+    return KINDS.get(sent, sent) == KINDS.get(metadata.value_type, metadata.value_type)
 
 
 def _json(text: str) -> bool:
