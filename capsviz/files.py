@@ -183,6 +183,16 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file to read (missing, a folder, a FIFO, a device), or None. A FIFO would
+    block its opening, /dev/zero never end a read."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        return str(exc)
+    return None if stat.S_ISREG(mode) else f"{os.fspath(path)!r} is not a regular file"
+
+
 def sha256_cached(path: str | os.PathLike) -> str | None:
     """`sha256_of`, hashed again only when the file is replaced or rewritten (another inode, time or size); None
     for a file that cannot be read. For the page, which asks on every rerun."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import warnings
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps
 
+from capsviz.files import not_regular
 from capsviz.multimnist import CANVAS
 
 OUTPUT_SIZE = 28
@@ -158,7 +158,7 @@ def open_image(source: bytes | str | os.PathLike) -> Image.Image:
 
     Raises ValueError (with the reason) for anything that is not a readable, reasonably sized image.
     """
-    problem = None if isinstance(source, bytes) else _not_regular(source)  # a FIFO blocks open(), /dev/zero never ends
+    problem = None if isinstance(source, bytes) else not_regular(source)  # a FIFO blocks open(), /dev/zero never ends
     if problem is not None:
         raise ValueError(f"not a readable image: {problem}")
     try:
@@ -178,15 +178,6 @@ def open_image(source: bytes | str | os.PathLike) -> Image.Image:
             return ImageOps.exif_transpose(opened)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable image: {exc}") from None
-
-
-def _not_regular(path: str | os.PathLike) -> str | None:
-    """Why `path` is not a regular file to read, or None."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        return str(exc)
-    return None if stat.S_ISREG(mode) else f"{os.fspath(path)!r} is not a regular file"
 
 
 def _unit_float(pil: Image.Image) -> Image.Image:
