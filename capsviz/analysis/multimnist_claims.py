@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from capsviz import registry, tasks
-from capsviz.analysis.robustness import _cell
+from capsviz.analysis.robustness import markdown_cell
 from capsviz.analysis.two_digits import owners
 from capsviz.checkpoint import PRETRAINED_DIR, CheckpointError, load_checkpoint, read_card, read_config
 from capsviz.data import to_float
@@ -168,7 +168,7 @@ def markdown(report: dict) -> str:
         epochs = "-" if m["epochs"] is None else m["epochs"]
         cells = [f"`{name}` ({m['kind']}{routing})", f"{m['parameters']:,}", epochs, f"{m['accuracy']:.2%}",
                  f"{1 - m['accuracy']:.2%}", f"{m['digits_named']:.2%}", paper]  # fmt: skip
-        lines.append("| " + " | ".join(map(_cell, cells)) + " |")  # each one cell, whatever a card held
+        lines.append("| " + " | ".join(map(markdown_cell, cells)) + " |")  # each one cell, whatever a card held
     lines += [
         "",
         "| a vs b | only a right | only b right | a's lead | paired SE | z |",

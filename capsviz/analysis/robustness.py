@@ -253,7 +253,7 @@ def model_name(card: dict, checkpoint) -> str:
     return name
 
 
-def _cell(text: object) -> str:
+def markdown_cell(text: object) -> str:
     """`text` as one Markdown table cell: no line breaks, `|` and backslashes escaped."""
     return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
 
@@ -304,7 +304,7 @@ def markdown(result: dict) -> str:
     ]
     for entry in result["models"]:
         for routing, values in _rows(entry):
-            row = [_cell(entry["name"]), entry["kind"], f"{entry['params']:,}", routing]
+            row = [markdown_cell(entry["name"]), entry["kind"], f"{entry['params']:,}", routing]
             lines.append("| " + " | ".join(row + [f"{values['mnist']:.2%}", f"{values['affine']:.2%}"]) + " |")
     paired_rows = comparisons(result["models"], result["test_images"])
     if paired_rows:
@@ -318,8 +318,8 @@ def markdown(result: dict) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in paired_rows:
-            cells = [_cell(row["a"]), _cell(row["b"]), f"{row['accuracy_a']:.2%}", f"{row['accuracy_b']:.2%}"]
-            cells += [row["only_a"]]
+            cells = [markdown_cell(row["a"]), markdown_cell(row["b"])]
+            cells += [f"{row['accuracy_a']:.2%}", f"{row['accuracy_b']:.2%}", row["only_a"]]
             cells += [row["only_b"], f"{row['points']:+.2f}", f"{row['standard_error']:.2f}"]
             lines.append("| " + " | ".join(map(str, cells)) + f" | {row['standard_errors']:+.1f} |")
     for name, points in result["sweep_values"].items():
@@ -329,7 +329,7 @@ def markdown(result: dict) -> str:
         for entry in result["models"]:
             for routing, values in _rows(entry):
                 cells = [f"{a:.1%}" for a in values[name]]
-                lines.append(f"| {_cell(entry['name'])} | {routing} | " + " | ".join(cells) + " |")
+                lines.append(f"| {markdown_cell(entry['name'])} | {routing} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
