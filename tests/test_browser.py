@@ -708,6 +708,9 @@ def test_an_example_plays_its_routing_and_downloads_its_capsules(browser, server
     page, errors = _open_fresh(browser, server, 1440, 900)
     _shot(page, "first-screen-1440x900.png")
     assert _example(page, "A clean 3") == "3"
+    page.wait_for_timeout(1500)  # the canvas reports the example it drew: one more run
+    _wait_idle(page)
+    assert page.locator(ITERATION).inner_text().strip() == "3"  # the iteration the views show (it read 1 at times)
     page.get_by_role("button", name="Play").click()
     seen = set()
     for _ in range(60):  # one step every STEP_SECONDS, plus a rerun each

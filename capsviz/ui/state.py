@@ -156,6 +156,7 @@ DRAWN = "kept_drawn"  # {widget key: the full run that last drew it, itself or i
 STARTED = "run_started"  # the number of the latest full run of the page (fragment reruns belong to it)
 FINISHED = "run_finished"  # the number of the latest full run that finished (one stopped for a rerun has not)
 PUTS = "kept_puts"  # {widget key: (the full run that set it from code, its value before, the value set)}
+FRESH = "kept_fresh"  # {widget key: the full run that drew it with its value set from code}
 OFFERS = "kept_offers"  # {widget key: (value -> bool, ...): what its widget accepts}, from its last drawing
 CHOICES = ("radio", "selectbox", "segmented_control")  # widgets whose value is one of their options
 SWITCHES = ("checkbox", "toggle")
@@ -245,11 +246,17 @@ def _maybe_unsent(key: str) -> bool:
 def restore(key: str, default: Any = None, fits: Callable[[Any], bool] | None = None) -> None:
     """Before a widget is drawn: a widget the last finished run did not draw (or perhaps never sent) gets its kept
     value (else `default`), set through session state so that Streamlit sends it to the browser, and so does one
-    whose browser sent a value it does not offer. Once per run; `fits` vets a kept value."""
+    whose browser sent a value it does not offer, and one drawn so in the run before (the browser can report before
+    it mounts a widget, and then mounts it at its own default). Once per run; `fits` vets a kept value."""
+    now, fresh = st.session_state.get(STARTED, 0), st.session_state.setdefault(FRESH, {})
     if not _live(key) or _maybe_unsent(key) or (key in st.session_state and not _sent(key)):
         kept = _kept().get(key, default)
         put(key, kept if fits is None or fits(kept) else default)
-    st.session_state[DRAWN][key] = st.session_state.get(STARTED, 0)
+        fresh[key] = now
+    elif fresh.get(key) == now - 1:  # a report sent before the browser mounted it: it would mount at its min
+        del fresh[key]
+        put(key, value(key, default))
+    st.session_state[DRAWN][key] = now
 
 
 def widget(make: Callable, *args, key: str, default: Any = None, fits: Callable[[Any], bool] | None = None,
