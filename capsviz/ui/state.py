@@ -4,7 +4,8 @@ whose values outlive the runs that do not draw them.
 Streamlit forgets a widget's value at the end of a run that does not draw it (a closed lazy tab, a hidden
 option), and a widget drawn again comes back at its default, in the browser too. So each control here has a
 second, persistent copy of its value: `widget` draws it and records the value; when the widget was not drawn in
-the last finished run, it first sets the kept value, which Streamlit then sends to the browser with the widget.
+the last finished run, it first sets the kept value, which Streamlit then sends to the browser with the widget,
+and sends it once more in the next run (the browser's next report can leave before it mounts the widget).
 `value` reads a control whether or not it is drawn; `put` sets one from code, and that value stands against a
 report that crossed it on the way (sent by the browser before it had the new value). A value the widget does not
 offer (a crafted page can send any) is never kept or read: the control keeps its last value.
