@@ -111,7 +111,10 @@ class Session:
         self._connection.__exit__(*exc)
 
     def run(
-        self, reports: dict[str, object] | None = None, timeout: float = 300, query: str = "",
+        self,
+        reports: dict[str, object] | None = None,
+        timeout: float = 300,
+        query: str = "",
         raw: dict[str, str] | None = None,
     ) -> list[tuple[str, object]]:
         """Rerun with `reports` (key -> the JSON a page reports for that element) at the address's `query`

@@ -223,7 +223,7 @@ def test_a_widget_first_drawn_in_a_run_stopped_for_a_rerun_is_sent_with_its_valu
 def test_a_widget_first_drawn_in_a_finished_run_is_sent_again_the_run_after():
     """A browser can send its next report (the canvas reporting an example it drew) before it mounts a widget that
     the last run drew for the first time; it then mounts the widget at its default. So the run after sends the value
-    once more: an example's 'Iteration shown' read 1 while the views showed iteration 3, one time in three."""
+    once more: an example's 'Iteration shown' read 1 while the views showed iteration 3, about one time in three."""
     from streamlit.testing.v1 import AppTest
 
     def page():

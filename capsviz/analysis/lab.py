@@ -294,5 +294,3 @@ def affine_gaps(entries: list[dict], test_images) -> tuple[dict | None, list[dic
     rows = robustness.comparisons(entries, test_images)
     against_cnn = next((row for row in rows if row["against"] == "cnn"), None)
     return against_cnn, [row for row in rows if row["against"] == "routing"]
-
-

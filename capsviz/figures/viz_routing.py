@@ -78,8 +78,13 @@ def split_overlay_figure(image: np.ndarray, split: np.ndarray, centres: np.ndarr
         mode="markers",
         x=np.asarray(centres, dtype=np.float64)[:, 0],
         y=np.asarray(centres, dtype=np.float64)[:, 1],
-        marker={"size": size, "color": colours, "symbol": [TIE_SYMBOL if w is None else "circle" for w in winners],
-                "line": {"width": 1, "color": "white"}, "opacity": SPLIT_OPACITY},  # fmt: skip
+        marker={
+            "size": size,
+            "color": colours,
+            "symbol": [TIE_SYMBOL if w is None else "circle" for w in winners],
+            "line": {"width": 1, "color": "white"},
+            "opacity": SPLIT_OPACITY,
+        },
         customdata=np.stack([rows, cols, moved], axis=1).astype(np.float32),  # (G*G, 3)
         text=verdict,
         hovertemplate="position (row %{customdata[0]}, col %{customdata[1]})<br>%{text}<br>"
@@ -105,8 +110,15 @@ def _favour_keys(winners: list) -> list[dict]:
     keys = [(str(d), DIGIT_COLORS[d % len(DIGIT_COLORS)], "circle") for d in favoured]
     keys += [("tie", TIE_COLOR, TIE_SYMBOL)] if None in winners else []
     return [
-        dict(type="scatter", x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
-             marker={"color": colour, "symbol": symbol, "size": 10})  # fmt: skip
+        dict(
+            type="scatter",
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=name,
+            hoverinfo="skip",
+            marker={"color": colour, "symbol": symbol, "size": 10},
+        )
         for name, colour, symbol in keys
     ]
 

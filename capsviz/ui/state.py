@@ -284,8 +284,8 @@ def _accepts(kind: str, args: tuple, kwargs: dict) -> Callable[[Any], bool]:
         low = kwargs.get("min_value", args[1] if len(args) > 1 else None)
         high = kwargs.get("max_value", args[2] if len(args) > 2 else None)
         empty = "value" in kwargs and kwargs["value"] is None  # a number input drawn empty can be emptied again
-        return lambda value: (empty and value is None) or all(
-            _within(v, low, high) for v in (value if _is_range(value) else (value,))
+        return lambda value: (
+            (empty and value is None) or all(_within(v, low, high) for v in (value if _is_range(value) else (value,)))
         )
     if kind in SWITCHES:
         return lambda value: isinstance(value, bool)
